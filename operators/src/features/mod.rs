@@ -1,0 +1,297 @@
+//! The feature catalogue and the per-entity accumulators features are computed from.
+//!
+//! A feature is a [`FeatureSpec`]: its [`FeatureDef`] (name, family, source, unit,
+//! dtype, description — everything downstream derives from it) plus `compute`, a
+//! function of the entity's window accumulator. One file per source family.
+
+mod pcap;
+
+use amoskys_schemas::{Addr, FeatureDef, Packet, Proto, TcpFlags};
+use serde::{Deserialize, Serialize};
+
+use crate::{Map, Moments, Set};
+
+/// One feature: what it is, and how it is computed from a window.
+pub struct FeatureSpec {
+    pub def: FeatureDef,
+    pub compute: fn(&PaneAcc) -> Option<f64>,
+}
+
+/// The whole catalogue, in column order.
+pub fn catalogue() -> &'static [FeatureSpec] {
+    pcap::FEATURES
+}
+
+/// The catalogue's definitions, in column order.
+pub fn defs() -> Vec<FeatureDef> {
+    catalogue().iter().map(|s| s.def).collect()
+}
+
+/// Computes every feature of one window.
+pub fn compute_all(acc: &PaneAcc) -> Vec<Option<f64>> {
+    catalogue()
+        .iter()
+        .map(|s| (s.compute)(acc).filter(|v| v.is_finite()))
+        .collect()
+}
+
+/// One packet as seen from one of its endpoints (the entity).
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
+)]
+pub struct Obs {
+    pub entity: Addr,
+    pub peer: Addr,
+    pub ts_ns: i64,
+    pub local_port: u16,
+    pub remote_port: u16,
+    pub proto: u8,
+    pub tcp_flags: u8,
+    /// True when the entity sent the packet.
+    pub outbound: bool,
+    pub wire_len: u32,
+}
+
+impl Obs {
+    /// The two observations of a packet: by its sender and by its receiver.
+    pub fn of(p: &Packet) -> [Obs; 2] {
+        let base = Obs {
+            entity: p.src,
+            peer: p.dst,
+            ts_ns: p.ts_ns,
+            local_port: p.sport,
+            remote_port: p.dport,
+            proto: p.proto,
+            tcp_flags: p.tcp_flags,
+            outbound: true,
+            wire_len: p.wire_len,
+        };
+        let inbound = Obs {
+            entity: p.dst,
+            peer: p.src,
+            local_port: p.dport,
+            remote_port: p.sport,
+            outbound: false,
+            ..base
+        };
+        [base, inbound]
+    }
+
+    fn has_ports(&self) -> bool {
+        matches!(self.proto, Proto::TCP | Proto::UDP)
+    }
+}
+
+/// Per-direction counters of one entity.
+#[derive(Clone, Debug, Default)]
+pub struct DirAcc {
+    pub packets: u64,
+    pub bytes: u64,
+    pub size: Moments,
+    /// Gaps between consecutive packets in this direction, seconds.
+    pub iat: Moments,
+    pub first_ns: Option<i64>,
+    pub last_ns: Option<i64>,
+    pub tcp: u64,
+    pub udp: u64,
+    pub icmp: u64,
+    /// SYN without ACK (connection attempts, retransmissions included).
+    pub syn: u64,
+    pub synack: u64,
+    pub fin: u64,
+    pub rst: u64,
+    pub psh: u64,
+}
+
+impl DirAcc {
+    #[inline]
+    fn add(&mut self, o: &Obs) {
+        self.packets += 1;
+        self.bytes += u64::from(o.wire_len);
+        self.size.push(f64::from(o.wire_len));
+        if let Some(l) = self.last_ns {
+            self.iat.push((o.ts_ns - l).max(0) as f64 / 1e9);
+        }
+        self.first_ns.get_or_insert(o.ts_ns);
+        self.last_ns = Some(o.ts_ns);
+        match o.proto {
+            Proto::TCP => {
+                self.tcp += 1;
+                let f = o.tcp_flags;
+                let syn = f & TcpFlags::SYN != 0;
+                let ack = f & TcpFlags::ACK != 0;
+                self.syn += u64::from(syn && !ack);
+                self.synack += u64::from(syn && ack);
+                self.fin += u64::from(f & TcpFlags::FIN != 0);
+                self.rst += u64::from(f & TcpFlags::RST != 0);
+                self.psh += u64::from(f & TcpFlags::PSH != 0);
+            }
+            Proto::UDP => self.udp += 1,
+            Proto::ICMP | Proto::ICMPV6 => self.icmp += 1,
+            _ => {}
+        }
+    }
+
+    /// Appends `later`, whose packets all came after this one's.
+    fn append(&mut self, later: &DirAcc) {
+        if later.packets == 0 {
+            return;
+        }
+        if let (Some(l), Some(f)) = (self.last_ns, later.first_ns) {
+            self.iat.push((f - l).max(0) as f64 / 1e9);
+        }
+        self.iat.merge(&later.iat);
+        self.packets += later.packets;
+        self.bytes += later.bytes;
+        self.size.merge(&later.size);
+        self.first_ns = self.first_ns.or(later.first_ns);
+        self.last_ns = later.last_ns.or(self.last_ns);
+        self.tcp += later.tcp;
+        self.udp += later.udp;
+        self.icmp += later.icmp;
+        self.syn += later.syn;
+        self.synack += later.synack;
+        self.fin += later.fin;
+        self.rst += later.rst;
+        self.psh += later.psh;
+    }
+}
+
+/// What became of a TCP connection attempt the entity made.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Attempt {
+    /// The entity sent a SYN.
+    pub tried: bool,
+    /// The peer answered with SYN-ACK.
+    pub answered: bool,
+}
+
+/// Everything one entity did in one pane (30 s), or — merged — in one window.
+#[derive(Clone, Debug, Default)]
+pub struct PaneAcc {
+    pub out: DirAcc,
+    pub inb: DirAcc,
+    pub peers_out: Set<Addr>,
+    pub peers_in: Set<Addr>,
+    /// Destination ports of outbound TCP/UDP packets, with packet counts.
+    pub dst_ports_out: Map<u16, u64>,
+    /// Local ports that inbound TCP/UDP packets were sent to.
+    pub local_ports_in: Set<u16>,
+    /// Outbound TCP connection attempts by (peer, local port, peer port).
+    pub attempts_out: Map<(Addr, u16, u16), Attempt>,
+    /// Inbound SYNs by (peer, local port, peer port).
+    pub attempts_in: Set<(Addr, u16, u16)>,
+}
+
+impl PaneAcc {
+    #[inline]
+    pub fn observe(&mut self, o: &Obs) {
+        let syn = o.proto == Proto::TCP && o.tcp_flags & TcpFlags::SYN != 0;
+        let ack = o.tcp_flags & TcpFlags::ACK != 0;
+        if o.outbound {
+            self.out.add(o);
+            self.peers_out.insert(o.peer);
+            if o.has_ports() {
+                *self.dst_ports_out.entry(o.remote_port).or_insert(0) += 1;
+            }
+            if syn && !ack {
+                self.attempts_out
+                    .entry((o.peer, o.local_port, o.remote_port))
+                    .or_default()
+                    .tried = true;
+            }
+        } else {
+            self.inb.add(o);
+            self.peers_in.insert(o.peer);
+            if o.has_ports() {
+                self.local_ports_in.insert(o.local_port);
+            }
+            if syn && ack {
+                self.attempts_out
+                    .entry((o.peer, o.local_port, o.remote_port))
+                    .or_default()
+                    .answered = true;
+            } else if syn {
+                self.attempts_in
+                    .insert((o.peer, o.local_port, o.remote_port));
+            }
+        }
+    }
+
+    /// The window made of this pane followed by `later`.
+    pub fn then(&self, later: &PaneAcc) -> PaneAcc {
+        let mut w = self.clone();
+        w.out.append(&later.out);
+        w.inb.append(&later.inb);
+        w.peers_out.extend(later.peers_out.iter().copied());
+        w.peers_in.extend(later.peers_in.iter().copied());
+        for (p, n) in &later.dst_ports_out {
+            *w.dst_ports_out.entry(*p).or_insert(0) += n;
+        }
+        w.local_ports_in
+            .extend(later.local_ports_in.iter().copied());
+        for (k, a) in &later.attempts_out {
+            let e = w.attempts_out.entry(*k).or_default();
+            e.tried |= a.tried;
+            e.answered |= a.answered;
+        }
+        w.attempts_in.extend(later.attempts_in.iter().copied());
+        w
+    }
+}
+
+/// Shannon entropy, in bits, of a distribution given by counts. Counts are sorted
+/// first so that the float sum does not depend on hash-map order.
+pub fn entropy_bits(counts: impl Iterator<Item = u64>) -> Option<f64> {
+    let mut c: Vec<u64> = counts.filter(|&n| n > 0).collect();
+    let total: u64 = c.iter().sum();
+    if total == 0 {
+        return None;
+    }
+    c.sort_unstable();
+    let t = total as f64;
+    Some(
+        c.iter()
+            .map(|&n| {
+                let p = n as f64 / t;
+                -p * p.log2()
+            })
+            .sum::<f64>()
+            .max(0.0),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn catalogue_names_are_unique_and_documented() {
+        let defs = defs();
+        assert!(defs.len() >= 40, "{} features", defs.len());
+        let mut names: Vec<&str> = defs.iter().map(|d| d.name).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), defs.len());
+        for d in &defs {
+            assert!(
+                !d.description.is_empty() && !d.unit.is_empty() && !d.null_when.is_empty(),
+                "{}",
+                d.name
+            );
+            assert!(
+                d.name
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+            );
+        }
+    }
+
+    #[test]
+    fn entropy_of_known_distributions() {
+        assert_eq!(entropy_bits([5].into_iter()), Some(0.0));
+        assert_eq!(entropy_bits([1, 1].into_iter()), Some(1.0));
+        assert_eq!(entropy_bits([2, 2, 2, 2].into_iter()), Some(2.0));
+        assert_eq!(entropy_bits(std::iter::empty()), None);
+    }
+}

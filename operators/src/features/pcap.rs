@@ -1,0 +1,569 @@
+//! Network features of a host, from packets (source `pcap`).
+//!
+//! "out" counts packets the entity sent, "in" packets it received. Rates divide by
+//! the full window length (60 s), also for the partly filled windows at the edges
+//! of a capture. Inter-arrival times are gaps between consecutive packets of one
+//! direction in capture order.
+
+use amoskys_schemas::{FeatureDef, FeatureDtype, WINDOW_SECONDS};
+
+use super::{FeatureSpec, PaneAcc, entropy_bits};
+
+const SRC: &str = "pcap";
+const W: f64 = WINDOW_SECONDS as f64;
+
+const fn spec(
+    name: &'static str,
+    family: &'static str,
+    unit: &'static str,
+    dtype: FeatureDtype,
+    description: &'static str,
+    null_when: &'static str,
+    compute: fn(&PaneAcc) -> Option<f64>,
+) -> FeatureSpec {
+    FeatureSpec {
+        def: FeatureDef {
+            name,
+            family,
+            source: SRC,
+            unit,
+            dtype,
+            description,
+            null_when,
+        },
+        compute,
+    }
+}
+
+use FeatureDtype::{Count as C, Float as F};
+
+const NEVER: &str = "never (0 when nothing was seen)";
+const NO_OUT: &str = "the entity sent no packet in the window";
+const NO_IN: &str = "the entity received no packet in the window";
+const FEW_OUT: &str = "the entity sent fewer than 2 packets in the window";
+const FEW_IN: &str = "the entity received fewer than 2 packets in the window";
+
+fn ratio(n: u64, d: u64) -> Option<f64> {
+    (d > 0).then(|| n as f64 / d as f64)
+}
+fn n(v: u64) -> Option<f64> {
+    Some(v as f64)
+}
+
+pub(super) static FEATURES: &[FeatureSpec] = &[
+    // volume
+    spec(
+        "packets_out",
+        "volume",
+        "packets",
+        C,
+        "Packets sent by the entity.",
+        NEVER,
+        |a| n(a.out.packets),
+    ),
+    spec(
+        "packets_in",
+        "volume",
+        "packets",
+        C,
+        "Packets received by the entity.",
+        NEVER,
+        |a| n(a.inb.packets),
+    ),
+    spec(
+        "bytes_out",
+        "volume",
+        "bytes",
+        C,
+        "Bytes sent (on-the-wire length).",
+        NEVER,
+        |a| n(a.out.bytes),
+    ),
+    spec(
+        "bytes_in",
+        "volume",
+        "bytes",
+        C,
+        "Bytes received (on-the-wire length).",
+        NEVER,
+        |a| n(a.inb.bytes),
+    ),
+    spec(
+        "packets_out_per_s",
+        "volume",
+        "packets/s",
+        F,
+        "Packets sent per second of window.",
+        NEVER,
+        |a| Some(a.out.packets as f64 / W),
+    ),
+    spec(
+        "packets_in_per_s",
+        "volume",
+        "packets/s",
+        F,
+        "Packets received per second of window.",
+        NEVER,
+        |a| Some(a.inb.packets as f64 / W),
+    ),
+    spec(
+        "bytes_out_per_s",
+        "volume",
+        "bytes/s",
+        F,
+        "Bytes sent per second of window.",
+        NEVER,
+        |a| Some(a.out.bytes as f64 / W),
+    ),
+    spec(
+        "bytes_in_per_s",
+        "volume",
+        "bytes/s",
+        F,
+        "Bytes received per second of window.",
+        NEVER,
+        |a| Some(a.inb.bytes as f64 / W),
+    ),
+    spec(
+        "bytes_out_share",
+        "volume",
+        "ratio",
+        F,
+        "Share of the entity's bytes that it sent: out / (out + in).",
+        "the entity sent and received nothing",
+        |a| ratio(a.out.bytes, a.out.bytes + a.inb.bytes),
+    ),
+    spec(
+        "tcp_packets_out",
+        "volume",
+        "packets",
+        C,
+        "TCP packets sent.",
+        NEVER,
+        |a| n(a.out.tcp),
+    ),
+    spec(
+        "tcp_packets_in",
+        "volume",
+        "packets",
+        C,
+        "TCP packets received.",
+        NEVER,
+        |a| n(a.inb.tcp),
+    ),
+    spec(
+        "udp_packets_out",
+        "volume",
+        "packets",
+        C,
+        "UDP packets sent.",
+        NEVER,
+        |a| n(a.out.udp),
+    ),
+    spec(
+        "udp_packets_in",
+        "volume",
+        "packets",
+        C,
+        "UDP packets received.",
+        NEVER,
+        |a| n(a.inb.udp),
+    ),
+    spec(
+        "icmp_packets_out",
+        "volume",
+        "packets",
+        C,
+        "ICMP and ICMPv6 packets sent.",
+        NEVER,
+        |a| n(a.out.icmp),
+    ),
+    spec(
+        "icmp_packets_in",
+        "volume",
+        "packets",
+        C,
+        "ICMP and ICMPv6 packets received.",
+        NEVER,
+        |a| n(a.inb.icmp),
+    ),
+    // packet sizes
+    spec(
+        "pkt_size_out_min",
+        "size",
+        "bytes",
+        F,
+        "Smallest packet sent.",
+        NO_OUT,
+        |a| a.out.size.get_min(),
+    ),
+    spec(
+        "pkt_size_out_max",
+        "size",
+        "bytes",
+        F,
+        "Largest packet sent.",
+        NO_OUT,
+        |a| a.out.size.get_max(),
+    ),
+    spec(
+        "pkt_size_out_mean",
+        "size",
+        "bytes",
+        F,
+        "Mean size of packets sent.",
+        NO_OUT,
+        |a| a.out.size.get_mean(),
+    ),
+    spec(
+        "pkt_size_out_std",
+        "size",
+        "bytes",
+        F,
+        "Population standard deviation of the sizes of packets sent.",
+        NO_OUT,
+        |a| a.out.size.get_std(),
+    ),
+    spec(
+        "pkt_size_in_min",
+        "size",
+        "bytes",
+        F,
+        "Smallest packet received.",
+        NO_IN,
+        |a| a.inb.size.get_min(),
+    ),
+    spec(
+        "pkt_size_in_max",
+        "size",
+        "bytes",
+        F,
+        "Largest packet received.",
+        NO_IN,
+        |a| a.inb.size.get_max(),
+    ),
+    spec(
+        "pkt_size_in_mean",
+        "size",
+        "bytes",
+        F,
+        "Mean size of packets received.",
+        NO_IN,
+        |a| a.inb.size.get_mean(),
+    ),
+    spec(
+        "pkt_size_in_std",
+        "size",
+        "bytes",
+        F,
+        "Population standard deviation of the sizes of packets received.",
+        NO_IN,
+        |a| a.inb.size.get_std(),
+    ),
+    // timing
+    spec(
+        "iat_out_min",
+        "timing",
+        "s",
+        F,
+        "Shortest gap between two consecutive packets sent.",
+        FEW_OUT,
+        |a| a.out.iat.get_min(),
+    ),
+    spec(
+        "iat_out_max",
+        "timing",
+        "s",
+        F,
+        "Longest gap between two consecutive packets sent.",
+        FEW_OUT,
+        |a| a.out.iat.get_max(),
+    ),
+    spec(
+        "iat_out_mean",
+        "timing",
+        "s",
+        F,
+        "Mean gap between consecutive packets sent.",
+        FEW_OUT,
+        |a| a.out.iat.get_mean(),
+    ),
+    spec(
+        "iat_out_std",
+        "timing",
+        "s",
+        F,
+        "Population standard deviation of the gaps between packets sent.",
+        FEW_OUT,
+        |a| a.out.iat.get_std(),
+    ),
+    spec(
+        "iat_in_min",
+        "timing",
+        "s",
+        F,
+        "Shortest gap between two consecutive packets received.",
+        FEW_IN,
+        |a| a.inb.iat.get_min(),
+    ),
+    spec(
+        "iat_in_max",
+        "timing",
+        "s",
+        F,
+        "Longest gap between two consecutive packets received.",
+        FEW_IN,
+        |a| a.inb.iat.get_max(),
+    ),
+    spec(
+        "iat_in_mean",
+        "timing",
+        "s",
+        F,
+        "Mean gap between consecutive packets received.",
+        FEW_IN,
+        |a| a.inb.iat.get_mean(),
+    ),
+    spec(
+        "iat_in_std",
+        "timing",
+        "s",
+        F,
+        "Population standard deviation of the gaps between packets received.",
+        FEW_IN,
+        |a| a.inb.iat.get_std(),
+    ),
+    spec(
+        "active_span_s",
+        "timing",
+        "s",
+        F,
+        "Time from the entity's first to its last packet (either direction) in the window.",
+        NEVER,
+        |a| {
+            let first = [a.out.first_ns, a.inb.first_ns].into_iter().flatten().min();
+            let last = [a.out.last_ns, a.inb.last_ns].into_iter().flatten().max();
+            Some(
+                first
+                    .zip(last)
+                    .map_or(0.0, |(f, l)| (l - f).max(0) as f64 / 1e9),
+            )
+        },
+    ),
+    // TCP flags
+    spec(
+        "tcp_syn_out",
+        "tcp",
+        "packets",
+        C,
+        "TCP SYN without ACK sent (connection attempts, retransmissions included).",
+        NEVER,
+        |a| n(a.out.syn),
+    ),
+    spec(
+        "tcp_syn_in",
+        "tcp",
+        "packets",
+        C,
+        "TCP SYN without ACK received.",
+        NEVER,
+        |a| n(a.inb.syn),
+    ),
+    spec(
+        "tcp_synack_out",
+        "tcp",
+        "packets",
+        C,
+        "TCP SYN-ACK sent (connections accepted).",
+        NEVER,
+        |a| n(a.out.synack),
+    ),
+    spec(
+        "tcp_synack_in",
+        "tcp",
+        "packets",
+        C,
+        "TCP SYN-ACK received.",
+        NEVER,
+        |a| n(a.inb.synack),
+    ),
+    spec(
+        "tcp_fin_out",
+        "tcp",
+        "packets",
+        C,
+        "TCP packets with FIN sent.",
+        NEVER,
+        |a| n(a.out.fin),
+    ),
+    spec(
+        "tcp_fin_in",
+        "tcp",
+        "packets",
+        C,
+        "TCP packets with FIN received.",
+        NEVER,
+        |a| n(a.inb.fin),
+    ),
+    spec(
+        "tcp_rst_out",
+        "tcp",
+        "packets",
+        C,
+        "TCP packets with RST sent.",
+        NEVER,
+        |a| n(a.out.rst),
+    ),
+    spec(
+        "tcp_rst_in",
+        "tcp",
+        "packets",
+        C,
+        "TCP packets with RST received.",
+        NEVER,
+        |a| n(a.inb.rst),
+    ),
+    spec(
+        "tcp_psh_out",
+        "tcp",
+        "packets",
+        C,
+        "TCP packets with PSH sent.",
+        NEVER,
+        |a| n(a.out.psh),
+    ),
+    spec(
+        "tcp_psh_in",
+        "tcp",
+        "packets",
+        C,
+        "TCP packets with PSH received.",
+        NEVER,
+        |a| n(a.inb.psh),
+    ),
+    spec(
+        "tcp_syn_ratio_out",
+        "tcp",
+        "ratio",
+        F,
+        "Share of sent TCP packets that are SYN without ACK.",
+        "the entity sent no TCP packet",
+        |a| ratio(a.out.syn, a.out.tcp),
+    ),
+    spec(
+        "tcp_rst_ratio_in",
+        "tcp",
+        "ratio",
+        F,
+        "Share of received TCP packets that carry RST.",
+        "the entity received no TCP packet",
+        |a| ratio(a.inb.rst, a.inb.tcp),
+    ),
+    spec(
+        "tcp_synack_per_syn",
+        "tcp",
+        "ratio",
+        F,
+        "SYN-ACKs received per SYN sent.",
+        "the entity sent no SYN",
+        |a| ratio(a.inb.synack, a.out.syn),
+    ),
+    // fan-out and fan-in
+    spec(
+        "distinct_peers_out",
+        "fanout",
+        "hosts",
+        C,
+        "Distinct addresses the entity sent packets to.",
+        NEVER,
+        |a| n(a.peers_out.len() as u64),
+    ),
+    spec(
+        "distinct_peers_in",
+        "fanout",
+        "hosts",
+        C,
+        "Distinct addresses that sent packets to the entity.",
+        NEVER,
+        |a| n(a.peers_in.len() as u64),
+    ),
+    spec(
+        "distinct_dst_ports_out",
+        "fanout",
+        "ports",
+        C,
+        "Distinct TCP/UDP destination ports the entity sent to.",
+        NEVER,
+        |a| n(a.dst_ports_out.len() as u64),
+    ),
+    spec(
+        "distinct_local_ports_in",
+        "fanout",
+        "ports",
+        C,
+        "Distinct local TCP/UDP ports that received packets.",
+        NEVER,
+        |a| n(a.local_ports_in.len() as u64),
+    ),
+    // entropy
+    spec(
+        "dst_port_entropy_out",
+        "entropy",
+        "bits",
+        F,
+        "Shannon entropy of the destination ports of sent TCP/UDP packets, weighted by packets.",
+        "the entity sent no TCP or UDP packet",
+        |a| entropy_bits(a.dst_ports_out.values().copied()),
+    ),
+    // connections
+    spec(
+        "conn_attempts_out",
+        "connections",
+        "connections",
+        C,
+        "Distinct outbound TCP connection attempts (SYN sent; peer, local and remote port).",
+        NEVER,
+        |a| n(a.attempts_out.values().filter(|t| t.tried).count() as u64),
+    ),
+    spec(
+        "conn_failed_out",
+        "connections",
+        "connections",
+        C,
+        "Outbound TCP connection attempts not answered by a SYN-ACK within the window (refused or unanswered).",
+        NEVER,
+        |a| {
+            n(a.attempts_out
+                .values()
+                .filter(|t| t.tried && !t.answered)
+                .count() as u64)
+        },
+    ),
+    spec(
+        "failed_conn_ratio_out",
+        "connections",
+        "ratio",
+        F,
+        "Share of outbound TCP connection attempts that failed.",
+        "the entity made no connection attempt",
+        |a| {
+            let tried = a.attempts_out.values().filter(|t| t.tried).count() as u64;
+            ratio(
+                a.attempts_out
+                    .values()
+                    .filter(|t| t.tried && !t.answered)
+                    .count() as u64,
+                tried,
+            )
+        },
+    ),
+    spec(
+        "conn_attempts_in",
+        "connections",
+        "connections",
+        C,
+        "Distinct inbound TCP connection attempts (SYN received).",
+        NEVER,
+        |a| n(a.attempts_in.len() as u64),
+    ),
+];

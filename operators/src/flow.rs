@@ -1,0 +1,511 @@
+//! Bidirectional flow assembly.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use amoskys_schemas::{Addr, EndReason, FlowRecord, Packet, Proto, TcpFlags, pane_start_ns};
+use timely::dataflow::Stream;
+use timely::dataflow::channels::pact::Exchange;
+use timely::dataflow::operators::generic::Operator;
+
+use crate::community_id::{community_id, ordered};
+use crate::{Map, Moments};
+
+/// Flow timeouts and the table's size limit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FlowConfig {
+    /// A flow with no packet for this long ends (`idle_timeout`).
+    pub idle_ns: i64,
+    /// A flow older than this is cut into a new record (`active_timeout`).
+    pub active_ns: i64,
+    /// After FIN from both sides or a RST, late segments (the last ACK, retransmitted
+    /// FINs) still join the flow for this long.
+    pub closed_ns: i64,
+    /// Flows held at once by one worker; past it the longest-idle are expired early.
+    pub max_flows: usize,
+    /// Community ID seed.
+    pub community_id_seed: u16,
+}
+
+impl Default for FlowConfig {
+    fn default() -> Self {
+        FlowConfig {
+            idle_ns: 120 * 1_000_000_000,
+            active_ns: 1800 * 1_000_000_000,
+            closed_ns: 5 * 1_000_000_000,
+            max_flows: 1_000_000,
+            community_id_seed: 0,
+        }
+    }
+}
+
+/// The direction-free key of a flow: its endpoints in Community ID order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct FlowKey {
+    pub a: Addr,
+    pub pa: u16,
+    pub b: Addr,
+    pub pb: u16,
+    pub proto: u8,
+}
+
+impl FlowKey {
+    pub fn of(p: &Packet) -> FlowKey {
+        let (a, pa, b, pb, _) = ordered(p.proto, p.src, p.sport, p.dst, p.dport);
+        FlowKey {
+            a,
+            pa,
+            b,
+            pb,
+            proto: p.proto,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+struct Dir {
+    packets: u64,
+    bytes: u64,
+    flags: u8,
+    size: Moments,
+    iat: Moments,
+    last_ns: Option<i64>,
+}
+
+impl Dir {
+    #[inline]
+    fn add(&mut self, p: &Packet) {
+        self.packets += 1;
+        self.bytes += u64::from(p.wire_len);
+        self.flags |= p.tcp_flags;
+        self.size.push(f64::from(p.wire_len));
+        if let Some(l) = self.last_ns {
+            self.iat.push((p.ts_ns - l).max(0) as f64 / 1e9);
+        }
+        self.last_ns = Some(p.ts_ns);
+    }
+}
+
+#[derive(Clone, Debug)]
+struct FlowState {
+    src: Addr,
+    sport: u16,
+    dst: Addr,
+    dport: u16,
+    first_ns: i64,
+    last_ns: i64,
+    fwd: Dir,
+    bwd: Dir,
+    fragments: u64,
+    fin_fwd: bool,
+    fin_bwd: bool,
+    /// When the flow closed (FIN both ways or RST), and how.
+    closed: Option<(i64, EndReason)>,
+}
+
+impl FlowState {
+    fn open(p: &Packet) -> FlowState {
+        // A SYN-ACK opening a record means we missed the SYN: its receiver originated.
+        let reversed = p.has_flag(TcpFlags::SYN) && p.has_flag(TcpFlags::ACK);
+        let (src, sport, dst, dport) = if reversed {
+            (p.dst, p.dport, p.src, p.sport)
+        } else {
+            (p.src, p.sport, p.dst, p.dport)
+        };
+        FlowState {
+            src,
+            sport,
+            dst,
+            dport,
+            first_ns: p.ts_ns,
+            last_ns: p.ts_ns,
+            fwd: Dir::default(),
+            bwd: Dir::default(),
+            fragments: 0,
+            fin_fwd: false,
+            fin_bwd: false,
+            closed: None,
+        }
+    }
+
+    fn add(&mut self, p: &Packet) {
+        // Ports tell the sides apart (even on one address); ICMP types do not.
+        let fwd = match p.proto {
+            Proto::TCP | Proto::UDP | 132 => p.src == self.src && p.sport == self.sport,
+            _ => p.src == self.src,
+        };
+        if fwd {
+            self.fwd.add(p)
+        } else {
+            self.bwd.add(p)
+        }
+        self.first_ns = self.first_ns.min(p.ts_ns);
+        self.last_ns = self.last_ns.max(p.ts_ns);
+        self.fragments += u64::from(p.fragment);
+        if p.is_tcp() && self.closed.is_none() {
+            if p.tcp_flags & TcpFlags::RST != 0 {
+                self.closed = Some((p.ts_ns, EndReason::Rst));
+            } else if p.tcp_flags & TcpFlags::FIN != 0 {
+                if fwd {
+                    self.fin_fwd = true
+                } else {
+                    self.fin_bwd = true
+                }
+                if self.fin_fwd && self.fin_bwd {
+                    self.closed = Some((p.ts_ns, EndReason::Fin));
+                }
+            }
+        }
+    }
+
+    /// Whether packet `p` starts a new record instead of joining this one, and why
+    /// this one ends.
+    fn ends_before(&self, p: &Packet, cfg: &FlowConfig) -> Option<EndReason> {
+        if let Some((at, why)) = self.closed {
+            let new_syn = p.has_flag(TcpFlags::SYN) && !p.has_flag(TcpFlags::ACK);
+            if new_syn || p.ts_ns - at > cfg.closed_ns {
+                return Some(why);
+            }
+            return None;
+        }
+        if p.ts_ns - self.last_ns > cfg.idle_ns {
+            return Some(EndReason::Idle);
+        }
+        if p.ts_ns - self.first_ns > cfg.active_ns {
+            return Some(EndReason::Active);
+        }
+        None
+    }
+
+    /// Why the flow has ended by `now`, if it has.
+    fn expired_at(&self, now: i64, cfg: &FlowConfig) -> Option<EndReason> {
+        match self.closed {
+            Some((at, why)) => (now - at > cfg.closed_ns).then_some(why),
+            None => (now - self.last_ns > cfg.idle_ns).then_some(EndReason::Idle),
+        }
+    }
+
+    fn record(&self, key: &FlowKey, seed: u16, end_reason: EndReason) -> FlowRecord {
+        FlowRecord {
+            community_id: community_id(seed, key.proto, self.src, self.sport, self.dst, self.dport),
+            proto: key.proto,
+            src: self.src,
+            sport: self.sport,
+            dst: self.dst,
+            dport: self.dport,
+            first_ns: self.first_ns,
+            last_ns: self.last_ns,
+            packets_fwd: self.fwd.packets,
+            packets_bwd: self.bwd.packets,
+            bytes_fwd: self.fwd.bytes,
+            bytes_bwd: self.bwd.bytes,
+            tcp_flags_fwd: self.fwd.flags,
+            tcp_flags_bwd: self.bwd.flags,
+            fragments: self.fragments,
+            size_fwd: self.fwd.size.summary(),
+            size_bwd: self.bwd.size.summary(),
+            iat_fwd: self.fwd.iat.summary(),
+            iat_bwd: self.bwd.iat.summary(),
+            end_reason,
+        }
+    }
+}
+
+/// Counters a flow table keeps, shared with whoever reports them.
+#[derive(Debug, Default)]
+pub struct FlowCounters {
+    /// Packets the flow tables have taken in.
+    pub packets_in: AtomicU64,
+    pub flows: AtomicU64,
+    /// Flows expired early because the table was full.
+    pub evicted: AtomicU64,
+}
+
+/// The flow table: packets in (in capture order per flow), finished flows out.
+pub struct FlowTable {
+    cfg: FlowConfig,
+    flows: Map<FlowKey, FlowState>,
+    evicted: u64,
+}
+
+impl FlowTable {
+    pub fn new(cfg: FlowConfig) -> Self {
+        let cap = cfg.max_flows.min(1 << 16);
+        FlowTable {
+            cfg,
+            flows: Map::with_capacity_and_hasher(cap, Default::default()),
+            evicted: 0,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.flows.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.flows.is_empty()
+    }
+
+    /// Flows expired early so far because the table was full.
+    pub fn evicted(&self) -> u64 {
+        self.evicted
+    }
+
+    /// Adds one packet; finished flows it reveals are pushed to `out`.
+    pub fn observe(&mut self, p: &Packet, out: &mut Vec<FlowRecord>) {
+        let key = FlowKey::of(p);
+        if let Some(st) = self.flows.get_mut(&key) {
+            match st.ends_before(p, &self.cfg) {
+                None => {
+                    st.add(p);
+                    return;
+                }
+                Some(why) => {
+                    out.push(st.record(&key, self.cfg.community_id_seed, why));
+                    *st = FlowState::open(p);
+                    st.add(p);
+                    return;
+                }
+            }
+        }
+        if self.flows.len() >= self.cfg.max_flows.max(1) {
+            self.evict(out);
+        }
+        let mut st = FlowState::open(p);
+        st.add(p);
+        self.flows.insert(key, st);
+    }
+
+    /// Expires the longest-idle sixteenth of the table (at least one flow).
+    fn evict(&mut self, out: &mut Vec<FlowRecord>) {
+        let n = (self.flows.len() / 16).max(1);
+        let mut ages: Vec<(i64, FlowKey)> =
+            self.flows.iter().map(|(k, s)| (s.last_ns, *k)).collect();
+        ages.select_nth_unstable(n - 1);
+        ages.truncate(n);
+        for (_, k) in ages {
+            if let Some(st) = self.flows.remove(&k) {
+                out.push(st.record(&k, self.cfg.community_id_seed, EndReason::Evicted));
+                self.evicted += 1;
+            }
+        }
+    }
+
+    /// Emits every flow that has ended by event time `now_ns`.
+    pub fn expire(&mut self, now_ns: i64, out: &mut Vec<FlowRecord>) {
+        let (cfg, seed) = (self.cfg, self.cfg.community_id_seed);
+        self.flows
+            .retain(|k, st| match st.expired_at(now_ns, &cfg) {
+                Some(why) => {
+                    out.push(st.record(k, seed, why));
+                    false
+                }
+                None => true,
+            });
+    }
+
+    /// Emits every flow still held (the input has ended).
+    pub fn flush(&mut self, out: &mut Vec<FlowRecord>) {
+        let seed = self.cfg.community_id_seed;
+        for (k, st) in self.flows.drain() {
+            let why = st.closed.map_or(EndReason::EndOfInput, |(_, w)| w);
+            out.push(st.record(&k, seed, why));
+        }
+    }
+}
+
+/// Assembles packets into flows. Packets are routed to workers by their flow, so a
+/// flow's packets meet in one table in input order.
+pub trait AssembleFlows<'scope> {
+    fn assemble_flows(
+        self,
+        cfg: FlowConfig,
+        counters: Arc<FlowCounters>,
+    ) -> Stream<'scope, u64, Vec<FlowRecord>>;
+}
+
+impl<'scope> AssembleFlows<'scope> for Stream<'scope, u64, Vec<Packet>> {
+    fn assemble_flows(
+        self,
+        cfg: FlowConfig,
+        counters: Arc<FlowCounters>,
+    ) -> Stream<'scope, u64, Vec<FlowRecord>> {
+        let pact = Exchange::new(|p: &Packet| p.flow_route_hash());
+        self.unary_frontier(pact, "AssembleFlows", move |cap, _info| {
+            let mut cap = Some(cap);
+            let mut table = FlowTable::new(cfg);
+            let mut swept_to = 0u64;
+            let mut out: Vec<FlowRecord> = Vec::new();
+            let mut reported_evictions = 0u64;
+            move |(input, frontier), output| {
+                input.for_each(|_time, data| {
+                    for p in data.iter() {
+                        table.observe(p, &mut out);
+                    }
+                    counters
+                        .packets_in
+                        .fetch_add(data.len() as u64, Ordering::Relaxed);
+                });
+                match frontier.frontier().first().copied() {
+                    Some(f) => {
+                        // Every pane before `f` is complete: flows idle since before
+                        // its start can no longer be continued by a timely packet.
+                        if f > swept_to {
+                            table.expire(pane_start_ns(f), &mut out);
+                            swept_to = f;
+                        }
+                        if let Some(c) = cap.as_mut().filter(|c| *c.time() < f) {
+                            c.downgrade(&f);
+                        }
+                    }
+                    None => table.flush(&mut out),
+                }
+                if table.evicted() > reported_evictions {
+                    counters
+                        .evicted
+                        .fetch_add(table.evicted() - reported_evictions, Ordering::Relaxed);
+                    reported_evictions = table.evicted();
+                }
+                if !out.is_empty() {
+                    counters
+                        .flows
+                        .fetch_add(out.len() as u64, Ordering::Relaxed);
+                    if let Some(c) = cap.as_ref() {
+                        output.session(c).give_container(&mut out);
+                    }
+                    out.clear();
+                }
+                if frontier.frontier().is_empty() {
+                    cap = None;
+                }
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const S: i64 = 1_000_000_000;
+
+    fn pkt(ts_s: f64, from_client: bool, flags: u8) -> Packet {
+        let (c, s) = (Addr::v4([10, 0, 0, 1]), Addr::v4([10, 0, 0, 2]));
+        let (src, dst, sport, dport) = if from_client {
+            (c, s, 5555, 80)
+        } else {
+            (s, c, 80, 5555)
+        };
+        Packet {
+            ts_ns: (ts_s * 1e9) as i64,
+            src,
+            dst,
+            sport,
+            dport,
+            proto: Proto::TCP,
+            tcp_flags: flags,
+            wire_len: 60,
+            ..Default::default()
+        }
+    }
+
+    fn run(pkts: &[Packet], cfg: FlowConfig) -> Vec<FlowRecord> {
+        let mut t = FlowTable::new(cfg);
+        let mut out = Vec::new();
+        pkts.iter().for_each(|p| t.observe(p, &mut out));
+        t.flush(&mut out);
+        out
+    }
+
+    use TcpFlags as F;
+
+    #[test]
+    fn handshake_data_and_close_make_one_flow_with_the_trailing_ack() {
+        let pkts = [
+            pkt(1.0, true, F::SYN),
+            pkt(1.1, false, F::SYN | F::ACK),
+            pkt(1.2, true, F::ACK),
+            pkt(1.3, true, F::FIN | F::ACK),
+            pkt(1.4, false, F::FIN | F::ACK),
+            pkt(1.5, true, F::ACK),
+        ];
+        let f = run(&pkts, FlowConfig::default());
+        assert_eq!(f.len(), 1);
+        assert_eq!((f[0].packets_fwd, f[0].packets_bwd), (4, 2));
+        assert_eq!(f[0].end_reason, EndReason::Fin);
+        assert_eq!(f[0].src, Addr::v4([10, 0, 0, 1]));
+        assert_eq!(f[0].tcp_flags_bwd, F::SYN | F::ACK | F::FIN);
+        assert!((f[0].iat_fwd.mean - (0.5 / 3.0)).abs() < 1e-9);
+        // A new SYN on the same ports after the close is a new connection.
+        let mut more = pkts.to_vec();
+        more.push(pkt(2.0, true, F::SYN));
+        assert_eq!(run(&more, FlowConfig::default()).len(), 2);
+    }
+
+    #[test]
+    fn idle_and_active_timeouts_split_flows() {
+        let cfg = FlowConfig {
+            idle_ns: 10 * S,
+            active_ns: 100 * S,
+            ..Default::default()
+        };
+        let f = run(
+            &[
+                pkt(0.0, true, F::ACK),
+                pkt(5.0, true, F::ACK),
+                pkt(16.0, true, F::ACK),
+            ],
+            cfg,
+        );
+        assert_eq!(f.len(), 2);
+        assert_eq!(f[0].end_reason, EndReason::Idle);
+        let steady: Vec<Packet> = (0..30)
+            .map(|i| pkt(f64::from(i) * 9.0, true, F::ACK))
+            .collect();
+        let f = run(&steady, cfg);
+        assert_eq!(
+            f.iter()
+                .filter(|r| r.end_reason == EndReason::Active)
+                .count(),
+            2
+        );
+        assert_eq!(f.iter().map(|r| r.packets_fwd).sum::<u64>(), 30);
+    }
+
+    #[test]
+    fn sweeping_expires_what_arrival_would_have_split() {
+        let cfg = FlowConfig {
+            idle_ns: 10 * S,
+            ..Default::default()
+        };
+        let mut t = FlowTable::new(cfg);
+        let mut out = Vec::new();
+        t.observe(&pkt(0.0, true, F::ACK), &mut out);
+        t.expire(9 * S, &mut out);
+        assert!(out.is_empty());
+        t.expire(11 * S, &mut out);
+        assert_eq!(out.len(), 1);
+        assert!(t.is_empty());
+    }
+
+    #[test]
+    fn a_full_table_expires_its_longest_idle_flows() {
+        let cfg = FlowConfig {
+            max_flows: 32,
+            ..Default::default()
+        };
+        let mut t = FlowTable::new(cfg);
+        let mut out = Vec::new();
+        for i in 0..100u16 {
+            let mut p = pkt(f64::from(i), true, F::ACK);
+            p.sport = 1000 + i;
+            t.observe(&p, &mut out);
+        }
+        assert!(t.len() <= 32);
+        assert_eq!(out.len() as u64, t.evicted());
+        assert!(out.iter().all(|r| r.end_reason == EndReason::Evicted));
+        // The evicted ones are the oldest.
+        let newest_evicted = out.iter().map(|r| r.first_ns).max().unwrap_or_default();
+        assert!(newest_evicted < 100 * S - 32 * S);
+    }
+}

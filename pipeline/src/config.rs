@@ -1,0 +1,327 @@
+//! `flows.toml`: the pipeline's configuration file.
+//!
+//! Every table and key is optional; what is left out takes the default shown in
+//! `examples/flows.toml`. Unknown keys are errors, and so are values out of range:
+//! both are reported with the file, line and column.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+
+/// The whole file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub window: WindowConfig,
+    pub flows: FlowsConfig,
+    pub runtime: RuntimeConfig,
+    pub sinks: SinksConfig,
+}
+
+/// Event-time windows.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WindowConfig {
+    /// How far behind the newest packet the watermark trails. Packets older than the
+    /// watermark are late: counted, and left out of flows and features.
+    pub lateness: Secs,
+}
+
+impl Default for WindowConfig {
+    fn default() -> Self {
+        WindowConfig {
+            lateness: Secs::from_secs(10),
+        }
+    }
+}
+
+/// Flow assembly.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FlowsConfig {
+    /// A flow with no packet for this long ends.
+    pub idle_timeout: PositiveSecs,
+    /// A flow older than this is cut, and continues in a new record.
+    pub active_timeout: PositiveSecs,
+    /// After FIN from both sides or a RST, stragglers still join the flow this long.
+    pub closed_timeout: Secs,
+    /// Flows held at once (over all workers); past it the longest-idle are expired
+    /// early and counted.
+    pub max_flows: Bounded<1, 1_000_000_000>,
+    /// Seed of the Community ID hash.
+    pub community_id_seed: Bounded<0, 65_535>,
+}
+
+impl Default for FlowsConfig {
+    fn default() -> Self {
+        FlowsConfig {
+            idle_timeout: PositiveSecs(Secs::from_secs(120)),
+            active_timeout: PositiveSecs(Secs::from_secs(1800)),
+            closed_timeout: Secs::from_secs(5),
+            max_flows: Bounded(1_000_000),
+            community_id_seed: Bounded(0),
+        }
+    }
+}
+
+/// Threads and queues.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RuntimeConfig {
+    /// Timely workers (threads); `-w` overrides it.
+    pub workers: Bounded<1, 256>,
+    /// Packets per batch handed from the capture reader to the dataflow.
+    pub batch_size: Bounded<1, 1_048_576>,
+    /// Packets the dataflow may hold unprocessed before the reader waits.
+    pub max_in_flight: Bounded<1024, 1_073_741_824>,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        RuntimeConfig {
+            workers: Bounded(1),
+            batch_size: Bounded(1024),
+            max_in_flight: Bounded(262_144),
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SinksConfig {
+    pub parquet: ParquetConfig,
+}
+
+/// The Parquet sink.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ParquetConfig {
+    /// Output root; `replay --out` overrides it.
+    pub path: PathBuf,
+    /// zstd level, 1 (fast) to 22 (small).
+    pub zstd_level: Bounded<1, 22>,
+    /// Rows per row group.
+    pub row_group_rows: Bounded<1, 16_777_216>,
+    /// Files open at once per table.
+    pub max_open_files: Bounded<1, 1024>,
+}
+
+impl Default for ParquetConfig {
+    fn default() -> Self {
+        ParquetConfig {
+            path: PathBuf::from("data"),
+            zstd_level: Bounded(3),
+            row_group_rows: Bounded(131_072),
+            max_open_files: Bounded(16),
+        }
+    }
+}
+
+/// A duration written as text: `"90s"`, `"2m"`, `"1h 30m"`, `"500ms"`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Secs(pub Duration);
+
+impl Secs {
+    pub const fn from_secs(s: u64) -> Self {
+        Secs(Duration::from_secs(s))
+    }
+    pub fn as_nanos_i64(&self) -> i64 {
+        i64::try_from(self.0.as_nanos()).unwrap_or(i64::MAX)
+    }
+}
+
+impl<'de> Deserialize<'de> for Secs {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        humantime::parse_duration(&s).map(Secs).map_err(|e| {
+            serde::de::Error::custom(format!(
+                "invalid duration {s:?}: {e} (write e.g. \"30s\", \"2m\", \"1h\")"
+            ))
+        })
+    }
+}
+
+/// A [`Secs`] that must be greater than zero.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PositiveSecs(pub Secs);
+
+impl<'de> Deserialize<'de> for PositiveSecs {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = Secs::deserialize(d)?;
+        if s.0.is_zero() {
+            return Err(serde::de::Error::custom(
+                "duration must be greater than zero",
+            ));
+        }
+        Ok(PositiveSecs(s))
+    }
+}
+
+/// An integer that must lie in `MIN..=MAX`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Bounded<const MIN: u64, const MAX: u64>(pub u64);
+
+impl<'de, const MIN: u64, const MAX: u64> Deserialize<'de> for Bounded<MIN, MAX> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let v = i64::deserialize(d)?;
+        match u64::try_from(v) {
+            Ok(u) if (MIN..=MAX).contains(&u) => Ok(Bounded(u)),
+            _ => Err(serde::de::Error::custom(format!(
+                "{v} is out of range: expected {MIN} to {MAX}"
+            ))),
+        }
+    }
+}
+
+/// A configuration file that could not be used, with where and why.
+#[derive(Debug)]
+pub struct ConfigError {
+    pub file: PathBuf,
+    pub line: Option<usize>,
+    pub column: Option<usize>,
+    pub reason: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file.display())?;
+        if let Some(l) = self.line {
+            write!(f, ":{l}")?;
+            if let Some(c) = self.column {
+                write!(f, ":{c}")?;
+            }
+        }
+        write!(f, ": {}", self.reason)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl Config {
+    /// Reads and checks a configuration file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: path.to_path_buf(),
+            line: None,
+            column: None,
+            reason: format!("cannot read: {e}"),
+        })?;
+        Config::parse(&text, path)
+    }
+
+    /// Parses configuration text; `path` only names it in errors.
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let cfg: Config = toml::from_str(text).map_err(|e| {
+            let (line, column) = match e.span() {
+                Some(span) => {
+                    let before = &text[..span.start.min(text.len())];
+                    let line = before.matches('\n').count() + 1;
+                    let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+                    (Some(line), Some(column))
+                }
+                None => (None, None),
+            };
+            ConfigError {
+                file: path.to_path_buf(),
+                line,
+                column,
+                reason: e.message().trim().to_string(),
+            }
+        })?;
+        cfg.check(path)?;
+        Ok(cfg)
+    }
+
+    /// Checks that need more than one key.
+    fn check(&self, path: &Path) -> Result<(), ConfigError> {
+        let err = |reason: String| ConfigError {
+            file: path.to_path_buf(),
+            line: None,
+            column: None,
+            reason,
+        };
+        if self.flows.active_timeout.0.0 < self.flows.idle_timeout.0.0 {
+            return Err(err(format!(
+                "[flows] active_timeout ({:?}) is shorter than idle_timeout ({:?})",
+                self.flows.active_timeout.0.0, self.flows.idle_timeout.0.0
+            )));
+        }
+        if self.window.lateness.0 > Duration::from_secs(3600) {
+            return Err(err(
+                "[window] lateness may be at most 1h: state for every open pane is kept that long"
+                    .into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(s: &str) -> Result<Config, ConfigError> {
+        Config::parse(s, Path::new("flows.toml"))
+    }
+
+    #[test]
+    fn the_example_file_parses_and_matches_the_defaults() {
+        let text = include_str!("../../examples/flows.toml");
+        let c = parse(text).unwrap_or_else(|e| panic!("{e}"));
+        let d = Config::default();
+        assert_eq!(c.flows.idle_timeout, d.flows.idle_timeout);
+        assert_eq!(c.flows.active_timeout, d.flows.active_timeout);
+        assert_eq!(c.flows.max_flows, d.flows.max_flows);
+        assert_eq!(c.window.lateness, d.window.lateness);
+        assert_eq!(c.runtime.workers, d.runtime.workers);
+        assert_eq!(c.sinks.parquet.zstd_level, d.sinks.parquet.zstd_level);
+        assert_eq!(c.sinks.parquet.path, d.sinks.parquet.path);
+    }
+
+    #[test]
+    fn an_empty_file_is_all_defaults() {
+        let c = parse("").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.flows.idle_timeout.0, Secs::from_secs(120));
+    }
+
+    #[test]
+    fn errors_name_the_line_and_the_reason() {
+        let e = parse("[flows]\nidle_timeout = \"0s\"\n")
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(e.starts_with("flows.toml:2:"), "{e}");
+        assert!(e.contains("greater than zero"), "{e}");
+        let e = parse("[flows]\n\nidel_timeout = \"5s\"\n")
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(e.starts_with("flows.toml:3:"), "{e}");
+        assert!(e.contains("unknown field `idel_timeout`"), "{e}");
+        let e = parse("[runtime]\nworkers = 0\n")
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(
+            e.contains("flows.toml:2:") && e.contains("out of range"),
+            "{e}"
+        );
+        let e = parse("[window]\nlateness = \"soon\"\n")
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(e.contains("invalid duration"), "{e}");
+        let e = parse("[flows]\nidle_timeout = \"2h\"\n")
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(e.contains("active_timeout"), "{e}");
+        let e = parse("[sinks.parquet]\nzstd_level = 30\n")
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(e.contains(":2:") && e.contains("1 to 22"), "{e}");
+    }
+}

@@ -1,0 +1,10 @@
+//! amoskys-pipeline: the binary's library half — configuration, graph assembly and
+//! the runtime bridge between sources, the timely dataflow and the sinks.
+
+pub mod bridge;
+pub mod config;
+mod error;
+pub mod generate;
+pub mod replay;
+
+pub use error::PipelineError;

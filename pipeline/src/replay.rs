@@ -1,0 +1,394 @@
+//! Batch replay of recorded captures: files → flows and windowed features → Parquet.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, TryRecvError, sync_channel};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use amoskys_operators::{
+    AssembleFlows, Featurize, FlowConfig, FlowCounters, WindowCounters, features,
+};
+use amoskys_schemas::{FeatureRow, FlowRecord, Packet, metadata_json, pane_of};
+use amoskys_sinks::parquet::{FeatureTable, FlowTable, ParquetSettings, SinkSummary, run_table};
+use amoskys_sources::pcap::{DecodeStats, FileReader, ReadProgress, Skip, expand_inputs};
+use serde::Serialize;
+use timely::container::CapacityContainerBuilder;
+use timely::dataflow::operators::core::UnorderedInput;
+
+use crate::bridge::channel_sink;
+use crate::config::Config;
+use crate::error::PipelineError;
+
+/// What to replay and where to.
+pub struct ReplayOptions {
+    pub inputs: Vec<String>,
+    pub out: PathBuf,
+    pub config: Config,
+    /// Overrides `[runtime] workers` when set.
+    pub workers: Option<usize>,
+    /// Draw a progress bar on stderr (only if it is a terminal).
+    pub progress: bool,
+}
+
+/// What a replay did; printed as one line, and available as JSON.
+#[derive(Debug, Default, Serialize)]
+pub struct ReplayReport {
+    pub files: usize,
+    pub file_errors: Vec<(String, String)>,
+    pub packets: u64,
+    pub bytes: u64,
+    pub ip_packets: u64,
+    pub ip_bytes: u64,
+    pub fragments: u64,
+    pub truncated_transport: u64,
+    /// Packets that were not IP, by reason.
+    pub skipped: std::collections::BTreeMap<&'static str, u64>,
+    /// IP packets older than the watermark: counted, and left out of flows and features.
+    pub late: u64,
+    /// Observations that reached a window operator after their windows closed
+    /// (always 0 in a replay, where the reader holds the watermark).
+    pub window_late_obs: u64,
+    pub flows: u64,
+    pub flows_evicted: u64,
+    pub feature_rows: u64,
+    pub first_ts_ns: Option<i64>,
+    pub last_ts_ns: Option<i64>,
+    pub workers: usize,
+    pub elapsed_s: f64,
+    pub packets_per_s: f64,
+    pub flow_files: u64,
+    pub feature_files: u64,
+}
+
+impl ReplayReport {
+    /// The one-line summary.
+    pub fn line(&self) -> String {
+        let skipped: u64 = self.skipped.values().sum();
+        let mut reasons: Vec<String> = self
+            .skipped
+            .iter()
+            .filter(|(_, n)| **n > 0)
+            .map(|(r, n)| format!("{r}={n}"))
+            .collect();
+        if self.fragments > 0 {
+            reasons.push(format!("ip_fragments={}", self.fragments));
+        }
+        let reasons = if reasons.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", reasons.join(", "))
+        };
+        let errs = if self.file_errors.is_empty() {
+            String::new()
+        } else {
+            format!(", {} file error(s)", self.file_errors.len())
+        };
+        format!(
+            "replayed {} file(s){errs}: {} packets, {} bytes; {} IP, {} not IP{reasons}, {} late; \
+             {} flows ({} evicted), {} feature rows; {:.2} s, {:.0} packets/s, {} worker(s)",
+            self.files,
+            self.packets,
+            self.bytes,
+            self.ip_packets,
+            skipped,
+            self.late,
+            self.flows,
+            self.flows_evicted,
+            self.feature_rows,
+            self.elapsed_s,
+            self.packets_per_s,
+            self.workers
+        )
+    }
+}
+
+fn run_id() -> String {
+    let now = chrono::Utc::now();
+    format!(
+        "{}-{}",
+        now.format("%Y%m%dT%H%M%S%.3fZ"),
+        std::process::id()
+    )
+    .replace('.', "")
+}
+
+/// Writes `DIR/feature_metadata.json` (through a temporary file and a rename).
+pub fn write_feature_metadata(out: &Path) -> Result<(), PipelineError> {
+    let io = |context: String| move |source| PipelineError::Io { context, source };
+    std::fs::create_dir_all(out).map_err(io(format!("create {}", out.display())))?;
+    let doc = metadata_json(&features::defs());
+    let text = serde_json::to_string_pretty(&doc).unwrap_or_default();
+    let tmp = out.join(".feature_metadata.json.tmp");
+    let dest = out.join("feature_metadata.json");
+    std::fs::write(&tmp, text + "\n").map_err(io(format!("write {}", tmp.display())))?;
+    std::fs::rename(&tmp, &dest).map_err(io(format!("rename to {}", dest.display())))?;
+    Ok(())
+}
+
+/// Replays the captures in `opts.inputs` into `opts.out`.
+pub fn replay(opts: ReplayOptions) -> Result<ReplayReport, PipelineError> {
+    let started = Instant::now();
+    let cfg = &opts.config;
+    let workers = opts
+        .workers
+        .unwrap_or(cfg.runtime.workers.0 as usize)
+        .max(1);
+    let files = expand_inputs(&opts.inputs)?;
+    write_feature_metadata(&opts.out)?;
+
+    let settings = ParquetSettings {
+        root: opts.out.clone(),
+        zstd_level: cfg.sinks.parquet.zstd_level.0 as i32,
+        row_group_rows: cfg.sinks.parquet.row_group_rows.0 as usize,
+        max_open_files: cfg.sinks.parquet.max_open_files.0 as usize,
+        run_id: run_id(),
+    };
+    settings.validate()?;
+
+    // Sinks: one thread per table behind a bounded channel of row batches.
+    let (flow_tx, flow_rx) = sync_channel::<Vec<FlowRecord>>(64);
+    let (feat_tx, feat_rx) = sync_channel::<Vec<FeatureRow>>(64);
+    let s1 = settings.clone();
+    let flow_sink = std::thread::Builder::new()
+        .name("sink-flows".into())
+        .spawn(move || run_table(FlowTable, s1, flow_rx))
+        .map_err(|source| PipelineError::Io {
+            context: "spawn sink thread".into(),
+            source,
+        })?;
+    let feature_table = FeatureTable::new(features::defs());
+    let s2 = settings.clone();
+    let feat_sink = std::thread::Builder::new()
+        .name("sink-features".into())
+        .spawn(move || run_table(feature_table, s2, feat_rx))
+        .map_err(|source| PipelineError::Io {
+            context: "spawn sink thread".into(),
+            source,
+        })?;
+
+    // Source: the reader thread decodes into batches behind a bounded channel.
+    let batch_size = cfg.runtime.batch_size.0 as usize;
+    let reader = FileReader::new(files, batch_size);
+    let progress = reader.progress();
+    let (pkt_tx, pkt_rx) = sync_channel::<Vec<Packet>>(16);
+    let read_thread = std::thread::Builder::new()
+        .name("pcap-reader".into())
+        .spawn(move || {
+            reader.run(|batch| {
+                pkt_tx
+                    .send(batch)
+                    .map_err(|_| amoskys_sources::SourceError::Closed)
+            })
+        })
+        .map_err(|source| PipelineError::Io {
+            context: "spawn reader thread".into(),
+            source,
+        })?;
+
+    let done = Arc::new(AtomicBool::new(false));
+    let bar = (opts.progress && std::io::stderr().is_terminal())
+        .then(|| spawn_progress(progress.clone(), done.clone()));
+
+    let flow_cfg = FlowConfig {
+        idle_ns: cfg.flows.idle_timeout.0.as_nanos_i64(),
+        active_ns: cfg.flows.active_timeout.0.as_nanos_i64(),
+        closed_ns: cfg.flows.closed_timeout.as_nanos_i64(),
+        max_flows: (cfg.flows.max_flows.0 as usize).div_ceil(workers),
+        community_id_seed: cfg.flows.community_id_seed.0 as u16,
+    };
+    let driver = Driver {
+        lateness_ns: cfg.window.lateness.as_nanos_i64(),
+        max_in_flight: cfg.runtime.max_in_flight.0,
+        late: Arc::new(AtomicU64::new(0)),
+    };
+    let flow_counters = Arc::new(FlowCounters::default());
+    let window_counters = Arc::new(WindowCounters::default());
+    let rx = Arc::new(Mutex::new(Some(pkt_rx)));
+    let (fc, wc, late) = (
+        flow_counters.clone(),
+        window_counters.clone(),
+        driver.late.clone(),
+    );
+
+    let guards = timely::execute(timely::Config::process(workers), move |worker| {
+        let (mut input, cap) = worker.dataflow::<u64, _, _>(|scope| {
+            let ((input, cap), packets) =
+                scope.new_unordered_input::<CapacityContainerBuilder<Vec<Packet>>>();
+            let flows = packets.clone().assemble_flows(flow_cfg, fc.clone());
+            let rows = packets.featurize(wc.clone());
+            channel_sink(flows, "FlowsToParquet", flow_tx.clone());
+            channel_sink(rows, "FeaturesToParquet", feat_tx.clone());
+            (input, cap)
+        });
+        let rx = rx.lock().ok().and_then(|mut r| r.take());
+        match rx {
+            Some(rx) if worker.index() == 0 => driver.drive(worker, &mut input, cap, rx, &fc, &wc),
+            _ => drop(cap),
+        }
+        while worker.step_or_park(Some(Duration::from_millis(5))) {}
+    })
+    .map_err(PipelineError::Dataflow)?;
+    for r in guards.join() {
+        r.map_err(|e| PipelineError::Dataflow(format!("worker failed: {e}")))?;
+    }
+
+    let summary = read_thread
+        .join()
+        .map_err(|_| PipelineError::Dataflow("the capture reader panicked".into()))??;
+    done.store(true, Ordering::Relaxed);
+    if let Some(b) = bar {
+        let _ = b.join();
+    }
+    let flow_sum: SinkSummary = flow_sink
+        .join()
+        .map_err(|_| PipelineError::Dataflow("the flows sink panicked".into()))??;
+    let feat_sum: SinkSummary = feat_sink
+        .join()
+        .map_err(|_| PipelineError::Dataflow("the features sink panicked".into()))??;
+
+    let elapsed = started.elapsed().as_secs_f64();
+    let st: &DecodeStats = &summary.stats;
+    Ok(ReplayReport {
+        files: summary.files_read,
+        file_errors: summary
+            .file_errors
+            .iter()
+            .map(|(p, e)| (p.display().to_string(), e.clone()))
+            .collect(),
+        packets: st.packets,
+        bytes: st.bytes,
+        ip_packets: st.ip_packets,
+        ip_bytes: st.ip_bytes,
+        fragments: st.fragments,
+        truncated_transport: st.truncated_transport,
+        skipped: Skip::ALL
+            .iter()
+            .map(|s| (s.as_str(), st.skipped(*s)))
+            .collect(),
+        late: late.load(Ordering::Relaxed),
+        window_late_obs: window_counters.late.load(Ordering::Relaxed),
+        flows: flow_sum.rows,
+        flows_evicted: flow_counters.evicted.load(Ordering::Relaxed),
+        feature_rows: feat_sum.rows,
+        first_ts_ns: summary.first_ns,
+        last_ts_ns: summary.last_ns,
+        workers,
+        elapsed_s: elapsed,
+        packets_per_s: if elapsed > 0.0 {
+            st.packets as f64 / elapsed
+        } else {
+            0.0
+        },
+        flow_files: flow_sum.files,
+        feature_files: feat_sum.files,
+    })
+}
+
+/// Worker 0's loop: moves packet batches from the reader into the dataflow, keeps
+/// the watermark, and holds back while too much is unprocessed.
+#[derive(Clone)]
+struct Driver {
+    lateness_ns: i64,
+    max_in_flight: u64,
+    late: Arc<AtomicU64>,
+}
+
+impl Driver {
+    fn drive(
+        &self,
+        worker: &mut timely::worker::Worker,
+        input: &mut timely::dataflow::operators::core::unordered_input::UnorderedHandle<
+            u64,
+            CapacityContainerBuilder<Vec<Packet>>,
+        >,
+        mut cap: timely::dataflow::operators::ActivateCapability<u64>,
+        rx: Receiver<Vec<Packet>>,
+        flows: &FlowCounters,
+        windows: &WindowCounters,
+    ) {
+        let mut max_ts = i64::MIN;
+        let mut sent = 0u64;
+        let mut late = 0u64;
+        let mut run: Vec<Packet> = Vec::new();
+        loop {
+            // Bound what the dataflow holds: packets sent but not yet taken in by
+            // the flow tables, observations (two per packet) not yet windowed.
+            loop {
+                let f = sent.saturating_sub(flows.packets_in.load(Ordering::Relaxed));
+                let w = (2 * sent).saturating_sub(windows.obs_in.load(Ordering::Relaxed));
+                if f <= self.max_in_flight && w <= 2 * self.max_in_flight {
+                    break;
+                }
+                worker.step_or_park(Some(Duration::from_millis(1)));
+            }
+            let batch = match rx.try_recv() {
+                Ok(b) => b,
+                Err(TryRecvError::Empty) => {
+                    worker.step_or_park(Some(Duration::from_millis(1)));
+                    continue;
+                }
+                Err(TryRecvError::Disconnected) => break,
+            };
+            let mut run_pane = None;
+            for p in batch {
+                max_ts = max_ts.max(p.ts_ns);
+                let pane = pane_of(p.ts_ns);
+                if pane < *cap.time() {
+                    late += 1;
+                    continue;
+                }
+                if run_pane != Some(pane) {
+                    if let Some(rp) = run_pane {
+                        sent += run.len() as u64;
+                        input
+                            .activate()
+                            .session(&cap.delayed(&rp))
+                            .give_container(&mut run);
+                        run.clear();
+                    }
+                    run_pane = Some(pane);
+                }
+                run.push(p);
+            }
+            if let Some(rp) = run_pane {
+                sent += run.len() as u64;
+                input
+                    .activate()
+                    .session(&cap.delayed(&rp))
+                    .give_container(&mut run);
+                run.clear();
+            }
+            let wm = pane_of(max_ts.saturating_sub(self.lateness_ns).max(0));
+            if wm > *cap.time() {
+                cap.downgrade(&wm);
+            }
+            worker.step();
+        }
+        self.late.fetch_add(late, Ordering::Relaxed);
+        drop(cap);
+    }
+}
+
+fn spawn_progress(p: Arc<ReadProgress>, done: Arc<AtomicBool>) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let total = p.total_input_bytes.load(Ordering::Relaxed).max(1);
+        let bar = indicatif::ProgressBar::new(total);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{spinner} [{elapsed_precise}] {wide_bar} {percent:>3}% {msg}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        let start = Instant::now();
+        while !done.load(Ordering::Relaxed) {
+            let pk = p.packets.load(Ordering::Relaxed);
+            let rate = pk as f64 / start.elapsed().as_secs_f64().max(1e-3);
+            bar.set_position(p.input_bytes.load(Ordering::Relaxed).min(total));
+            bar.set_message(format!("{pk} packets, {rate:.0} packets/s"));
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        bar.finish_and_clear();
+    })
+}

@@ -1,0 +1,21 @@
+use thiserror::Error;
+
+/// Errors raised while turning records into Arrow data.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum SchemaError {
+    #[error("arrow: {0}")]
+    Arrow(#[from] arrow_schema::ArrowError),
+    #[error("feature row has {got} values, the catalogue has {want}")]
+    RowWidth { got: usize, want: usize },
+}
+
+impl SchemaError {
+    /// A short, bounded code for metric labels.
+    pub fn code(&self) -> &'static str {
+        match self {
+            SchemaError::Arrow(_) => "arrow",
+            SchemaError::RowWidth { .. } => "row_width",
+        }
+    }
+}

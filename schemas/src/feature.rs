@@ -1,0 +1,194 @@
+use std::sync::Arc;
+
+use arrow_array::builder::{
+    Float64Builder, StringBuilder, TimestampMicrosecondBuilder, UInt64Builder,
+};
+use arrow_array::{ArrayRef, RecordBatch};
+use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use serde::Serialize;
+
+use crate::error::SchemaError;
+use crate::time::{HOP_SECONDS, WINDOW_SECONDS};
+
+/// Arrow type of a feature column.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FeatureDtype {
+    /// A count: non-negative integer, `UInt64`.
+    Count,
+    /// A real number, `Float64`.
+    Float,
+}
+
+impl FeatureDtype {
+    pub fn arrow(&self) -> DataType {
+        match self {
+            FeatureDtype::Count => DataType::UInt64,
+            FeatureDtype::Float => DataType::Float64,
+        }
+    }
+}
+
+/// What the catalogue says about one feature. The catalogue itself (with how each
+/// feature is computed) lives with the operators; everything downstream is derived
+/// from these definitions.
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct FeatureDef {
+    pub name: &'static str,
+    pub family: &'static str,
+    pub source: &'static str,
+    pub unit: &'static str,
+    pub dtype: FeatureDtype,
+    pub description: &'static str,
+    /// When the value is null, in words.
+    pub null_when: &'static str,
+}
+
+/// One row of the `features` table: one entity, one window.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FeatureRow {
+    pub entity: String,
+    /// Window index `k`: the window covers `[30k s, 30k s + 60 s)`.
+    pub window: u64,
+    /// One value per catalogue entry, in catalogue order; `None` is null.
+    pub values: Vec<Option<f64>>,
+}
+
+impl FeatureRow {
+    pub fn window_start_us(&self) -> i64 {
+        (self.window as i64).saturating_mul(HOP_SECONDS * 1_000_000)
+    }
+}
+
+/// The `features` table's columns: the keys, then one column per feature.
+pub fn features_schema(defs: &[FeatureDef]) -> SchemaRef {
+    let ts = || DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()));
+    let mut fields = vec![
+        Field::new(crate::cols::ENTITY, DataType::Utf8, false),
+        Field::new(crate::cols::WINDOW_START, ts(), false),
+        Field::new(crate::cols::WINDOW_END, ts(), false),
+    ];
+    fields.extend(
+        defs.iter()
+            .map(|d| Field::new(d.name, d.dtype.arrow(), true)),
+    );
+    Arc::new(Schema::new(fields))
+}
+
+/// Converts feature rows into one Arrow batch with [`features_schema`].
+pub fn features_to_batch(
+    schema: &SchemaRef,
+    defs: &[FeatureDef],
+    rows: &[FeatureRow],
+) -> Result<RecordBatch, SchemaError> {
+    let n = rows.len();
+    let mut entity = StringBuilder::with_capacity(n, n * 15);
+    let mut start = TimestampMicrosecondBuilder::with_capacity(n).with_timezone("UTC");
+    let mut end = TimestampMicrosecondBuilder::with_capacity(n).with_timezone("UTC");
+    enum B {
+        C(UInt64Builder),
+        F(Float64Builder),
+    }
+    let mut cols: Vec<B> = defs
+        .iter()
+        .map(|d| match d.dtype {
+            FeatureDtype::Count => B::C(UInt64Builder::with_capacity(n)),
+            FeatureDtype::Float => B::F(Float64Builder::with_capacity(n)),
+        })
+        .collect();
+    for r in rows {
+        if r.values.len() != defs.len() {
+            return Err(SchemaError::RowWidth {
+                got: r.values.len(),
+                want: defs.len(),
+            });
+        }
+        entity.append_value(&r.entity);
+        let s = r.window_start_us();
+        start.append_value(s);
+        end.append_value(s + WINDOW_SECONDS * 1_000_000);
+        for (b, v) in cols.iter_mut().zip(&r.values) {
+            match (b, v) {
+                (B::C(b), Some(v)) => b.append_value(*v as u64),
+                (B::F(b), Some(v)) => b.append_value(*v),
+                (B::C(b), None) => b.append_null(),
+                (B::F(b), None) => b.append_null(),
+            }
+        }
+    }
+    let mut arrays: Vec<ArrayRef> = vec![
+        Arc::new(entity.finish()),
+        Arc::new(start.finish()),
+        Arc::new(end.finish()),
+    ];
+    for b in cols {
+        arrays.push(match b {
+            B::C(mut b) => Arc::new(b.finish()),
+            B::F(mut b) => Arc::new(b.finish()),
+        });
+    }
+    Ok(RecordBatch::try_new(schema.clone(), arrays)?)
+}
+
+/// The `feature_metadata.json` document for a catalogue.
+pub fn metadata_json(defs: &[FeatureDef]) -> serde_json::Value {
+    serde_json::json!({
+        "format": "amoskys-feature-metadata",
+        "version": 1,
+        "table": "features",
+        "keys": [crate::cols::ENTITY, crate::cols::WINDOW_START, crate::cols::WINDOW_END],
+        "window_seconds": WINDOW_SECONDS,
+        "hop_seconds": HOP_SECONDS,
+        "feature_count": defs.len(),
+        "features": defs,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DEFS: [FeatureDef; 2] = [
+        FeatureDef {
+            name: "a",
+            family: "t",
+            source: "pcap",
+            unit: "packets",
+            dtype: FeatureDtype::Count,
+            description: "a",
+            null_when: "never",
+        },
+        FeatureDef {
+            name: "b",
+            family: "t",
+            source: "pcap",
+            unit: "s",
+            dtype: FeatureDtype::Float,
+            description: "b",
+            null_when: "no data",
+        },
+    ];
+
+    #[test]
+    fn rows_become_typed_columns() {
+        let schema = features_schema(&DEFS);
+        let rows = vec![FeatureRow {
+            entity: "h".into(),
+            window: 2,
+            values: vec![Some(3.0), None],
+        }];
+        let b = features_to_batch(&schema, &DEFS, &rows).expect("batch");
+        assert_eq!(b.num_rows(), 1);
+        assert_eq!(b.schema().field(3).data_type(), &DataType::UInt64);
+        assert_eq!(b.column(4).null_count(), 1);
+        let bad = vec![FeatureRow {
+            entity: "h".into(),
+            window: 2,
+            values: vec![None],
+        }];
+        assert!(features_to_batch(&schema, &DEFS, &bad).is_err());
+        let meta = metadata_json(&DEFS);
+        assert_eq!(meta["feature_count"], 2);
+        assert_eq!(meta["features"][1]["dtype"], "float");
+    }
+}

@@ -1,0 +1,34 @@
+//! Typed records shared by every crate of amoskys-pipeline, and their Arrow schemas.
+//!
+//! Inside the dataflow, records are plain `Copy`/`Clone` structs ([`Packet`],
+//! [`FlowRecord`], [`FeatureRow`]); Arrow starts at the sinks, through the
+//! `*_schema()` and `*_to_batch()` functions here. Column names are `pub const`s so
+//! that sinks, tests and readers never spell them twice.
+
+mod addr;
+mod error;
+mod feature;
+mod flow;
+mod packet;
+mod time;
+
+pub use addr::Addr;
+pub use error::SchemaError;
+pub use feature::{
+    FeatureDef, FeatureDtype, FeatureRow, features_schema, features_to_batch, metadata_json,
+};
+pub use flow::{EndReason, FlowRecord, Summary, flows_schema, flows_to_batch};
+pub use packet::{Packet, Proto, TcpFlags};
+pub use time::{
+    HOP_NS, HOP_SECONDS, NS_PER_SEC, WINDOW_NS, WINDOW_SECONDS, pane_of, pane_start_ns,
+};
+
+/// Names of the columns every table shares.
+pub mod cols {
+    pub const ENTITY: &str = "entity";
+    pub const WINDOW_START: &str = "window_start";
+    pub const WINDOW_END: &str = "window_end";
+    pub const COMMUNITY_ID: &str = "community_id";
+    pub const FIRST_TS: &str = "first_ts";
+    pub const LAST_TS: &str = "last_ts";
+}

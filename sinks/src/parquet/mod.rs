@@ -1,0 +1,7 @@
+//! Partitioned Parquet tables.
+
+mod table;
+mod writer;
+
+pub use table::{FeatureTable, FlowTable, TableRows};
+pub use writer::{ParquetSettings, SinkSummary, TableWriter, run_table};

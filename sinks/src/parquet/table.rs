@@ -1,0 +1,65 @@
+use arrow_array::RecordBatch;
+use arrow_schema::SchemaRef;
+
+use amoskys_schemas::{
+    FeatureDef, FeatureRow, FlowRecord, SchemaError, features_schema, features_to_batch,
+    flows_schema, flows_to_batch,
+};
+
+/// How one table's rows become Arrow batches, and which hour partition a row is in.
+pub trait TableRows: Send + 'static {
+    type Row: Send + 'static;
+    fn name(&self) -> &'static str;
+    fn schema(&self) -> SchemaRef;
+    /// Microseconds since the epoch that decide the row's `date=`/`hour=` partition.
+    fn partition_us(row: &Self::Row) -> i64;
+    fn to_batch(&self, rows: &[Self::Row]) -> Result<RecordBatch, SchemaError>;
+}
+
+/// The `flows` table, partitioned by each flow's first packet.
+pub struct FlowTable;
+
+impl TableRows for FlowTable {
+    type Row = FlowRecord;
+    fn name(&self) -> &'static str {
+        "flows"
+    }
+    fn schema(&self) -> SchemaRef {
+        flows_schema()
+    }
+    fn partition_us(row: &FlowRecord) -> i64 {
+        row.first_ns.div_euclid(1000)
+    }
+    fn to_batch(&self, rows: &[FlowRecord]) -> Result<RecordBatch, SchemaError> {
+        flows_to_batch(rows)
+    }
+}
+
+/// The `features` table, partitioned by window start.
+pub struct FeatureTable {
+    defs: Vec<FeatureDef>,
+    schema: SchemaRef,
+}
+
+impl FeatureTable {
+    pub fn new(defs: Vec<FeatureDef>) -> Self {
+        let schema = features_schema(&defs);
+        FeatureTable { defs, schema }
+    }
+}
+
+impl TableRows for FeatureTable {
+    type Row = FeatureRow;
+    fn name(&self) -> &'static str {
+        "features"
+    }
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+    fn partition_us(row: &FeatureRow) -> i64 {
+        row.window_start_us()
+    }
+    fn to_batch(&self, rows: &[FeatureRow]) -> Result<RecordBatch, SchemaError> {
+        features_to_batch(&self.schema, &self.defs, rows)
+    }
+}

@@ -1,0 +1,334 @@
+use std::collections::HashMap;
+use std::fs::{self, File};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::Receiver;
+
+use arrow_array::RecordBatch;
+use arrow_schema::SchemaRef;
+use chrono::{DateTime, Datelike, Timelike};
+use parquet::arrow::ArrowWriter;
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::properties::WriterProperties;
+
+use super::table::TableRows;
+use crate::error::SinkError;
+
+const US_PER_HOUR: i64 = 3_600_000_000;
+/// Directory (under each table) holding files still being written. Its leading
+/// underscore keeps it out of Arrow/Spark dataset discovery, and the files in it
+/// do not end in `.parquet`, so `**/*.parquet` globs skip them too.
+pub const IN_PROGRESS_DIR: &str = "_in_progress";
+
+/// How Parquet files are written.
+#[derive(Clone, Debug)]
+pub struct ParquetSettings {
+    /// Root directory; each table is a folder below it.
+    pub root: PathBuf,
+    pub zstd_level: i32,
+    /// Rows per row group (and per Arrow batch handed to the writer).
+    pub row_group_rows: usize,
+    /// Files open at once per table; past it the least recently written is closed.
+    pub max_open_files: usize,
+    /// Goes into every file name, so runs writing to one root never collide.
+    pub run_id: String,
+}
+
+impl ParquetSettings {
+    pub fn validate(&self) -> Result<(), SinkError> {
+        ZstdLevel::try_new(self.zstd_level)
+            .map_err(|e| SinkError::Config(format!("zstd_level {}: {e}", self.zstd_level)))?;
+        if self.row_group_rows == 0 || self.max_open_files == 0 {
+            return Err(SinkError::Config(
+                "row_group_rows and max_open_files must be at least 1".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// What a table writer did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SinkSummary {
+    pub rows: u64,
+    pub files: u64,
+}
+
+struct OpenFile {
+    tmp: PathBuf,
+    dest: PathBuf,
+    writer: ArrowWriter<File>,
+    last_used: u64,
+}
+
+/// Writes one table's batches into hour partitions.
+pub struct TableWriter {
+    settings: ParquetSettings,
+    table: &'static str,
+    schema: SchemaRef,
+    props: WriterProperties,
+    open: HashMap<i64, OpenFile>,
+    seq: u64,
+    tick: u64,
+    summary: SinkSummary,
+}
+
+impl TableWriter {
+    pub fn new(
+        settings: ParquetSettings,
+        table: &'static str,
+        schema: SchemaRef,
+    ) -> Result<Self, SinkError> {
+        settings.validate()?;
+        let level = ZstdLevel::try_new(settings.zstd_level)?;
+        let props = WriterProperties::builder()
+            .set_compression(Compression::ZSTD(level))
+            .set_max_row_group_row_count(Some(settings.row_group_rows))
+            .set_created_by(concat!("amoskys-pipeline ", env!("CARGO_PKG_VERSION")).to_string())
+            .build();
+        let dir = settings.root.join(table).join(IN_PROGRESS_DIR);
+        fs::create_dir_all(&dir).map_err(SinkError::io(&dir))?;
+        Ok(TableWriter {
+            settings,
+            table,
+            schema,
+            props,
+            open: HashMap::new(),
+            seq: 0,
+            tick: 0,
+            summary: SinkSummary::default(),
+        })
+    }
+
+    /// Appends a batch whose rows all belong to the hour starting at `hour * 1h`.
+    pub fn write(&mut self, hour: i64, batch: &RecordBatch) -> Result<(), SinkError> {
+        self.tick += 1;
+        if !self.open.contains_key(&hour) {
+            if self.open.len() >= self.settings.max_open_files {
+                let lru = self
+                    .open
+                    .iter()
+                    .min_by_key(|(_, f)| f.last_used)
+                    .map(|(h, _)| *h);
+                if let Some(h) = lru {
+                    self.close(h)?;
+                }
+            }
+            let f = self.create(hour)?;
+            self.open.insert(hour, f);
+        }
+        if let Some(f) = self.open.get_mut(&hour) {
+            f.writer.write(batch)?;
+            f.last_used = self.tick;
+        }
+        self.summary.rows += batch.num_rows() as u64;
+        Ok(())
+    }
+
+    fn create(&mut self, hour: i64) -> Result<OpenFile, SinkError> {
+        let dt =
+            DateTime::from_timestamp_micros(hour.saturating_mul(US_PER_HOUR)).unwrap_or_default();
+        let part = format!(
+            "date={:04}-{:02}-{:02}/hour={:02}",
+            dt.year(),
+            dt.month(),
+            dt.day(),
+            dt.hour()
+        );
+        self.seq += 1;
+        let name = format!("part-{}-{:05}.parquet", self.settings.run_id, self.seq);
+        let root = self.settings.root.join(self.table);
+        let tmp = root
+            .join(IN_PROGRESS_DIR)
+            .join(format!("{name}.inprogress"));
+        let dest = root.join(part).join(name);
+        let file = File::create(&tmp).map_err(SinkError::io(&tmp))?;
+        let writer = ArrowWriter::try_new(file, self.schema.clone(), Some(self.props.clone()))?;
+        Ok(OpenFile {
+            tmp,
+            dest,
+            writer,
+            last_used: self.tick,
+        })
+    }
+
+    fn close(&mut self, hour: i64) -> Result<(), SinkError> {
+        let Some(f) = self.open.remove(&hour) else {
+            return Ok(());
+        };
+        finish(f)?;
+        self.summary.files += 1;
+        Ok(())
+    }
+
+    /// Closes every open file: footers written, synced, renamed into place.
+    pub fn finish(mut self) -> Result<SinkSummary, SinkError> {
+        let hours: Vec<i64> = self.open.keys().copied().collect();
+        for h in hours {
+            self.close(h)?;
+        }
+        let dir = self.settings.root.join(self.table).join(IN_PROGRESS_DIR);
+        // Leave no empty scratch directory behind; one still holding files belongs
+        // to another writer and stays.
+        let _ = fs::remove_dir(&dir);
+        Ok(self.summary)
+    }
+}
+
+fn finish(f: OpenFile) -> Result<(), SinkError> {
+    let file = f.writer.into_inner()?;
+    file.sync_all().map_err(SinkError::io(&f.tmp))?;
+    drop(file);
+    if let Some(parent) = f.dest.parent() {
+        fs::create_dir_all(parent).map_err(SinkError::io(parent))?;
+    }
+    fs::rename(&f.tmp, &f.dest).map_err(SinkError::io(&f.dest))?;
+    sync_dir(f.dest.parent());
+    Ok(())
+}
+
+fn sync_dir(dir: Option<&Path>) {
+    if let Some(d) = dir.and_then(|d| File::open(d).ok()) {
+        let _ = d.sync_all();
+    }
+}
+
+/// Drains `rx` into `table`'s files until every sender is gone, then closes them.
+/// Rows are buffered per hour up to `row_group_rows` before each write.
+pub fn run_table<T: TableRows>(
+    table: T,
+    settings: ParquetSettings,
+    rx: Receiver<Vec<T::Row>>,
+) -> Result<SinkSummary, SinkError> {
+    let rows_per_batch = settings.row_group_rows;
+    let mut w = TableWriter::new(settings, table.name(), table.schema())?;
+    let mut buffers: HashMap<i64, Vec<T::Row>> = HashMap::new();
+    let flush = |w: &mut TableWriter, hour: i64, rows: &mut Vec<T::Row>| -> Result<(), SinkError> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let batch = table.to_batch(rows)?;
+        rows.clear();
+        w.write(hour, &batch)
+    };
+    for rows in rx {
+        for r in rows {
+            let hour = T::partition_us(&r).div_euclid(US_PER_HOUR);
+            let buf = buffers.entry(hour).or_default();
+            buf.push(r);
+            if buf.len() >= rows_per_batch {
+                flush(&mut w, hour, buf)?;
+            }
+        }
+    }
+    let mut hours: Vec<i64> = buffers.keys().copied().collect();
+    hours.sort_unstable();
+    for h in hours {
+        if let Some(mut rows) = buffers.remove(&h) {
+            flush(&mut w, h, &mut rows)?;
+        }
+    }
+    w.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::parquet::FlowTable;
+    use amoskys_schemas::{Addr, EndReason, FlowRecord, Summary};
+    use parquet::file::reader::{FileReader, SerializedFileReader};
+
+    fn flow(first_s: i64) -> FlowRecord {
+        FlowRecord {
+            community_id: "1:abc".into(),
+            proto: 17,
+            src: Addr::v4([10, 0, 0, 1]),
+            sport: 53,
+            dst: Addr::v4([10, 0, 0, 2]),
+            dport: 5353,
+            first_ns: first_s * 1_000_000_000,
+            last_ns: first_s * 1_000_000_000,
+            packets_fwd: 1,
+            packets_bwd: 0,
+            bytes_fwd: 80,
+            bytes_bwd: 0,
+            tcp_flags_fwd: 0,
+            tcp_flags_bwd: 0,
+            fragments: 0,
+            size_fwd: Summary {
+                n: 1,
+                min: 80.0,
+                max: 80.0,
+                mean: 80.0,
+                std: 0.0,
+            },
+            size_bwd: Summary::default(),
+            iat_fwd: Summary::default(),
+            iat_bwd: Summary::default(),
+            end_reason: EndReason::Idle,
+        }
+    }
+
+    #[test]
+    fn rows_land_in_hour_partitions_as_complete_files() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let settings = ParquetSettings {
+            root: dir.path().to_path_buf(),
+            zstd_level: 3,
+            row_group_rows: 2,
+            max_open_files: 1,
+            run_id: "t".into(),
+        };
+        let (tx, rx) = std::sync::mpsc::sync_channel(4);
+        // 2024-01-15 09:59:59, 10:00:00 (x2), then 09:xx again after 10:00 was opened.
+        let t0 = 1_705_312_799;
+        tx.send(vec![flow(t0), flow(t0 + 1), flow(t0 + 2)])
+            .expect("send");
+        tx.send(vec![flow(t0 - 10)]).expect("send");
+        drop(tx);
+        let sum = run_table(FlowTable, settings, rx).expect("run");
+        assert_eq!(sum.rows, 4);
+        let mut files = Vec::new();
+        let mut stack = vec![dir.path().to_path_buf()];
+        while let Some(d) = stack.pop() {
+            for e in fs::read_dir(&d).expect("read_dir").filter_map(Result::ok) {
+                if e.path().is_dir() {
+                    stack.push(e.path())
+                } else {
+                    files.push(e.path())
+                }
+            }
+        }
+        files.sort();
+        let rel: Vec<String> = files
+            .iter()
+            .map(|f| {
+                f.strip_prefix(dir.path())
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default()
+            })
+            .collect();
+        assert!(rel.iter().all(|r| r.ends_with(".parquet")), "{rel:?}");
+        assert!(
+            rel.iter()
+                .any(|r| r.starts_with("flows/date=2024-01-15/hour=09/")),
+            "{rel:?}"
+        );
+        assert!(
+            rel.iter()
+                .any(|r| r.starts_with("flows/date=2024-01-15/hour=10/")),
+            "{rel:?}"
+        );
+        assert!(!dir.path().join("flows").join(IN_PROGRESS_DIR).exists());
+        let total: i64 = files
+            .iter()
+            .map(|f| {
+                SerializedFileReader::new(File::open(f).expect("open"))
+                    .expect("parquet")
+                    .metadata()
+                    .file_metadata()
+                    .num_rows()
+            })
+            .sum();
+        assert_eq!(total, 4);
+    }
+}

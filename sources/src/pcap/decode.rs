@@ -1,0 +1,384 @@
+//! Link-layer and IP decoding, on top of etherparse.
+//!
+//! etherparse's lax slicer handles Ethernet II, up to three VLAN tags (802.1Q,
+//! 802.1ad QinQ), MACsec, IPv4 (options, fragments) and IPv6 (extension header
+//! chains), TCP, UDP, ICMP and ICMPv6 on truncated (snaplen) packets. Written here are
+//! only the thin framings etherparse has no lax entry for: Linux cooked capture v1 and
+//! v2, BSD loopback (NULL/LOOP) and PPPoE session frames, each a fixed header of a few
+//! bytes in front of an EtherType or IP packet.
+
+use amoskys_schemas::{Addr, Packet};
+use etherparse::{EtherType, LaxNetSlice, LaxSlicedPacket, TransportSlice};
+
+/// libpcap link-layer header types the decoder understands.
+pub mod linktype {
+    pub const NULL: i32 = 0;
+    pub const ETHERNET: i32 = 1;
+    pub const RAW_OPENBSD: i32 = 12;
+    pub const RAW_BSDOS: i32 = 14;
+    pub const RAW: i32 = 101;
+    pub const LOOP: i32 = 108;
+    pub const LINUX_SLL: i32 = 113;
+    pub const IPV4: i32 = 228;
+    pub const IPV6: i32 = 229;
+    pub const LINUX_SLL2: i32 = 276;
+}
+
+/// Why a packet did not become an IP [`Packet`]. A bounded set: each is a counter.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Skip {
+    /// The capture's link type is not one the decoder reads.
+    UnsupportedLinktype,
+    /// Shorter than its link-layer header.
+    TruncatedLink,
+    /// ARP (or RARP) frame.
+    Arp,
+    /// An EtherType other than IPv4/IPv6/ARP (LLDP, STP/LLC, loopback test, ...).
+    NonIp,
+    /// The IP header is missing, truncated or invalid.
+    BadIp,
+    /// The timestamp is before 1970 or does not fit in 64-bit nanoseconds.
+    BadTimestamp,
+}
+
+impl Skip {
+    pub const ALL: [Skip; 6] = [
+        Skip::UnsupportedLinktype,
+        Skip::TruncatedLink,
+        Skip::Arp,
+        Skip::NonIp,
+        Skip::BadIp,
+        Skip::BadTimestamp,
+    ];
+
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Skip::UnsupportedLinktype => "unsupported_linktype",
+            Skip::TruncatedLink => "truncated_link_header",
+            Skip::Arp => "arp",
+            Skip::NonIp => "non_ip",
+            Skip::BadIp => "bad_ip_header",
+            Skip::BadTimestamp => "bad_timestamp",
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// Counters kept while decoding: what came in, what became a packet record, and
+/// why the rest did not.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DecodeStats {
+    pub packets: u64,
+    /// Sum of on-the-wire lengths of all packets read.
+    pub bytes: u64,
+    pub ip_packets: u64,
+    pub ip_bytes: u64,
+    /// IP packets that are fragments (counted in `ip_packets` too).
+    pub fragments: u64,
+    /// IP packets whose transport header was cut short (counted in `ip_packets`).
+    pub truncated_transport: u64,
+    pub skipped: [u64; Skip::ALL.len()],
+}
+
+impl DecodeStats {
+    pub fn skip(&mut self, s: Skip) {
+        self.skipped[s.index()] += 1;
+    }
+    pub fn skipped(&self, s: Skip) -> u64 {
+        self.skipped[s.index()]
+    }
+    pub fn skipped_total(&self) -> u64 {
+        self.skipped.iter().sum()
+    }
+    pub fn merge(&mut self, o: &DecodeStats) {
+        self.packets += o.packets;
+        self.bytes += o.bytes;
+        self.ip_packets += o.ip_packets;
+        self.ip_bytes += o.ip_bytes;
+        self.fragments += o.fragments;
+        self.truncated_transport += o.truncated_transport;
+        for (a, b) in self.skipped.iter_mut().zip(o.skipped) {
+            *a += b;
+        }
+    }
+}
+
+const ETH_PPPOE_SESSION: u16 = 0x8864;
+const ETH_ARP: u16 = 0x0806;
+const ETH_RARP: u16 = 0x8035;
+
+/// Decodes one frame of link type `lt` into `out` (whose `ts_ns`, `seq` and
+/// `wire_len` the caller sets). Never panics, whatever the bytes.
+pub fn decode(lt: i32, data: &[u8], out: &mut Packet, stats: &mut DecodeStats) -> Result<(), Skip> {
+    let sliced = match lt {
+        linktype::ETHERNET => match LaxSlicedPacket::from_ethernet(data) {
+            Ok(s) => s,
+            Err(_) => return Err(Skip::TruncatedLink),
+        },
+        linktype::RAW
+        | linktype::RAW_OPENBSD
+        | linktype::RAW_BSDOS
+        | linktype::IPV4
+        | linktype::IPV6 => LaxSlicedPacket::from_ip(data).map_err(|_| Skip::BadIp)?,
+        linktype::LINUX_SLL => {
+            // 16 bytes: packet type, ARPHRD, address length, address (8), protocol.
+            let Some(proto) = data.get(14..16) else {
+                return Err(Skip::TruncatedLink);
+            };
+            from_ether_type(u16::from_be_bytes([proto[0], proto[1]]), &data[16..])?
+        }
+        linktype::LINUX_SLL2 => {
+            // 20 bytes: protocol, reserved, ifindex, ARPHRD, packet type, address length, address (8).
+            if data.len() < 20 {
+                return Err(Skip::TruncatedLink);
+            }
+            from_ether_type(u16::from_be_bytes([data[0], data[1]]), &data[20..])?
+        }
+        linktype::NULL | linktype::LOOP => {
+            // 4-byte address family: host order for NULL, network order for LOOP. The
+            // values for IPv4 (2) and the several IPv6 ones are recognised in either order.
+            let Some(af) = data.get(..4) else {
+                return Err(Skip::TruncatedLink);
+            };
+            let le = u32::from_le_bytes([af[0], af[1], af[2], af[3]]);
+            let be = u32::from_be_bytes([af[0], af[1], af[2], af[3]]);
+            let is_ip = |v: u32| matches!(v, 2 | 10 | 24 | 28 | 30);
+            if !(is_ip(le) || is_ip(be)) {
+                return Err(Skip::NonIp);
+            }
+            LaxSlicedPacket::from_ip(&data[4..]).map_err(|_| Skip::BadIp)?
+        }
+        _ => return Err(Skip::UnsupportedLinktype),
+    };
+    fill(&sliced, out, stats)
+}
+
+fn from_ether_type(et: u16, payload: &[u8]) -> Result<LaxSlicedPacket<'_>, Skip> {
+    match et {
+        ETH_ARP | ETH_RARP => Err(Skip::Arp),
+        ETH_PPPOE_SESSION => pppoe(payload),
+        _ => Ok(LaxSlicedPacket::from_ether_type(EtherType(et), payload)),
+    }
+}
+
+/// PPPoE session frame: 6-byte PPPoE header, 2-byte PPP protocol, then IPv4 (0x0021)
+/// or IPv6 (0x0057).
+fn pppoe(p: &[u8]) -> Result<LaxSlicedPacket<'_>, Skip> {
+    let Some(proto) = p.get(6..8) else {
+        return Err(Skip::TruncatedLink);
+    };
+    match u16::from_be_bytes([proto[0], proto[1]]) {
+        0x0021 | 0x0057 => LaxSlicedPacket::from_ip(&p[8..]).map_err(|_| Skip::BadIp),
+        _ => Err(Skip::NonIp),
+    }
+}
+
+fn fill(s: &LaxSlicedPacket<'_>, out: &mut Packet, stats: &mut DecodeStats) -> Result<(), Skip> {
+    let payload = match &s.net {
+        Some(LaxNetSlice::Ipv4(v4)) => {
+            let h = v4.header();
+            out.src = Addr::v4(h.source());
+            out.dst = Addr::v4(h.destination());
+            v4.payload()
+        }
+        Some(LaxNetSlice::Ipv6(v6)) => {
+            let h = v6.header();
+            out.src = Addr::v6(h.source());
+            out.dst = Addr::v6(h.destination());
+            v6.payload()
+        }
+        Some(LaxNetSlice::Arp(_)) => return Err(Skip::Arp),
+        None => {
+            return match s.ether_payload().map(|p| p.ether_type.0) {
+                Some(0x0800) | Some(0x86dd) => Err(Skip::BadIp),
+                Some(ETH_ARP) | Some(ETH_RARP) => Err(Skip::Arp),
+                Some(ETH_PPPOE_SESSION) => {
+                    let inner = s.ether_payload().map(|p| p.payload).unwrap_or_default();
+                    let inner = pppoe(inner)?;
+                    fill(&inner, out, stats)
+                }
+                _ if s.link.is_none() && s.link_exts.is_empty() => Err(Skip::BadIp),
+                _ => Err(Skip::NonIp),
+            };
+        }
+    };
+    out.proto = payload.ip_number.0;
+    out.fragment = payload.fragmented;
+    out.sport = 0;
+    out.dport = 0;
+    out.tcp_flags = 0;
+    match &s.transport {
+        Some(TransportSlice::Tcp(t)) => {
+            out.sport = t.source_port();
+            out.dport = t.destination_port();
+            // Byte 13 of the TCP header holds CWR..FIN in the order of TcpFlags.
+            out.tcp_flags = t.header_slice().get(13).copied().unwrap_or(0);
+        }
+        Some(TransportSlice::Udp(u)) => {
+            out.sport = u.source_port();
+            out.dport = u.destination_port();
+        }
+        Some(TransportSlice::Icmpv4(i)) => {
+            out.sport = u16::from(i.type_u8());
+            out.dport = u16::from(i.code_u8());
+        }
+        Some(TransportSlice::Icmpv6(i)) => {
+            out.sport = u16::from(i.type_u8());
+            out.dport = u16::from(i.code_u8());
+        }
+        _ => {
+            if !payload.fragmented && s.stop_err.is_some() && matches!(out.proto, 1 | 6 | 17 | 58) {
+                stats.truncated_transport += 1;
+            }
+        }
+    }
+    if out.fragment {
+        stats.fragments += 1;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use etherparse::PacketBuilder;
+
+    fn tcp_ipv4(flags_syn: bool) -> Vec<u8> {
+        let mut b = PacketBuilder::ipv4([10, 0, 0, 1], [10, 0, 0, 2], 64).tcp(40000, 443, 7, 1024);
+        if flags_syn {
+            b = b.syn();
+        }
+        let mut v = Vec::new();
+        b.write(&mut v, b"hello").expect("write");
+        v
+    }
+
+    fn run(lt: i32, data: &[u8]) -> Result<Packet, Skip> {
+        let mut p = Packet::default();
+        let mut st = DecodeStats::default();
+        decode(lt, data, &mut p, &mut st).map(|_| p)
+    }
+
+    fn eth(et: u16, payload: &[u8]) -> Vec<u8> {
+        let mut v = vec![0u8; 12];
+        v.extend_from_slice(&et.to_be_bytes());
+        v.extend_from_slice(payload);
+        v
+    }
+
+    #[test]
+    fn every_framing_reaches_the_same_tcp_packet() {
+        let ip = tcp_ipv4(true);
+        let mut vlan = vec![0u8; 12];
+        vlan.extend_from_slice(&[0x81, 0x00, 0x00, 0x05, 0x08, 0x00]);
+        vlan.extend_from_slice(&ip);
+        let mut qinq = vec![0u8; 12];
+        qinq.extend_from_slice(&[0x88, 0xa8, 0x00, 0x07, 0x81, 0x00, 0x00, 0x05, 0x08, 0x00]);
+        qinq.extend_from_slice(&ip);
+        let mut sll = vec![0u8; 14];
+        sll.extend_from_slice(&[0x08, 0x00]);
+        sll.extend_from_slice(&ip);
+        let mut sll2 = vec![0x08, 0x00];
+        sll2.extend_from_slice(&[0u8; 18]);
+        sll2.extend_from_slice(&ip);
+        let mut null = 2u32.to_le_bytes().to_vec();
+        null.extend_from_slice(&ip);
+        let mut lo = 2u32.to_be_bytes().to_vec();
+        lo.extend_from_slice(&ip);
+        let mut pppoe = vec![0x11, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x21];
+        pppoe.extend_from_slice(&ip);
+        let cases: Vec<(i32, Vec<u8>)> = vec![
+            (linktype::ETHERNET, eth(0x0800, &ip)),
+            (linktype::ETHERNET, vlan),
+            (linktype::ETHERNET, qinq),
+            (linktype::ETHERNET, eth(0x8864, &pppoe)),
+            (linktype::RAW, ip.clone()),
+            (linktype::IPV4, ip.clone()),
+            (linktype::LINUX_SLL, sll),
+            (linktype::LINUX_SLL2, sll2),
+            (linktype::NULL, null),
+            (linktype::LOOP, lo),
+        ];
+        for (lt, frame) in cases {
+            let p = run(lt, &frame).unwrap_or_else(|e| panic!("linktype {lt}: {e:?}"));
+            assert_eq!(p.src, Addr::v4([10, 0, 0, 1]), "linktype {lt}");
+            assert_eq!(
+                (p.sport, p.dport, p.proto),
+                (40000, 443, 6),
+                "linktype {lt}"
+            );
+            assert_eq!(p.tcp_flags, amoskys_schemas::TcpFlags::SYN, "linktype {lt}");
+        }
+    }
+
+    #[test]
+    fn ipv6_extension_headers_and_icmpv6() {
+        let mut v = Vec::new();
+        PacketBuilder::ipv6(
+            [0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1],
+            [0xfe, 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2],
+            64,
+        )
+        .icmpv6_echo_request(1, 2)
+        .write(&mut v, b"ping")
+        .expect("write");
+        let p = run(linktype::IPV6, &v).expect("icmpv6");
+        assert_eq!((p.proto, p.sport, p.dport), (58, 128, 0));
+        // Insert a hop-by-hop header (next header 58, length 0 = 8 bytes) in front of ICMPv6.
+        let mut ext = v[..40].to_vec();
+        ext[6] = 0; // next header: hop-by-hop
+        let plen = u16::from_be_bytes([v[4], v[5]]) + 8;
+        ext[4..6].copy_from_slice(&plen.to_be_bytes());
+        ext.extend_from_slice(&[58, 0, 1, 4, 0, 0, 0, 0]);
+        ext.extend_from_slice(&v[40..]);
+        let p = run(linktype::IPV6, &ext).expect("ext headers");
+        assert_eq!((p.proto, p.sport), (58, 128));
+    }
+
+    #[test]
+    fn fragments_are_counted_and_keep_their_addresses() {
+        let mut ip = tcp_ipv4(false);
+        ip[6] = 0x00;
+        ip[7] = 0x10; // fragment offset 16 * 8 bytes, no more-fragments flag
+        let mut p = Packet::default();
+        let mut st = DecodeStats::default();
+        decode(linktype::RAW, &ip, &mut p, &mut st).expect("decoded");
+        assert!(p.fragment);
+        assert_eq!((p.sport, p.dport), (0, 0));
+        assert_eq!(st.fragments, 1);
+    }
+
+    #[test]
+    fn junk_is_counted_by_reason_never_a_panic() {
+        assert_eq!(
+            run(linktype::ETHERNET, &[1, 2, 3]).err(),
+            Some(Skip::TruncatedLink)
+        );
+        assert_eq!(
+            run(linktype::ETHERNET, &eth(0x0806, &[0; 28])).err(),
+            Some(Skip::Arp)
+        );
+        assert_eq!(
+            run(linktype::ETHERNET, &eth(0x9000, &[0; 28])).err(),
+            Some(Skip::NonIp)
+        );
+        assert_eq!(
+            run(linktype::ETHERNET, &eth(0x0800, &[0x45, 0])).err(),
+            Some(Skip::BadIp)
+        );
+        assert_eq!(run(linktype::RAW, &[0x60]).err(), Some(Skip::BadIp));
+        assert_eq!(
+            run(linktype::LINUX_SLL2, &[0; 5]).err(),
+            Some(Skip::TruncatedLink)
+        );
+        assert_eq!(run(147, &[0; 64]).err(), Some(Skip::UnsupportedLinktype));
+        // Every prefix of a valid frame decodes or is skipped; none panics.
+        let frame = eth(0x0800, &tcp_ipv4(true));
+        for n in 0..frame.len() {
+            let _ = run(linktype::ETHERNET, &frame[..n]);
+        }
+    }
+}
