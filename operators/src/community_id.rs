@@ -55,6 +55,11 @@ pub fn ordered(
                 None => (src, sport, dst, dport, true), // one-way: kept as seen
             }
         }
+        // A non-first fragment carries no ports: hash it as a portless protocol.
+        Proto::TCP | Proto::UDP | SCTP if sport == 0 && dport == 0 => {
+            let (a, _, b, _, _) = order(src, 0, dst, 0);
+            (a, 0, b, 0, false)
+        }
         Proto::TCP | Proto::UDP | SCTP => order(src, sport, dst, dport),
         _ => {
             let (a, _, b, _, _) = order(src, 0, dst, 0);

@@ -19,6 +19,7 @@ pub mod linktype {
     pub const RAW: i32 = 101;
     pub const LOOP: i32 = 108;
     pub const LINUX_SLL: i32 = 113;
+    pub const NFLOG: i32 = 239;
     pub const IPV4: i32 = 228;
     pub const IPV6: i32 = 229;
     pub const LINUX_SLL2: i32 = 276;
@@ -151,6 +152,7 @@ pub fn decode(lt: i32, data: &[u8], out: &mut Packet, stats: &mut DecodeStats) -
             }
             LaxSlicedPacket::from_ip(&data[4..]).map_err(|_| Skip::BadIp)?
         }
+        linktype::NFLOG => nflog(data)?,
         _ => return Err(Skip::UnsupportedLinktype),
     };
     fill(&sliced, out, stats)
@@ -162,6 +164,38 @@ fn from_ether_type(et: u16, payload: &[u8]) -> Result<LaxSlicedPacket<'_>, Skip>
         ETH_PPPOE_SESSION => pppoe(payload),
         _ => Ok(LaxSlicedPacket::from_ether_type(EtherType(et), payload)),
     }
+}
+
+/// Linux NFLOG: a 4-byte header (address family, version, resource id), then
+/// type-length-value attributes padded to 4 bytes; type 9 holds the IP packet. The
+/// TLV header is in the capturing host's byte order: little-endian is tried first.
+fn nflog(data: &[u8]) -> Result<LaxSlicedPacket<'_>, Skip> {
+    let Some(&family) = data.first() else { return Err(Skip::TruncatedLink) };
+    if data.len() < 4 {
+        return Err(Skip::TruncatedLink);
+    }
+    if !matches!(family, 2 | 10) {
+        return Err(Skip::NonIp);
+    }
+    for little in [true, false] {
+        let mut off = 4usize;
+        while let Some(h) = data.get(off..off + 4) {
+            let (len, ty) = if little {
+                (u16::from_le_bytes([h[0], h[1]]), u16::from_le_bytes([h[2], h[3]]))
+            } else {
+                (u16::from_be_bytes([h[0], h[1]]), u16::from_be_bytes([h[2], h[3]]))
+            };
+            let len = usize::from(len);
+            if len < 4 || off + len > data.len() {
+                break;
+            }
+            if ty & 0x7fff == 9 {
+                return LaxSlicedPacket::from_ip(&data[off + 4..off + len]).map_err(|_| Skip::BadIp);
+            }
+            off += len.div_ceil(4) * 4;
+        }
+    }
+    Err(Skip::TruncatedLink)
 }
 
 /// PPPoE session frame: 6-byte PPPoE header, 2-byte PPP protocol, then IPv4 (0x0021)
@@ -177,11 +211,13 @@ fn pppoe(p: &[u8]) -> Result<LaxSlicedPacket<'_>, Skip> {
 }
 
 fn fill(s: &LaxSlicedPacket<'_>, out: &mut Packet, stats: &mut DecodeStats) -> Result<(), Skip> {
+    let mut first_fragment = false;
     let payload = match &s.net {
         Some(LaxNetSlice::Ipv4(v4)) => {
             let h = v4.header();
             out.src = Addr::v4(h.source());
             out.dst = Addr::v4(h.destination());
+            first_fragment = h.fragments_offset().value() == 0;
             v4.payload()
         }
         Some(LaxNetSlice::Ipv6(v6)) => {
@@ -228,6 +264,18 @@ fn fill(s: &LaxSlicedPacket<'_>, out: &mut Packet, stats: &mut DecodeStats) -> R
         Some(TransportSlice::Icmpv6(i)) => {
             out.sport = u16::from(i.type_u8());
             out.dport = u16::from(i.code_u8());
+        }
+        _ if payload.fragmented && first_fragment && matches!(out.proto, 6 | 17) => {
+            // The first fragment of a TCP or UDP datagram starts with its ports
+            // (etherparse leaves fragmented payloads unparsed).
+            let b = payload.payload;
+            if b.len() >= 4 {
+                out.sport = u16::from_be_bytes([b[0], b[1]]);
+                out.dport = u16::from_be_bytes([b[2], b[3]]);
+            }
+            if out.proto == 6 {
+                out.tcp_flags = b.get(13).copied().unwrap_or(0);
+            }
         }
         _ => {
             if !payload.fragmented && s.stop_err.is_some() && matches!(out.proto, 1 | 6 | 17 | 58) {
@@ -336,6 +384,30 @@ mod tests {
         ext.extend_from_slice(&v[40..]);
         let p = run(linktype::IPV6, &ext).expect("ext headers");
         assert_eq!((p.proto, p.sport), (58, 128));
+    }
+
+    #[test]
+    fn nflog_payload_attribute_is_found() {
+        let ip = tcp_ipv4(true);
+        let mut f = vec![2, 0, 0, 0];
+        f.extend_from_slice(&8u16.to_le_bytes()); // a 4-byte attribute (prefix), padded
+        f.extend_from_slice(&1u16.to_le_bytes());
+        f.extend_from_slice(&[0, 0, 0, 0]);
+        f.extend_from_slice(&((ip.len() + 4) as u16).to_le_bytes());
+        f.extend_from_slice(&9u16.to_le_bytes());
+        f.extend_from_slice(&ip);
+        let p = run(linktype::NFLOG, &f).expect("nflog");
+        assert_eq!((p.sport, p.dport), (40000, 443));
+        assert_eq!(run(linktype::NFLOG, &[2, 0, 0, 0, 200, 0]).err(), Some(Skip::TruncatedLink));
+    }
+
+    #[test]
+    fn a_first_fragment_keeps_its_ports() {
+        let mut ip = tcp_ipv4(true);
+        ip[6] = 0x20; // more fragments, offset 0
+        let p = run(linktype::RAW, &ip).expect("decoded");
+        assert!(p.fragment);
+        assert_eq!((p.sport, p.dport, p.tcp_flags), (40000, 443, amoskys_schemas::TcpFlags::SYN));
     }
 
     #[test]

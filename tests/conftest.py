@@ -1,0 +1,105 @@
+"""Shared helpers for the end-to-end tests.
+
+The tests run the real `amoskys-pipeline` binary on captures from ../shared/data
+and check its Parquet output with independent readers (DuckDB, pyarrow) against
+independent tools (capinfos, tshark).
+"""
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import duckdb
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = Path(os.environ.get("AMOSKYS_SHARED_DATA", ROOT.parent / "shared" / "data")).resolve()
+BIN = Path(os.environ.get("AMOSKYS_BIN", ROOT / "target" / "debug" / "amoskys-pipeline"))
+
+# Folders whose captures are replayed and checked against capinfos/tshark.
+CONFORMANCE_FOLDERS = ["tcpdump", "zeek", "suricata-verify", "ndpi", "esnet", "stopddos"]
+
+
+def require(path: Path) -> Path:
+    if not path.exists():
+        pytest.fail(f"missing {path}: the tests need ../shared/data beside the checkout "
+                    f"(or AMOSKYS_SHARED_DATA) and a built binary (or AMOSKYS_BIN)")
+    return path
+
+
+def captures(folder: str) -> list[Path]:
+    base = require(DATA / "pcap" / folder)
+    return sorted(p for p in base.rglob("*") if p.suffix in (".pcap", ".pcapng", ".cap"))
+
+
+def run_bin(*args, timeout=300, check=True):
+    proc = subprocess.run([str(require(BIN)), *map(str, args)], capture_output=True, text=True,
+                          timeout=timeout)
+    assert "panicked" not in proc.stderr, proc.stderr
+    if check and proc.returncode != 0:
+        raise AssertionError(f"exit {proc.returncode}: {proc.stderr}")
+    return proc
+
+
+def replay(inputs, out: Path, *extra, timeout=300):
+    """Replays `inputs` into `out`; returns the run's JSON summary."""
+    if out.exists():
+        shutil.rmtree(out)
+    summary = out.parent / (out.name + ".summary.json")
+    inputs = inputs if isinstance(inputs, (list, tuple)) else [inputs]
+    run_bin("replay", *inputs, "--out", out, "--no-progress", "--summary-json", summary, *extra,
+            timeout=timeout)
+    return json.loads(summary.read_text())
+
+
+def table(out: Path, name: str) -> str:
+    """A DuckDB table expression over one output table."""
+    return f"read_parquet('{out}/{name}/**/*.parquet', hive_partitioning=true, union_by_name=true)"
+
+
+def has_table(out: Path, name: str) -> bool:
+    return any((out / name).rglob("*.parquet"))
+
+
+def query(sql: str):
+    return duckdb.connect().execute(sql).fetchall()
+
+
+def capinfos(path: Path) -> tuple[int, int]:
+    """(packets, bytes on the wire) as capinfos counts them."""
+    out = subprocess.run(["capinfos", "-T", "-r", "-c", "-d", str(path)], capture_output=True,
+                         text=True, timeout=120)
+    if out.returncode != 0 or not out.stdout.strip():
+        return None
+    fields = out.stdout.strip().split("\t")
+    return int(fields[1]), int(fields[2])
+
+
+TSHARK_FIELDS = ["frame.time_epoch", "frame.len", "ip.src", "ip.dst", "ipv6.src", "ipv6.dst",
+                 "ip.proto", "tcp.srcport", "tcp.dstport", "udp.srcport", "udp.dstport",
+                 "tcp.flags", "icmp.type", "icmpv6.type", "communityid"]
+
+
+def tshark_packets(path: Path):
+    """Per-packet fields (first, i.e. outermost, occurrence) decoded by tshark."""
+    cmd = ["tshark", "-n", "-r", str(path), "--enable-protocol", "communityid",
+           "-o", "ip.defragment:FALSE", "-o", "ipv6.defragment:FALSE",
+           "-T", "fields", "-E", "separator=\t", "-E", "occurrence=f"]
+    for f in TSHARK_FIELDS:
+        cmd += ["-e", f]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    rows = []
+    for line in out.stdout.splitlines():
+        v = dict(zip(TSHARK_FIELDS, line.split("\t")))
+        rows.append(v)
+    return rows
+
+
+@pytest.fixture(scope="session")
+def generated(tmp_path_factory):
+    """The project's own sample capture (known timestamps and content)."""
+    d = tmp_path_factory.mktemp("generated")
+    pcap = d / "sample.pcap"
+    run_bin("generate-capture", pcap, "--hosts", "16", "--minutes", "4")
+    return pcap
