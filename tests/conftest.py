@@ -76,6 +76,30 @@ def capinfos(path: Path) -> tuple[int, int]:
     return int(fields[1]), int(fields[2])
 
 
+def classic_pcap_records(path: Path):
+    """(packets, sum of original lengths) of a classic pcap file, read record by
+    record here; None for other formats (pcapng). A record cut short at the end
+    of the file is not counted, as libpcap does not return it."""
+    import struct
+    data = path.read_bytes()
+    if len(data) < 24:
+        return None
+    magic = data[:4]
+    endian = {b"\xd4\xc3\xb2\xa1": "<", b"\x4d\x3c\xb2\xa1": "<",
+              b"\xa1\xb2\xc3\xd4": ">", b"\xa1\xb2\x3c\x4d": ">"}.get(magic)
+    if endian is None:
+        return None
+    off, n, total = 24, 0, 0
+    while off + 16 <= len(data):
+        _, _, incl, orig = struct.unpack(endian + "IIII", data[off:off + 16])
+        if off + 16 + incl > len(data):
+            break
+        n += 1
+        total += orig
+        off += 16 + incl
+    return n, total
+
+
 TSHARK_FIELDS = ["frame.time_epoch", "frame.len", "ip.src", "ip.dst", "ipv6.src", "ipv6.dst",
                  "ip.proto", "tcp.srcport", "tcp.dstport", "udp.srcport", "udp.dstport",
                  "tcp.flags", "icmp.type", "icmpv6.type", "communityid"]

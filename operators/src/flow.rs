@@ -60,6 +60,15 @@ impl FlowKey {
             proto: p.proto,
         }
     }
+
+    /// A hash that is the same on every worker and run, to route a flow's packets
+    /// (both directions, ICMP requests and replies alike) to one worker.
+    pub fn route_hash(&self) -> u64 {
+        let ports = (u64::from(self.pa) << 24) | (u64::from(self.pb) << 8) | u64::from(self.proto);
+        self.a.route_hash().rotate_left(17)
+            ^ self.b.route_hash()
+            ^ ports.wrapping_mul(0x9e37_79b9_7f4a_7c15)
+    }
 }
 
 #[derive(Clone, Copy, Debug, Default)]
@@ -219,6 +228,11 @@ pub struct FlowCounters {
     pub flows: AtomicU64,
     /// Flows expired early because the table was full.
     pub evicted: AtomicU64,
+    /// Set by whoever feeds the dataflow before it closes its input: the last
+    /// watermark (a pane). When the input ends, flows that were idle by then end as
+    /// `idle_timeout` whether or not this worker saw that frontier, and only the
+    /// rest as `end_of_input` — so the records do not depend on scheduling.
+    pub final_pane: AtomicU64,
 }
 
 /// The flow table: packets in (in capture order per flow), finished flows out.
@@ -330,7 +344,7 @@ impl<'scope> AssembleFlows<'scope> for Stream<'scope, u64, Vec<Packet>> {
         cfg: FlowConfig,
         counters: Arc<FlowCounters>,
     ) -> Stream<'scope, u64, Vec<FlowRecord>> {
-        let pact = Exchange::new(|p: &Packet| p.flow_route_hash());
+        let pact = Exchange::new(|p: &Packet| FlowKey::of(p).route_hash());
         self.unary_frontier(pact, "AssembleFlows", move |cap, _info| {
             let mut cap = Some(cap);
             let mut table = FlowTable::new(cfg);
@@ -358,7 +372,14 @@ impl<'scope> AssembleFlows<'scope> for Stream<'scope, u64, Vec<Packet>> {
                             c.downgrade(&f);
                         }
                     }
-                    None => table.flush(&mut out),
+                    None => {
+                        let last = counters.final_pane.load(Ordering::SeqCst);
+                        if last > swept_to {
+                            table.expire(pane_start_ns(last), &mut out);
+                            swept_to = last;
+                        }
+                        table.flush(&mut out);
+                    }
                 }
                 if table.evicted() > reported_evictions {
                     counters
@@ -470,6 +491,37 @@ mod tests {
             2
         );
         assert_eq!(f.iter().map(|r| r.packets_fwd).sum::<u64>(), 30);
+    }
+
+    #[test]
+    fn both_directions_and_icmp_replies_route_alike() {
+        let p = pkt(0.0, true, F::SYN);
+        let r = pkt(0.1, false, F::SYN | F::ACK);
+        assert_eq!(FlowKey::of(&p).route_hash(), FlowKey::of(&r).route_hash());
+        let echo = Packet {
+            proto: Proto::ICMP,
+            sport: 8,
+            dport: 0,
+            ..p
+        };
+        let reply = Packet {
+            proto: Proto::ICMP,
+            sport: 0,
+            dport: 0,
+            src: p.dst,
+            dst: p.src,
+            ..p
+        };
+        assert_eq!(FlowKey::of(&echo), FlowKey::of(&reply));
+        assert_eq!(
+            FlowKey::of(&echo).route_hash(),
+            FlowKey::of(&reply).route_hash()
+        );
+        let other = Packet { sport: 5556, ..p };
+        assert_ne!(
+            FlowKey::of(&p).route_hash(),
+            FlowKey::of(&other).route_hash()
+        );
     }
 
     #[test]

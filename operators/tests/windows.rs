@@ -18,9 +18,16 @@ const S: i64 = 1_000_000_000;
 /// Random traffic among a few hosts over `minutes`, in time order.
 fn traffic(seed: u64, n: usize, minutes: i64) -> Vec<Packet> {
     let mut rng = StdRng::seed_from_u64(seed);
-    let hosts: Vec<Addr> = (1..=6).map(|i| Addr::v4([10, 0, 0, i])).chain([Addr::v6([0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 9])]).collect();
+    let hosts: Vec<Addr> = (1..=6)
+        .map(|i| Addr::v4([10, 0, 0, i]))
+        .chain([Addr::v6([
+            0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 9,
+        ])])
+        .collect();
     let t0 = 1_700_000_000 * S;
-    let mut ts: Vec<i64> = (0..n).map(|_| t0 + rng.random_range(0..minutes * 60 * S)).collect();
+    let mut ts: Vec<i64> = (0..n)
+        .map(|_| t0 + rng.random_range(0..minutes * 60 * S))
+        .collect();
     // Some packets exactly on pane boundaries.
     for t in ts.iter_mut().step_by(37) {
         *t = (*t / HOP_NS) * HOP_NS;
@@ -34,18 +41,47 @@ fn traffic(seed: u64, n: usize, minutes: i64) -> Vec<Packet> {
             if dst == src && rng.random_bool(0.8) {
                 dst = hosts[(hosts.iter().position(|h| *h == src).unwrap_or(0) + 1) % hosts.len()];
             }
-            let proto = [Proto::TCP, Proto::TCP, Proto::TCP, Proto::UDP, Proto::ICMP, 47][rng.random_range(0..6)];
+            let proto = [
+                Proto::TCP,
+                Proto::TCP,
+                Proto::TCP,
+                Proto::UDP,
+                Proto::ICMP,
+                47,
+            ][rng.random_range(0..6)];
             let flags = if proto == Proto::TCP {
-                [TcpFlags::SYN, TcpFlags::SYN | TcpFlags::ACK, TcpFlags::ACK, TcpFlags::ACK | TcpFlags::PSH, TcpFlags::FIN | TcpFlags::ACK, TcpFlags::RST, TcpFlags::RST | TcpFlags::ACK][rng.random_range(0..7)]
+                [
+                    TcpFlags::SYN,
+                    TcpFlags::SYN | TcpFlags::ACK,
+                    TcpFlags::ACK,
+                    TcpFlags::ACK | TcpFlags::PSH,
+                    TcpFlags::FIN | TcpFlags::ACK,
+                    TcpFlags::RST,
+                    TcpFlags::RST | TcpFlags::ACK,
+                ][rng.random_range(0..7)]
             } else {
                 0
             };
             let (sport, dport) = match proto {
-                Proto::TCP | Proto::UDP => ([80u16, 443, 22, 5000, 5001][rng.random_range(0..5)], [80u16, 443, 22, 5000, 5001, 53][rng.random_range(0..6)]),
+                Proto::TCP | Proto::UDP => (
+                    [80u16, 443, 22, 5000, 5001][rng.random_range(0..5)],
+                    [80u16, 443, 22, 5000, 5001, 53][rng.random_range(0..6)],
+                ),
                 Proto::ICMP => (8, 0),
                 _ => (0, 0),
             };
-            Packet { ts_ns, seq: i as u64, src, dst, sport, dport, proto, tcp_flags: flags, fragment: false, wire_len: rng.random_range(40..1500) }
+            Packet {
+                ts_ns,
+                seq: i as u64,
+                src,
+                dst,
+                sport,
+                dport,
+                proto,
+                tcp_flags: flags,
+                fragment: false,
+                wire_len: rng.random_range(40..1500),
+            }
         })
         .collect()
 }
@@ -57,12 +93,15 @@ fn run(packets: &[Packet], workers: usize) -> Vec<FeatureRow> {
     timely::execute(timely::Config::process(workers), move |worker| {
         let o = o.clone();
         let (mut input, mut cap) = worker.dataflow::<u64, _, _>(|scope| {
-            let ((input, cap), stream) = scope.new_unordered_input::<CapacityContainerBuilder<Vec<Packet>>>();
-            stream.featurize(Arc::new(WindowCounters::default())).inspect(move |r: &FeatureRow| {
-                if let Ok(mut g) = o.lock() {
-                    g.push(r.clone());
-                }
-            });
+            let ((input, cap), stream) =
+                scope.new_unordered_input::<CapacityContainerBuilder<Vec<Packet>>>();
+            stream
+                .featurize(Arc::new(WindowCounters::default()))
+                .inspect(move |r: &FeatureRow| {
+                    if let Ok(mut g) = o.lock() {
+                        g.push(r.clone());
+                    }
+                });
             (input, cap)
         });
         if worker.index() == 0 {
@@ -102,7 +141,9 @@ fn oracle(packets: &[Packet]) -> BTreeMap<(u64, String), BTreeMap<&'static str, 
         let out_p: Vec<&Packet> = list.iter().filter(|(o, _)| *o).map(|(_, p)| *p).collect();
         let in_p: Vec<&Packet> = list.iter().filter(|(o, _)| !*o).map(|(_, p)| *p).collect();
         let mut f: BTreeMap<&'static str, Option<f64>> = BTreeMap::new();
-        let cnt = |v: &[&Packet], pred: &dyn Fn(&Packet) -> bool| v.iter().filter(|p| pred(p)).count() as f64;
+        let cnt = |v: &[&Packet], pred: &dyn Fn(&Packet) -> bool| {
+            v.iter().filter(|p| pred(p)).count() as f64
+        };
         let bytes = |v: &[&Packet]| v.iter().map(|p| f64::from(p.wire_len)).sum::<f64>();
         let stats = |xs: Vec<f64>| -> [Option<f64>; 4] {
             if xs.is_empty() {
@@ -116,11 +157,20 @@ fn oracle(packets: &[Packet]) -> BTreeMap<(u64, String), BTreeMap<&'static str, 
             [Some(min), Some(max), Some(mean), Some(var.sqrt())]
         };
         let sizes = |v: &[&Packet]| v.iter().map(|p| f64::from(p.wire_len)).collect::<Vec<_>>();
-        let gaps = |v: &[&Packet]| v.windows(2).map(|w| (w[1].ts_ns - w[0].ts_ns) as f64 / 1e9).collect::<Vec<_>>();
+        let gaps = |v: &[&Packet]| {
+            v.windows(2)
+                .map(|w| (w[1].ts_ns - w[0].ts_ns) as f64 / 1e9)
+                .collect::<Vec<_>>()
+        };
         let is = |p: &Packet, flag: u8| p.proto == Proto::TCP && p.tcp_flags & flag != 0;
         let syn = |p: &Packet| is(p, TcpFlags::SYN) && !is(p, TcpFlags::ACK);
         let synack = |p: &Packet| is(p, TcpFlags::SYN) && is(p, TcpFlags::ACK);
-        let (po, pi, bo, bi) = (out_p.len() as f64, in_p.len() as f64, bytes(&out_p), bytes(&in_p));
+        let (po, pi, bo, bi) = (
+            out_p.len() as f64,
+            in_p.len() as f64,
+            bytes(&out_p),
+            bytes(&in_p),
+        );
         f.insert("packets_out", Some(po));
         f.insert("packets_in", Some(pi));
         f.insert("bytes_out", Some(bo));
@@ -130,7 +180,11 @@ fn oracle(packets: &[Packet]) -> BTreeMap<(u64, String), BTreeMap<&'static str, 
         f.insert("bytes_out_per_s", Some(bo / 60.0));
         f.insert("bytes_in_per_s", Some(bi / 60.0));
         f.insert("bytes_out_share", (bo + bi > 0.0).then(|| bo / (bo + bi)));
-        for (name, proto) in [("tcp", vec![Proto::TCP]), ("udp", vec![Proto::UDP]), ("icmp", vec![Proto::ICMP, Proto::ICMPV6])] {
+        for (name, proto) in [
+            ("tcp", vec![Proto::TCP]),
+            ("udp", vec![Proto::UDP]),
+            ("icmp", vec![Proto::ICMP, Proto::ICMPV6]),
+        ] {
             let key_out: &'static str = Box::leak(format!("{name}_packets_out").into_boxed_str());
             let key_in: &'static str = Box::leak(format!("{name}_packets_in").into_boxed_str());
             f.insert(key_out, Some(cnt(&out_p, &|p| proto.contains(&p.proto))));
@@ -139,28 +193,60 @@ fn oracle(packets: &[Packet]) -> BTreeMap<(u64, String), BTreeMap<&'static str, 
         for (dir, v) in [("out", &out_p), ("in", &in_p)] {
             let [a, b, c, d] = stats(sizes(v));
             let [g1, g2, g3, g4] = stats(gaps(v));
-            for (k, val) in [("pkt_size_{}_min", a), ("pkt_size_{}_max", b), ("pkt_size_{}_mean", c), ("pkt_size_{}_std", d), ("iat_{}_min", g1), ("iat_{}_max", g2), ("iat_{}_mean", g3), ("iat_{}_std", g4)] {
+            for (k, val) in [
+                ("pkt_size_{}_min", a),
+                ("pkt_size_{}_max", b),
+                ("pkt_size_{}_mean", c),
+                ("pkt_size_{}_std", d),
+                ("iat_{}_min", g1),
+                ("iat_{}_max", g2),
+                ("iat_{}_mean", g3),
+                ("iat_{}_std", g4),
+            ] {
                 f.insert(Box::leak(k.replace("{}", dir).into_boxed_str()), val);
             }
         }
         let all_ts: Vec<i64> = list.iter().map(|(_, p)| p.ts_ns).collect();
-        let span = all_ts.iter().max().zip(all_ts.iter().min()).map_or(0.0, |(a, b)| (a - b) as f64 / 1e9);
+        let span = all_ts
+            .iter()
+            .max()
+            .zip(all_ts.iter().min())
+            .map_or(0.0, |(a, b)| (a - b) as f64 / 1e9);
         f.insert("active_span_s", Some(span));
         let flagc = |v: &[&Packet], pred: &dyn Fn(&Packet) -> bool| Some(cnt(v, pred));
         f.insert("tcp_syn_out", flagc(&out_p, &syn));
         f.insert("tcp_syn_in", flagc(&in_p, &syn));
         f.insert("tcp_synack_out", flagc(&out_p, &synack));
         f.insert("tcp_synack_in", flagc(&in_p, &synack));
-        for (flag, name) in [(TcpFlags::FIN, "fin"), (TcpFlags::RST, "rst"), (TcpFlags::PSH, "psh")] {
-            f.insert(Box::leak(format!("tcp_{name}_out").into_boxed_str()), flagc(&out_p, &|p| is(p, flag)));
-            f.insert(Box::leak(format!("tcp_{name}_in").into_boxed_str()), flagc(&in_p, &|p| is(p, flag)));
+        for (flag, name) in [
+            (TcpFlags::FIN, "fin"),
+            (TcpFlags::RST, "rst"),
+            (TcpFlags::PSH, "psh"),
+        ] {
+            f.insert(
+                Box::leak(format!("tcp_{name}_out").into_boxed_str()),
+                flagc(&out_p, &|p| is(p, flag)),
+            );
+            f.insert(
+                Box::leak(format!("tcp_{name}_in").into_boxed_str()),
+                flagc(&in_p, &|p| is(p, flag)),
+            );
         }
         let tcp_out = cnt(&out_p, &|p| p.proto == Proto::TCP);
         let tcp_in = cnt(&in_p, &|p| p.proto == Proto::TCP);
         let syn_out = cnt(&out_p, &syn);
-        f.insert("tcp_syn_ratio_out", (tcp_out > 0.0).then(|| syn_out / tcp_out));
-        f.insert("tcp_rst_ratio_in", (tcp_in > 0.0).then(|| cnt(&in_p, &|p| is(p, TcpFlags::RST)) / tcp_in));
-        f.insert("tcp_synack_per_syn", (syn_out > 0.0).then(|| cnt(&in_p, &synack) / syn_out));
+        f.insert(
+            "tcp_syn_ratio_out",
+            (tcp_out > 0.0).then(|| syn_out / tcp_out),
+        );
+        f.insert(
+            "tcp_rst_ratio_in",
+            (tcp_in > 0.0).then(|| cnt(&in_p, &|p| is(p, TcpFlags::RST)) / tcp_in),
+        );
+        f.insert(
+            "tcp_synack_per_syn",
+            (syn_out > 0.0).then(|| cnt(&in_p, &synack) / syn_out),
+        );
         let peers_out: BTreeSet<Addr> = out_p.iter().map(|p| p.dst).collect();
         let peers_in: BTreeSet<Addr> = in_p.iter().map(|p| p.src).collect();
         let ported = |p: &&&Packet| p.proto == Proto::TCP || p.proto == Proto::UDP;
@@ -168,19 +254,47 @@ fn oracle(packets: &[Packet]) -> BTreeMap<(u64, String), BTreeMap<&'static str, 
         let lports: BTreeSet<u16> = in_p.iter().filter(ported).map(|p| p.dport).collect();
         f.insert("distinct_peers_out", Some(peers_out.len() as f64));
         f.insert("distinct_peers_in", Some(peers_in.len() as f64));
-        f.insert("distinct_dst_ports_out", Some(dports.iter().collect::<BTreeSet<_>>().len() as f64));
+        f.insert(
+            "distinct_dst_ports_out",
+            Some(dports.iter().collect::<BTreeSet<_>>().len() as f64),
+        );
         f.insert("distinct_local_ports_in", Some(lports.len() as f64));
         let mut hist: BTreeMap<u16, f64> = BTreeMap::new();
-        dports.iter().for_each(|p| *hist.entry(*p).or_default() += 1.0);
+        dports
+            .iter()
+            .for_each(|p| *hist.entry(*p).or_default() += 1.0);
         let tot = dports.len() as f64;
-        f.insert("dst_port_entropy_out", (tot > 0.0).then(|| hist.values().map(|c| -(c / tot) * (c / tot).log2()).sum::<f64>().max(0.0)));
-        let tried: BTreeSet<(Addr, u16, u16)> = out_p.iter().filter(|p| syn(p)).map(|p| (p.dst, p.sport, p.dport)).collect();
-        let answered: BTreeSet<(Addr, u16, u16)> = in_p.iter().filter(|p| synack(p)).map(|p| (p.src, p.dport, p.sport)).collect();
+        f.insert(
+            "dst_port_entropy_out",
+            (tot > 0.0).then(|| {
+                hist.values()
+                    .map(|c| -(c / tot) * (c / tot).log2())
+                    .sum::<f64>()
+                    .max(0.0)
+            }),
+        );
+        let tried: BTreeSet<(Addr, u16, u16)> = out_p
+            .iter()
+            .filter(|p| syn(p))
+            .map(|p| (p.dst, p.sport, p.dport))
+            .collect();
+        let answered: BTreeSet<(Addr, u16, u16)> = in_p
+            .iter()
+            .filter(|p| synack(p))
+            .map(|p| (p.src, p.dport, p.sport))
+            .collect();
         let failed = tried.iter().filter(|k| !answered.contains(k)).count() as f64;
         f.insert("conn_attempts_out", Some(tried.len() as f64));
         f.insert("conn_failed_out", Some(failed));
-        f.insert("failed_conn_ratio_out", (!tried.is_empty()).then(|| failed / tried.len() as f64));
-        let tried_in: BTreeSet<(Addr, u16, u16)> = in_p.iter().filter(|p| syn(p)).map(|p| (p.src, p.dport, p.sport)).collect();
+        f.insert(
+            "failed_conn_ratio_out",
+            (!tried.is_empty()).then(|| failed / tried.len() as f64),
+        );
+        let tried_in: BTreeSet<(Addr, u16, u16)> = in_p
+            .iter()
+            .filter(|p| syn(p))
+            .map(|p| (p.src, p.dport, p.sport))
+            .collect();
         f.insert("conn_attempts_in", Some(tried_in.len() as f64));
         out.insert((w, e.to_string()), f);
     }
@@ -204,17 +318,31 @@ fn every_feature_matches_a_from_scratch_computation() {
     assert_eq!(rows.len(), want.len(), "one row per entity per window");
     let mut checked = BTreeSet::new();
     for r in &rows {
-        let exp = want.get(&(r.window, r.entity.clone())).unwrap_or_else(|| panic!("unexpected row {} {}", r.window, r.entity));
+        let exp = want
+            .get(&(r.window, r.entity.clone()))
+            .unwrap_or_else(|| panic!("unexpected row {} {}", r.window, r.entity));
         for (d, v) in defs.iter().zip(&r.values) {
-            let e = exp.get(d.name).unwrap_or_else(|| panic!("oracle lacks {}", d.name));
-            assert!(close(*v, *e), "{} window {} entity {}: got {v:?}, want {e:?}", d.name, r.window, r.entity);
+            let e = exp
+                .get(d.name)
+                .unwrap_or_else(|| panic!("oracle lacks {}", d.name));
+            assert!(
+                close(*v, *e),
+                "{} window {} entity {}: got {v:?}, want {e:?}",
+                d.name,
+                r.window,
+                r.entity
+            );
             if v.is_some_and(|x| x != 0.0) {
                 checked.insert(d.name);
             }
         }
     }
     // The traffic exercises every feature with a non-zero value somewhere.
-    let never: Vec<&str> = defs.iter().map(|d| d.name).filter(|n| !checked.contains(n)).collect();
+    let never: Vec<&str> = defs
+        .iter()
+        .map(|d| d.name)
+        .filter(|n| !checked.contains(n))
+        .collect();
     assert!(never.is_empty(), "features never non-zero: {never:?}");
 }
 
@@ -232,7 +360,17 @@ fn rows_do_not_depend_on_the_worker_count() {
 fn a_packet_on_a_window_edge_lands_in_the_two_windows_that_contain_it() {
     let t = 1_700_000_010 * S; // not on a boundary
     let edge = (t / HOP_NS + 1) * HOP_NS; // exactly the start of pane p+1
-    let mk = |ts_ns, seq| Packet { ts_ns, seq, src: Addr::v4([1, 1, 1, 1]), dst: Addr::v4([2, 2, 2, 2]), proto: Proto::UDP, sport: 1, dport: 2, wire_len: 100, ..Default::default() };
+    let mk = |ts_ns, seq| Packet {
+        ts_ns,
+        seq,
+        src: Addr::v4([1, 1, 1, 1]),
+        dst: Addr::v4([2, 2, 2, 2]),
+        proto: Proto::UDP,
+        sport: 1,
+        dport: 2,
+        wire_len: 100,
+        ..Default::default()
+    };
     let rows = run(&[mk(edge - 1, 0), mk(edge, 1)], 1);
     let p = (edge / HOP_NS) as u64;
     let per_window: BTreeMap<u64, f64> = rows

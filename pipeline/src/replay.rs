@@ -222,10 +222,15 @@ pub fn replay(opts: ReplayOptions) -> Result<ReplayReport, PipelineError> {
             channel_sink(rows, "FeaturesToParquet", feat_tx.clone());
             (input, cap)
         });
-        let rx = rx.lock().ok().and_then(|mut r| r.take());
+        // Worker 0 feeds the dataflow; the others only process what it routes to them.
+        let rx = if worker.index() == 0 {
+            rx.lock().ok().and_then(|mut r| r.take())
+        } else {
+            None
+        };
         match rx {
-            Some(rx) if worker.index() == 0 => driver.drive(worker, &mut input, cap, rx, &fc, &wc),
-            _ => drop(cap),
+            Some(rx) => driver.drive(worker, &mut input, cap, rx, &fc, &wc),
+            None => drop(cap),
         }
         while worker.step_or_park(Some(Duration::from_millis(5))) {}
     })
@@ -367,6 +372,7 @@ impl Driver {
             worker.step();
         }
         self.late.fetch_add(late, Ordering::Relaxed);
+        flows.final_pane.store(*cap.time(), Ordering::SeqCst);
         drop(cap);
     }
 }

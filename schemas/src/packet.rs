@@ -1,6 +1,6 @@
 use serde::{Deserialize, Serialize};
 
-use crate::addr::{Addr, mix64};
+use crate::addr::Addr;
 
 /// IP protocol numbers the pipeline treats specially.
 pub struct Proto;
@@ -56,42 +56,5 @@ impl Packet {
     }
     pub fn has_flag(&self, f: u8) -> bool {
         self.proto == Proto::TCP && self.tcp_flags & f != 0
-    }
-    /// A stable hash of the direction-free 5-tuple, for routing a flow's packets to one
-    /// worker.
-    pub fn flow_route_hash(&self) -> u64 {
-        let (a, b) = (self.src.route_hash(), self.dst.route_hash());
-        let (pa, pb) = (u64::from(self.sport), u64::from(self.dport));
-        // Symmetric in (src, sport) <-> (dst, dport).
-        let x = a.wrapping_add(mix64(pa ^ 0x5151)) ^ b.wrapping_add(mix64(pb ^ 0x5151));
-        let y = mix64(a ^ pa).wrapping_add(mix64(b ^ pb));
-        mix64(x ^ y ^ u64::from(self.proto))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn flow_route_hash_ignores_direction() {
-        let p = Packet {
-            src: Addr::v4([1, 2, 3, 4]),
-            dst: Addr::v4([5, 6, 7, 8]),
-            sport: 1000,
-            dport: 80,
-            proto: Proto::TCP,
-            ..Default::default()
-        };
-        let r = Packet {
-            src: p.dst,
-            dst: p.src,
-            sport: p.dport,
-            dport: p.sport,
-            ..p
-        };
-        assert_eq!(p.flow_route_hash(), r.flow_route_hash());
-        let other = Packet { sport: 1001, ..p };
-        assert_ne!(p.flow_route_hash(), other.flow_route_hash());
     }
 }

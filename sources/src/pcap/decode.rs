@@ -170,7 +170,9 @@ fn from_ether_type(et: u16, payload: &[u8]) -> Result<LaxSlicedPacket<'_>, Skip>
 /// type-length-value attributes padded to 4 bytes; type 9 holds the IP packet. The
 /// TLV header is in the capturing host's byte order: little-endian is tried first.
 fn nflog(data: &[u8]) -> Result<LaxSlicedPacket<'_>, Skip> {
-    let Some(&family) = data.first() else { return Err(Skip::TruncatedLink) };
+    let Some(&family) = data.first() else {
+        return Err(Skip::TruncatedLink);
+    };
     if data.len() < 4 {
         return Err(Skip::TruncatedLink);
     }
@@ -181,16 +183,23 @@ fn nflog(data: &[u8]) -> Result<LaxSlicedPacket<'_>, Skip> {
         let mut off = 4usize;
         while let Some(h) = data.get(off..off + 4) {
             let (len, ty) = if little {
-                (u16::from_le_bytes([h[0], h[1]]), u16::from_le_bytes([h[2], h[3]]))
+                (
+                    u16::from_le_bytes([h[0], h[1]]),
+                    u16::from_le_bytes([h[2], h[3]]),
+                )
             } else {
-                (u16::from_be_bytes([h[0], h[1]]), u16::from_be_bytes([h[2], h[3]]))
+                (
+                    u16::from_be_bytes([h[0], h[1]]),
+                    u16::from_be_bytes([h[2], h[3]]),
+                )
             };
             let len = usize::from(len);
             if len < 4 || off + len > data.len() {
                 break;
             }
             if ty & 0x7fff == 9 {
-                return LaxSlicedPacket::from_ip(&data[off + 4..off + len]).map_err(|_| Skip::BadIp);
+                return LaxSlicedPacket::from_ip(&data[off + 4..off + len])
+                    .map_err(|_| Skip::BadIp);
             }
             off += len.div_ceil(4) * 4;
         }
@@ -398,7 +407,10 @@ mod tests {
         f.extend_from_slice(&ip);
         let p = run(linktype::NFLOG, &f).expect("nflog");
         assert_eq!((p.sport, p.dport), (40000, 443));
-        assert_eq!(run(linktype::NFLOG, &[2, 0, 0, 0, 200, 0]).err(), Some(Skip::TruncatedLink));
+        assert_eq!(
+            run(linktype::NFLOG, &[2, 0, 0, 0, 200, 0]).err(),
+            Some(Skip::TruncatedLink)
+        );
     }
 
     #[test]
@@ -407,7 +419,10 @@ mod tests {
         ip[6] = 0x20; // more fragments, offset 0
         let p = run(linktype::RAW, &ip).expect("decoded");
         assert!(p.fragment);
-        assert_eq!((p.sport, p.dport, p.tcp_flags), (40000, 443, amoskys_schemas::TcpFlags::SYN));
+        assert_eq!(
+            (p.sport, p.dport, p.tcp_flags),
+            (40000, 443, amoskys_schemas::TcpFlags::SYN)
+        );
     }
 
     #[test]
