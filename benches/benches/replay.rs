@@ -1,1 +1,111 @@
-fn main() {}
+//! Replay throughput against a plain libpcap read of the same capture, in one run.
+//!
+//! The capture is `$AMOSKYS_BENCH_PCAP`, else `target/bench-data/bench.pcap` (built
+//! by `benches/make-bench-data.sh` from ../shared/data), else the smaller
+//! ../shared/data/bench/zeek-echo-connections.pcap. Each configuration runs
+//! `ROUNDS` times, interleaved so that machine noise hits all alike; the median
+//! rate of each, and its ratio to the plain read, are printed.
+//!
+//!     cargo bench -p amoskys-benches --bench replay
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use amoskys_pipeline::config::Config;
+use amoskys_pipeline::replay::{ReplayOptions, replay};
+
+fn rounds() -> usize {
+    std::env::var("AMOSKYS_BENCH_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3)
+}
+
+fn capture() -> Option<PathBuf> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let candidates = [
+        std::env::var("AMOSKYS_BENCH_PCAP").ok().map(PathBuf::from),
+        Some(root.join("target/bench-data/bench.pcap")),
+        Some(root.join("../shared/data/bench/zeek-echo-connections.pcap")),
+    ];
+    candidates.into_iter().flatten().find(|p| p.is_file())
+}
+
+/// Reads every packet through libpcap and touches its bytes: the floor any
+/// pcap-based tool starts from.
+fn plain_read(path: &Path) -> u64 {
+    let mut cap = pcap::Capture::from_file(path).expect("open capture");
+    let (mut n, mut sum) = (0u64, 0u64);
+    while let Ok(p) = cap.next_packet() {
+        n += 1;
+        sum = sum
+            .wrapping_add(u64::from(p.header.len))
+            .wrapping_add(u64::from(p.data.first().copied().unwrap_or(0)));
+    }
+    std::hint::black_box(sum);
+    n
+}
+
+fn full_replay(path: &Path, workers: usize) -> u64 {
+    let out = tempfile::tempdir().expect("tempdir");
+    let report = replay(ReplayOptions {
+        inputs: vec![path.display().to_string()],
+        out: out.path().to_path_buf(),
+        config: Config::default(),
+        workers: Some(workers),
+        progress: false,
+    })
+    .expect("replay");
+    report.packets
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn main() {
+    // `cargo test --benches` runs this with --bench absent: keep that quick.
+    if !std::env::args().any(|a| a == "--bench") {
+        return;
+    }
+    let Some(path) = capture() else {
+        eprintln!("no benchmark capture found: run benches/make-bench-data.sh");
+        return;
+    };
+    let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+    println!("capture: {} ({} MB)", path.display(), size / 1_000_000);
+    let configs: [(&str, Box<dyn Fn() -> u64>); 3] = [
+        ("plain libpcap read", Box::new(|| plain_read(&path))),
+        (
+            "replay -w 1 (flows, features, parquet)",
+            Box::new(|| full_replay(&path, 1)),
+        ),
+        (
+            "replay -w 2 (flows, features, parquet)",
+            Box::new(|| full_replay(&path, 2)),
+        ),
+    ];
+    let mut rates: Vec<Vec<f64>> = vec![Vec::new(); configs.len()];
+    let mut packets = 0;
+    for _ in 0..rounds() {
+        for (i, (_, f)) in configs.iter().enumerate() {
+            let t = Instant::now();
+            packets = f();
+            rates[i].push(packets as f64 / t.elapsed().as_secs_f64());
+        }
+    }
+    println!(
+        "packets: {packets}; median of {} interleaved rounds",
+        rounds()
+    );
+    let base = median(rates[0].clone());
+    for ((name, _), r) in configs.iter().zip(rates) {
+        let m = median(r);
+        println!(
+            "{name:<42} {:>12.0} packets/s   {:>6.1} % of plain read",
+            m,
+            100.0 * m / base
+        );
+    }
+}

@@ -27,6 +27,55 @@ pub fn defs() -> Vec<FeatureDef> {
     catalogue().iter().map(|s| s.def).collect()
 }
 
+/// The catalogue as Markdown: the body of docs/FEATURES.md.
+pub fn markdown() -> String {
+    use std::fmt::Write;
+    let defs = defs();
+    let mut s = String::new();
+    let _ = writeln!(s, "# Features\n");
+    let _ = writeln!(
+        s,
+        "Generated from the feature catalogue (`operators/src/features/`); a test fails when this \
+         file is stale (`UPDATE_DOCS=1 cargo test -p amoskys-operators features_md` rewrites it).\n"
+    );
+    let _ = writeln!(
+        s,
+        "One row per entity per window in the `features` table: keys `entity`, `window_start`, \
+         `window_end` (UTC, microseconds). Windows last 60 s and start every 30 s; each record \
+         counts in the two windows that contain it. \"out\" is what the entity sent, \"in\" what \
+         it received. Rates divide by the window's 60 s, also in the partly filled windows at the \
+         edges of a capture. {} features.\n",
+        defs.len()
+    );
+    let mut families: Vec<&str> = Vec::new();
+    for d in &defs {
+        if !families.contains(&d.family) {
+            families.push(d.family);
+        }
+    }
+    for fam in families {
+        let _ = writeln!(s, "## {fam}\n");
+        let _ = writeln!(
+            s,
+            "| name | source | unit | type | description | null when |"
+        );
+        let _ = writeln!(s, "|---|---|---|---|---|---|");
+        for d in defs.iter().filter(|d| d.family == fam) {
+            let ty = match d.dtype {
+                amoskys_schemas::FeatureDtype::Count => "uint64",
+                amoskys_schemas::FeatureDtype::Float => "float64",
+            };
+            let _ = writeln!(
+                s,
+                "| `{}` | {} | {} | {ty} | {} | {} |",
+                d.name, d.source, d.unit, d.description, d.null_when
+            );
+        }
+        let _ = writeln!(s);
+    }
+    s
+}
+
 /// Computes every feature of one window.
 pub fn compute_all(acc: &PaneAcc) -> Vec<Option<f64>> {
     catalogue()
@@ -285,6 +334,20 @@ mod tests {
                     .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
             );
         }
+    }
+
+    #[test]
+    fn features_md_matches_the_catalogue() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/FEATURES.md");
+        let want = markdown();
+        if std::env::var_os("UPDATE_DOCS").is_some() {
+            std::fs::write(path, &want).expect("write docs/FEATURES.md");
+        }
+        let got = std::fs::read_to_string(path).unwrap_or_default();
+        assert!(
+            got == want,
+            "docs/FEATURES.md is stale: run UPDATE_DOCS=1 cargo test -p amoskys-operators features_md"
+        );
     }
 
     #[test]

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Installs what amoskys-pipeline needs on Debian/Ubuntu, and nothing that is there.
+#   scripts/setup.sh          build and run: a C toolchain and libpcap's headers
+#   scripts/setup.sh --test   also the test tools: tshark/capinfos, and a Python
+#                             venv (.venv) with DuckDB and pyarrow
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+want_test=0
+[[ ${1:-} == --test ]] && want_test=1
+
+packages=(gcc libc6-dev pkg-config libpcap-dev)
+(( want_test )) && packages+=(tshark python3 python3-venv)
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if (( ${#missing[@]} )); then
+  sudo=""
+  if [[ $(id -u) != 0 ]]; then
+    command -v sudo >/dev/null || { echo "need root (or sudo) to install: ${missing[*]}" >&2; exit 1; }
+    sudo=sudo
+  fi
+  echo "installing: ${missing[*]}" >&2
+  $sudo apt-get update -qq
+  # tshark asks whether non-root users may capture; the default (no) is right here.
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if (( want_test )); then
+  if [[ ! -x .venv/bin/python ]] || ! .venv/bin/python -c "import duckdb, pyarrow, pytest" 2>/dev/null; then
+    echo "creating .venv with the test requirements" >&2
+    python3 -m venv .venv
+    .venv/bin/pip install -q --disable-pip-version-check -r tests/requirements.txt
+  fi
+fi

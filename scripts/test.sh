@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# The whole test suite: formatting, lints, Rust tests, then the end-to-end tests
+# that replay the captures in ../shared/data and check the output with tshark,
+# capinfos, DuckDB and pyarrow. Installs what it needs (scripts/setup.sh --test).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh --test
+
+export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
+step() { printf '\n==> %s\n' "$*" >&2; }
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+step "cargo clippy"
+cargo clippy -q --workspace --all-targets -- -D warnings
+step "cargo test"
+cargo test -q --workspace
+step "benches compile"
+cargo bench -q -p amoskys-benches --no-run
+step "end-to-end tests"
+cargo build -q -p amoskys-pipeline
+AMOSKYS_BIN="$PWD/target/debug/amoskys-pipeline" .venv/bin/python -m pytest -q -p no:cacheprovider tests
