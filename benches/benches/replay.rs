@@ -14,6 +14,10 @@ use std::time::Instant;
 use amoskys_pipeline::config::Config;
 use amoskys_pipeline::replay::{ReplayOptions, replay};
 
+// As in the binary.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn rounds() -> usize {
     std::env::var("AMOSKYS_BENCH_ROUNDS")
         .ok()

@@ -14,6 +14,22 @@ pub use flow::{AssembleFlows, FlowConfig, FlowCounters, FlowKey, FlowTable};
 pub use stats::Moments;
 pub use window::{Featurize, Obs, WindowCounters};
 
-/// Fast, randomly seeded hasher for state keyed by data an attacker may choose.
-pub(crate) type Map<K, V> = std::collections::HashMap<K, V, ahash::RandomState>;
-pub(crate) type Set<K> = std::collections::HashSet<K, ahash::RandomState>;
+/// Hash maps and sets of state keyed by data an attacker may choose: a fast hash
+/// with random keys, drawn once per process (drawing them per map costs more than
+/// filling the small maps of a window).
+pub(crate) type Map<K, V> = std::collections::HashMap<K, V, Seeded>;
+pub(crate) type Set<K> = std::collections::HashSet<K, Seeded>;
+
+/// `ahash` keyed with random seeds drawn once per process. Zero-sized, so the
+/// many small maps of window state do not each carry a copy of the keys.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Seeded;
+
+impl std::hash::BuildHasher for Seeded {
+    type Hasher = ahash::AHasher;
+    #[inline]
+    fn build_hasher(&self) -> ahash::AHasher {
+        static STATE: std::sync::OnceLock<ahash::RandomState> = std::sync::OnceLock::new();
+        STATE.get_or_init(ahash::RandomState::new).build_hasher()
+    }
+}

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use amoskys_schemas::{Addr, FeatureRow, Packet, pane_of};
+use amoskys_schemas::{Addr, Entity, FeatureRow, Packet, pane_of};
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::Stream;
 use timely::dataflow::channels::pact::{Exchange, Pipeline};
@@ -35,13 +35,17 @@ struct Pane {
     cap: Capability<u64>,
     /// Whether the earlier window containing this pane (`pane - 1`) was emitted.
     first_window_done: bool,
-    entities: Map<Addr, PaneAcc>,
+    /// Boxed: an accumulator is several hundred bytes, and a map of them would move
+    /// (and fault in) megabytes each time it grows, for every pane.
+    entities: Map<Addr, Box<PaneAcc>>,
 }
 
 /// Window state of one worker: panes by index.
 #[derive(Default)]
 pub struct PaneStore {
     panes: BTreeMap<u64, Pane>,
+    /// Entities of the last pane emitted: the next pane's map starts that large.
+    last_entities: usize,
 }
 
 impl PaneStore {
@@ -60,36 +64,42 @@ impl PaneStore {
             if frontier.is_some_and(|f| w + 1 >= f) {
                 break;
             }
-            let (a, b) = (self.panes.get(&w), self.panes.get(&(w + 1)));
-            let cap = a.or(b).map(|p| p.cap.clone());
-            let mut keys: Vec<Addr> = a
-                .into_iter()
-                .chain(b)
-                .flat_map(|p| p.entities.keys().copied())
-                .collect();
-            keys.sort_unstable();
-            keys.dedup();
-            let empty = PaneAcc::default();
-            let rows = keys
-                .into_iter()
-                .map(|e| {
-                    let first = a.and_then(|p| p.entities.get(&e)).unwrap_or(&empty);
-                    let second = b.and_then(|p| p.entities.get(&e)).unwrap_or(&empty);
-                    FeatureRow {
-                        entity: e.to_string(),
-                        window: w,
-                        values: compute_all(&first.then(second)),
+            // Pane w is not needed after window w: take it, and merge pane w + 1
+            // into its accumulators in place rather than copying either.
+            let mut a = if w == p0 { self.panes.remove(&w) } else { None };
+            if let Some(a) = a.as_ref() {
+                self.last_entities = a.entities.len();
+            }
+            let b = self.panes.get(&(w + 1));
+            let cap = a.as_ref().or(b).map(|p| p.cap.clone());
+            let row = |e: &Addr, acc: &PaneAcc| FeatureRow {
+                entity: Entity::Ip(*e),
+                window: w,
+                values: compute_all(acc),
+            };
+            let mut rows = Vec::new();
+            if let Some(a) = a.as_mut() {
+                for (e, acc) in a.entities.iter_mut() {
+                    if let Some(later) = b.and_then(|p| p.entities.get(e)) {
+                        acc.append(later);
                     }
-                })
-                .collect::<Vec<_>>();
+                    rows.push(row(e, acc));
+                }
+            }
+            if let Some(b) = b {
+                let seen = |e: &Addr| a.as_ref().is_some_and(|a| a.entities.contains_key(e));
+                rows.extend(
+                    b.entities
+                        .iter()
+                        .filter(|(e, _)| !seen(e))
+                        .map(|(e, acc)| row(e, acc)),
+                );
+            }
             if let Some(cap) = cap {
                 give(&cap, rows);
             }
             if let Some(next) = self.panes.get_mut(&(w + 1)) {
                 next.first_window_done = true;
-            }
-            if w == p0 {
-                self.panes.remove(&p0);
             }
         }
     }
@@ -125,18 +135,24 @@ impl<'scope> Featurize<'scope> for Stream<'scope, u64, Vec<Packet>> {
                     let Some(&time) = cap.least() else { return };
                     let out_idx = output.output_index();
                     let mut late = 0u64;
-                    for o in data.iter() {
-                        let pane = pane_of(o.ts_ns);
+                    // Observations come in runs of one pane: look the pane up once a run.
+                    for run in data.chunk_by(|a, b| pane_of(a.ts_ns) == pane_of(b.ts_ns)) {
+                        let pane = pane_of(run[0].ts_ns);
                         if pane < time {
-                            late += 1;
+                            late += run.len() as u64;
                             continue;
                         }
                         let slot = store.panes.entry(pane).or_insert_with(|| Pane {
                             cap: cap.delayed(&pane, out_idx),
                             first_window_done: false,
-                            entities: Map::default(),
+                            entities: Map::with_capacity_and_hasher(
+                                store.last_entities,
+                                Default::default(),
+                            ),
                         });
-                        slot.entities.entry(o.entity).or_default().observe(o);
+                        for o in run {
+                            slot.entities.entry(o.entity).or_default().observe(o);
+                        }
                     }
                     if late > 0 {
                         counters.late.fetch_add(late, Ordering::Relaxed);

@@ -319,9 +319,10 @@ fn every_feature_matches_a_from_scratch_computation() {
     let mut checked = BTreeSet::new();
     for r in &rows {
         let exp = want
-            .get(&(r.window, r.entity.clone()))
+            .get(&(r.window, r.entity.to_string()))
             .unwrap_or_else(|| panic!("unexpected row {} {}", r.window, r.entity));
-        for (d, v) in defs.iter().zip(&r.values) {
+        for (i, d) in defs.iter().enumerate() {
+            let v = &r.get(i);
             let e = exp
                 .get(d.name)
                 .unwrap_or_else(|| panic!("oracle lacks {}", d.name));
@@ -351,8 +352,19 @@ fn rows_do_not_depend_on_the_worker_count() {
     let packets = traffic(5, 4000, 4);
     let one = run(&packets, 1);
     assert!(!one.is_empty());
+    let bits = |rows: &[FeatureRow]| -> Vec<(u64, String, Vec<u64>)> {
+        rows.iter()
+            .map(|r| {
+                (
+                    r.window,
+                    r.entity.to_string(),
+                    r.values.iter().map(|v| v.to_bits()).collect(),
+                )
+            })
+            .collect()
+    };
     for w in [2, 4] {
-        assert_eq!(one, run(&packets, w), "{w} workers");
+        assert_eq!(bits(&one), bits(&run(&packets, w)), "{w} workers");
     }
 }
 
@@ -375,8 +387,8 @@ fn a_packet_on_a_window_edge_lands_in_the_two_windows_that_contain_it() {
     let p = (edge / HOP_NS) as u64;
     let per_window: BTreeMap<u64, f64> = rows
         .iter()
-        .filter(|r| r.entity == "1.1.1.1")
-        .map(|r| (r.window, r.values[0].unwrap_or(0.0)))
+        .filter(|r| r.entity.to_string() == "1.1.1.1")
+        .map(|r| (r.window, r.get(0).unwrap_or(0.0)))
         .collect();
     // edge - 1 ns is in pane p-1: windows p-2 and p-1. edge is in pane p: windows p-1 and p.
     let want: BTreeMap<u64, f64> = [(p - 2, 1.0), (p - 1, 2.0), (p, 1.0)].into_iter().collect();

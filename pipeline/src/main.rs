@@ -97,6 +97,11 @@ enum Command {
     },
 }
 
+// The dataflow allocates and frees many small maps per host and window; mimalloc
+// does that with far fewer page faults and less time than the system allocator.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let filter = tracing_subscriber::EnvFilter::try_new(&cli.log)

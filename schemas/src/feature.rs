@@ -1,12 +1,14 @@
 use std::sync::Arc;
 
-use arrow_array::builder::{
-    Float64Builder, StringBuilder, TimestampMicrosecondBuilder, UInt64Builder,
-};
-use arrow_array::{ArrayRef, RecordBatch};
+use std::fmt;
+
+use arrow_array::builder::{StringBuilder, TimestampMicrosecondBuilder};
+use arrow_array::{ArrayRef, Float64Array, RecordBatch, UInt64Array};
+use arrow_buffer::NullBuffer;
 use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use serde::Serialize;
 
+use crate::addr::Addr;
 use crate::error::SchemaError;
 use crate::time::{HOP_SECONDS, WINDOW_SECONDS};
 
@@ -44,19 +46,42 @@ pub struct FeatureDef {
     pub null_when: &'static str,
 }
 
+/// What a feature row describes: a host (IP address) today; devices named by the
+/// sources that see them later.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Entity {
+    Ip(Addr),
+    Name(Arc<str>),
+}
+
+impl fmt::Display for Entity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Entity::Ip(a) => a.fmt(f),
+            Entity::Name(n) => f.write_str(n),
+        }
+    }
+}
+
 /// One row of the `features` table: one entity, one window.
 #[derive(Clone, Debug, PartialEq)]
 pub struct FeatureRow {
-    pub entity: String,
+    pub entity: Entity,
     /// Window index `k`: the window covers `[30k s, 30k s + 60 s)`.
     pub window: u64,
-    /// One value per catalogue entry, in catalogue order; `None` is null.
-    pub values: Vec<Option<f64>>,
+    /// One value per catalogue entry, in catalogue order; NaN stands for null
+    /// (no feature is NaN: a computation that is not finite gives null).
+    pub values: Box<[f64]>,
 }
 
 impl FeatureRow {
     pub fn window_start_us(&self) -> i64 {
         (self.window as i64).saturating_mul(HOP_SECONDS * 1_000_000)
+    }
+
+    /// Value `i`, or `None` for null.
+    pub fn get(&self, i: usize) -> Option<f64> {
+        self.values.get(i).copied().filter(|v| !v.is_nan())
     }
 }
 
@@ -82,49 +107,60 @@ pub fn features_to_batch(
     rows: &[FeatureRow],
 ) -> Result<RecordBatch, SchemaError> {
     let n = rows.len();
+    if let Some(r) = rows.iter().find(|r| r.values.len() != defs.len()) {
+        return Err(SchemaError::RowWidth {
+            got: r.values.len(),
+            want: defs.len(),
+        });
+    }
     let mut entity = StringBuilder::with_capacity(n, n * 15);
     let mut start = TimestampMicrosecondBuilder::with_capacity(n).with_timezone("UTC");
     let mut end = TimestampMicrosecondBuilder::with_capacity(n).with_timezone("UTC");
-    enum B {
-        C(UInt64Builder),
-        F(Float64Builder),
-    }
-    let mut cols: Vec<B> = defs
-        .iter()
-        .map(|d| match d.dtype {
-            FeatureDtype::Count => B::C(UInt64Builder::with_capacity(n)),
-            FeatureDtype::Float => B::F(Float64Builder::with_capacity(n)),
-        })
-        .collect();
+    let mut text = String::with_capacity(40);
     for r in rows {
-        if r.values.len() != defs.len() {
-            return Err(SchemaError::RowWidth {
-                got: r.values.len(),
-                want: defs.len(),
-            });
+        text.clear();
+        match &r.entity {
+            Entity::Ip(a) => a.push_to(&mut text),
+            Entity::Name(n) => text.push_str(n),
         }
-        entity.append_value(&r.entity);
+        entity.append_value(&text);
         let s = r.window_start_us();
         start.append_value(s);
         end.append_value(s + WINDOW_SECONDS * 1_000_000);
-        for (b, v) in cols.iter_mut().zip(&r.values) {
-            match (b, v) {
-                (B::C(b), Some(v)) => b.append_value(*v as u64),
-                (B::F(b), Some(v)) => b.append_value(*v),
-                (B::C(b), None) => b.append_null(),
-                (B::F(b), None) => b.append_null(),
-            }
-        }
     }
     let mut arrays: Vec<ArrayRef> = vec![
         Arc::new(entity.finish()),
         Arc::new(start.finish()),
         Arc::new(end.finish()),
     ];
-    for b in cols {
-        arrays.push(match b {
-            B::C(mut b) => Arc::new(b.finish()),
-            B::F(mut b) => Arc::new(b.finish()),
+    // Transpose in one pass over the rows (each row's values are contiguous), then
+    // one typed array per feature with nulls where the value is NaN.
+    let mut columns: Vec<Vec<f64>> = (0..defs.len()).map(|_| Vec::with_capacity(n)).collect();
+    for r in rows {
+        for (c, v) in columns.iter_mut().zip(r.values.iter()) {
+            c.push(*v);
+        }
+    }
+    for (d, values) in defs.iter().zip(columns) {
+        let nulls = values
+            .iter()
+            .any(|v| v.is_nan())
+            .then(|| NullBuffer::from_iter(values.iter().map(|v| !v.is_nan())));
+        arrays.push(match d.dtype {
+            FeatureDtype::Count => {
+                let ints: Vec<u64> = values
+                    .iter()
+                    .map(|v| if v.is_nan() { 0 } else { *v as u64 })
+                    .collect();
+                Arc::new(UInt64Array::new(ints.into(), nulls))
+            }
+            FeatureDtype::Float => {
+                let floats: Vec<f64> = values
+                    .iter()
+                    .map(|v| if v.is_nan() { 0.0 } else { *v })
+                    .collect();
+                Arc::new(Float64Array::new(floats.into(), nulls))
+            }
         });
     }
     Ok(RecordBatch::try_new(schema.clone(), arrays)?)
@@ -173,18 +209,18 @@ mod tests {
     fn rows_become_typed_columns() {
         let schema = features_schema(&DEFS);
         let rows = vec![FeatureRow {
-            entity: "h".into(),
+            entity: Entity::Name("h".into()),
             window: 2,
-            values: vec![Some(3.0), None],
+            values: vec![3.0, f64::NAN].into(),
         }];
         let b = features_to_batch(&schema, &DEFS, &rows).expect("batch");
         assert_eq!(b.num_rows(), 1);
         assert_eq!(b.schema().field(3).data_type(), &DataType::UInt64);
         assert_eq!(b.column(4).null_count(), 1);
         let bad = vec![FeatureRow {
-            entity: "h".into(),
+            entity: Entity::Name("h".into()),
             window: 2,
-            values: vec![None],
+            values: vec![1.0].into(),
         }];
         assert!(features_to_batch(&schema, &DEFS, &bad).is_err());
         let meta = metadata_json(&DEFS);

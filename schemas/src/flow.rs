@@ -130,12 +130,17 @@ pub fn flows_to_batch(rows: &[FlowRecord]) -> Result<RecordBatch, SchemaError> {
     let mut stats: Vec<Float64Builder> =
         (0..16).map(|_| Float64Builder::with_capacity(n)).collect();
     let mut reason = StringBuilder::with_capacity(n, n * 8);
+    let mut text = String::with_capacity(40);
     for r in rows {
         cid.append_value(&r.community_id);
         proto.append_value(r.proto);
-        src.append_value(r.src.to_string());
+        text.clear();
+        r.src.push_to(&mut text);
+        src.append_value(&text);
         sport.append_value(r.sport);
-        dst.append_value(r.dst.to_string());
+        text.clear();
+        r.dst.push_to(&mut text);
+        dst.append_value(&text);
         dport.append_value(r.dport);
         first.append_value(r.first_ns.div_euclid(1000));
         last.append_value(r.last_ns.div_euclid(1000));

@@ -15,7 +15,7 @@ mod time;
 pub use addr::Addr;
 pub use error::SchemaError;
 pub use feature::{
-    FeatureDef, FeatureDtype, FeatureRow, features_schema, features_to_batch, metadata_json,
+    Entity, FeatureDef, FeatureDtype, FeatureRow, features_schema, features_to_batch, metadata_json,
 };
 pub use flow::{EndReason, FlowRecord, Summary, flows_schema, flows_to_batch};
 pub use packet::{Packet, Proto, TcpFlags};

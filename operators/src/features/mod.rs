@@ -76,11 +76,15 @@ pub fn markdown() -> String {
     s
 }
 
-/// Computes every feature of one window.
-pub fn compute_all(acc: &PaneAcc) -> Vec<Option<f64>> {
+/// Computes every feature of one window; NaN stands for null.
+pub fn compute_all(acc: &PaneAcc) -> Box<[f64]> {
     catalogue()
         .iter()
-        .map(|s| (s.compute)(acc).filter(|v| v.is_finite()))
+        .map(|s| {
+            (s.compute)(acc)
+                .filter(|v| v.is_finite())
+                .unwrap_or(f64::NAN)
+        })
         .collect()
 }
 
@@ -267,9 +271,9 @@ impl PaneAcc {
         }
     }
 
-    /// The window made of this pane followed by `later`.
-    pub fn then(&self, later: &PaneAcc) -> PaneAcc {
-        let mut w = self.clone();
+    /// Extends this pane into the window of this pane followed by `later`.
+    pub fn append(&mut self, later: &PaneAcc) {
+        let w = self;
         w.out.append(&later.out);
         w.inb.append(&later.inb);
         w.peers_out.extend(later.peers_out.iter().copied());
@@ -285,7 +289,6 @@ impl PaneAcc {
             e.answered |= a.answered;
         }
         w.attempts_in.extend(later.attempts_in.iter().copied());
-        w
     }
 }
 
