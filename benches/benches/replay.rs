@@ -79,7 +79,8 @@ fn main() {
     };
     let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
     println!("capture: {} ({} MB)", path.display(), size / 1_000_000);
-    let configs: [(&str, Box<dyn Fn() -> u64>); 3] = [
+    type Run<'a> = Box<dyn Fn() -> u64 + 'a>;
+    let configs: [(&str, Run); 3] = [
         ("plain libpcap read", Box::new(|| plain_read(&path))),
         (
             "replay -w 1 (flows, features, parquet)",

@@ -15,6 +15,7 @@ use amoskys_sinks::parquet::{FeatureTable, FlowTable, ParquetSettings, SinkSumma
 use amoskys_sources::pcap::{DecodeStats, FileReader, ReadProgress, Skip, expand_inputs};
 use serde::Serialize;
 use timely::container::CapacityContainerBuilder;
+use timely::dataflow::operators::ActivateCapability;
 use timely::dataflow::operators::core::UnorderedInput;
 
 use crate::bridge::channel_sink;
@@ -308,7 +309,7 @@ impl Driver {
             u64,
             CapacityContainerBuilder<Vec<Packet>>,
         >,
-        mut cap: timely::dataflow::operators::ActivateCapability<u64>,
+        mut cap: ActivateCapability<u64>,
         rx: Receiver<Vec<Packet>>,
         flows: &FlowCounters,
         windows: &WindowCounters,
@@ -336,9 +337,28 @@ impl Driver {
                 }
                 Err(TryRecvError::Disconnected) => break,
             };
+            // Packets go in as runs of one pane; the watermark moves packet by
+            // packet, and what falls behind it is late.
             let mut run_pane = None;
+            let mut flush = |run: &mut Vec<Packet>, pane: u64, cap: &ActivateCapability<u64>| {
+                sent += run.len() as u64;
+                input
+                    .activate()
+                    .session(&cap.delayed(&pane))
+                    .give_container(run);
+                run.clear();
+            };
             for p in batch {
-                max_ts = max_ts.max(p.ts_ns);
+                if p.ts_ns > max_ts {
+                    max_ts = p.ts_ns;
+                    let wm = pane_of(max_ts.saturating_sub(self.lateness_ns).max(0));
+                    if wm > *cap.time() {
+                        if let Some(rp) = run_pane.take() {
+                            flush(&mut run, rp, &cap);
+                        }
+                        cap.downgrade(&wm);
+                    }
+                }
                 let pane = pane_of(p.ts_ns);
                 if pane < *cap.time() {
                     late += 1;
@@ -346,28 +366,14 @@ impl Driver {
                 }
                 if run_pane != Some(pane) {
                     if let Some(rp) = run_pane {
-                        sent += run.len() as u64;
-                        input
-                            .activate()
-                            .session(&cap.delayed(&rp))
-                            .give_container(&mut run);
-                        run.clear();
+                        flush(&mut run, rp, &cap);
                     }
                     run_pane = Some(pane);
                 }
                 run.push(p);
             }
             if let Some(rp) = run_pane {
-                sent += run.len() as u64;
-                input
-                    .activate()
-                    .session(&cap.delayed(&rp))
-                    .give_container(&mut run);
-                run.clear();
-            }
-            let wm = pane_of(max_ts.saturating_sub(self.lateness_ns).max(0));
-            if wm > *cap.time() {
-                cap.downgrade(&wm);
+                flush(&mut run, rp, &cap);
             }
             worker.step();
         }

@@ -8,6 +8,8 @@ pub enum SchemaError {
     Arrow(#[from] arrow_schema::ArrowError),
     #[error("feature row has {got} values, the catalogue has {want}")]
     RowWidth { got: usize, want: usize },
+    #[error("feature {feature} is documented as never null but has no value")]
+    UnexpectedNull { feature: &'static str },
 }
 
 impl SchemaError {
@@ -16,6 +18,7 @@ impl SchemaError {
         match self {
             SchemaError::Arrow(_) => "arrow",
             SchemaError::RowWidth { .. } => "row_width",
+            SchemaError::UnexpectedNull { .. } => "unexpected_null",
         }
     }
 }

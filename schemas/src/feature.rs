@@ -42,8 +42,8 @@ pub struct FeatureDef {
     pub unit: &'static str,
     pub dtype: FeatureDtype,
     pub description: &'static str,
-    /// When the value is null, in words.
-    pub null_when: &'static str,
+    /// When the value is null, in words; `None`: never (the column is not nullable).
+    pub null_when: Option<&'static str>,
 }
 
 /// What a feature row describes: a host (IP address) today; devices named by the
@@ -192,7 +192,7 @@ mod tests {
             unit: "packets",
             dtype: FeatureDtype::Count,
             description: "a",
-            null_when: "never",
+            null_when: None,
         },
         FeatureDef {
             name: "b",
@@ -201,7 +201,7 @@ mod tests {
             unit: "s",
             dtype: FeatureDtype::Float,
             description: "b",
-            null_when: "no data",
+            null_when: Some("no data"),
         },
     ];
 

@@ -18,7 +18,7 @@ const fn spec(
     unit: &'static str,
     dtype: FeatureDtype,
     description: &'static str,
-    null_when: &'static str,
+    null_when: Option<&'static str>,
     compute: fn(&PaneAcc) -> Option<f64>,
 ) -> FeatureSpec {
     FeatureSpec {
@@ -37,11 +37,11 @@ const fn spec(
 
 use FeatureDtype::{Count as C, Float as F};
 
-const NEVER: &str = "never (0 when nothing was seen)";
-const NO_OUT: &str = "the entity sent no packet in the window";
-const NO_IN: &str = "the entity received no packet in the window";
-const FEW_OUT: &str = "the entity sent fewer than 2 packets in the window";
-const FEW_IN: &str = "the entity received fewer than 2 packets in the window";
+const NEVER: Option<&str> = None;
+const NO_OUT: Option<&str> = Some("the entity sent no packet in the window");
+const NO_IN: Option<&str> = Some("the entity received no packet in the window");
+const FEW_OUT: Option<&str> = Some("the entity sent fewer than 2 packets in the window");
+const FEW_IN: Option<&str> = Some("the entity received fewer than 2 packets in the window");
 
 fn ratio(n: u64, d: u64) -> Option<f64> {
     (d > 0).then(|| n as f64 / d as f64)
@@ -130,7 +130,7 @@ pub(super) static FEATURES: &[FeatureSpec] = &[
         "ratio",
         F,
         "Share of the entity's bytes that it sent: out / (out + in).",
-        "the entity sent and received nothing",
+        Some("the entity sent and received nothing"),
         |a| ratio(a.out.bytes, a.out.bytes + a.inb.bytes),
     ),
     spec(
@@ -447,7 +447,7 @@ pub(super) static FEATURES: &[FeatureSpec] = &[
         "ratio",
         F,
         "Share of sent TCP packets that are SYN without ACK.",
-        "the entity sent no TCP packet",
+        Some("the entity sent no TCP packet"),
         |a| ratio(a.out.syn, a.out.tcp),
     ),
     spec(
@@ -456,7 +456,7 @@ pub(super) static FEATURES: &[FeatureSpec] = &[
         "ratio",
         F,
         "Share of received TCP packets that carry RST.",
-        "the entity received no TCP packet",
+        Some("the entity received no TCP packet"),
         |a| ratio(a.inb.rst, a.inb.tcp),
     ),
     spec(
@@ -465,7 +465,7 @@ pub(super) static FEATURES: &[FeatureSpec] = &[
         "ratio",
         F,
         "SYN-ACKs received per SYN sent.",
-        "the entity sent no SYN",
+        Some("the entity sent no SYN"),
         |a| ratio(a.inb.synack, a.out.syn),
     ),
     // fan-out and fan-in
@@ -512,7 +512,7 @@ pub(super) static FEATURES: &[FeatureSpec] = &[
         "bits",
         F,
         "Shannon entropy of the destination ports of sent TCP/UDP packets, weighted by packets.",
-        "the entity sent no TCP or UDP packet",
+        Some("the entity sent no TCP or UDP packet"),
         |a| entropy_bits(a.dst_ports_out.values().copied()),
     ),
     // connections
@@ -545,7 +545,7 @@ pub(super) static FEATURES: &[FeatureSpec] = &[
         "ratio",
         F,
         "Share of outbound TCP connection attempts that failed.",
-        "the entity made no connection attempt",
+        Some("the entity made no connection attempt"),
         |a| {
             let tried = a.attempts_out.values().filter(|t| t.tried).count() as u64;
             ratio(
