@@ -95,6 +95,9 @@ impl TableWriter {
         for f in schema.fields() {
             let col = || f.name().as_str().into();
             match f.data_type() {
+                // A Community ID is a hash: as many distinct values as rows, so a
+                // dictionary only costs.
+                DataType::Utf8 if f.name() == "community_id" => {}
                 DataType::Utf8 => {
                     props = props
                         .set_column_dictionary_enabled(col(), true)
