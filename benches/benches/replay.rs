@@ -60,7 +60,7 @@ fn full_replay(path: &Path, workers: usize) -> u64 {
         progress: false,
     })
     .expect("replay");
-    report.packets
+    report.decode.packets
 }
 
 fn median(mut v: Vec<f64>) -> f64 {

@@ -38,14 +38,9 @@ pub struct ReplayOptions {
 pub struct ReplayReport {
     pub files: usize,
     pub file_errors: Vec<(String, String)>,
-    pub packets: u64,
-    pub bytes: u64,
-    pub ip_packets: u64,
-    pub ip_bytes: u64,
-    pub fragments: u64,
-    pub truncated_transport: u64,
-    /// Packets that were not IP, by reason.
-    pub skipped: std::collections::BTreeMap<&'static str, u64>,
+    /// Packets and bytes read, decoded, and not decoded by reason.
+    #[serde(flatten)]
+    pub decode: DecodeStats,
     /// IP packets older than the watermark: counted, and left out of flows and features.
     pub late: u64,
     /// Observations that reached a window operator after their windows closed
@@ -66,15 +61,14 @@ pub struct ReplayReport {
 impl ReplayReport {
     /// The one-line summary.
     pub fn line(&self) -> String {
-        let skipped: u64 = self.skipped.values().sum();
-        let mut reasons: Vec<String> = self
-            .skipped
+        let d = &self.decode;
+        let mut reasons: Vec<String> = Skip::ALL
             .iter()
-            .filter(|(_, n)| **n > 0)
-            .map(|(r, n)| format!("{r}={n}"))
+            .filter(|s| d.skipped(**s) > 0)
+            .map(|s| format!("{}={}", s.as_str(), d.skipped(*s)))
             .collect();
-        if self.fragments > 0 {
-            reasons.push(format!("ip_fragments={}", self.fragments));
+        if d.fragments > 0 {
+            reasons.push(format!("ip_fragments={}", d.fragments));
         }
         let reasons = if reasons.is_empty() {
             String::new()
@@ -90,10 +84,10 @@ impl ReplayReport {
             "replayed {} file(s){errs}: {} packets, {} bytes; {} IP, {} not IP{reasons}, {} late; \
              {} flows ({} evicted), {} feature rows; {:.2} s, {:.0} packets/s, {} worker(s)",
             self.files,
-            self.packets,
-            self.bytes,
-            self.ip_packets,
-            skipped,
+            d.packets,
+            d.bytes,
+            d.ip_packets,
+            d.skipped_total(),
             self.late,
             self.flows,
             self.flows_evicted,
@@ -255,7 +249,7 @@ pub fn replay(opts: ReplayOptions) -> Result<ReplayReport, PipelineError> {
         .map_err(|_| PipelineError::Dataflow("the features sink panicked".into()))??;
 
     let elapsed = started.elapsed().as_secs_f64();
-    let st: &DecodeStats = &summary.stats;
+    let packets = summary.stats.packets;
     Ok(ReplayReport {
         files: summary.files_read,
         file_errors: summary
@@ -263,16 +257,7 @@ pub fn replay(opts: ReplayOptions) -> Result<ReplayReport, PipelineError> {
             .iter()
             .map(|(p, e)| (p.display().to_string(), e.clone()))
             .collect(),
-        packets: st.packets,
-        bytes: st.bytes,
-        ip_packets: st.ip_packets,
-        ip_bytes: st.ip_bytes,
-        fragments: st.fragments,
-        truncated_transport: st.truncated_transport,
-        skipped: Skip::ALL
-            .iter()
-            .map(|s| (s.as_str(), st.skipped(*s)))
-            .collect(),
+        decode: summary.stats,
         late: late.load(Ordering::Relaxed),
         window_late_obs: window_counters.late.load(Ordering::Relaxed),
         flows: flow_sum.rows,
@@ -283,7 +268,7 @@ pub fn replay(opts: ReplayOptions) -> Result<ReplayReport, PipelineError> {
         workers,
         elapsed_s: elapsed,
         packets_per_s: if elapsed > 0.0 {
-            st.packets as f64 / elapsed
+            packets as f64 / elapsed
         } else {
             0.0
         },

@@ -70,7 +70,7 @@ impl Skip {
 
 /// Counters kept while decoding: what came in, what became a packet record, and
 /// why the rest did not.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct DecodeStats {
     pub packets: u64,
     /// Sum of on-the-wire lengths of all packets read.
@@ -81,7 +81,21 @@ pub struct DecodeStats {
     pub fragments: u64,
     /// IP packets whose transport header was cut short (counted in `ip_packets`).
     pub truncated_transport: u64,
+    /// Packets that did not become records, by reason (serialised as a map).
+    #[serde(serialize_with = "skipped_by_reason")]
     pub skipped: [u64; Skip::ALL.len()],
+}
+
+fn skipped_by_reason<S: serde::Serializer>(
+    v: &[u64; Skip::ALL.len()],
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeMap;
+    let mut m = s.serialize_map(Some(v.len()))?;
+    for (reason, n) in Skip::ALL.iter().zip(v) {
+        m.serialize_entry(reason.as_str(), n)?;
+    }
+    m.end()
 }
 
 impl DecodeStats {
