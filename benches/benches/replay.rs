@@ -50,11 +50,10 @@ fn plain_read(path: &Path) -> u64 {
     n
 }
 
-fn full_replay(path: &Path, workers: usize) -> u64 {
-    let out = tempfile::tempdir().expect("tempdir");
+fn full_replay(path: &Path, workers: usize, out: &Path) -> u64 {
     let report = replay(ReplayOptions {
         inputs: vec![path.display().to_string()],
-        out: out.path().to_path_buf(),
+        out: out.to_path_buf(),
         config: Config::default(),
         workers: Some(workers),
         progress: false,
@@ -79,25 +78,28 @@ fn main() {
     };
     let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
     println!("capture: {} ({} MB)", path.display(), size / 1_000_000);
-    type Run<'a> = Box<dyn Fn() -> u64 + 'a>;
+    type Run<'a> = Box<dyn Fn(&Path) -> u64 + 'a>;
     let configs: [(&str, Run); 3] = [
-        ("plain libpcap read", Box::new(|| plain_read(&path))),
+        ("plain libpcap read", Box::new(|_| plain_read(&path))),
         (
             "replay -w 1 (flows, features, parquet)",
-            Box::new(|| full_replay(&path, 1)),
+            Box::new(|out| full_replay(&path, 1, out)),
         ),
         (
             "replay -w 2 (flows, features, parquet)",
-            Box::new(|| full_replay(&path, 2)),
+            Box::new(|out| full_replay(&path, 2, out)),
         ),
     ];
     let mut rates: Vec<Vec<f64>> = vec![Vec::new(); configs.len()];
     let mut packets = 0;
     for _ in 0..rounds() {
         for (i, (_, f)) in configs.iter().enumerate() {
+            // A fresh output directory, made and removed outside the timing.
+            let out = tempfile::tempdir().expect("tempdir");
             let t = Instant::now();
-            packets = f();
+            packets = f(out.path());
             rates[i].push(packets as f64 / t.elapsed().as_secs_f64());
+            drop(out);
         }
     }
     println!(
