@@ -1,0 +1,11 @@
+//! Syslog: message parsing (RFC 3164 and RFC 5424, through syslog_loose), TCP
+//! framing (RFC 6587 octet counting and newline-delimited, told apart per frame),
+//! and the authentication facts common messages carry.
+
+mod auth;
+mod framing;
+mod parse;
+
+pub use auth::{AuthEvent, AuthKind, auth_event};
+pub use framing::{Frame, FrameDecoder, Framing};
+pub use parse::{ParseError, SyslogRecord, parse_message};
