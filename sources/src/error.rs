@@ -21,6 +21,10 @@ pub enum SourceError {
     NoCaptures(String),
     #[error("the pipeline stopped accepting packets")]
     Closed,
+    #[error("{0}")]
+    Config(String),
+    #[error("cannot listen on {addr}: {reason}")]
+    Bind { addr: String, reason: String },
 }
 
 impl SourceError {
@@ -33,6 +37,8 @@ impl SourceError {
             SourceError::Open { .. } => "open",
             SourceError::NoCaptures(_) => "no_captures",
             SourceError::Closed => "closed",
+            SourceError::Config(_) => "config",
+            SourceError::Bind { .. } => "bind",
         }
     }
 

@@ -3,21 +3,11 @@
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
-use std::path::PathBuf;
 
 use amoskys_sources::syslog::{AuthKind, parse_message};
 
-fn data(rel: &str) -> PathBuf {
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../shared/data")
-        .join(rel);
-    assert!(
-        p.exists(),
-        "{} is missing: the tests need ../shared/data beside the checkout",
-        p.display()
-    );
-    p
-}
+mod common;
+use common::data;
 
 // 2017-01-01 (loghub's OpenSSH log is from December, of a year it does not name).
 const RECEIVED: i64 = 1_483_228_800 * 1_000_000_000;
@@ -39,40 +29,7 @@ fn openssh_failed_passwords_per_address_match_loghub() {
         }
     }
     assert_eq!(parsed, 2000);
-    // loghub's structured CSV: templates E9/E10 are one failed password each, E14
-    // ("message repeated N times: [ Failed password ...]") is N. The address is the
-    // word after " from " in the content column, read here without our patterns.
-    let csv =
-        std::fs::read_to_string(data("syslog/loghub/OpenSSH_2k.log_structured.csv")).expect("csv");
-    let mut want: BTreeMap<IpAddr, u64> = BTreeMap::new();
-    for line in csv.lines().skip(1) {
-        let id = if line.contains(",E9,") {
-            "E9"
-        } else if line.contains(",E10,") {
-            "E10"
-        } else if line.contains(",E14,") {
-            "E14"
-        } else {
-            continue;
-        };
-        let content = line.splitn(7, ',').nth(6).unwrap_or("");
-        let ip: IpAddr = content
-            .split(" from ")
-            .nth(1)
-            .and_then(|s| s.split_whitespace().next())
-            .and_then(|s| s.parse().ok())
-            .expect("address");
-        let n = if id == "E14" {
-            content
-                .split_whitespace()
-                .nth(2)
-                .and_then(|s| s.parse().ok())
-                .expect("repeat count")
-        } else {
-            1
-        };
-        *want.entry(ip).or_default() += n;
-    }
+    let want = common::loghub_failed_passwords();
     assert!(want.values().sum::<u64>() > 500);
     assert_eq!(ours, want);
 }

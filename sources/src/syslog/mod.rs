@@ -4,8 +4,10 @@
 
 mod auth;
 mod framing;
+mod listener;
 mod parse;
 
 pub use auth::{AuthEvent, AuthKind, auth_event};
 pub use framing::{Frame, FrameDecoder, Framing};
+pub use listener::{ListenAddr, SyslogCounters, SyslogSource, SyslogSourceConfig};
 pub use parse::{ParseError, SyslogRecord, parse_message};

@@ -1,0 +1,393 @@
+//! Syslog listeners: UDP and TCP sockets that turn what they receive into
+//! [`SyslogRecord`] batches on a bounded channel.
+//!
+//! TCP connections are read only as fast as the channel takes their batches, so a
+//! fast sender is slowed, never buffered without bound. UDP cannot be slowed: a
+//! batch that finds the channel full is dropped and counted. Messages longer than
+//! `max_message_bytes` and messages that are not syslog are counted and skipped;
+//! the listener keeps serving. Connections past `max_connections` are closed at
+//! once and counted.
+
+use std::net::SocketAddr;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Deserializer};
+use tokio::io::AsyncReadExt;
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::sync::{Semaphore, mpsc, watch};
+
+use super::framing::{Frame, FrameDecoder};
+use super::parse::{SyslogRecord, parse_message};
+use crate::error::SourceError;
+
+/// Where a listener listens: `udp://ADDR:PORT` or `tcp://ADDR:PORT`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ListenAddr {
+    Udp(SocketAddr),
+    Tcp(SocketAddr),
+}
+
+impl FromStr for ListenAddr {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (scheme, rest) = s
+            .split_once("://")
+            .ok_or_else(|| format!("{s:?}: write udp://ADDR:PORT or tcp://ADDR:PORT"))?;
+        let addr: SocketAddr = rest.parse().map_err(|e| format!("{s:?}: {e}"))?;
+        match scheme {
+            "udp" => Ok(ListenAddr::Udp(addr)),
+            "tcp" => Ok(ListenAddr::Tcp(addr)),
+            other => Err(format!("{s:?}: unknown scheme {other:?} (udp or tcp)")),
+        }
+    }
+}
+
+impl std::fmt::Display for ListenAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ListenAddr::Udp(a) => write!(f, "udp://{a}"),
+            ListenAddr::Tcp(a) => write!(f, "tcp://{a}"),
+        }
+    }
+}
+
+fn listen_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<ListenAddr>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    let v = match OneOrMany::deserialize(d)? {
+        OneOrMany::One(s) => vec![s],
+        OneOrMany::Many(v) => v,
+    };
+    if v.is_empty() {
+        return Err(serde::de::Error::custom(
+            "listen needs at least one address",
+        ));
+    }
+    v.iter()
+        .map(|s| s.parse().map_err(serde::de::Error::custom))
+        .collect()
+}
+
+fn default_max_message_bytes() -> usize {
+    64 * 1024
+}
+fn default_max_connections() -> usize {
+    256
+}
+fn default_batch() -> usize {
+    256
+}
+
+/// One `[[sources.syslog]]` section.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SyslogSourceConfig {
+    /// Names the source in metrics and in the records it produces.
+    pub name: String,
+    /// One address or a list: `"udp://127.0.0.1:5514"`, `"tcp://0.0.0.0:6514"`.
+    #[serde(deserialize_with = "listen_list")]
+    pub listen: Vec<ListenAddr>,
+    /// Longest message accepted, in bytes; longer ones are counted and skipped.
+    #[serde(default = "default_max_message_bytes")]
+    pub max_message_bytes: usize,
+    /// TCP connections served at once per listener; more are closed and counted.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// Records per batch handed to the pipeline.
+    #[serde(default = "default_batch")]
+    pub batch_size: usize,
+}
+
+/// What a syslog source has done; read by metrics and tests.
+#[derive(Debug, Default)]
+pub struct SyslogCounters {
+    pub messages: AtomicU64,
+    pub bytes: AtomicU64,
+    pub oversized: AtomicU64,
+    pub unparseable: AtomicU64,
+    /// UDP messages dropped because the pipeline's channel was full.
+    pub dropped: AtomicU64,
+    pub connections: AtomicU64,
+    pub connections_refused: AtomicU64,
+}
+
+impl SyslogCounters {
+    pub fn get(&self, c: &AtomicU64) -> u64 {
+        c.load(Ordering::Relaxed)
+    }
+}
+
+/// A syslog source whose sockets are bound (so their ports are known).
+pub struct SyslogSource {
+    pub name: String,
+    udp: Vec<UdpSocket>,
+    tcp: Vec<TcpListener>,
+    max_len: usize,
+    max_connections: usize,
+    batch: usize,
+    counters: Arc<SyslogCounters>,
+}
+
+fn now_ns() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+}
+
+impl SyslogSourceConfig {
+    /// Checks the settings and binds every listener.
+    pub async fn bind(&self) -> Result<SyslogSource, SourceError> {
+        if self.name.trim().is_empty() {
+            return Err(SourceError::Config("syslog source: name is empty".into()));
+        }
+        if self.max_message_bytes < 480 || self.max_connections == 0 || self.batch_size == 0 {
+            return Err(SourceError::Config(format!(
+                "syslog source {}: max_message_bytes must be at least 480 (RFC 3164), max_connections and batch_size at least 1",
+                self.name
+            )));
+        }
+        let mut udp = Vec::new();
+        let mut tcp = Vec::new();
+        for l in &self.listen {
+            let bind_err = |e: std::io::Error| SourceError::Bind {
+                addr: l.to_string(),
+                reason: e.to_string(),
+            };
+            match l {
+                ListenAddr::Udp(a) => udp.push(UdpSocket::bind(a).await.map_err(bind_err)?),
+                ListenAddr::Tcp(a) => tcp.push(TcpListener::bind(a).await.map_err(bind_err)?),
+            }
+        }
+        Ok(SyslogSource {
+            name: self.name.clone(),
+            udp,
+            tcp,
+            max_len: self.max_message_bytes,
+            max_connections: self.max_connections,
+            batch: self.batch_size,
+            counters: Arc::new(SyslogCounters::default()),
+        })
+    }
+}
+
+impl SyslogSource {
+    /// The addresses actually bound (port 0 resolved).
+    pub fn local_addrs(&self) -> Vec<ListenAddr> {
+        let u = self
+            .udp
+            .iter()
+            .filter_map(|s| s.local_addr().ok())
+            .map(ListenAddr::Udp);
+        let t = self
+            .tcp
+            .iter()
+            .filter_map(|s| s.local_addr().ok())
+            .map(ListenAddr::Tcp);
+        u.chain(t).collect()
+    }
+
+    pub fn counters(&self) -> Arc<SyslogCounters> {
+        self.counters.clone()
+    }
+
+    /// Serves every listener until `shutdown` turns true; then returns, having
+    /// handed over every message it accepted.
+    pub async fn run(
+        self,
+        out: mpsc::Sender<Vec<SyslogRecord>>,
+        shutdown: watch::Receiver<bool>,
+    ) -> Result<(), SourceError> {
+        let mut tasks = tokio::task::JoinSet::new();
+        for sock in self.udp {
+            tasks.spawn(serve_udp(
+                sock,
+                self.max_len,
+                self.batch,
+                self.counters.clone(),
+                out.clone(),
+                shutdown.clone(),
+            ));
+        }
+        for l in self.tcp {
+            let limit = Arc::new(Semaphore::new(self.max_connections));
+            tasks.spawn(serve_tcp(
+                l,
+                limit,
+                self.max_len,
+                self.batch,
+                self.counters.clone(),
+                out.clone(),
+                shutdown.clone(),
+            ));
+        }
+        drop(out);
+        while let Some(r) = tasks.join_next().await {
+            if let Err(e) = r {
+                tracing::error!(source = %self.name, error = %e, "syslog listener task failed");
+            }
+        }
+        Ok(())
+    }
+}
+
+fn accept_record(
+    bytes: &[u8],
+    sender: SocketAddr,
+    counters: &SyslogCounters,
+    batch: &mut Vec<SyslogRecord>,
+) {
+    counters.messages.fetch_add(1, Ordering::Relaxed);
+    counters
+        .bytes
+        .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+    match parse_message(bytes, now_ns(), Some(sender.ip().to_canonical())) {
+        Ok(r) => batch.push(r),
+        Err(_) => {
+            counters.unparseable.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+async fn serve_udp(
+    sock: UdpSocket,
+    max_len: usize,
+    batch_size: usize,
+    counters: Arc<SyslogCounters>,
+    out: mpsc::Sender<Vec<SyslogRecord>>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    // One byte more than the limit tells an oversized datagram from a full one.
+    let mut buf = vec![0u8; max_len + 1];
+    loop {
+        let first = tokio::select! {
+            r = sock.recv_from(&mut buf) => r,
+            _ = shutdown.changed() => return,
+        };
+        let mut batch = Vec::with_capacity(batch_size);
+        let mut next = first;
+        loop {
+            match next {
+                Ok((n, from)) if n > max_len => {
+                    counters.messages.fetch_add(1, Ordering::Relaxed);
+                    counters.oversized.fetch_add(1, Ordering::Relaxed);
+                    let _ = from;
+                }
+                Ok((n, from)) => accept_record(&buf[..n], from, &counters, &mut batch),
+                Err(e) => tracing::warn!(error = %e, "syslog UDP receive failed"),
+            }
+            if batch.len() >= batch_size {
+                break;
+            }
+            // Take what is already waiting without blocking, to fill the batch.
+            next = match sock.try_recv_from(&mut buf) {
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                r => r,
+            };
+        }
+        if batch.is_empty() {
+            continue;
+        }
+        let n = batch.len() as u64;
+        match out.try_send(batch) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                counters.dropped.fetch_add(n, Ordering::Relaxed);
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => return,
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn serve_tcp(
+    listener: TcpListener,
+    limit: Arc<Semaphore>,
+    max_len: usize,
+    batch_size: usize,
+    counters: Arc<SyslogCounters>,
+    out: mpsc::Sender<Vec<SyslogRecord>>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut conns = tokio::task::JoinSet::new();
+    loop {
+        let accepted = tokio::select! {
+            r = listener.accept() => r,
+            _ = shutdown.changed() => break,
+        };
+        let (stream, peer) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::warn!(error = %e, "syslog TCP accept failed");
+                continue;
+            }
+        };
+        let Ok(permit) = limit.clone().try_acquire_owned() else {
+            counters.connections_refused.fetch_add(1, Ordering::Relaxed);
+            drop(stream);
+            continue;
+        };
+        counters.connections.fetch_add(1, Ordering::Relaxed);
+        let (c, o, s) = (counters.clone(), out.clone(), shutdown.clone());
+        conns.spawn(async move {
+            serve_connection(stream, peer, max_len, batch_size, c, o, s).await;
+            drop(permit);
+        });
+        while conns.try_join_next().is_some() {}
+    }
+    // Shutting down: connections finish what they have read, then return.
+    while conns.join_next().await.is_some() {}
+}
+
+async fn serve_connection(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    max_len: usize,
+    batch_size: usize,
+    counters: Arc<SyslogCounters>,
+    out: mpsc::Sender<Vec<SyslogRecord>>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut decoder = FrameDecoder::new(max_len);
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut frames = Vec::new();
+    let mut eof = false;
+    while !eof {
+        let n = tokio::select! {
+            // A read error ends the connection like a close does.
+            r = stream.read(&mut buf) => r.unwrap_or(0),
+            _ = shutdown.changed() => 0,
+        };
+        if n == 0 {
+            decoder.finish(&mut frames);
+            eof = true;
+        } else {
+            decoder.push(&buf[..n], &mut frames);
+        }
+        let mut batch = Vec::with_capacity(frames.len().min(batch_size));
+        for f in frames.drain(..) {
+            match f {
+                Frame::Message(m, _) => accept_record(&m, peer, &counters, &mut batch),
+                Frame::Oversized(_) => {
+                    counters.messages.fetch_add(1, Ordering::Relaxed);
+                    counters.oversized.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            if batch.len() >= batch_size {
+                // Waiting here is the backpressure: nothing more is read meanwhile.
+                if out.send(std::mem::take(&mut batch)).await.is_err() {
+                    return;
+                }
+            }
+        }
+        if !batch.is_empty() && out.send(batch).await.is_err() {
+            return;
+        }
+    }
+}
