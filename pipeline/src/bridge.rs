@@ -7,11 +7,14 @@ use std::time::Duration;
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::Stream;
 use timely::dataflow::channels::pact::Pipeline;
+use timely::dataflow::operators::Capability;
 use timely::dataflow::operators::generic::Operator;
 
 /// Sends each batch of `stream` into a bounded channel. A full channel never blocks
 /// the worker: the batch waits here, the operator stops reading its input and asks
-/// to be scheduled again shortly, which holds the frontier back upstream.
+/// to be scheduled again shortly, which holds the frontier back upstream. While
+/// batches wait, the operator holds a capability, so the dataflow cannot count as
+/// finished (and be torn down) with rows still undelivered.
 pub fn channel_sink<R: 'static>(
     stream: Stream<'_, u64, Vec<R>>,
     name: &str,
@@ -25,47 +28,55 @@ pub fn channel_sink<R: 'static>(
             drop(cap);
             let activator = scope.activator_for(info.address);
             let mut pending: VecDeque<Vec<R>> = VecDeque::new();
+            let mut held: Option<Capability<u64>> = None;
             let mut tx = Some(tx);
-            move |(input, frontier), _output| {
+            move |(input, frontier), output| {
                 let Some(sender) = tx.as_ref() else {
                     input.for_each(|_, _| {});
                     return;
                 };
-                let send =
-                    |batch: Vec<R>, pending: &mut VecDeque<Vec<R>>| match sender.try_send(batch) {
-                        Ok(()) => true,
-                        Err(TrySendError::Full(b)) => {
-                            pending.push_back(b);
-                            false
-                        }
-                        // The sink thread is gone (it failed and reported why); nothing to keep.
-                        Err(TrySendError::Disconnected(_)) => true,
-                    };
+                // Oldest first; stop at the first batch the channel cannot take.
                 while let Some(b) = pending.pop_front() {
-                    if !send(b, &mut pending) {
-                        // `send` put it back at the end; restore the order.
-                        if let Some(b) = pending.pop_back() {
+                    match sender.try_send(b) {
+                        Ok(()) => {}
+                        Err(TrySendError::Full(b)) => {
                             pending.push_front(b);
+                            break;
                         }
-                        break;
+                        // The sink thread is gone (it failed and reported why).
+                        Err(TrySendError::Disconnected(_)) => pending.clear(),
                     }
                 }
                 if pending.is_empty() {
-                    input.for_each(|_, data| {
+                    let out_idx = output.output_index();
+                    input.for_each(|cap, data| {
                         let batch = std::mem::take(data);
-                        if !batch.is_empty() {
-                            if pending.is_empty() {
-                                send(batch, &mut pending);
-                            } else {
-                                pending.push_back(batch);
+                        if batch.is_empty() {
+                            return;
+                        }
+                        if !pending.is_empty() {
+                            pending.push_back(batch);
+                            return;
+                        }
+                        match sender.try_send(batch) {
+                            Ok(()) => {}
+                            Err(TrySendError::Full(b)) => {
+                                pending.push_back(b);
+                                if held.is_none() {
+                                    held = cap.retain_least(out_idx);
+                                }
                             }
+                            Err(TrySendError::Disconnected(_)) => {}
                         }
                     });
                 }
-                if !pending.is_empty() {
+                if pending.is_empty() {
+                    held = None;
+                    if frontier.frontier().is_empty() {
+                        tx = None;
+                    }
+                } else {
                     activator.activate_after(Duration::from_millis(1));
-                } else if frontier.frontier().is_empty() {
-                    tx = None;
                 }
             }
         },

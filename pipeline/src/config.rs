@@ -14,6 +14,7 @@ use serde::{Deserialize, Deserializer};
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
+    pub sources: SourcesConfig,
     pub window: WindowConfig,
     pub flows: FlowsConfig,
     pub runtime: RuntimeConfig,
@@ -27,14 +28,25 @@ pub struct WindowConfig {
     /// How far behind the newest packet the watermark trails. Packets older than the
     /// watermark are late: counted, and left out of flows and features.
     pub lateness: Secs,
+    /// A source with no record for this long (wall clock) stops holding the
+    /// watermark back, so one quiet listener never stalls the others.
+    pub idle_timeout: PositiveSecs,
 }
 
 impl Default for WindowConfig {
     fn default() -> Self {
         WindowConfig {
             lateness: Secs::from_secs(10),
+            idle_timeout: PositiveSecs(Secs::from_secs(30)),
         }
     }
+}
+
+/// The long-running job's sources; each kind is a list of sections.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SourcesConfig {
+    pub syslog: Vec<amoskys_sources::syslog::SyslogSourceConfig>,
 }
 
 /// Flow assembly.
@@ -248,6 +260,30 @@ impl Config {
                 self.flows.active_timeout.0.0, self.flows.idle_timeout.0.0
             )));
         }
+        let mut names = std::collections::BTreeSet::new();
+        let mut addrs = std::collections::BTreeSet::new();
+        for s in &self.sources.syslog {
+            if s.name.trim().is_empty() || !names.insert(s.name.clone()) {
+                return Err(err(format!(
+                    "[[sources.syslog]] name {:?} is empty or used twice: every source needs its own name",
+                    s.name
+                )));
+            }
+            for l in &s.listen {
+                if !addrs.insert(l.to_string()) {
+                    return Err(err(format!(
+                        "[[sources.syslog]] {}: {l} is listened on twice",
+                        s.name
+                    )));
+                }
+            }
+            if s.max_message_bytes < 480 || s.max_connections == 0 || s.batch_size == 0 {
+                return Err(err(format!(
+                    "[[sources.syslog]] {}: max_message_bytes must be at least 480, max_connections and batch_size at least 1",
+                    s.name
+                )));
+            }
+        }
         if self.window.lateness.0 > Duration::from_secs(3600) {
             return Err(err(
                 "[window] lateness may be at most 1h: state for every open pane is kept that long"
@@ -275,6 +311,9 @@ mod tests {
         assert_eq!(c.flows.active_timeout, d.flows.active_timeout);
         assert_eq!(c.flows.max_flows, d.flows.max_flows);
         assert_eq!(c.window.lateness, d.window.lateness);
+        assert_eq!(c.window.idle_timeout, d.window.idle_timeout);
+        assert_eq!(c.sources.syslog.len(), 1);
+        assert_eq!(c.sources.syslog[0].listen.len(), 2);
         assert_eq!(c.runtime.workers, d.runtime.workers);
         assert_eq!(c.sinks.parquet.zstd_level, d.sinks.parquet.zstd_level);
         assert_eq!(c.sinks.parquet.path, d.sinks.parquet.path);
@@ -318,6 +357,17 @@ mod tests {
             .map(|e| e.to_string())
             .unwrap_or_default();
         assert!(e.contains("active_timeout"), "{e}");
+        let e = parse("[[sources.syslog]]\nname = \"a\"\nlisten = \"udp://127.0.0.1:1\"\n[[sources.syslog]]\nname = \"a\"\nlisten = \"tcp://127.0.0.1:1\"\n")
+            .err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(e.contains("used twice"), "{e}");
+        let e = parse("[[sources.syslog]]\nname = \"a\"\nlisten = \"http://127.0.0.1:1\"\n")
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(
+            e.contains("flows.toml:3:") && e.contains("unknown scheme"),
+            "{e}"
+        );
         let e = parse("[sinks.parquet]\nzstd_level = 30\n")
             .err()
             .map(|e| e.to_string())

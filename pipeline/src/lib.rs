@@ -6,5 +6,6 @@ pub mod config;
 mod error;
 pub mod generate;
 pub mod replay;
+pub mod run;
 
 pub use error::PipelineError;

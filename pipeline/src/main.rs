@@ -13,7 +13,11 @@ use amoskys_pipeline::replay::{ReplayOptions, replay};
 
 /// Security telemetry in; flows, per-host features and Parquet out.
 ///
-/// Replays recorded packet captures through a timely dataflow: packets are decoded,
+/// `amoskys-pipeline --config flows.toml` runs the long-running job: syslog
+/// listeners (UDP and TCP) whose records land in the `events` table, until SIGINT
+/// or SIGTERM.
+///
+/// `replay` runs recorded packet captures through a timely dataflow: packets are decoded,
 /// assembled into bidirectional flows (with Community ID), and summarised per host
 /// into 60-second windows that start every 30 seconds. The results are Parquet
 /// tables that DuckDB, DataFusion, pandas or Spark read directly.
@@ -23,13 +27,21 @@ use amoskys_pipeline::replay::{ReplayOptions, replay};
     amoskys-pipeline generate-capture sample.pcap\n  \
     amoskys-pipeline replay sample.pcap --out data\n  \
     amoskys-pipeline replay 'captures/*.pcap' --out data -w 2 --config flows.toml\n  \
-    amoskys-pipeline validate --config flows.toml")]
+    amoskys-pipeline validate --config flows.toml\n  \
+    amoskys-pipeline --config flows.toml")]
 struct Cli {
+    /// Run the long-running job with this configuration (flows.toml): listen on
+    /// every configured source until SIGINT or SIGTERM, then flush and exit 0.
+    #[arg(long, short, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Worker threads of the long-running job.
+    #[arg(long = "workers", short = 'w', value_name = "N", value_parser = clap::value_parser!(u16).range(1..=256))]
+    workers: Option<u16>,
     /// Log filter (error, warn, info, debug, trace, or per-module directives).
     #[arg(long, global = true, default_value = "warn", env = "AMOSKYS_LOG")]
     log: String,
     #[command(subcommand)]
-    command: Command,
+    command: Option<Command>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -110,13 +122,81 @@ fn main() -> ExitCode {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .init();
-    match run(cli.command) {
+    let result = match (cli.command, cli.config) {
+        (Some(cmd), _) => run(cmd),
+        (None, Some(config)) => run_long(&config, cli.workers.map(usize::from)),
+        (None, None) => {
+            use clap::CommandFactory;
+            let _ = Cli::command().print_help();
+            Ok(ExitCode::from(2))
+        }
+    };
+    match result {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::from(2)
         }
     }
+}
+
+/// The long-running job: until SIGINT or SIGTERM.
+fn run_long(config: &std::path::Path, workers: Option<usize>) -> anyhow::Result<ExitCode> {
+    let cfg = Config::load(config)?;
+    let workers = workers.unwrap_or(cfg.runtime.workers.0 as usize);
+    let out = cfg.sinks.parquet.path.clone();
+    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build();
+            if let Ok(rt) = rt {
+                rt.block_on(async {
+                    let mut term =
+                        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                            .ok();
+                    let term = async {
+                        match term.as_mut() {
+                            Some(t) => {
+                                t.recv().await;
+                            }
+                            None => std::future::pending::<()>().await,
+                        }
+                    };
+                    tokio::select! {
+                        _ = tokio::signal::ctrl_c() => {}
+                        _ = term => {}
+                    }
+                });
+            }
+            eprintln!("stopping: closing sources, flushing sinks");
+            let _ = stop_tx.send(true);
+        })?;
+    let report = amoskys_pipeline::run::run_job(cfg, workers, stop, |ready| {
+        for (name, addr) in ready {
+            eprintln!("listening: {name} {addr}");
+        }
+        eprintln!("writing to {}", out.display());
+    })?;
+    eprintln!(
+        "stopped: {} events ({} behind the watermark)",
+        report.events, report.late
+    );
+    for s in &report.sources {
+        eprintln!(
+            "  {} ({}): {} messages, {} oversized, {} unparseable, {} dropped, {} connections refused",
+            s.name,
+            s.kind,
+            s.messages,
+            s.oversized,
+            s.unparseable,
+            s.dropped,
+            s.connections_refused
+        );
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn load(config: Option<&PathBuf>) -> anyhow::Result<Config> {

@@ -99,7 +99,7 @@ impl ReplayReport {
     }
 }
 
-fn run_id() -> String {
+pub(crate) fn run_id() -> String {
     let now = chrono::Utc::now();
     format!(
         "{}-{}",

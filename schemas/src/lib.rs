@@ -7,6 +7,7 @@
 
 mod addr;
 mod error;
+mod event;
 mod feature;
 mod flow;
 mod packet;
@@ -14,6 +15,7 @@ mod time;
 
 pub use addr::Addr;
 pub use error::SchemaError;
+pub use event::{AuthEvent, AuthKind, EventRow, SyslogRecord, events_schema, events_to_batch};
 pub use feature::{
     Entity, FeatureDef, FeatureDtype, FeatureRow, features_schema, features_to_batch, metadata_json,
 };

@@ -2,8 +2,8 @@ use arrow_array::RecordBatch;
 use arrow_schema::SchemaRef;
 
 use amoskys_schemas::{
-    FeatureDef, FeatureRow, FlowRecord, SchemaError, features_schema, features_to_batch,
-    flows_schema, flows_to_batch,
+    EventRow, FeatureDef, FeatureRow, FlowRecord, SchemaError, events_schema, events_to_batch,
+    features_schema, features_to_batch, flows_schema, flows_to_batch,
 };
 
 /// How one table's rows become Arrow batches, and which hour partition a row is in.
@@ -61,5 +61,24 @@ impl TableRows for FeatureTable {
     }
     fn to_batch(&self, rows: &[FeatureRow]) -> Result<RecordBatch, SchemaError> {
         features_to_batch(&self.schema, &self.defs, rows)
+    }
+}
+
+/// The `events` table (syslog records today), partitioned by event time.
+pub struct EventTable;
+
+impl TableRows for EventTable {
+    type Row = EventRow;
+    fn name(&self) -> &'static str {
+        "events"
+    }
+    fn schema(&self) -> SchemaRef {
+        events_schema()
+    }
+    fn partition_us(row: &EventRow) -> i64 {
+        row.ts_ns().div_euclid(1000)
+    }
+    fn to_batch(&self, rows: &[EventRow]) -> Result<RecordBatch, SchemaError> {
+        events_to_batch(rows)
     }
 }

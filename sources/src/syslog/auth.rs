@@ -11,49 +11,8 @@
 use std::net::IpAddr;
 use std::sync::OnceLock;
 
+use amoskys_schemas::{AuthEvent, AuthKind};
 use regex::Regex;
-
-/// The kind of authentication fact.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum AuthKind {
-    /// A failed login (password or another method), from `remote` if known.
-    Failure,
-    /// A successful login.
-    Success,
-    /// A login attempt for a user that does not exist.
-    InvalidUser,
-    /// sudo refused after wrong passwords.
-    SudoFailure,
-    /// sudo ran a command.
-    Sudo,
-}
-
-impl AuthKind {
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            AuthKind::Failure => "failure",
-            AuthKind::Success => "success",
-            AuthKind::InvalidUser => "invalid_user",
-            AuthKind::SudoFailure => "sudo_failure",
-            AuthKind::Sudo => "sudo",
-        }
-    }
-}
-
-/// One authentication fact taken from a message.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct AuthEvent {
-    pub kind: AuthKind,
-    /// The login method for SSH (`password`, `publickey`, ...) or the PAM service.
-    pub method: Option<String>,
-    pub user: Option<String>,
-    pub remote: Option<IpAddr>,
-    /// The remote side when it is logged as a name rather than an address.
-    pub remote_host: Option<String>,
-    pub port: Option<u16>,
-    /// How many attempts the message stands for (`message repeated N times`).
-    pub count: u32,
-}
 
 struct Patterns {
     ssh_failed: Regex,

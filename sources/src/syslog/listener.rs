@@ -20,8 +20,9 @@ use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::{Semaphore, mpsc, watch};
 
 use super::framing::{Frame, FrameDecoder};
-use super::parse::{SyslogRecord, parse_message};
+use super::parse::parse_message;
 use crate::error::SourceError;
+use amoskys_schemas::SyslogRecord;
 
 /// Where a listener listens: `udp://ADDR:PORT` or `tcp://ADDR:PORT`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -7,7 +7,8 @@ mod framing;
 mod listener;
 mod parse;
 
-pub use auth::{AuthEvent, AuthKind, auth_event};
+pub use amoskys_schemas::{AuthEvent, AuthKind, SyslogRecord};
+pub use auth::auth_event;
 pub use framing::{Frame, FrameDecoder, Framing};
 pub use listener::{ListenAddr, SyslogCounters, SyslogSource, SyslogSourceConfig};
-pub use parse::{ParseError, SyslogRecord, parse_message};
+pub use parse::{ParseError, parse_message};

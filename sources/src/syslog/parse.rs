@@ -5,32 +5,9 @@ use std::net::IpAddr;
 use chrono::{Datelike, TimeZone, Utc};
 use syslog_loose::{IncompleteDate, Protocol, Variant};
 
-use super::auth::{AuthEvent, auth_event};
+use amoskys_schemas::SyslogRecord;
 
-/// A parsed syslog message with everything the `events` table keeps.
-#[derive(Clone, Debug, PartialEq)]
-pub struct SyslogRecord {
-    /// Event time: the message's own timestamp, or the time it was received when
-    /// it has none (or one more than a day in the future).
-    pub ts_ns: i64,
-    pub received_ns: i64,
-    /// Address of the peer that sent the message.
-    pub sender: Option<IpAddr>,
-    /// "rfc5424" or "rfc3164".
-    pub protocol: &'static str,
-    pub facility: Option<&'static str>,
-    /// Severity 0 (emergency) to 7 (debug).
-    pub severity: Option<u8>,
-    pub hostname: Option<String>,
-    pub appname: Option<String>,
-    pub procid: Option<String>,
-    pub msgid: Option<String>,
-    /// RFC 5424 structured data as a JSON object of objects, if any.
-    pub structured_data: Option<String>,
-    pub message: String,
-    /// What an authentication message says, if it is one.
-    pub auth: Option<AuthEvent>,
-}
+use super::auth::auth_event;
 
 /// Why a message was rejected.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -1,0 +1,252 @@
+//! The long-running job: listeners on a tokio runtime, records through the
+//! dataflow, Parquet out, until SIGINT or SIGTERM.
+//!
+//! Sources run as tokio tasks, each handing batches to its own bounded channel;
+//! timely worker 0 drains them without blocking, keeps a watermark per source
+//! (a source quiet for longer than `idle_timeout` stops holding it back), and
+//! feeds the dataflow. On a signal the sources stop accepting input and return,
+//! their channels close, the input is closed, and the dataflow and the sinks
+//! drain: every record a source accepted is written, in files with footers.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::sync_channel;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use amoskys_schemas::{EventRow, SyslogRecord, pane_of};
+use amoskys_sinks::parquet::{EventTable, ParquetSettings, run_table};
+use amoskys_sources::syslog::{SyslogCounters, SyslogSource};
+use serde::Serialize;
+use timely::container::CapacityContainerBuilder;
+use timely::dataflow::operators::core::UnorderedInput;
+use tokio::sync::{mpsc, watch};
+
+use crate::bridge::channel_sink;
+use crate::config::Config;
+use crate::error::PipelineError;
+
+/// Batches a source may have waiting for the dataflow.
+const SOURCE_CHANNEL_BATCHES: usize = 64;
+
+/// What a run did.
+#[derive(Debug, Default, Serialize)]
+pub struct RunReport {
+    pub events: u64,
+    /// Events older than the watermark when they arrived (still written to `events`).
+    pub late: u64,
+    pub sources: Vec<SourceReport>,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct SourceReport {
+    pub name: String,
+    pub kind: &'static str,
+    pub messages: u64,
+    pub oversized: u64,
+    pub unparseable: u64,
+    pub dropped: u64,
+    pub connections_refused: u64,
+}
+
+struct Input {
+    name: Arc<str>,
+    rx: mpsc::Receiver<Vec<SyslogRecord>>,
+    max_ts: i64,
+    last_seen: Instant,
+    open: bool,
+}
+
+/// Runs until `stop` turns true (the binary flips it on SIGINT/SIGTERM).
+/// `on_ready` is called once every listener is bound, with their addresses.
+pub fn run_job(
+    cfg: Config,
+    workers: usize,
+    mut stop: watch::Receiver<bool>,
+    on_ready: impl FnOnce(&[(String, String)]),
+) -> Result<RunReport, PipelineError> {
+    if cfg.sources.syslog.is_empty() {
+        return Err(PipelineError::Config(crate::config::ConfigError {
+            file: "flows.toml".into(),
+            line: None,
+            column: None,
+            reason: "no sources: add a [[sources.syslog]] section (see examples/flows.toml), or use `replay` for captures".into(),
+        }));
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("sources")
+        .enable_all()
+        .build()
+        .map_err(|source| PipelineError::Io {
+            context: "start the source runtime".into(),
+            source,
+        })?;
+
+    // Bind every listener before anything runs, so a taken port fails the start.
+    let bound: Vec<SyslogSource> = rt.block_on(async {
+        let mut v = Vec::new();
+        for s in &cfg.sources.syslog {
+            v.push(s.bind().await?);
+        }
+        Ok::<_, amoskys_sources::SourceError>(v)
+    })?;
+    let ready: Vec<(String, String)> = bound
+        .iter()
+        .flat_map(|s| {
+            s.local_addrs()
+                .into_iter()
+                .map(move |a| (s.name.clone(), a.to_string()))
+        })
+        .collect();
+    let counters: Vec<(String, Arc<SyslogCounters>)> = bound
+        .iter()
+        .map(|s| (s.name.clone(), s.counters()))
+        .collect();
+
+    let (source_stop_tx, source_stop) = watch::channel(false);
+    let mut inputs = Vec::new();
+    let mut tasks = Vec::new();
+    for src in bound {
+        let (tx, rx) = mpsc::channel(SOURCE_CHANNEL_BATCHES);
+        inputs.push(Input {
+            name: src.name.clone().into(),
+            rx,
+            max_ts: i64::MIN,
+            last_seen: Instant::now(),
+            open: true,
+        });
+        let s = source_stop.clone();
+        tasks.push(rt.spawn(async move { src.run(tx, s).await }));
+    }
+    // Stop the sources when asked.
+    rt.spawn(async move {
+        while !*stop.borrow() {
+            if stop.changed().await.is_err() {
+                break;
+            }
+        }
+        let _ = source_stop_tx.send(true);
+    });
+    on_ready(&ready);
+
+    let settings = ParquetSettings {
+        root: cfg.sinks.parquet.path.clone(),
+        zstd_level: cfg.sinks.parquet.zstd_level.0 as i32,
+        row_group_rows: cfg.sinks.parquet.row_group_rows.0 as usize,
+        max_open_files: cfg.sinks.parquet.max_open_files.0 as usize,
+        run_id: crate::replay::run_id(),
+    };
+    settings.validate()?;
+    let (event_tx, event_rx) = sync_channel::<Vec<EventRow>>(64);
+    let event_sink = std::thread::Builder::new()
+        .name("sink-events".into())
+        .spawn(move || run_table(EventTable, settings, event_rx))
+        .map_err(|source| PipelineError::Io {
+            context: "spawn sink thread".into(),
+            source,
+        })?;
+
+    let lateness = cfg.window.lateness.as_nanos_i64();
+    let idle = cfg.window.idle_timeout.0.0;
+    let events = Arc::new(AtomicU64::new(0));
+    let late = Arc::new(AtomicU64::new(0));
+    let inputs = Arc::new(Mutex::new(Some(inputs)));
+    let (ev, lt) = (events.clone(), late.clone());
+    let guards = timely::execute(timely::Config::process(workers.max(1)), move |worker| {
+        let (mut input, mut cap) = worker.dataflow::<u64, _, _>(|scope| {
+            let ((input, cap), rows) =
+                scope.new_unordered_input::<CapacityContainerBuilder<Vec<EventRow>>>();
+            channel_sink(rows, "EventsToParquet", event_tx.clone());
+            (input, cap)
+        });
+        let mine = if worker.index() == 0 {
+            inputs.lock().ok().and_then(|mut g| g.take())
+        } else {
+            None
+        };
+        if let Some(mut inputs) = mine {
+            let (mut sent, mut behind) = (0u64, 0u64);
+            while inputs.iter().any(|i| i.open) {
+                let mut got = false;
+                for inp in inputs.iter_mut().filter(|i| i.open) {
+                    match inp.rx.try_recv() {
+                        Ok(batch) => {
+                            got = true;
+                            inp.last_seen = Instant::now();
+                            let mut rows = Vec::with_capacity(batch.len());
+                            for r in batch {
+                                inp.max_ts = inp.max_ts.max(r.ts_ns);
+                                if pane_of(r.ts_ns.max(0)) < *cap.time() {
+                                    behind += 1;
+                                }
+                                rows.push(EventRow {
+                                    source: inp.name.clone(),
+                                    record: r,
+                                });
+                            }
+                            sent += rows.len() as u64;
+                            // Events are written whatever their lateness; they go in
+                            // at the current input time.
+                            input.activate().session(&cap).give_container(&mut rows);
+                        }
+                        Err(mpsc::error::TryRecvError::Empty) => {}
+                        Err(mpsc::error::TryRecvError::Disconnected) => inp.open = false,
+                    }
+                }
+                // The watermark: the slowest source that is not idle.
+                let active = inputs
+                    .iter()
+                    .filter(|i| i.max_ts > i64::MIN && i.last_seen.elapsed() < idle);
+                if let Some(min) = active.map(|i| i.max_ts).min() {
+                    let wm = pane_of(min.saturating_sub(lateness).max(0));
+                    if wm > *cap.time() {
+                        cap.downgrade(&wm);
+                    }
+                }
+                if got {
+                    worker.step();
+                } else {
+                    worker.step_or_park(Some(Duration::from_millis(10)));
+                }
+            }
+            ev.fetch_add(sent, Ordering::Relaxed);
+            lt.fetch_add(behind, Ordering::Relaxed);
+        }
+        drop(cap);
+        while worker.step_or_park(Some(Duration::from_millis(5))) {}
+    })
+    .map_err(PipelineError::Dataflow)?;
+    for r in guards.join() {
+        r.map_err(|e| PipelineError::Dataflow(format!("worker failed: {e}")))?;
+    }
+    for t in tasks {
+        match rt.block_on(t) {
+            Ok(r) => r?,
+            Err(e) => {
+                return Err(PipelineError::Dataflow(format!(
+                    "a source task failed: {e}"
+                )));
+            }
+        }
+    }
+    event_sink
+        .join()
+        .map_err(|_| PipelineError::Dataflow("the events sink panicked".into()))??;
+    rt.shutdown_timeout(Duration::from_secs(5));
+    Ok(RunReport {
+        events: events.load(Ordering::Relaxed),
+        late: late.load(Ordering::Relaxed),
+        sources: counters
+            .into_iter()
+            .map(|(name, c)| SourceReport {
+                name,
+                kind: "syslog",
+                messages: c.get(&c.messages),
+                oversized: c.get(&c.oversized),
+                unparseable: c.get(&c.unparseable),
+                dropped: c.get(&c.dropped),
+                connections_refused: c.get(&c.connections_refused),
+            })
+            .collect(),
+    })
+}
