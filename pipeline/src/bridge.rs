@@ -1,7 +1,8 @@
 //! Where the dataflow hands rows to sink threads.
 
 use std::collections::VecDeque;
-use std::sync::mpsc::{SyncSender, TrySendError};
+use std::sync::mpsc::{SyncSender, TrySendError, sync_channel};
+use std::thread::JoinHandle;
 use std::time::Duration;
 
 use timely::container::CapacityContainerBuilder;
@@ -9,6 +10,51 @@ use timely::dataflow::Stream;
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::Capability;
 use timely::dataflow::operators::generic::Operator;
+
+use amoskys_sinks::SinkError;
+use amoskys_sinks::parquet::{ParquetSettings, SinkSummary, TableRows, run_table};
+
+use crate::config::ParquetConfig;
+use crate::error::PipelineError;
+
+/// Batches of rows a table's channel holds between the dataflow and its sink thread.
+const SINK_CHANNEL_BATCHES: usize = 64;
+
+impl ParquetConfig {
+    /// Writer settings for files under `root`, named after this run.
+    pub fn settings(&self, root: std::path::PathBuf) -> Result<ParquetSettings, PipelineError> {
+        let s = ParquetSettings {
+            root,
+            zstd_level: self.zstd_level.0 as i32,
+            row_group_rows: self.row_group_rows.0 as usize,
+            max_open_files: self.max_open_files.0 as usize,
+            run_id: crate::replay::run_id(),
+        };
+        s.validate()?;
+        Ok(s)
+    }
+}
+
+/// The running sink thread of a table; joining it gives what it wrote.
+pub type SinkThread = JoinHandle<Result<SinkSummary, SinkError>>;
+/// Where the dataflow sends a table's rows.
+pub type RowSender<T> = SyncSender<Vec<<T as TableRows>::Row>>;
+
+/// A table's sink: a thread writing Parquet from a bounded channel of row batches.
+pub fn spawn_table_sink<T: TableRows>(
+    table: T,
+    settings: ParquetSettings,
+) -> Result<(RowSender<T>, SinkThread), PipelineError> {
+    let (tx, rx) = sync_channel::<Vec<T::Row>>(SINK_CHANNEL_BATCHES);
+    let handle = std::thread::Builder::new()
+        .name(format!("sink-{}", table.name()))
+        .spawn(move || run_table(table, settings, rx))
+        .map_err(|source| PipelineError::Io {
+            context: "spawn sink thread".into(),
+            source,
+        })?;
+    Ok((tx, handle))
+}
 
 /// Sends each batch of `stream` into a bounded channel. A full channel never blocks
 /// the worker: the batch waits here, the operator stops reading its input and asks

@@ -10,15 +10,15 @@ use std::time::{Duration, Instant};
 use amoskys_operators::{
     AssembleFlows, Featurize, FlowConfig, FlowCounters, WindowCounters, features,
 };
-use amoskys_schemas::{FeatureRow, FlowRecord, Packet, metadata_json, pane_of};
-use amoskys_sinks::parquet::{FeatureTable, FlowTable, ParquetSettings, SinkSummary, run_table};
+use amoskys_schemas::{Packet, metadata_json, pane_of};
+use amoskys_sinks::parquet::{FeatureTable, FlowTable, SinkSummary};
 use amoskys_sources::pcap::{DecodeStats, FileReader, ReadProgress, Skip, expand_inputs};
 use serde::Serialize;
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::operators::ActivateCapability;
 use timely::dataflow::operators::core::UnorderedInput;
 
-use crate::bridge::channel_sink;
+use crate::bridge::{channel_sink, spawn_table_sink};
 use crate::config::Config;
 use crate::error::PipelineError;
 
@@ -133,35 +133,10 @@ pub fn replay(opts: ReplayOptions) -> Result<ReplayReport, PipelineError> {
     let files = expand_inputs(&opts.inputs)?;
     write_feature_metadata(&opts.out)?;
 
-    let settings = ParquetSettings {
-        root: opts.out.clone(),
-        zstd_level: cfg.sinks.parquet.zstd_level.0 as i32,
-        row_group_rows: cfg.sinks.parquet.row_group_rows.0 as usize,
-        max_open_files: cfg.sinks.parquet.max_open_files.0 as usize,
-        run_id: run_id(),
-    };
-    settings.validate()?;
-
     // Sinks: one thread per table behind a bounded channel of row batches.
-    let (flow_tx, flow_rx) = sync_channel::<Vec<FlowRecord>>(64);
-    let (feat_tx, feat_rx) = sync_channel::<Vec<FeatureRow>>(64);
-    let s1 = settings.clone();
-    let flow_sink = std::thread::Builder::new()
-        .name("sink-flows".into())
-        .spawn(move || run_table(FlowTable, s1, flow_rx))
-        .map_err(|source| PipelineError::Io {
-            context: "spawn sink thread".into(),
-            source,
-        })?;
-    let feature_table = FeatureTable::new(features::defs());
-    let s2 = settings.clone();
-    let feat_sink = std::thread::Builder::new()
-        .name("sink-features".into())
-        .spawn(move || run_table(feature_table, s2, feat_rx))
-        .map_err(|source| PipelineError::Io {
-            context: "spawn sink thread".into(),
-            source,
-        })?;
+    let settings = cfg.sinks.parquet.settings(opts.out.clone())?;
+    let (flow_tx, flow_sink) = spawn_table_sink(FlowTable, settings.clone())?;
+    let (feat_tx, feat_sink) = spawn_table_sink(FeatureTable::new(features::defs()), settings)?;
 
     // Source: the reader thread decodes into batches behind a bounded channel.
     let batch_size = cfg.runtime.batch_size.0 as usize;

@@ -9,19 +9,18 @@
 //! drain: every record a source accepted is written, in files with footers.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::sync_channel;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use amoskys_schemas::{EventRow, SyslogRecord, pane_of};
-use amoskys_sinks::parquet::{EventTable, ParquetSettings, run_table};
+use amoskys_sinks::parquet::EventTable;
 use amoskys_sources::syslog::{SyslogCounters, SyslogSource};
 use serde::Serialize;
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::operators::core::UnorderedInput;
 use tokio::sync::{mpsc, watch};
 
-use crate::bridge::channel_sink;
+use crate::bridge::{channel_sink, spawn_table_sink};
 use crate::config::Config;
 use crate::error::PipelineError;
 
@@ -129,22 +128,8 @@ pub fn run_job(
     });
     on_ready(&ready);
 
-    let settings = ParquetSettings {
-        root: cfg.sinks.parquet.path.clone(),
-        zstd_level: cfg.sinks.parquet.zstd_level.0 as i32,
-        row_group_rows: cfg.sinks.parquet.row_group_rows.0 as usize,
-        max_open_files: cfg.sinks.parquet.max_open_files.0 as usize,
-        run_id: crate::replay::run_id(),
-    };
-    settings.validate()?;
-    let (event_tx, event_rx) = sync_channel::<Vec<EventRow>>(64);
-    let event_sink = std::thread::Builder::new()
-        .name("sink-events".into())
-        .spawn(move || run_table(EventTable, settings, event_rx))
-        .map_err(|source| PipelineError::Io {
-            context: "spawn sink thread".into(),
-            source,
-        })?;
+    let settings = cfg.sinks.parquet.settings(cfg.sinks.parquet.path.clone())?;
+    let (event_tx, event_sink) = spawn_table_sink(EventTable, settings)?;
 
     let lateness = cfg.window.lateness.as_nanos_i64();
     let idle = cfg.window.idle_timeout.0.0;
