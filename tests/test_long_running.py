@@ -7,6 +7,7 @@ import socket
 import subprocess
 import threading
 import time
+import urllib.request
 from collections import Counter
 
 from conftest import BIN, DATA, query, require
@@ -18,7 +19,7 @@ def free_port():
         return s.getsockname()[1]
 
 
-def start(tmp_path, port):
+def start(tmp_path, port, *extra):
     cfg = tmp_path / "flows.toml"
     cfg.write_text(f'''
 [[sources.syslog]]
@@ -28,8 +29,8 @@ listen = ["udp://127.0.0.1:{port}", "tcp://127.0.0.1:{port}"]
 [sinks.parquet]
 path = "{tmp_path / 'data'}"
 ''')
-    proc = subprocess.Popen([str(require(BIN)), "--config", str(cfg)], stderr=subprocess.PIPE,
-                            text=True)
+    proc = subprocess.Popen([str(require(BIN)), "--config", str(cfg), *extra],
+                            stderr=subprocess.PIPE, text=True)
     seen = []
     deadline = time.time() + 30
     while time.time() < deadline:
@@ -122,3 +123,40 @@ def test_sigterm_during_live_input_keeps_every_acknowledged_record(tmp_path):
     # job reported as accepted.
     assert query(f"select count(*) from {events(tmp_path)}")[0][0] == accepted
     assert not list((tmp_path / "data").rglob("*.inprogress"))
+
+
+def scrape(port):
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    values = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            values[name] = float(value)
+    return values
+
+
+def test_metrics_endpoint_counts_what_the_sources_saw(tmp_path):
+    port, mport = free_port(), free_port()
+    proc = start(tmp_path, port, "--metrics-listen", f"127.0.0.1:{mport}")
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            for i in range(50):
+                s.sendto(f"<13>Jan 15 09:00:00 host app: metric {i}".encode(), ("127.0.0.1", port))
+            s.sendto(b"\x00\x01 junk", ("127.0.0.1", port))
+        key = 'amoskys_component_received_events_total{component_kind="source",component_type="syslog",component_id="edge"}'
+        sent_key = "amoskys_events_sent_total"
+        junk_key = ('amoskys_component_discarded_events_total{component_id="edge",reason="unparseable",'
+                    'intentional="false"}')
+        deadline = time.time() + 10
+        m = {}
+        while time.time() < deadline:
+            m = scrape(mport)
+            if m.get(key) == 51 and m.get(sent_key) == 50:
+                break
+            time.sleep(0.3)
+        assert m.get(key) == 51, m
+        assert m.get(sent_key) == 50, m
+        assert m.get(junk_key) == 1, m
+        assert "amoskys_channel_depth_batches{component_id=\"edge\"}" in m
+    finally:
+        stop(proc)

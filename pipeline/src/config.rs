@@ -88,6 +88,9 @@ pub struct RuntimeConfig {
     pub batch_size: Bounded<1, 1_048_576>,
     /// Packets the dataflow may hold unprocessed before the reader waits.
     pub max_in_flight: Bounded<1024, 1_073_741_824>,
+    /// Serve Prometheus metrics of the long-running job on this address
+    /// (`--metrics-listen` wins); none by default.
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 impl Default for RuntimeConfig {
@@ -96,6 +99,7 @@ impl Default for RuntimeConfig {
             workers: Bounded(1),
             batch_size: Bounded(1024),
             max_in_flight: Bounded(262_144),
+            metrics_listen: None,
         }
     }
 }

@@ -34,6 +34,9 @@ struct Cli {
     /// every configured source until SIGINT or SIGTERM, then flush and exit 0.
     #[arg(long, short, value_name = "FILE")]
     config: Option<PathBuf>,
+    /// Serve Prometheus metrics of the long-running job on ADDR (e.g. 127.0.0.1:9898).
+    #[arg(long, value_name = "ADDR")]
+    metrics_listen: Option<std::net::SocketAddr>,
     /// Worker threads of the long-running job.
     #[arg(long = "workers", short = 'w', value_name = "N", value_parser = clap::value_parser!(u16).range(1..=256))]
     workers: Option<u16>,
@@ -124,7 +127,7 @@ fn main() -> ExitCode {
         .init();
     let result = match (cli.command, cli.config) {
         (Some(cmd), _) => run(cmd),
-        (None, Some(config)) => run_long(&config, cli.workers.map(usize::from)),
+        (None, Some(config)) => run_long(&config, cli.workers.map(usize::from), cli.metrics_listen),
         (None, None) => {
             use clap::CommandFactory;
             let _ = Cli::command().print_help();
@@ -141,8 +144,19 @@ fn main() -> ExitCode {
 }
 
 /// The long-running job: until SIGINT or SIGTERM.
-fn run_long(config: &std::path::Path, workers: Option<usize>) -> anyhow::Result<ExitCode> {
+fn run_long(
+    config: &std::path::Path,
+    workers: Option<usize>,
+    metrics_listen: Option<std::net::SocketAddr>,
+) -> anyhow::Result<ExitCode> {
     let cfg = Config::load(config)?;
+    if let Some(addr) = metrics_listen.or(cfg.runtime.metrics_listen) {
+        metrics_exporter_prometheus::PrometheusBuilder::new()
+            .with_http_listener(addr)
+            .install()
+            .with_context(|| format!("serve metrics on {addr}"))?;
+        eprintln!("metrics: http://{addr}/metrics");
+    }
     let workers = workers.unwrap_or(cfg.runtime.workers.0 as usize);
     let out = cfg.sinks.parquet.path.clone();
     let (stop_tx, stop) = tokio::sync::watch::channel(false);

@@ -47,6 +47,66 @@ pub struct SourceReport {
     pub connections_refused: u64,
 }
 
+/// Counters of the run, shared between worker 0 and the metrics publisher.
+#[derive(Default)]
+struct Live {
+    events: AtomicU64,
+    late: AtomicU64,
+    /// The input's watermark, as a pane.
+    watermark_pane: AtomicU64,
+}
+
+/// Publishes the run's counters to the metrics facade (a Prometheus exporter when
+/// one is installed): once a second, and a last time when `done` fires.
+async fn publish_metrics(
+    live: Arc<Live>,
+    sources: Vec<(
+        String,
+        Arc<SyslogCounters>,
+        mpsc::WeakSender<Vec<SyslogRecord>>,
+    )>,
+    mut done: watch::Receiver<bool>,
+) {
+    loop {
+        for (name, c, tx) in &sources {
+            let id = name.clone();
+            let l = |m: &'static str| metrics::counter!(m, "component_kind" => "source", "component_type" => "syslog", "component_id" => id.clone());
+            l("amoskys_component_received_events_total").absolute(c.get(&c.messages));
+            l("amoskys_component_received_bytes_total").absolute(c.get(&c.bytes));
+            l("amoskys_connections_refused_total").absolute(c.get(&c.connections_refused));
+            for (reason, v) in [
+                ("oversized", &c.oversized),
+                ("unparseable", &c.unparseable),
+                ("channel_full", &c.dropped),
+            ] {
+                metrics::counter!("amoskys_component_discarded_events_total", "component_id" => id.clone(), "reason" => reason, "intentional" => "false")
+                    .absolute(c.get(v));
+            }
+            let depth = tx.upgrade().map_or(0, |t| t.max_capacity() - t.capacity());
+            metrics::gauge!("amoskys_channel_depth_batches", "component_id" => id.clone())
+                .set(depth as f64);
+        }
+        metrics::counter!("amoskys_events_sent_total")
+            .absolute(live.events.load(Ordering::Relaxed));
+        metrics::counter!("amoskys_late_events_total").absolute(live.late.load(Ordering::Relaxed));
+        let wm = live.watermark_pane.load(Ordering::Relaxed);
+        if wm > 0 {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0.0, |d| d.as_secs_f64());
+            metrics::gauge!("amoskys_watermark_lag_seconds")
+                .set((now - (wm as f64) * 30.0).max(0.0));
+        }
+        if *done.borrow() {
+            return;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            r = done.changed() => if r.is_err() { return },
+        }
+    }
+}
+
 struct Input {
     name: Arc<str>,
     rx: mpsc::Receiver<Vec<SyslogRecord>>,
@@ -105,8 +165,10 @@ pub fn run_job(
     let (source_stop_tx, source_stop) = watch::channel(false);
     let mut inputs = Vec::new();
     let mut tasks = Vec::new();
+    let mut published = Vec::new();
     for src in bound {
         let (tx, rx) = mpsc::channel(SOURCE_CHANNEL_BATCHES);
+        published.push((src.name.clone(), src.counters(), tx.downgrade()));
         inputs.push(Input {
             name: src.name.clone().into(),
             rx,
@@ -133,10 +195,11 @@ pub fn run_job(
 
     let lateness = cfg.window.lateness.as_nanos_i64();
     let idle = cfg.window.idle_timeout.0.0;
-    let events = Arc::new(AtomicU64::new(0));
-    let late = Arc::new(AtomicU64::new(0));
+    let live = Arc::new(Live::default());
+    let (done_tx, done) = watch::channel(false);
+    let publisher = rt.spawn(publish_metrics(live.clone(), published, done));
     let inputs = Arc::new(Mutex::new(Some(inputs)));
-    let (ev, lt) = (events.clone(), late.clone());
+    let lv = live.clone();
     let guards = timely::execute(timely::Config::process(workers.max(1)), move |worker| {
         let (mut input, mut cap) = worker.dataflow::<u64, _, _>(|scope| {
             let ((input, cap), rows) =
@@ -150,7 +213,6 @@ pub fn run_job(
             None
         };
         if let Some(mut inputs) = mine {
-            let (mut sent, mut behind) = (0u64, 0u64);
             while inputs.iter().any(|i| i.open) {
                 let mut got = false;
                 for inp in inputs.iter_mut().filter(|i| i.open) {
@@ -159,6 +221,7 @@ pub fn run_job(
                             got = true;
                             inp.last_seen = Instant::now();
                             let mut rows = Vec::with_capacity(batch.len());
+                            let mut behind = 0;
                             for r in batch {
                                 inp.max_ts = inp.max_ts.max(r.ts_ns);
                                 if pane_of(r.ts_ns.max(0)) < *cap.time() {
@@ -169,7 +232,8 @@ pub fn run_job(
                                     record: r,
                                 });
                             }
-                            sent += rows.len() as u64;
+                            lv.events.fetch_add(rows.len() as u64, Ordering::Relaxed);
+                            lv.late.fetch_add(behind, Ordering::Relaxed);
                             // Events are written whatever their lateness; they go in
                             // at the current input time.
                             input.activate().session(&cap).give_container(&mut rows);
@@ -186,6 +250,7 @@ pub fn run_job(
                     let wm = pane_of(min.saturating_sub(lateness).max(0));
                     if wm > *cap.time() {
                         cap.downgrade(&wm);
+                        lv.watermark_pane.store(wm, Ordering::Relaxed);
                     }
                 }
                 if got {
@@ -194,8 +259,6 @@ pub fn run_job(
                     worker.step_or_park(Some(Duration::from_millis(10)));
                 }
             }
-            ev.fetch_add(sent, Ordering::Relaxed);
-            lt.fetch_add(behind, Ordering::Relaxed);
         }
         drop(cap);
         while worker.step_or_park(Some(Duration::from_millis(5))) {}
@@ -217,10 +280,12 @@ pub fn run_job(
     event_sink
         .join()
         .map_err(|_| PipelineError::Dataflow("the events sink panicked".into()))??;
+    let _ = done_tx.send(true);
+    let _ = rt.block_on(publisher);
     rt.shutdown_timeout(Duration::from_secs(5));
     Ok(RunReport {
-        events: events.load(Ordering::Relaxed),
-        late: late.load(Ordering::Relaxed),
+        events: live.events.load(Ordering::Relaxed),
+        late: live.late.load(Ordering::Relaxed),
         sources: counters
             .into_iter()
             .map(|(name, c)| SourceReport {
