@@ -1,6 +1,8 @@
 //! Where the dataflow hands rows to sink threads.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{SyncSender, TrySendError, sync_channel};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -61,10 +63,14 @@ pub fn spawn_table_sink<T: TableRows>(
 /// to be scheduled again shortly, which holds the frontier back upstream. While
 /// batches wait, the operator holds a capability, so the dataflow cannot count as
 /// finished (and be torn down) with rows still undelivered.
+///
+/// `delivered`, when given, counts the rows handed to the channel: a driver that
+/// compares it with what it put in knows how much the dataflow holds.
 pub fn channel_sink<R: 'static>(
     stream: Stream<'_, u64, Vec<R>>,
     name: &str,
     tx: SyncSender<Vec<R>>,
+    delivered: Option<Arc<AtomicU64>>,
 ) {
     let scope = stream.scope();
     stream.unary_frontier::<CapacityContainerBuilder<Vec<()>>, _, _, _>(
@@ -81,10 +87,16 @@ pub fn channel_sink<R: 'static>(
                     input.for_each(|_, _| {});
                     return;
                 };
+                let count = |n: usize| {
+                    if let Some(d) = delivered.as_ref() {
+                        d.fetch_add(n as u64, Ordering::Relaxed);
+                    }
+                };
                 // Oldest first; stop at the first batch the channel cannot take.
                 while let Some(b) = pending.pop_front() {
+                    let n = b.len();
                     match sender.try_send(b) {
-                        Ok(()) => {}
+                        Ok(()) => count(n),
                         Err(TrySendError::Full(b)) => {
                             pending.push_front(b);
                             break;
@@ -104,8 +116,9 @@ pub fn channel_sink<R: 'static>(
                             pending.push_back(batch);
                             return;
                         }
+                        let n = batch.len();
                         match sender.try_send(batch) {
-                            Ok(()) => {}
+                            Ok(()) => count(n),
                             Err(TrySendError::Full(b)) => {
                                 pending.push_back(b);
                                 if held.is_none() {

@@ -188,8 +188,8 @@ pub fn replay(opts: ReplayOptions) -> Result<ReplayReport, PipelineError> {
                 scope.new_unordered_input::<CapacityContainerBuilder<Vec<Packet>>>();
             let flows = packets.clone().assemble_flows(flow_cfg, fc.clone());
             let rows = packets.featurize(wc.clone());
-            channel_sink(flows, "FlowsToParquet", flow_tx.clone());
-            channel_sink(rows, "FeaturesToParquet", feat_tx.clone());
+            channel_sink(flows, "FlowsToParquet", flow_tx.clone(), None);
+            channel_sink(rows, "FeaturesToParquet", feat_tx.clone(), None);
             (input, cap)
         });
         // Worker 0 feeds the dataflow; the others only process what it routes to them.

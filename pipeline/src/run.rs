@@ -51,6 +51,8 @@ pub struct SourceReport {
 #[derive(Default)]
 struct Live {
     events: AtomicU64,
+    /// Events handed to the events sink's channel.
+    delivered: Arc<AtomicU64>,
     late: AtomicU64,
     /// The input's watermark, as a pane.
     watermark_pane: AtomicU64,
@@ -194,6 +196,7 @@ pub fn run_job(
     let (event_tx, event_sink) = spawn_table_sink(EventTable, settings)?;
 
     let lateness = cfg.window.lateness.as_nanos_i64();
+    let max_in_flight = cfg.runtime.max_in_flight.0;
     let idle = cfg.window.idle_timeout.0.0;
     let live = Arc::new(Live::default());
     let (done_tx, done) = watch::channel(false);
@@ -204,7 +207,12 @@ pub fn run_job(
         let (mut input, mut cap) = worker.dataflow::<u64, _, _>(|scope| {
             let ((input, cap), rows) =
                 scope.new_unordered_input::<CapacityContainerBuilder<Vec<EventRow>>>();
-            channel_sink(rows, "EventsToParquet", event_tx.clone());
+            channel_sink(
+                rows,
+                "EventsToParquet",
+                event_tx.clone(),
+                Some(lv.delivered.clone()),
+            );
             (input, cap)
         });
         let mine = if worker.index() == 0 {
@@ -213,7 +221,19 @@ pub fn run_job(
             None
         };
         if let Some(mut inputs) = mine {
+            let max_in_flight = max_in_flight;
             while inputs.iter().any(|i| i.open) {
+                // While the dataflow holds more than `max_in_flight` events, leave
+                // the sources' channels full: their TCP readers wait, and senders
+                // are slowed instead of buffered.
+                let held = lv
+                    .events
+                    .load(Ordering::Relaxed)
+                    .saturating_sub(lv.delivered.load(Ordering::Relaxed));
+                if held > max_in_flight {
+                    worker.step_or_park(Some(Duration::from_millis(1)));
+                    continue;
+                }
                 let mut got = false;
                 for inp in inputs.iter_mut().filter(|i| i.open) {
                     match inp.rx.try_recv() {

@@ -217,14 +217,19 @@ fn sync_dir(dir: Option<&Path>) {
     }
 }
 
+/// Rows handed to the Parquet writer at a time. The writer still cuts row groups
+/// of `row_group_rows`, but holds them encoded: buffering rows as records until a
+/// whole row group is reached would cost several times the memory.
+const WRITE_BATCH_ROWS: usize = 8192;
+
 /// Drains `rx` into `table`'s files until every sender is gone, then closes them.
-/// Rows are buffered per hour up to `row_group_rows` before each write.
+/// Rows are buffered per hour up to [`WRITE_BATCH_ROWS`] before each write.
 pub fn run_table<T: TableRows>(
     table: T,
     settings: ParquetSettings,
     rx: Receiver<Vec<T::Row>>,
 ) -> Result<SinkSummary, SinkError> {
-    let rows_per_batch = settings.row_group_rows;
+    let rows_per_batch = settings.row_group_rows.min(WRITE_BATCH_ROWS);
     let mut w = TableWriter::new(settings, table.name(), table.schema())?;
     let mut buffers: HashMap<i64, Vec<T::Row>> = HashMap::new();
     let flush = |w: &mut TableWriter, hour: i64, rows: &mut Vec<T::Row>| -> Result<(), SinkError> {
