@@ -220,7 +220,7 @@ fn sync_dir(dir: Option<&Path>) {
 /// Rows handed to the Parquet writer at a time. The writer still cuts row groups
 /// of `row_group_rows`, but holds them encoded: buffering rows as records until a
 /// whole row group is reached would cost several times the memory.
-const WRITE_BATCH_ROWS: usize = 8192;
+const WRITE_BATCH_ROWS: usize = 32768;
 
 /// Drains `rx` into `table`'s files until every sender is gone, then closes them.
 /// Rows are buffered per hour up to [`WRITE_BATCH_ROWS`] before each write.
