@@ -11,6 +11,8 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use amoskys_benches::median;
+
 use amoskys_pipeline::config::Config;
 use amoskys_pipeline::replay::{ReplayOptions, replay};
 
@@ -60,11 +62,6 @@ fn full_replay(path: &Path, workers: usize, out: &Path) -> u64 {
     })
     .expect("replay");
     report.decode.packets
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
 }
 
 fn main() {

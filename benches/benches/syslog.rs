@@ -5,6 +5,8 @@
 
 use std::time::Instant;
 
+use amoskys_benches::median;
+
 use amoskys_sources::syslog::{ListenAddr, SyslogSourceConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -80,11 +82,6 @@ async fn syslog_source(data: &'static [u8]) -> f64 {
     drop(rx);
     run.await.ok();
     rate
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
 }
 
 fn main() {
