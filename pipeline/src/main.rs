@@ -150,6 +150,12 @@ fn run_long(
     metrics_listen: Option<std::net::SocketAddr>,
 ) -> anyhow::Result<ExitCode> {
     let cfg = Config::load(config)?;
+    if cfg.sources.syslog.is_empty() {
+        anyhow::bail!(
+            "{}: no sources: add a [[sources.syslog]] section (see examples/flows.toml), or use `replay` for captures",
+            config.display()
+        );
+    }
     if let Some(addr) = metrics_listen.or(cfg.runtime.metrics_listen) {
         metrics_exporter_prometheus::PrometheusBuilder::new()
             .with_http_listener(addr)

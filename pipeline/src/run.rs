@@ -126,12 +126,9 @@ pub fn run_job(
     on_ready: impl FnOnce(&[(String, String)]),
 ) -> Result<RunReport, PipelineError> {
     if cfg.sources.syslog.is_empty() {
-        return Err(PipelineError::Config(crate::config::ConfigError {
-            file: "flows.toml".into(),
-            line: None,
-            column: None,
-            reason: "no sources: add a [[sources.syslog]] section (see examples/flows.toml), or use `replay` for captures".into(),
-        }));
+        return Err(PipelineError::Source(amoskys_sources::SourceError::Config(
+            "no sources configured: add a [[sources.syslog]] section (see examples/flows.toml), or use `replay` for captures".into(),
+        )));
     }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

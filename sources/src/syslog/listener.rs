@@ -275,10 +275,9 @@ async fn serve_udp(
         let mut next = first;
         loop {
             match next {
-                Ok((n, from)) if n > max_len => {
+                Ok((n, _)) if n > max_len => {
                     counters.messages.fetch_add(1, Ordering::Relaxed);
                     counters.oversized.fetch_add(1, Ordering::Relaxed);
-                    let _ = from;
                 }
                 Ok((n, from)) => accept_record(&buf[..n], from, &counters, &mut batch),
                 Err(e) => tracing::warn!(error = %e, "syslog UDP receive failed"),
