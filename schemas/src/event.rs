@@ -5,13 +5,14 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use arrow_array::builder::{
-    StringBuilder, TimestampMicrosecondBuilder, UInt8Builder, UInt32Builder,
+    Float64Builder, StringBuilder, TimestampMicrosecondBuilder, UInt8Builder, UInt32Builder,
 };
 use arrow_array::{ArrayRef, RecordBatch};
 use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
 
 use crate::addr::Addr;
 use crate::error::SchemaError;
+use crate::feature::Entity;
 
 /// The kind of authentication fact.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -80,22 +81,116 @@ pub struct SyslogRecord {
     pub auth: Option<AuthEvent>,
 }
 
-/// One row of the `events` table: a record and the source that produced it.
+/// The kind of source a device record came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum DeviceKind {
+    Snmp,
+    Mqtt,
+}
+
+impl DeviceKind {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            DeviceKind::Snmp => "snmp",
+            DeviceKind::Mqtt => "mqtt",
+        }
+    }
+}
+
+/// One value a device reported.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Sample {
+    /// The metric's name: one of the SNMP catalogue's (`if_in_octets`, ...) or,
+    /// for MQTT, the one the topic pattern and the payload give.
+    pub metric: String,
+    /// Which instance of a per-row metric: interface, core, storage, disk.
+    pub instance: Option<String>,
+    /// The value: a gauge as read, a counter as a rate per second (null for a
+    /// counter's first reading, and after a wrap or reboot that makes the rate
+    /// unknowable).
+    pub value: Option<f64>,
+    /// The reading itself, when `value` is derived from it (counters).
+    pub raw: Option<f64>,
+    /// The OID read (SNMP).
+    pub oid: Option<String>,
+}
+
+/// What a device said at one moment: one SNMP poll of one agent, or one MQTT
+/// message. Written as one `events` row per sample (one row if it has none).
+#[derive(Clone, Debug, PartialEq)]
+pub struct DeviceRecord {
+    pub ts_ns: i64,
+    pub received_ns: i64,
+    pub kind: DeviceKind,
+    /// `snmpv2c`, `snmpv3`, `mqtt3.1.1`, `mqtt5`.
+    pub protocol: &'static str,
+    /// The device: an SNMP agent's address (or `address:port` off port 161), the
+    /// device an MQTT topic names (or the topic itself).
+    pub entity: Entity,
+    /// The MQTT topic.
+    pub topic: Option<String>,
+    /// Payload size (MQTT) or response size in varbinds (SNMP).
+    pub payload_bytes: Option<u32>,
+    pub samples: Vec<Sample>,
+}
+
+/// What a source produced.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Record {
+    Syslog(SyslogRecord),
+    Device(DeviceRecord),
+}
+
+impl Record {
+    pub fn ts_ns(&self) -> i64 {
+        match self {
+            Record::Syslog(r) => r.ts_ns,
+            Record::Device(r) => r.ts_ns,
+        }
+    }
+}
+
+impl From<SyslogRecord> for Record {
+    fn from(r: SyslogRecord) -> Self {
+        Record::Syslog(r)
+    }
+}
+
+impl From<DeviceRecord> for Record {
+    fn from(r: DeviceRecord) -> Self {
+        Record::Device(r)
+    }
+}
+
+/// One record and the source that produced it: one or more rows of the `events`
+/// table.
 #[derive(Clone, Debug, PartialEq)]
 pub struct EventRow {
     /// The `name` of the source section that produced the record.
     pub source: Arc<str>,
-    pub record: SyslogRecord,
+    pub record: Record,
 }
 
 impl EventRow {
     pub fn ts_ns(&self) -> i64 {
-        self.record.ts_ns
+        self.record.ts_ns()
     }
 
-    /// The entity the event is about: the host that sent it.
-    pub fn entity(&self) -> Option<Addr> {
-        self.record.sender.map(Addr::from)
+    /// The entity the event is about: the host that sent a syslog message, the
+    /// device a poll or message describes.
+    pub fn entity(&self) -> Option<Entity> {
+        match &self.record {
+            Record::Syslog(r) => r.sender.map(|a| Entity::Ip(Addr::from(a))),
+            Record::Device(r) => Some(r.entity.clone()),
+        }
+    }
+
+    /// Rows this record becomes in the `events` table.
+    pub fn rows(&self) -> usize {
+        match &self.record {
+            Record::Syslog(_) => 1,
+            Record::Device(d) => d.samples.len().max(1),
+        }
     }
 }
 
@@ -110,6 +205,7 @@ pub fn events_schema() -> SchemaRef {
         text("source", false),
         text("entity", true),
         text("protocol", false),
+        // syslog
         text("facility", true),
         Field::new("severity", DataType::UInt8, true),
         text("hostname", true),
@@ -117,81 +213,174 @@ pub fn events_schema() -> SchemaRef {
         text("procid", true),
         text("msgid", true),
         text("structured_data", true),
-        text("message", false),
+        text("message", true),
         text("auth_kind", true),
         text("auth_method", true),
         text("auth_user", true),
         text("auth_remote", true),
         Field::new("auth_count", DataType::UInt32, true),
+        // SNMP and MQTT
+        text("topic", true),
+        text("metric", true),
+        text("instance", true),
+        Field::new("value", DataType::Float64, true),
+        Field::new("raw", DataType::Float64, true),
+        text("oid", true),
+        Field::new("payload_bytes", DataType::UInt32, true),
     ]))
 }
 
+/// Text columns of the `events` table, in schema order.
+const TEXT_COLS: [&str; 18] = [
+    "source_kind",
+    "source",
+    "entity",
+    "protocol",
+    "facility",
+    "hostname",
+    "appname",
+    "procid",
+    "msgid",
+    "structured_data",
+    "message",
+    "auth_kind",
+    "auth_method",
+    "auth_user",
+    "auth_remote",
+    "topic",
+    "metric",
+    "instance",
+];
+
 /// Converts event rows into one Arrow batch with [`events_schema`].
 pub fn events_to_batch(rows: &[EventRow]) -> Result<RecordBatch, SchemaError> {
-    let n = rows.len();
+    let n: usize = rows.iter().map(EventRow::rows).sum();
     let mut ts = TimestampMicrosecondBuilder::with_capacity(n).with_timezone("UTC");
     let mut received = TimestampMicrosecondBuilder::with_capacity(n).with_timezone("UTC");
     let mut severity = UInt8Builder::with_capacity(n);
     let mut count = UInt32Builder::with_capacity(n);
-    // Text columns in schema order, from source_kind to auth_remote.
-    const TEXT: usize = 16;
-    let mut text: Vec<StringBuilder> = (0..TEXT)
-        .map(|_| StringBuilder::with_capacity(n, n * 16))
+    let mut value = Float64Builder::with_capacity(n);
+    let mut raw = Float64Builder::with_capacity(n);
+    let mut oid = StringBuilder::with_capacity(n, 0);
+    let mut payload = UInt32Builder::with_capacity(n);
+    let mut text: Vec<StringBuilder> = TEXT_COLS
+        .iter()
+        .map(|_| StringBuilder::with_capacity(n, n * 8))
         .collect();
     let mut entity = String::with_capacity(40);
     for row in rows {
-        let r = &row.record;
-        ts.append_value(r.ts_ns.div_euclid(1000));
-        received.append_value(r.received_ns.div_euclid(1000));
-        severity.append_option(r.severity);
-        let auth = r.auth.as_ref();
-        count.append_option(auth.map(|a| a.count));
         entity.clear();
-        if let Some(e) = row.entity() {
-            e.push_to(&mut entity);
+        match row.entity() {
+            Some(Entity::Ip(a)) => a.push_to(&mut entity),
+            Some(Entity::Name(s)) => entity.push_str(&s),
+            None => {}
         }
-        let remote = auth.and_then(|a| {
-            a.remote
-                .map(|ip| ip.to_string())
-                .or_else(|| a.remote_host.clone())
-        });
-        let values: [Option<&str>; TEXT] = [
-            Some("syslog"),
-            Some(&row.source),
-            Some(entity.as_str()).filter(|e| !e.is_empty()),
-            Some(r.protocol),
-            r.facility,
-            r.hostname.as_deref(),
-            r.appname.as_deref(),
-            r.procid.as_deref(),
-            r.msgid.as_deref(),
-            r.structured_data.as_deref(),
-            Some(&r.message),
-            auth.map(|a| a.kind.as_str()),
-            auth.and_then(|a| a.method.as_deref()),
-            auth.and_then(|a| a.user.as_deref()),
-            remote.as_deref(),
-            None,
-        ];
-        for (b, v) in text.iter_mut().zip(values) {
-            b.append_option(v);
+        let ent = Some(entity.as_str()).filter(|e| !e.is_empty());
+        match &row.record {
+            Record::Syslog(r) => {
+                ts.append_value(r.ts_ns.div_euclid(1000));
+                received.append_value(r.received_ns.div_euclid(1000));
+                severity.append_option(r.severity);
+                let auth = r.auth.as_ref();
+                count.append_option(auth.map(|a| a.count));
+                let remote = auth.and_then(|a| {
+                    a.remote
+                        .map(|ip| ip.to_string())
+                        .or_else(|| a.remote_host.clone())
+                });
+                let values: [Option<&str>; 18] = [
+                    Some("syslog"),
+                    Some(&row.source),
+                    ent,
+                    Some(r.protocol),
+                    r.facility,
+                    r.hostname.as_deref(),
+                    r.appname.as_deref(),
+                    r.procid.as_deref(),
+                    r.msgid.as_deref(),
+                    r.structured_data.as_deref(),
+                    Some(&r.message),
+                    auth.map(|a| a.kind.as_str()),
+                    auth.and_then(|a| a.method.as_deref()),
+                    auth.and_then(|a| a.user.as_deref()),
+                    remote.as_deref(),
+                    None,
+                    None,
+                    None,
+                ];
+                for (b, v) in text.iter_mut().zip(values) {
+                    b.append_option(v);
+                }
+                value.append_null();
+                raw.append_null();
+                oid.append_null();
+                payload.append_null();
+            }
+            Record::Device(d) => {
+                let none = [Sample {
+                    metric: String::new(),
+                    instance: None,
+                    value: None,
+                    raw: None,
+                    oid: None,
+                }];
+                let samples = if d.samples.is_empty() {
+                    &none[..]
+                } else {
+                    &d.samples[..]
+                };
+                for s in samples {
+                    ts.append_value(d.ts_ns.div_euclid(1000));
+                    received.append_value(d.received_ns.div_euclid(1000));
+                    severity.append_null();
+                    count.append_null();
+                    let values: [Option<&str>; 18] = [
+                        Some(d.kind.as_str()),
+                        Some(&row.source),
+                        ent,
+                        Some(d.protocol),
+                        None,
+                        None,
+                        None,
+                        None,
+                        None,
+                        None,
+                        None,
+                        None,
+                        None,
+                        None,
+                        None,
+                        d.topic.as_deref(),
+                        Some(s.metric.as_str()).filter(|m| !m.is_empty()),
+                        s.instance.as_deref(),
+                    ];
+                    for (b, v) in text.iter_mut().zip(values) {
+                        b.append_option(v);
+                    }
+                    value.append_option(s.value.filter(|v| v.is_finite()));
+                    raw.append_option(s.raw.filter(|v| v.is_finite()));
+                    oid.append_option(s.oid.as_deref());
+                    payload.append_option(d.payload_bytes);
+                }
+            }
         }
     }
-    let mut text: Vec<ArrayRef> = text
+    let mut text = text
         .into_iter()
-        .take(TEXT - 1)
-        .map(|mut b| Arc::new(b.finish()) as ArrayRef)
-        .collect();
-    let remote_col = text.pop();
+        .map(|mut b| Arc::new(b.finish()) as ArrayRef);
     let mut cols: Vec<ArrayRef> = vec![Arc::new(ts.finish()), Arc::new(received.finish())];
-    let mut text = text.into_iter();
     // source_kind, source, entity, protocol, facility
     cols.extend(text.by_ref().take(5));
     cols.push(Arc::new(severity.finish()));
-    // hostname .. auth_user
-    cols.extend(text);
-    cols.extend(remote_col);
+    // hostname .. auth_remote
+    cols.extend(text.by_ref().take(10));
     cols.push(Arc::new(count.finish()));
+    // topic, metric, instance
+    cols.extend(text);
+    cols.push(Arc::new(value.finish()));
+    cols.push(Arc::new(raw.finish()));
+    cols.push(Arc::new(oid.finish()));
+    cols.push(Arc::new(payload.finish()));
     Ok(RecordBatch::try_new(events_schema(), cols)?)
 }
 
@@ -226,7 +415,7 @@ mod tests {
         };
         let b = events_to_batch(&[EventRow {
             source: "edge".into(),
-            record: rec,
+            record: Record::Syslog(rec),
         }])
         .expect("batch");
         assert_eq!(b.num_columns(), events_schema().fields().len());
@@ -242,5 +431,58 @@ mod tests {
         assert_eq!(col("source"), "edge");
         assert_eq!(col("appname"), "sshd");
         assert_eq!(b.column_by_name("msgid").expect("msgid").null_count(), 1);
+    }
+}
+
+#[cfg(test)]
+mod device_tests {
+    use super::*;
+
+    #[test]
+    fn a_device_record_is_one_row_per_sample() {
+        let d = DeviceRecord {
+            ts_ns: 5_000_000_000,
+            received_ns: 5_000_000_000,
+            kind: DeviceKind::Mqtt,
+            protocol: "mqtt3.1.1",
+            entity: Entity::Name("dev1".into()),
+            topic: Some("sensors/dev1/env".into()),
+            payload_bytes: Some(24),
+            samples: vec![
+                Sample {
+                    metric: "env.temp".into(),
+                    instance: None,
+                    value: Some(21.5),
+                    raw: None,
+                    oid: None,
+                },
+                Sample {
+                    metric: "env.hum".into(),
+                    instance: None,
+                    value: Some(f64::NAN),
+                    raw: None,
+                    oid: None,
+                },
+            ],
+        };
+        let b = events_to_batch(&[EventRow {
+            source: "iot".into(),
+            record: Record::Device(d),
+        }])
+        .expect("batch");
+        assert_eq!(b.num_rows(), 2);
+        let s = |name: &str, i: usize| {
+            let a = b.column_by_name(name).expect("column");
+            arrow_array::cast::AsArray::as_string::<i32>(a.as_ref())
+                .value(i)
+                .to_string()
+        };
+        assert_eq!(s("entity", 0), "dev1");
+        assert_eq!(s("metric", 1), "env.hum");
+        assert_eq!(s("source_kind", 0), "mqtt");
+        let v = b.column_by_name("value").expect("value");
+        // NaN is written as null, never as a float NaN.
+        assert_eq!(v.null_count(), 1);
+        assert_eq!(b.column_by_name("message").expect("m").null_count(), 2);
     }
 }

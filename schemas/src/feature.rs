@@ -46,9 +46,11 @@ pub struct FeatureDef {
     pub null_when: Option<&'static str>,
 }
 
-/// What a feature row describes: a host (IP address) today; devices named by the
-/// sources that see them later.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+/// What a feature row describes: a host (IP address), or a device named by the
+/// source that sees it (an MQTT device, an SNMP agent off port 161).
+#[derive(
+    Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub enum Entity {
     Ip(Addr),
     Name(Arc<str>),
@@ -64,7 +66,7 @@ impl fmt::Display for Entity {
 }
 
 /// One row of the `features` table: one entity, one window.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct FeatureRow {
     pub entity: Entity,
     /// Window index `k`: the window covers `[30k s, 30k s + 60 s)`.

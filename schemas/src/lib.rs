@@ -15,7 +15,10 @@ mod time;
 
 pub use addr::Addr;
 pub use error::SchemaError;
-pub use event::{AuthEvent, AuthKind, EventRow, SyslogRecord, events_schema, events_to_batch};
+pub use event::{
+    AuthEvent, AuthKind, DeviceKind, DeviceRecord, EventRow, Record, Sample, SyslogRecord,
+    events_schema, events_to_batch,
+};
 pub use feature::{
     Entity, FeatureDef, FeatureDtype, FeatureRow, features_schema, features_to_batch, metadata_json,
 };
