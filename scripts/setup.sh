@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs what amoskys-pipeline needs on Debian/Ubuntu, and nothing that is there.
 #   scripts/setup.sh          build and run: a C toolchain and libpcap's headers
-#   scripts/setup.sh --test   also the test tools: tshark/capinfos, and a Python
-#                             venv (.venv) with DuckDB and pyarrow
+#   scripts/setup.sh --test   also the test tools: tshark/capinfos, net-snmp's
+#                             snmpd and snmpget, and a Python venv (.venv) with
+#                             DuckDB and pyarrow
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -10,7 +11,7 @@ want_test=0
 [[ ${1:-} == --test ]] && want_test=1
 
 packages=(gcc libc6-dev pkg-config libpcap-dev)
-(( want_test )) && packages+=(tshark bsdutils python3 python3-venv)
+(( want_test )) && packages+=(tshark bsdutils python3 python3-venv snmpd snmp)
 
 missing=()
 for p in "${packages[@]}"; do

@@ -58,7 +58,7 @@ async fn syslog_source(data: &'static [u8]) -> f64 {
     let ListenAddr::Tcp(addr) = src.local_addrs()[0] else {
         panic!("tcp listener")
     };
-    let (tx, mut rx) = tokio::sync::mpsc::channel(64);
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<amoskys_schemas::Record>>(64);
     let (stop, shutdown) = tokio::sync::watch::channel(false);
     let run = tokio::spawn(src.run(tx, shutdown));
     let t = Instant::now();

@@ -5,7 +5,9 @@
 //! parsing and framing the syslog listeners build on.
 
 mod error;
+pub mod mqtt;
 pub mod pcap;
+pub mod snmp;
 pub mod syslog;
 
 pub use error::SourceError;

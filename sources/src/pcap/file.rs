@@ -102,7 +102,7 @@ fn open(path: &Path) -> Result<Capture<Offline>, SourceError> {
 
 // time_t and suseconds_t are i64 here but narrower on 32-bit targets.
 #[allow(clippy::useless_conversion)]
-fn ts_ns(h: &pcap::PacketHeader) -> Option<i64> {
+pub(crate) fn ts_ns(h: &pcap::PacketHeader) -> Option<i64> {
     // With nanosecond precision libpcap scales every file's fraction to ns.
     let sec = i64::from(h.ts.tv_sec);
     let frac = i64::from(h.ts.tv_usec);

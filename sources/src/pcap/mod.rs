@@ -1,8 +1,10 @@
 //! Packet captures: decoding link layers into [`Packet`](amoskys_schemas::Packet)
-//! records, and reading recorded files in time order.
+//! records, and reading recorded files in time order, capturing live from an interface.
 
 mod decode;
 mod file;
+mod live;
 
 pub use decode::{DecodeStats, Skip, decode, linktype};
 pub use file::{CaptureFile, FileReader, ReadProgress, ReadSummary, expand_inputs};
+pub use live::{CaptureCounters, LiveCapture, LiveCaptureConfig};

@@ -1,5 +1,5 @@
 //! Syslog listeners: UDP and TCP sockets that turn what they receive into
-//! [`SyslogRecord`] batches on a bounded channel.
+//! batches of [`SyslogRecord`]s (or anything made from one) on a bounded channel.
 //!
 //! TCP connections are read only as fast as the channel takes their batches, so a
 //! fast sender is slowed, never buffered without bound. UDP cannot be slowed: a
@@ -200,9 +200,9 @@ impl SyslogSource {
 
     /// Serves every listener until `shutdown` turns true; then returns, having
     /// handed over every message it accepted.
-    pub async fn run(
+    pub async fn run<T: From<SyslogRecord> + Send + 'static>(
         self,
-        out: mpsc::Sender<Vec<SyslogRecord>>,
+        out: mpsc::Sender<Vec<T>>,
         shutdown: watch::Receiver<bool>,
     ) -> Result<(), SourceError> {
         let mut tasks = tokio::task::JoinSet::new();
@@ -238,30 +238,30 @@ impl SyslogSource {
     }
 }
 
-fn accept_record(
+fn accept_record<T: From<SyslogRecord>>(
     bytes: &[u8],
     sender: SocketAddr,
     counters: &SyslogCounters,
-    batch: &mut Vec<SyslogRecord>,
+    batch: &mut Vec<T>,
 ) {
     counters.messages.fetch_add(1, Ordering::Relaxed);
     counters
         .bytes
         .fetch_add(bytes.len() as u64, Ordering::Relaxed);
     match parse_message(bytes, now_ns(), Some(sender.ip().to_canonical())) {
-        Ok(r) => batch.push(r),
+        Ok(r) => batch.push(T::from(r)),
         Err(_) => {
             counters.unparseable.fetch_add(1, Ordering::Relaxed);
         }
     }
 }
 
-async fn serve_udp(
+async fn serve_udp<T: From<SyslogRecord> + Send + 'static>(
     sock: UdpSocket,
     max_len: usize,
     batch_size: usize,
     counters: Arc<SyslogCounters>,
-    out: mpsc::Sender<Vec<SyslogRecord>>,
+    out: mpsc::Sender<Vec<T>>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     // One byte more than the limit tells an oversized datagram from a full one.
@@ -306,13 +306,13 @@ async fn serve_udp(
 }
 
 #[allow(clippy::too_many_arguments)]
-async fn serve_tcp(
+async fn serve_tcp<T: From<SyslogRecord> + Send + 'static>(
     listener: TcpListener,
     limit: Arc<Semaphore>,
     max_len: usize,
     batch_size: usize,
     counters: Arc<SyslogCounters>,
-    out: mpsc::Sender<Vec<SyslogRecord>>,
+    out: mpsc::Sender<Vec<T>>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut conns = tokio::task::JoinSet::new();
@@ -345,13 +345,13 @@ async fn serve_tcp(
     while conns.join_next().await.is_some() {}
 }
 
-async fn serve_connection(
+async fn serve_connection<T: From<SyslogRecord> + Send + 'static>(
     mut stream: TcpStream,
     peer: SocketAddr,
     max_len: usize,
     batch_size: usize,
     counters: Arc<SyslogCounters>,
-    out: mpsc::Sender<Vec<SyslogRecord>>,
+    out: mpsc::Sender<Vec<T>>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut decoder = FrameDecoder::new(max_len);

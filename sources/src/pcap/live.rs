@@ -1,0 +1,245 @@
+//! Live capture from a network interface through libpcap.
+//!
+//! libpcap's reads block, so a capture runs on its own thread, with a short read
+//! timeout to notice a stop. A capture cannot be slowed down: a batch that finds
+//! the pipeline's channel full is dropped and counted, beside the kernel's own
+//! drop counters (`pcap_stats`), which are read once a second.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use amoskys_schemas::Packet;
+use pcap::{Active, Capture, Precision};
+use serde::Deserialize;
+use tokio::sync::mpsc;
+
+use super::decode::{DecodeStats, decode};
+use super::file::ts_ns;
+use crate::error::SourceError;
+
+fn default_snaplen() -> i32 {
+    262_144
+}
+fn default_true() -> bool {
+    true
+}
+fn default_buffer() -> i32 {
+    16 * 1024 * 1024
+}
+fn default_batch() -> usize {
+    1024
+}
+
+/// One `[[sources.pcap]]` section: a live capture.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LiveCaptureConfig {
+    /// Names the source in metrics.
+    pub name: String,
+    /// Interface to capture on (`lo`, `eth0`, ...; `any` for all on Linux).
+    pub interface: String,
+    /// BPF filter, as tcpdump takes it (`"tcp or udp"`); none captures everything.
+    #[serde(default)]
+    pub filter: Option<String>,
+    /// Bytes kept of each packet; headers need about 128.
+    #[serde(default = "default_snaplen")]
+    pub snaplen: i32,
+    /// Capture packets not addressed to this host too.
+    #[serde(default = "default_true")]
+    pub promiscuous: bool,
+    /// Kernel ring buffer size in bytes.
+    #[serde(default = "default_buffer")]
+    pub buffer_bytes: i32,
+    /// Packets per batch handed to the pipeline.
+    #[serde(default = "default_batch")]
+    pub batch_size: usize,
+}
+
+/// What a live capture has done; read by metrics and tests.
+#[derive(Debug, Default)]
+pub struct CaptureCounters {
+    pub packets: AtomicU64,
+    pub bytes: AtomicU64,
+    pub ip_packets: AtomicU64,
+    /// Packets that did not decode to IP (ARP, other link types, damage).
+    pub not_ip: AtomicU64,
+    /// Packets dropped because the pipeline's channel was full.
+    pub dropped: AtomicU64,
+    /// libpcap: packets the kernel dropped for lack of buffer space.
+    pub kernel_dropped: AtomicU64,
+    /// libpcap: packets the interface or driver dropped.
+    pub if_dropped: AtomicU64,
+}
+
+impl CaptureCounters {
+    pub fn get(&self, c: &AtomicU64) -> u64 {
+        c.load(Ordering::Relaxed)
+    }
+}
+
+/// An open live capture.
+pub struct LiveCapture {
+    pub name: String,
+    cap: Capture<Active>,
+    batch: usize,
+    counters: Arc<CaptureCounters>,
+}
+
+impl LiveCaptureConfig {
+    /// Opens the interface and sets the filter; fails with the reason libpcap gives
+    /// (no such device, no permission, a filter that does not compile).
+    pub fn open(&self) -> Result<LiveCapture, SourceError> {
+        let err = |what: &str, e: pcap::Error| {
+            SourceError::Config(format!(
+                "pcap source {:?}: {what} {:?}: {e}{}",
+                self.name,
+                self.interface,
+                if matches!(e, pcap::Error::PcapError(ref m) if m.contains("ermission")) {
+                    " (capturing needs root or CAP_NET_RAW)"
+                } else {
+                    ""
+                }
+            ))
+        };
+        if self.snaplen < 64 || self.batch_size == 0 || self.buffer_bytes < 65_536 {
+            return Err(SourceError::Config(format!(
+                "pcap source {:?}: snaplen must be at least 64, buffer_bytes at least 65536, batch_size at least 1",
+                self.name
+            )));
+        }
+        let cap = Capture::from_device(self.interface.as_str())
+            .map_err(|e| err("no interface", e))?
+            .snaplen(self.snaplen)
+            .promisc(self.promiscuous)
+            .buffer_size(self.buffer_bytes)
+            .timeout(100)
+            .immediate_mode(true)
+            .precision(Precision::Nano);
+        // Non-blocking, waited on with poll(2) below: a blocking read on Linux may
+        // keep waiting past its timeout when no packet comes, and a stop would
+        // go unnoticed.
+        let mut cap = cap
+            .open()
+            .map_err(|e| err("cannot capture on", e))?
+            .setnonblock()
+            .map_err(|e| err("cannot set non-blocking mode on", e))?;
+        if let Some(f) = &self.filter {
+            cap.filter(f, true).map_err(|e| {
+                SourceError::Config(format!(
+                    "pcap source {:?}: filter {f:?} does not compile: {e}",
+                    self.name
+                ))
+            })?;
+        }
+        Ok(LiveCapture {
+            name: self.name.clone(),
+            cap,
+            batch: self.batch_size,
+            counters: Arc::new(CaptureCounters::default()),
+        })
+    }
+}
+
+/// Waits until the capture has packets to read, or `ms` milliseconds.
+fn wait_readable(cap: &Capture<Active>, ms: i32) {
+    use std::os::fd::AsRawFd;
+    let mut fd = libc::pollfd {
+        fd: cap.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd, for the duration of the call.
+    #[allow(unsafe_code)]
+    unsafe {
+        libc::poll(&mut fd, 1, ms);
+    }
+}
+
+impl LiveCapture {
+    pub fn counters(&self) -> Arc<CaptureCounters> {
+        self.counters.clone()
+    }
+
+    /// Captures until `stop` is set, handing batches to `tx` (never waiting on it).
+    /// Blocking: run it on its own thread.
+    pub fn run(mut self, tx: mpsc::Sender<Vec<Packet>>, stop: Arc<AtomicBool>) {
+        let c = self.counters.clone();
+        let lt = self.cap.get_datalink().0;
+        let mut stats = DecodeStats::default();
+        let mut batch: Vec<Packet> = Vec::with_capacity(self.batch);
+        let mut seq = 0u64;
+        let mut last_flush = Instant::now();
+        let mut last_stats = Instant::now();
+        let flush_every = Duration::from_millis(200);
+        let send = |batch: &mut Vec<Packet>, cap: usize| {
+            if batch.is_empty() {
+                return true;
+            }
+            let n = batch.len() as u64;
+            match tx.try_send(std::mem::replace(batch, Vec::with_capacity(cap))) {
+                Ok(()) => true,
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    c.dropped.fetch_add(n, Ordering::Relaxed);
+                    true
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => false,
+            }
+        };
+        while !stop.load(Ordering::Relaxed) {
+            match self.cap.next_packet() {
+                Ok(pkt) => {
+                    let wire = pkt.header.len;
+                    c.packets.fetch_add(1, Ordering::Relaxed);
+                    c.bytes.fetch_add(u64::from(wire), Ordering::Relaxed);
+                    let Some(ts) = ts_ns(pkt.header) else {
+                        c.not_ip.fetch_add(1, Ordering::Relaxed);
+                        continue;
+                    };
+                    let mut p = Packet {
+                        ts_ns: ts,
+                        seq,
+                        wire_len: wire,
+                        ..Packet::default()
+                    };
+                    if decode(lt, pkt.data, &mut p, &mut stats).is_ok() {
+                        seq += 1;
+                        c.ip_packets.fetch_add(1, Ordering::Relaxed);
+                        batch.push(p);
+                    } else {
+                        c.not_ip.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                Err(pcap::Error::TimeoutExpired) => wait_readable(&self.cap, 100),
+                Err(e) => {
+                    tracing::error!(source = %self.name, error = %e, "capture stopped");
+                    break;
+                }
+            }
+            if (batch.len() >= self.batch || last_flush.elapsed() >= flush_every)
+                && !batch.is_empty()
+            {
+                if !send(&mut batch, self.batch) {
+                    return;
+                }
+                last_flush = Instant::now();
+            }
+            if last_stats.elapsed() >= Duration::from_secs(1) {
+                self.read_stats();
+                last_stats = Instant::now();
+            }
+        }
+        send(&mut batch, self.batch);
+        self.read_stats();
+    }
+
+    fn read_stats(&mut self) {
+        if let Ok(s) = self.cap.stats() {
+            let c = &self.counters;
+            c.kernel_dropped
+                .store(u64::from(s.dropped), Ordering::Relaxed);
+            c.if_dropped
+                .store(u64::from(s.if_dropped), Ordering::Relaxed);
+        }
+    }
+}
