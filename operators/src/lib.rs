@@ -12,7 +12,7 @@ mod window;
 
 pub use flow::{AssembleFlows, FlowConfig, FlowCounters, FlowKey, FlowTable};
 pub use stats::Moments;
-pub use window::{Featurize, Obs, WindowCounters};
+pub use window::{Featurize, FeaturizeEvents, MergeRows, Obs, WindowCounters};
 
 /// Hash maps and sets of state keyed by data an attacker may choose: a fast hash
 /// with random keys, drawn once per process (drawing them per map costs more than

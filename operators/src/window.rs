@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use amoskys_schemas::{Addr, Entity, FeatureRow, Packet, pane_of};
+use amoskys_schemas::{Addr, Entity, EventRow, FeatureRow, Packet, pane_of};
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::Stream;
 use timely::dataflow::channels::pact::{Exchange, Pipeline};
@@ -18,7 +18,7 @@ use timely::dataflow::operators::generic::Operator;
 
 use crate::Map;
 pub use crate::features::Obs;
-use crate::features::{PaneAcc, compute_all};
+use crate::features::{EventAcc, EventObs, PaneAcc, compute_all, compute_events, merge_values};
 
 /// Counters the window operator keeps.
 #[derive(Debug, Default)]
@@ -31,24 +31,91 @@ pub struct WindowCounters {
     pub late: AtomicU64,
 }
 
-struct Pane {
+/// What a window operator keeps per entity per pane.
+pub(crate) trait WindowAcc: Default {
+    /// Extends this pane's accumulator into the window of this pane and `later`.
+    fn append(&mut self, later: &Self);
+    fn compute(&self) -> Box<[f64]>;
+}
+
+impl WindowAcc for PaneAcc {
+    #[inline]
+    fn append(&mut self, later: &Self) {
+        PaneAcc::append(self, later);
+    }
+    fn compute(&self) -> Box<[f64]> {
+        compute_all(self)
+    }
+}
+
+impl WindowAcc for EventAcc {
+    fn append(&mut self, later: &Self) {
+        EventAcc::append(self, later);
+    }
+    fn compute(&self) -> Box<[f64]> {
+        compute_events(self)
+    }
+}
+
+/// What a window operator keys its state by.
+pub(crate) trait WindowKey: Clone + Eq + std::hash::Hash {
+    fn entity(&self) -> Entity;
+}
+
+impl WindowKey for Addr {
+    fn entity(&self) -> Entity {
+        Entity::Ip(*self)
+    }
+}
+
+impl WindowKey for Entity {
+    fn entity(&self) -> Entity {
+        self.clone()
+    }
+}
+
+struct Pane<K, A> {
     cap: Capability<u64>,
     /// Whether the earlier window containing this pane (`pane - 1`) was emitted.
     first_window_done: bool,
     /// Boxed: an accumulator is several hundred bytes, and a map of them would move
     /// (and fault in) megabytes each time it grows, for every pane.
-    entities: Map<Addr, Box<PaneAcc>>,
+    entities: Map<K, Box<A>>,
 }
 
 /// Window state of one worker: panes by index.
-#[derive(Default)]
-pub struct PaneStore {
-    panes: BTreeMap<u64, Pane>,
+pub(crate) struct PaneStore<K, A> {
+    panes: BTreeMap<u64, Pane<K, A>>,
     /// Entities of the last pane emitted: the next pane's map starts that large.
     last_entities: usize,
 }
 
-impl PaneStore {
+impl<K, A> Default for PaneStore<K, A> {
+    fn default() -> Self {
+        PaneStore {
+            panes: BTreeMap::new(),
+            last_entities: 0,
+        }
+    }
+}
+
+impl<K: WindowKey, A: WindowAcc> PaneStore<K, A> {
+    /// The accumulator of `key` in `pane`, creating the pane (holding `cap` at
+    /// `pane`) if needed.
+    #[inline]
+    fn slot(&mut self, pane: u64, cap: impl FnOnce() -> Capability<u64>) -> &mut Map<K, Box<A>> {
+        let last = self.last_entities;
+        &mut self
+            .panes
+            .entry(pane)
+            .or_insert_with(|| Pane {
+                cap: cap(),
+                first_window_done: false,
+                entities: Map::with_capacity_and_hasher(last, Default::default()),
+            })
+            .entities
+    }
+
     /// Emits every window whose two panes are before `frontier` (all, if `None`).
     fn emit(
         &mut self,
@@ -72,10 +139,10 @@ impl PaneStore {
             }
             let b = self.panes.get(&(w + 1));
             let cap = a.as_ref().or(b).map(|p| p.cap.clone());
-            let row = |e: &Addr, acc: &PaneAcc| FeatureRow {
-                entity: Entity::Ip(*e),
+            let row = |e: &K, acc: &A| FeatureRow {
+                entity: e.entity(),
                 window: w,
-                values: compute_all(acc),
+                values: acc.compute(),
             };
             let mut rows = Vec::new();
             if let Some(a) = a.as_mut() {
@@ -87,7 +154,7 @@ impl PaneStore {
                 }
             }
             if let Some(b) = b {
-                let seen = |e: &Addr| a.as_ref().is_some_and(|a| a.entities.contains_key(e));
+                let seen = |e: &K| a.as_ref().is_some_and(|a| a.entities.contains_key(e));
                 rows.extend(
                     b.entities
                         .iter()
@@ -129,7 +196,7 @@ impl<'scope> Featurize<'scope> for Stream<'scope, u64, Vec<Packet>> {
         );
         let pact = Exchange::new(|o: &Obs| o.entity.route_hash());
         obs.unary_frontier(pact, "HopWindow(60s/30s)", move |_cap, _info| {
-            let mut store = PaneStore::default();
+            let mut store = PaneStore::<Addr, PaneAcc>::default();
             move |(input, frontier), output| {
                 input.for_each(|cap, data| {
                     let Some(&time) = cap.least() else { return };
@@ -142,16 +209,9 @@ impl<'scope> Featurize<'scope> for Stream<'scope, u64, Vec<Packet>> {
                             late += run.len() as u64;
                             continue;
                         }
-                        let slot = store.panes.entry(pane).or_insert_with(|| Pane {
-                            cap: cap.delayed(&pane, out_idx),
-                            first_window_done: false,
-                            entities: Map::with_capacity_and_hasher(
-                                store.last_entities,
-                                Default::default(),
-                            ),
-                        });
+                        let slot = store.slot(pane, || cap.delayed(&pane, out_idx));
                         for o in run {
-                            slot.entities.entry(o.entity).or_default().observe(o);
+                            slot.entry(o.entity).or_default().observe(o);
                         }
                     }
                     if late > 0 {
@@ -169,6 +229,144 @@ impl<'scope> Featurize<'scope> for Stream<'scope, u64, Vec<Packet>> {
                 });
                 if emitted > 0 {
                     counters.rows.fetch_add(emitted, Ordering::Relaxed);
+                }
+            }
+        })
+    }
+}
+
+/// Turns log and device records into per-entity feature rows of the syslog, SNMP
+/// and MQTT families, one per entity per window.
+pub trait FeaturizeEvents<'scope> {
+    fn featurize_events(
+        self,
+        counters: Arc<WindowCounters>,
+    ) -> Stream<'scope, u64, Vec<FeatureRow>>;
+}
+
+fn entity_hash(e: &Entity) -> u64 {
+    match e {
+        Entity::Ip(a) => a.route_hash(),
+        Entity::Name(n) => ahash::RandomState::with_seeds(5, 6, 7, 8).hash_one(n),
+    }
+}
+
+impl<'scope> FeaturizeEvents<'scope> for Stream<'scope, u64, Vec<EventRow>> {
+    fn featurize_events(
+        self,
+        counters: Arc<WindowCounters>,
+    ) -> Stream<'scope, u64, Vec<FeatureRow>> {
+        let obs = self.unary::<CapacityContainerBuilder<Vec<EventObs>>, _, _, _>(
+            Pipeline,
+            "ObserveEvents",
+            |_cap, _info| {
+                move |input, output| {
+                    input.for_each(|cap, data| {
+                        let mut v = Vec::with_capacity(data.len());
+                        for r in data.iter() {
+                            EventObs::of(r, &mut v);
+                        }
+                        output.session(&cap).give_container(&mut v);
+                    });
+                }
+            },
+        );
+        let pact = Exchange::new(|o: &EventObs| entity_hash(&o.entity));
+        obs.unary_frontier(pact, "EventWindow(60s/30s)", move |_cap, _info| {
+            let mut store = PaneStore::<Entity, EventAcc>::default();
+            move |(input, frontier), output| {
+                input.for_each(|cap, data| {
+                    let Some(&time) = cap.least() else { return };
+                    let out_idx = output.output_index();
+                    let mut late = 0u64;
+                    for o in data.iter() {
+                        let pane = pane_of(o.ts_ns.max(0));
+                        if pane < time {
+                            late += 1;
+                            continue;
+                        }
+                        store
+                            .slot(pane, || cap.delayed(&pane, out_idx))
+                            .entry(o.entity.clone())
+                            .or_default()
+                            .observe(o);
+                    }
+                    if late > 0 {
+                        counters.late.fetch_add(late, Ordering::Relaxed);
+                    }
+                    counters
+                        .obs_in
+                        .fetch_add(data.len() as u64, Ordering::Relaxed);
+                });
+                let f = frontier.frontier().first().copied();
+                let mut emitted = 0u64;
+                store.emit(f, |cap, mut rows| {
+                    emitted += rows.len() as u64;
+                    output.session(cap).give_container(&mut rows);
+                });
+                if emitted > 0 {
+                    counters.rows.fetch_add(emitted, Ordering::Relaxed);
+                }
+            }
+        })
+    }
+}
+
+/// Rows of one window waiting for the rest of their families, and the
+/// capability to send them at.
+type HeldWindow = (Capability<u64>, Map<Entity, Box<[f64]>>);
+
+/// Joins feature rows of one entity and window coming from different families
+/// (packets, events) into one row.
+pub trait MergeRows<'scope> {
+    fn merge_rows(self) -> Stream<'scope, u64, Vec<FeatureRow>>;
+}
+
+impl<'scope> MergeRows<'scope> for Stream<'scope, u64, Vec<FeatureRow>> {
+    fn merge_rows(self) -> Stream<'scope, u64, Vec<FeatureRow>> {
+        let pact = Exchange::new(|r: &FeatureRow| entity_hash(&r.entity));
+        self.unary_frontier(pact, "MergeFamilies", move |_cap, _info| {
+            // Rows of window w carry time w or w + 1: they are all in once the
+            // frontier has passed w + 1.
+            let mut held: BTreeMap<u64, HeldWindow> = BTreeMap::new();
+            move |(input, frontier), output| {
+                input.for_each(|cap, data| {
+                    let Some(&time) = cap.least() else { return };
+                    let out_idx = output.output_index();
+                    for r in data.drain(..) {
+                        let slot = held
+                            .entry(r.window)
+                            .or_insert_with(|| (cap.delayed(&time, out_idx), Map::default()));
+                        if time < *slot.0.time() {
+                            slot.0 = cap.delayed(&time, out_idx);
+                        }
+                        match slot.1.entry(r.entity) {
+                            std::collections::hash_map::Entry::Occupied(mut e) => {
+                                merge_values(e.get_mut(), &r.values);
+                            }
+                            std::collections::hash_map::Entry::Vacant(e) => {
+                                e.insert(r.values);
+                            }
+                        }
+                    }
+                });
+                let f = frontier.frontier().first().copied();
+                while let Some((&w, _)) = held.first_key_value() {
+                    if f.is_some_and(|f| w + 1 >= f) {
+                        break;
+                    }
+                    let Some((_, (cap, rows))) = held.pop_first() else {
+                        break;
+                    };
+                    let mut out: Vec<FeatureRow> = rows
+                        .into_iter()
+                        .map(|(entity, values)| FeatureRow {
+                            entity,
+                            window: w,
+                            values,
+                        })
+                        .collect();
+                    output.session(&cap).give_container(&mut out);
                 }
             }
         })

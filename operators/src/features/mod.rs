@@ -4,7 +4,13 @@
 //! dtype, description — everything downstream derives from it) plus `compute`, a
 //! function of the entity's window accumulator. One file per source family.
 
+mod events;
 mod pcap;
+
+pub use events::{
+    AuthObs, Combine, EventAcc, EventFeature, EventObs, EventWhat, SNMP_METRICS, SnmpMetricDef,
+    event_catalogue, snmp_metric_index,
+};
 
 use amoskys_schemas::{Addr, FeatureDef, Packet, Proto, TcpFlags};
 use serde::{Deserialize, Serialize};
@@ -17,14 +23,24 @@ pub struct FeatureSpec {
     pub compute: fn(&PaneAcc) -> Option<f64>,
 }
 
-/// The whole catalogue, in column order.
+/// The packet features, the first columns of the catalogue.
 pub fn catalogue() -> &'static [FeatureSpec] {
     pcap::FEATURES
 }
 
-/// The catalogue's definitions, in column order.
+/// The catalogue's definitions, in column order: packet features, then the
+/// syslog, SNMP and MQTT families.
 pub fn defs() -> Vec<FeatureDef> {
-    catalogue().iter().map(|s| s.def).collect()
+    catalogue()
+        .iter()
+        .map(|s| s.def)
+        .chain(event_catalogue().map(|s| s.def))
+        .collect()
+}
+
+/// Number of features in the catalogue.
+pub fn count() -> usize {
+    catalogue().len() + event_catalogue().count()
 }
 
 /// The catalogue as Markdown: the body of docs/FEATURES.md.
@@ -80,16 +96,39 @@ pub fn markdown() -> String {
     s
 }
 
-/// Computes every feature of one window; NaN stands for null.
+/// Computes every feature of one window from packets; NaN stands for null (the
+/// event families are null).
 pub fn compute_all(acc: &PaneAcc) -> Box<[f64]> {
-    catalogue()
-        .iter()
-        .map(|s| {
-            (s.compute)(acc)
-                .filter(|v| v.is_finite())
-                .unwrap_or(f64::NAN)
-        })
-        .collect()
+    let mut v: Vec<f64> = Vec::with_capacity(count());
+    v.extend(catalogue().iter().map(|s| {
+        (s.compute)(acc)
+            .filter(|v| v.is_finite())
+            .unwrap_or(f64::NAN)
+    }));
+    v.resize(count(), f64::NAN);
+    v.into_boxed_slice()
+}
+
+/// Computes every feature of one window from log and device records; the packet
+/// features are null.
+pub fn compute_events(acc: &EventAcc) -> Box<[f64]> {
+    let mut v: Vec<f64> = vec![f64::NAN; catalogue().len()];
+    v.extend(event_catalogue().map(|s| {
+        (s.compute)(acc)
+            .filter(|v| v.is_finite())
+            .unwrap_or(f64::NAN)
+    }));
+    v.into_boxed_slice()
+}
+
+/// Merges two rows of one entity and window from different families: each value
+/// is whichever of the two is not null.
+pub fn merge_values(into: &mut [f64], other: &[f64]) {
+    for (a, b) in into.iter_mut().zip(other) {
+        if a.is_nan() {
+            *a = *b;
+        }
+    }
 }
 
 /// One packet as seen from one of its endpoints (the entity).

@@ -1,0 +1,848 @@
+//! Feature families of the log and device sources: syslog, SNMP, MQTT.
+//!
+//! Records become [`EventObs`] observations keyed by the entity they are evidence
+//! for: a syslog message counts for the host that sent it, and an authentication
+//! message also for the remote address it names (as `*_as_remote`); an SNMP poll
+//! for its agent; an MQTT message for its device. A family is null for an entity
+//! its source did not see in the window.
+
+use amoskys_schemas::{
+    Addr, AuthKind, DeviceKind, Entity, EventRow, FeatureDef, FeatureDtype, Record, WINDOW_SECONDS,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::{Moments, Set};
+
+const W: f64 = WINDOW_SECONDS as f64;
+
+/// How the instances of a per-row SNMP metric (interfaces, cores, disks) combine
+/// into one value per poll.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Combine {
+    Sum,
+    Mean,
+    /// How many instances read 1 (ifOperStatus up).
+    CountOnes,
+}
+
+/// One SNMP health metric: its name in `events.metric`, unit, meaning, and how its
+/// instances combine.
+#[derive(Clone, Copy, Debug)]
+pub struct SnmpMetricDef {
+    pub name: &'static str,
+    pub unit: &'static str,
+    pub description: &'static str,
+    pub combine: Combine,
+}
+
+macro_rules! snmp_metrics {
+    ($( ($name:literal, $unit:literal, $combine:ident, $desc:literal) ),* $(,)?) => {
+        /// The SNMP health metrics, in feature order.
+        pub const SNMP_METRICS: &[SnmpMetricDef] = &[
+            $( SnmpMetricDef { name: $name, unit: $unit, description: $desc, combine: Combine::$combine } ),*
+        ];
+        const SNMP_FEATURES: &[EventFeature] = &snmp_metrics!(@specs 0usize; []; $( ($name, $unit, $desc) )*);
+    };
+    (@specs $i:expr; [$($done:expr),*]; ($name:literal, $unit:literal, $desc:literal) $($rest:tt)*) => {
+        snmp_metrics!(@specs $i + 1; [$($done,)*
+            dspec(concat!("snmp_", $name, "_mean"), "snmp", $unit, FeatureDtype::Float,
+                concat!("Mean over the window's polls of: ", $desc), SNMP_NULL, snmp_mean::<{ $i }>),
+            dspec(concat!("snmp_", $name, "_max"), "snmp", $unit, FeatureDtype::Float,
+                concat!("Largest value in the window's polls of: ", $desc), SNMP_NULL, snmp_max::<{ $i }>)
+        ]; $($rest)*)
+    };
+    (@specs $i:expr; [$($done:expr),*];) => { [$($done),*] };
+}
+
+const SNMP_NULL: Option<&str> =
+    Some("the agent was not polled in the window, or does not have the metric");
+
+snmp_metrics![
+    (
+        "sys_uptime",
+        "s",
+        Mean,
+        "sysUpTime, seconds since the agent started."
+    ),
+    (
+        "hr_processor_load",
+        "percent",
+        Mean,
+        "hrProcessorLoad, averaged over cores."
+    ),
+    (
+        "hr_memory_size",
+        "bytes",
+        Sum,
+        "hrMemorySize, physical memory."
+    ),
+    ("hr_storage_ram_used", "bytes", Sum, "hrStorageUsed of RAM."),
+    ("hr_storage_ram_size", "bytes", Sum, "hrStorageSize of RAM."),
+    (
+        "hr_storage_swap_used",
+        "bytes",
+        Sum,
+        "hrStorageUsed of virtual memory (swap)."
+    ),
+    (
+        "hr_storage_swap_size",
+        "bytes",
+        Sum,
+        "hrStorageSize of virtual memory (swap)."
+    ),
+    (
+        "hr_storage_disk_used",
+        "bytes",
+        Sum,
+        "hrStorageUsed of fixed disks, summed."
+    ),
+    (
+        "hr_storage_disk_size",
+        "bytes",
+        Sum,
+        "hrStorageSize of fixed disks, summed."
+    ),
+    (
+        "disk_io_reads",
+        "reads/s",
+        Sum,
+        "UCD diskIOReads rate, summed over devices."
+    ),
+    (
+        "disk_io_writes",
+        "writes/s",
+        Sum,
+        "UCD diskIOWrites rate, summed over devices."
+    ),
+    (
+        "disk_io_read_bytes",
+        "bytes/s",
+        Sum,
+        "UCD diskIONRead rate, summed over devices."
+    ),
+    (
+        "disk_io_written_bytes",
+        "bytes/s",
+        Sum,
+        "UCD diskIONWritten rate, summed over devices."
+    ),
+    (
+        "if_in_octets",
+        "bytes/s",
+        Sum,
+        "IF-MIB in octets rate (ifHCInOctets when present), summed over interfaces."
+    ),
+    (
+        "if_out_octets",
+        "bytes/s",
+        Sum,
+        "IF-MIB out octets rate (ifHCOutOctets when present), summed over interfaces."
+    ),
+    (
+        "if_in_ucast_pkts",
+        "packets/s",
+        Sum,
+        "IF-MIB inbound unicast packets rate, summed over interfaces."
+    ),
+    (
+        "if_out_ucast_pkts",
+        "packets/s",
+        Sum,
+        "IF-MIB outbound unicast packets rate, summed over interfaces."
+    ),
+    (
+        "if_in_errors",
+        "packets/s",
+        Sum,
+        "ifInErrors rate, summed over interfaces."
+    ),
+    (
+        "if_out_errors",
+        "packets/s",
+        Sum,
+        "ifOutErrors rate, summed over interfaces."
+    ),
+    (
+        "if_in_discards",
+        "packets/s",
+        Sum,
+        "ifInDiscards rate, summed over interfaces."
+    ),
+    (
+        "if_out_discards",
+        "packets/s",
+        Sum,
+        "ifOutDiscards rate, summed over interfaces."
+    ),
+    (
+        "if_oper_status",
+        "interfaces",
+        CountOnes,
+        "Interfaces whose ifOperStatus is up(1)."
+    ),
+    (
+        "la_load_1",
+        "load",
+        Mean,
+        "UCD laLoad, 1-minute load average."
+    ),
+    (
+        "la_load_5",
+        "load",
+        Mean,
+        "UCD laLoad, 5-minute load average."
+    ),
+    (
+        "la_load_15",
+        "load",
+        Mean,
+        "UCD laLoad, 15-minute load average."
+    ),
+    ("mem_total_real", "bytes", Sum, "UCD memTotalReal."),
+    ("mem_avail_real", "bytes", Sum, "UCD memAvailReal."),
+    ("mem_cached", "bytes", Sum, "UCD memCached."),
+    ("mem_buffer", "bytes", Sum, "UCD memBuffer."),
+    ("ss_cpu_user", "percent", Mean, "UCD ssCpu user time share."),
+    (
+        "ss_cpu_system",
+        "percent",
+        Mean,
+        "UCD ssCpu system time share."
+    ),
+    ("ss_cpu_idle", "percent", Mean, "UCD ssCpu idle time share."),
+];
+
+/// Index of an SNMP metric by name.
+pub fn snmp_metric_index(name: &str) -> Option<usize> {
+    SNMP_METRICS.iter().position(|m| m.name == name)
+}
+
+/// What one record says about one entity.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum EventWhat {
+    /// A syslog message the entity sent; severity 0–7, 8 when unknown.
+    Syslog { severity: u8, auth: Option<AuthObs> },
+    /// An authentication message naming the entity as the remote side.
+    AuthAsRemote {
+        auth: AuthObs,
+        reporter: Option<Addr>,
+    },
+    /// One poll of the entity (an SNMP agent): per metric, its instances combined.
+    SnmpPoll { values: Vec<(u8, f64)> },
+    /// One MQTT message about the entity (a device).
+    Mqtt {
+        bytes: u32,
+        topic: u64,
+        values: Vec<f64>,
+    },
+}
+
+/// The authentication part of a syslog message.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AuthObs {
+    /// [`AuthKind`] as a number: failure 0, success 1, invalid user 2, sudo failure 3, sudo 4.
+    pub kind: u8,
+    /// Hash of the user name.
+    pub user: Option<u64>,
+    pub remote: Option<Addr>,
+    pub count: u32,
+}
+
+/// One observation for the event windows.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EventObs {
+    pub entity: Entity,
+    pub ts_ns: i64,
+    pub what: EventWhat,
+}
+
+fn hash_str(s: &str) -> u64 {
+    // Fixed keys: the same user or topic hashes alike on every worker.
+    ahash::RandomState::with_seeds(1, 2, 3, 4).hash_one(s)
+}
+
+fn auth_code(k: AuthKind) -> u8 {
+    match k {
+        AuthKind::Failure => 0,
+        AuthKind::Success => 1,
+        AuthKind::InvalidUser => 2,
+        AuthKind::SudoFailure => 3,
+        AuthKind::Sudo => 4,
+    }
+}
+
+impl EventObs {
+    /// The observations a record gives (none for a record with no entity).
+    pub fn of(row: &EventRow, out: &mut Vec<EventObs>) {
+        match &row.record {
+            Record::Syslog(r) => {
+                let auth = r.auth.as_ref().map(|a| AuthObs {
+                    kind: auth_code(a.kind),
+                    user: a.user.as_deref().map(hash_str),
+                    remote: a.remote.map(Addr::from),
+                    count: a.count.max(1),
+                });
+                let sender = r.sender.map(Addr::from);
+                if let (Some(a), Some(remote)) = (&auth, auth.as_ref().and_then(|a| a.remote)) {
+                    out.push(EventObs {
+                        entity: Entity::Ip(remote),
+                        ts_ns: r.ts_ns,
+                        what: EventWhat::AuthAsRemote {
+                            auth: a.clone(),
+                            reporter: sender,
+                        },
+                    });
+                }
+                if let Some(s) = sender {
+                    out.push(EventObs {
+                        entity: Entity::Ip(s),
+                        ts_ns: r.ts_ns,
+                        what: EventWhat::Syslog {
+                            severity: r.severity.unwrap_or(8).min(8),
+                            auth,
+                        },
+                    });
+                }
+            }
+            Record::Device(d) => {
+                let what = match d.kind {
+                    DeviceKind::Snmp => {
+                        let mut acc: Vec<(u8, f64, u32)> = Vec::new();
+                        for s in &d.samples {
+                            let (Some(i), Some(v)) = (snmp_metric_index(&s.metric), s.value) else {
+                                continue;
+                            };
+                            if !v.is_finite() {
+                                continue;
+                            }
+                            let c = SNMP_METRICS[i].combine;
+                            let v = if c == Combine::CountOnes {
+                                f64::from(u8::from(v == 1.0))
+                            } else {
+                                v
+                            };
+                            match acc.iter_mut().find(|e| usize::from(e.0) == i) {
+                                Some(e) => {
+                                    e.1 += v;
+                                    e.2 += 1;
+                                }
+                                None => acc.push((i as u8, v, 1)),
+                            }
+                        }
+                        let values = acc
+                            .into_iter()
+                            .map(|(i, sum, n)| match SNMP_METRICS[usize::from(i)].combine {
+                                Combine::Mean => (i, sum / f64::from(n)),
+                                _ => (i, sum),
+                            })
+                            .collect();
+                        EventWhat::SnmpPoll { values }
+                    }
+                    DeviceKind::Mqtt => EventWhat::Mqtt {
+                        bytes: d.payload_bytes.unwrap_or(0),
+                        topic: d.topic.as_deref().map_or(0, hash_str),
+                        values: d
+                            .samples
+                            .iter()
+                            .filter_map(|s| s.value)
+                            .filter(|v| v.is_finite())
+                            .collect(),
+                    },
+                };
+                out.push(EventObs {
+                    entity: d.entity.clone(),
+                    ts_ns: d.ts_ns,
+                    what,
+                });
+            }
+        }
+    }
+}
+
+/// Min/mean/max of one SNMP metric over polls.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Series {
+    pub n: u32,
+    pub sum: f64,
+    pub max: f64,
+}
+
+/// Everything the log and device sources said about one entity in one pane, or
+/// (merged) one window.
+#[derive(Clone, Debug, Default)]
+pub struct EventAcc {
+    pub syslog_seen: bool,
+    pub messages: u64,
+    pub by_severity: [u64; 9],
+    /// Authentication facts logged by this host, by kind.
+    pub auth: [u64; 5],
+    pub users: Set<u64>,
+    pub remotes: Set<Addr>,
+    /// Authentication facts naming this entity as the remote side, by kind.
+    pub auth_as_remote: [u64; 5],
+    pub users_as_remote: Set<u64>,
+    pub reporters_as_remote: Set<Addr>,
+    pub polls: u64,
+    pub snmp: Vec<Series>,
+    pub mqtt_messages: u64,
+    pub mqtt_bytes: u64,
+    pub mqtt_opaque: u64,
+    pub topics: Set<u64>,
+    pub values: Moments,
+}
+
+impl EventAcc {
+    pub fn observe(&mut self, o: &EventObs) {
+        match &o.what {
+            EventWhat::Syslog { severity, auth } => {
+                self.syslog_seen = true;
+                self.messages += 1;
+                self.by_severity[usize::from((*severity).min(8))] += 1;
+                if let Some(a) = auth {
+                    self.auth[usize::from(a.kind.min(4))] += u64::from(a.count);
+                    self.users.extend(a.user);
+                    self.remotes.extend(a.remote);
+                }
+            }
+            EventWhat::AuthAsRemote { auth, reporter } => {
+                self.syslog_seen = true;
+                self.auth_as_remote[usize::from(auth.kind.min(4))] += u64::from(auth.count);
+                self.users_as_remote.extend(auth.user);
+                self.reporters_as_remote.extend(*reporter);
+            }
+            EventWhat::SnmpPoll { values } => {
+                self.polls += 1;
+                if self.snmp.is_empty() {
+                    self.snmp = vec![Series::default(); SNMP_METRICS.len()];
+                }
+                for &(i, v) in values {
+                    if let Some(s) = self.snmp.get_mut(usize::from(i)) {
+                        s.max = if s.n == 0 { v } else { s.max.max(v) };
+                        s.n += 1;
+                        s.sum += v;
+                    }
+                }
+            }
+            EventWhat::Mqtt {
+                bytes,
+                topic,
+                values,
+            } => {
+                self.mqtt_messages += 1;
+                self.mqtt_bytes += u64::from(*bytes);
+                self.topics.insert(*topic);
+                if values.is_empty() {
+                    self.mqtt_opaque += 1;
+                }
+                for v in values {
+                    self.values.push(*v);
+                }
+            }
+        }
+    }
+
+    /// Extends this pane with a later one.
+    pub fn append(&mut self, l: &EventAcc) {
+        self.syslog_seen |= l.syslog_seen;
+        self.messages += l.messages;
+        for (a, b) in self.by_severity.iter_mut().zip(l.by_severity) {
+            *a += b;
+        }
+        for (a, b) in self.auth.iter_mut().zip(l.auth) {
+            *a += b;
+        }
+        for (a, b) in self.auth_as_remote.iter_mut().zip(l.auth_as_remote) {
+            *a += b;
+        }
+        self.users.extend(l.users.iter().copied());
+        self.remotes.extend(l.remotes.iter().copied());
+        self.users_as_remote
+            .extend(l.users_as_remote.iter().copied());
+        self.reporters_as_remote
+            .extend(l.reporters_as_remote.iter().copied());
+        self.polls += l.polls;
+        if !l.snmp.is_empty() {
+            if self.snmp.is_empty() {
+                self.snmp = l.snmp.clone();
+            } else {
+                for (a, b) in self.snmp.iter_mut().zip(&l.snmp) {
+                    if b.n > 0 {
+                        a.max = if a.n == 0 { b.max } else { a.max.max(b.max) };
+                        a.n += b.n;
+                        a.sum += b.sum;
+                    }
+                }
+            }
+        }
+        self.mqtt_messages += l.mqtt_messages;
+        self.mqtt_bytes += l.mqtt_bytes;
+        self.mqtt_opaque += l.mqtt_opaque;
+        self.topics.extend(l.topics.iter().copied());
+        self.values.merge(&l.values);
+    }
+}
+
+const fn dspec(
+    name: &'static str,
+    family: &'static str,
+    unit: &'static str,
+    dtype: FeatureDtype,
+    description: &'static str,
+    null_when: Option<&'static str>,
+    compute: fn(&EventAcc) -> Option<f64>,
+) -> EventFeature {
+    EventFeature {
+        def: FeatureDef {
+            name,
+            family,
+            source: family,
+            unit,
+            dtype,
+            description,
+            null_when,
+        },
+        compute,
+    }
+}
+
+/// A feature of the event families.
+pub struct EventFeature {
+    pub def: FeatureDef,
+    pub compute: fn(&EventAcc) -> Option<f64>,
+}
+
+fn snmp_mean<const I: usize>(a: &EventAcc) -> Option<f64> {
+    let s = a.snmp.get(I)?;
+    (s.n > 0).then(|| s.sum / f64::from(s.n))
+}
+fn snmp_max<const I: usize>(a: &EventAcc) -> Option<f64> {
+    let s = a.snmp.get(I)?;
+    (s.n > 0).then_some(s.max)
+}
+
+const SYSLOG_NULL: Option<&str> = Some("no syslog message from or about the entity in the window");
+const MQTT_NULL: Option<&str> = Some("no MQTT message about the entity in the window");
+use FeatureDtype::{Count as C, Float as F};
+
+fn sys(a: &EventAcc, v: u64) -> Option<f64> {
+    a.syslog_seen.then_some(v as f64)
+}
+fn mq(a: &EventAcc, v: f64) -> Option<f64> {
+    (a.mqtt_messages > 0).then_some(v)
+}
+
+static SYSLOG_FEATURES: &[EventFeature] = &[
+    dspec(
+        "syslog_messages",
+        "syslog",
+        "messages",
+        C,
+        "Syslog messages the entity sent.",
+        SYSLOG_NULL,
+        |a| sys(a, a.messages),
+    ),
+    dspec(
+        "syslog_critical",
+        "syslog",
+        "messages",
+        C,
+        "Messages of severity emergency, alert or critical (0-2).",
+        SYSLOG_NULL,
+        |a| sys(a, a.by_severity[..3].iter().sum()),
+    ),
+    dspec(
+        "syslog_errors",
+        "syslog",
+        "messages",
+        C,
+        "Messages of severity error (3).",
+        SYSLOG_NULL,
+        |a| sys(a, a.by_severity[3]),
+    ),
+    dspec(
+        "syslog_warnings",
+        "syslog",
+        "messages",
+        C,
+        "Messages of severity warning (4).",
+        SYSLOG_NULL,
+        |a| sys(a, a.by_severity[4]),
+    ),
+    dspec(
+        "syslog_notices",
+        "syslog",
+        "messages",
+        C,
+        "Messages of severity notice (5).",
+        SYSLOG_NULL,
+        |a| sys(a, a.by_severity[5]),
+    ),
+    dspec(
+        "syslog_info",
+        "syslog",
+        "messages",
+        C,
+        "Messages of severity informational (6).",
+        SYSLOG_NULL,
+        |a| sys(a, a.by_severity[6]),
+    ),
+    dspec(
+        "syslog_debug",
+        "syslog",
+        "messages",
+        C,
+        "Messages of severity debug (7).",
+        SYSLOG_NULL,
+        |a| sys(a, a.by_severity[7]),
+    ),
+    dspec(
+        "syslog_messages_per_s",
+        "syslog",
+        "messages/s",
+        F,
+        "Syslog messages the entity sent per second of the window.",
+        SYSLOG_NULL,
+        |a| sys(a, a.messages).map(|v| v / W),
+    ),
+    dspec(
+        "auth_failures",
+        "syslog",
+        "attempts",
+        C,
+        "Failed logins the entity logged (sshd, PAM), repeats included.",
+        SYSLOG_NULL,
+        |a| sys(a, a.auth[0]),
+    ),
+    dspec(
+        "auth_successes",
+        "syslog",
+        "logins",
+        C,
+        "Successful logins the entity logged.",
+        SYSLOG_NULL,
+        |a| sys(a, a.auth[1]),
+    ),
+    dspec(
+        "auth_invalid_users",
+        "syslog",
+        "attempts",
+        C,
+        "Login attempts for users that do not exist, logged by the entity.",
+        SYSLOG_NULL,
+        |a| sys(a, a.auth[2]),
+    ),
+    dspec(
+        "sudo_failures",
+        "syslog",
+        "events",
+        C,
+        "sudo refusals after wrong passwords, logged by the entity.",
+        SYSLOG_NULL,
+        |a| sys(a, a.auth[3]),
+    ),
+    dspec(
+        "sudo_commands",
+        "syslog",
+        "commands",
+        C,
+        "Commands run through sudo, logged by the entity.",
+        SYSLOG_NULL,
+        |a| sys(a, a.auth[4]),
+    ),
+    dspec(
+        "auth_distinct_users",
+        "syslog",
+        "users",
+        C,
+        "Distinct user names in the entity's authentication messages.",
+        SYSLOG_NULL,
+        |a| sys(a, a.users.len() as u64),
+    ),
+    dspec(
+        "auth_distinct_remotes",
+        "syslog",
+        "hosts",
+        C,
+        "Distinct remote addresses in the entity's authentication messages.",
+        SYSLOG_NULL,
+        |a| sys(a, a.remotes.len() as u64),
+    ),
+    dspec(
+        "auth_failure_ratio",
+        "syslog",
+        "ratio",
+        F,
+        "Failed logins over failed plus successful logins the entity logged.",
+        Some("the entity logged no failed or successful login"),
+        |a| {
+            let d = a.auth[0] + a.auth[1];
+            (d > 0).then(|| a.auth[0] as f64 / d as f64)
+        },
+    ),
+    dspec(
+        "auth_failures_as_remote",
+        "syslog",
+        "attempts",
+        C,
+        "Failed logins from the entity, as logged by the hosts it tried.",
+        SYSLOG_NULL,
+        |a| sys(a, a.auth_as_remote[0]),
+    ),
+    dspec(
+        "auth_successes_as_remote",
+        "syslog",
+        "logins",
+        C,
+        "Successful logins from the entity, as logged by the hosts it logged into.",
+        SYSLOG_NULL,
+        |a| sys(a, a.auth_as_remote[1]),
+    ),
+    dspec(
+        "auth_invalid_users_as_remote",
+        "syslog",
+        "attempts",
+        C,
+        "Attempts from the entity for users that do not exist.",
+        SYSLOG_NULL,
+        |a| sys(a, a.auth_as_remote[2]),
+    ),
+    dspec(
+        "auth_distinct_users_as_remote",
+        "syslog",
+        "users",
+        C,
+        "Distinct user names the entity tried.",
+        SYSLOG_NULL,
+        |a| sys(a, a.users_as_remote.len() as u64),
+    ),
+    dspec(
+        "auth_distinct_targets_as_remote",
+        "syslog",
+        "hosts",
+        C,
+        "Distinct hosts that logged the entity's login attempts.",
+        SYSLOG_NULL,
+        |a| sys(a, a.reporters_as_remote.len() as u64),
+    ),
+];
+
+static POLL_FEATURES: &[EventFeature] = &[dspec(
+    "snmp_polls",
+    "snmp",
+    "polls",
+    C,
+    "Successful SNMP polls of the agent in the window.",
+    Some("the agent was not polled successfully in the window"),
+    |a| (a.polls > 0).then_some(a.polls as f64),
+)];
+
+static MQTT_FEATURES: &[EventFeature] = &[
+    dspec(
+        "mqtt_messages",
+        "mqtt",
+        "messages",
+        C,
+        "MQTT messages about the device.",
+        MQTT_NULL,
+        |a| mq(a, a.mqtt_messages as f64),
+    ),
+    dspec(
+        "mqtt_messages_per_s",
+        "mqtt",
+        "messages/s",
+        F,
+        "MQTT messages about the device per second of the window.",
+        MQTT_NULL,
+        |a| mq(a, a.mqtt_messages as f64 / W),
+    ),
+    dspec(
+        "mqtt_bytes",
+        "mqtt",
+        "bytes",
+        C,
+        "Payload bytes of the device's messages.",
+        MQTT_NULL,
+        |a| mq(a, a.mqtt_bytes as f64),
+    ),
+    dspec(
+        "mqtt_bytes_per_s",
+        "mqtt",
+        "bytes/s",
+        F,
+        "Payload bytes of the device's messages per second of the window.",
+        MQTT_NULL,
+        |a| mq(a, a.mqtt_bytes as f64 / W),
+    ),
+    dspec(
+        "mqtt_distinct_topics",
+        "mqtt",
+        "topics",
+        C,
+        "Distinct topics the device's messages came on.",
+        MQTT_NULL,
+        |a| mq(a, a.topics.len() as f64),
+    ),
+    dspec(
+        "mqtt_opaque_messages",
+        "mqtt",
+        "messages",
+        C,
+        "Messages whose payload was neither a number nor a JSON object.",
+        MQTT_NULL,
+        |a| mq(a, a.mqtt_opaque as f64),
+    ),
+    dspec(
+        "mqtt_values",
+        "mqtt",
+        "values",
+        C,
+        "Numeric values the device's messages carried.",
+        MQTT_NULL,
+        |a| mq(a, a.values.n as f64),
+    ),
+    dspec(
+        "mqtt_value_mean",
+        "mqtt",
+        "value",
+        F,
+        "Mean of the numeric values (all metrics together).",
+        Some("no numeric value about the device in the window"),
+        |a| (a.values.n > 0).then_some(a.values.mean),
+    ),
+    dspec(
+        "mqtt_value_std",
+        "mqtt",
+        "value",
+        F,
+        "Population standard deviation of the numeric values.",
+        Some("no numeric value about the device in the window"),
+        |a| (a.values.n > 0).then(|| a.values.std()),
+    ),
+    dspec(
+        "mqtt_value_min",
+        "mqtt",
+        "value",
+        F,
+        "Smallest numeric value.",
+        Some("no numeric value about the device in the window"),
+        |a| a.values.get_min(),
+    ),
+    dspec(
+        "mqtt_value_max",
+        "mqtt",
+        "value",
+        F,
+        "Largest numeric value.",
+        Some("no numeric value about the device in the window"),
+        |a| a.values.get_max(),
+    ),
+];
+
+/// The event families' features, in column order.
+pub fn event_catalogue() -> impl Iterator<Item = &'static EventFeature> {
+    SYSLOG_FEATURES
+        .iter()
+        .chain(POLL_FEATURES)
+        .chain(SNMP_FEATURES)
+        .chain(MQTT_FEATURES)
+}
