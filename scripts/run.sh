@@ -1,17 +1,19 @@
 #!/usr/bin/env bash
-# The main job on its built-in default: writes the project's sample capture and
-# replays it into Parquet under out/data. Needs only Rust and Debian packages.
+# The main job on its built-in default (examples/default.toml): the long-running
+# pipeline with syslog listeners on 127.0.0.1:5514 (UDP and TCP), Prometheus
+# metrics on 127.0.0.1:9898 and Parquet under ./data, until Ctrl-C. Needs only
+# Rust and Debian packages; nothing external has to run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 cargo build --release -q -p amoskys-pipeline
-bin=target/release/amoskys-pipeline
-mkdir -p out
-"$bin" generate-capture out/sample.pcap
-"$bin" replay out/sample.pcap --out out/data "$@"
-cat <<'MSG'
-
-Tables are in out/data (flows/, features/, feature_metadata.json). For example:
-  python3 -m pip install duckdb   # or use the duckdb CLI
-  python3 -c "import duckdb; print(duckdb.sql(\"SELECT entity, window_start, packets_out, distinct_dst_ports_out FROM read_parquet('out/data/features/**/*.parquet', hive_partitioning=true) ORDER BY distinct_dst_ports_out DESC LIMIT 5\"))"
+cat >&2 <<'MSG'
+Feed it from another terminal, for example:
+  logger -n 127.0.0.1 -P 5514 -d -t sshd "Failed password for root from 203.0.113.9 port 4242 ssh2"
+  logger -n 127.0.0.1 -P 5514 -T --rfc5424 -t app "hello over TCP"
+  curl -s 127.0.0.1:9898/metrics | grep amoskys_
+Stop it with Ctrl-C: every accepted record is written, then it exits. Read the output with
+  duckdb -c "SELECT ts, entity, appname, message, auth_kind, auth_remote FROM read_parquet('data/events/**/*.parquet', hive_partitioning=true)"
+  duckdb -c "SELECT entity, window_start, syslog_messages, auth_failures_as_remote FROM read_parquet('data/features/**/*.parquet', hive_partitioning=true)"
 MSG
+exec target/release/amoskys-pipeline --default "$@"

@@ -2,8 +2,10 @@
 # Installs what amoskys-pipeline needs on Debian/Ubuntu, and nothing that is there.
 #   scripts/setup.sh          build and run: a C toolchain and libpcap's headers
 #   scripts/setup.sh --test   also the test tools: tshark/capinfos, net-snmp's
-#                             snmpd and snmpget, and a Python venv (.venv) with
-#                             DuckDB and pyarrow
+#                             snmpd and snmpget, mosquitto and its clients, curl,
+#                             and a Python venv (.venv) with DuckDB, pyarrow and
+#                             snmpsim (the tests start and stop every server
+#                             themselves, on free loopback ports)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -11,7 +13,7 @@ want_test=0
 [[ ${1:-} == --test ]] && want_test=1
 
 packages=(gcc libc6-dev pkg-config libpcap-dev)
-(( want_test )) && packages+=(tshark bsdutils python3 python3-venv snmpd snmp)
+(( want_test )) && packages+=(tshark bsdutils python3 python3-venv snmpd snmp mosquitto mosquitto-clients curl)
 
 missing=()
 for p in "${packages[@]}"; do

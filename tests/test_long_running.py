@@ -145,8 +145,8 @@ def test_metrics_endpoint_counts_what_the_sources_saw(tmp_path):
             s.sendto(b"\x00\x01 junk", ("127.0.0.1", port))
         key = 'amoskys_component_received_events_total{component_kind="source",component_type="syslog",component_id="edge"}'
         sent_key = "amoskys_events_sent_total"
-        junk_key = ('amoskys_component_discarded_events_total{component_id="edge",reason="unparseable",'
-                    'intentional="false"}')
+        junk_key = ('amoskys_component_discarded_events_total{component_id="edge",component_type="syslog",'
+                    'reason="unparseable",intentional="false"}')
         deadline = time.time() + 10
         m = {}
         while time.time() < deadline:

@@ -47,6 +47,12 @@ impl Default for WindowConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct SourcesConfig {
     pub syslog: Vec<amoskys_sources::syslog::SyslogSourceConfig>,
+    /// MQTT subscriptions.
+    pub mqtt: Vec<amoskys_sources::mqtt::MqttSourceConfig>,
+    /// SNMP agents polled for the built-in health metrics.
+    pub snmp: Vec<amoskys_sources::snmp::SnmpSourceConfig>,
+    /// Live packet captures.
+    pub pcap: Vec<amoskys_sources::pcap::LiveCaptureConfig>,
 }
 
 /// Flow assembly.
@@ -288,6 +294,34 @@ impl Config {
                 )));
             }
         }
+        let src = &self.sources;
+        let other_names = src
+            .mqtt
+            .iter()
+            .map(|s| ("mqtt", &s.name))
+            .chain(src.snmp.iter().map(|s| ("snmp", &s.name)))
+            .chain(src.pcap.iter().map(|s| ("pcap", &s.name)));
+        for (kind, name) in other_names {
+            if name.trim().is_empty() || !names.insert(name.clone()) {
+                return Err(err(format!(
+                    "[[sources.{kind}]] name {name:?} is empty or used twice: every source needs its own name"
+                )));
+            }
+        }
+        for s in &src.mqtt {
+            s.check().map_err(|e| err(e.to_string()))?;
+        }
+        for s in &src.snmp {
+            s.check().map_err(|e| err(e.to_string()))?;
+        }
+        for s in &src.pcap {
+            if s.interface.trim().is_empty() {
+                return Err(err(format!(
+                    "[[sources.pcap]] {}: interface is empty",
+                    s.name
+                )));
+            }
+        }
         if self.window.lateness.0 > Duration::from_secs(3600) {
             return Err(err(
                 "[window] lateness may be at most 1h: state for every open pane is kept that long"
@@ -304,6 +338,56 @@ mod tests {
 
     fn parse(s: &str) -> Result<Config, ConfigError> {
         Config::parse(s, Path::new("flows.toml"))
+    }
+
+    #[test]
+    fn every_source_kind_parses_as_users_write_it() {
+        let c = parse(
+            r#"
+[[sources.syslog]]
+name = "edge"
+listen = "udp://127.0.0.1:5514"        # also tcp://… ; several listeners allowed
+
+[[sources.mqtt]]
+name = "iot"
+broker = "mqtt://127.0.0.1:1883"
+topics = ["sensors/#"]
+device_pattern = "sensors/{device}/{metric}"
+qos = 1
+
+[[sources.snmp]]
+name = "core"
+agents = ["127.0.0.1:1161"]
+version = "2c"
+community = "public"
+interval = "10s"
+
+[[sources.pcap]]
+name = "wire"
+interface = "lo"
+filter = "tcp or udp"
+
+[sinks.parquet]
+path = "data"
+"#,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.sources.mqtt[0].topics, ["sensors/#"]);
+        assert_eq!(c.sources.snmp[0].interval, Duration::from_secs(10));
+        assert_eq!(c.sources.pcap[0].filter.as_deref(), Some("tcp or udp"));
+        let e = parse("[[sources.mqtt]]\nname = \"edge\"\nbroker = \"mqtt://h\"\ntopics = []\n")
+            .expect_err("no topics");
+        assert!(e.to_string().contains("topics"), "{e}");
+        let e = parse("[[sources.syslog]]\nname = \"x\"\nlisten = \"udp://127.0.0.1:1\"\n[[sources.pcap]]\nname = \"x\"\ninterface = \"lo\"\n")
+            .expect_err("same name");
+        assert!(e.to_string().contains("used twice"), "{e}");
+    }
+
+    #[test]
+    fn the_built_in_default_parses() {
+        let c =
+            parse(include_str!("../../examples/default.toml")).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.sources.syslog.len(), 1);
     }
 
     #[test]

@@ -13,9 +13,10 @@ use amoskys_pipeline::replay::{ReplayOptions, replay};
 
 /// Security telemetry in; flows, per-host features and Parquet out.
 ///
-/// `amoskys-pipeline --config flows.toml` runs the long-running job: syslog
-/// listeners (UDP and TCP) whose records land in the `events` table, until SIGINT
-/// or SIGTERM.
+/// `amoskys-pipeline --config flows.toml` runs the long-running job until SIGINT
+/// or SIGTERM: syslog listeners (UDP, TCP), MQTT subscriptions, SNMP polling and
+/// live packet capture. Records land in the `events` table, packets in `flows`,
+/// and both in per-entity `features` every 30 seconds.
 ///
 /// `replay` runs recorded packet captures through a timely dataflow: packets are decoded,
 /// assembled into bidirectional flows (with Community ID), and summarised per host
@@ -28,12 +29,18 @@ use amoskys_pipeline::replay::{ReplayOptions, replay};
     amoskys-pipeline replay sample.pcap --out data\n  \
     amoskys-pipeline replay 'captures/*.pcap' --out data -w 2 --config flows.toml\n  \
     amoskys-pipeline validate --config flows.toml\n  \
-    amoskys-pipeline --config flows.toml")]
+    amoskys-pipeline --config flows.toml\n  \
+    amoskys-pipeline --default    (syslog on 127.0.0.1:5514; try: logger -n 127.0.0.1 -P 5514 -d hello)")]
 struct Cli {
     /// Run the long-running job with this configuration (flows.toml): listen on
     /// every configured source until SIGINT or SIGTERM, then flush and exit 0.
     #[arg(long, short, value_name = "FILE")]
     config: Option<PathBuf>,
+    /// Run the long-running job on the built-in default configuration
+    /// (examples/default.toml): syslog on UDP and TCP 127.0.0.1:5514, metrics on
+    /// 127.0.0.1:9898, output in ./data.
+    #[arg(long, conflicts_with = "config")]
+    default: bool,
     /// Serve Prometheus metrics of the long-running job on ADDR (e.g. 127.0.0.1:9898).
     #[arg(long, value_name = "ADDR")]
     metrics_listen: Option<std::net::SocketAddr>,
@@ -127,7 +134,21 @@ fn main() -> ExitCode {
         .init();
     let result = match (cli.command, cli.config) {
         (Some(cmd), _) => run(cmd),
-        (None, Some(config)) => run_long(&config, cli.workers.map(usize::from), cli.metrics_listen),
+        (None, Some(config)) => run_long(
+            Config::load(&config),
+            &config,
+            cli.workers.map(usize::from),
+            cli.metrics_listen,
+        ),
+        (None, None) if cli.default => {
+            let name = std::path::Path::new("<built-in default: examples/default.toml>");
+            run_long(
+                Config::parse(DEFAULT_CONFIG, name),
+                name,
+                cli.workers.map(usize::from),
+                cli.metrics_listen,
+            )
+        }
         (None, None) => {
             use clap::CommandFactory;
             let _ = Cli::command().print_help();
@@ -143,16 +164,21 @@ fn main() -> ExitCode {
     }
 }
 
+/// The configuration `--default` runs.
+const DEFAULT_CONFIG: &str = include_str!("../../examples/default.toml");
+
 /// The long-running job: until SIGINT or SIGTERM.
 fn run_long(
+    cfg: Result<Config, amoskys_pipeline::config::ConfigError>,
     config: &std::path::Path,
     workers: Option<usize>,
     metrics_listen: Option<std::net::SocketAddr>,
 ) -> anyhow::Result<ExitCode> {
-    let cfg = Config::load(config)?;
-    if cfg.sources.syslog.is_empty() {
+    let cfg = cfg?;
+    let s = &cfg.sources;
+    if s.syslog.is_empty() && s.mqtt.is_empty() && s.snmp.is_empty() && s.pcap.is_empty() {
         anyhow::bail!(
-            "{}: no sources: add a [[sources.syslog]] section (see examples/flows.toml), or use `replay` for captures",
+            "{}: no sources: add a [[sources.syslog]], [[sources.mqtt]], [[sources.snmp]] or [[sources.pcap]] section (see examples/flows.toml), or use `replay` for captures",
             config.display()
         );
     }
@@ -201,20 +227,17 @@ fn run_long(
         eprintln!("writing to {}", out.display());
     })?;
     eprintln!(
-        "stopped: {} events ({} behind the watermark)",
-        report.events, report.late
+        "stopped: {} events ({} behind the watermark), {} packets ({} late), {} flows, {} feature rows",
+        report.events,
+        report.late,
+        report.packets,
+        report.late_packets,
+        report.flows,
+        report.feature_rows
     );
     for s in &report.sources {
-        eprintln!(
-            "  {} ({}): {} messages, {} oversized, {} unparseable, {} dropped, {} connections refused",
-            s.name,
-            s.kind,
-            s.messages,
-            s.oversized,
-            s.unparseable,
-            s.dropped,
-            s.connections_refused
-        );
+        let counts: Vec<String> = s.counters.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        eprintln!("  {} ({}): {}", s.name, s.kind, counts.join(" "));
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -1,28 +1,41 @@
-//! The long-running job: listeners on a tokio runtime, records through the
+//! The long-running job: sources on a tokio runtime, records through the
 //! dataflow, Parquet out, until SIGINT or SIGTERM.
 //!
-//! Sources run as tokio tasks, each handing batches to its own bounded channel;
-//! timely worker 0 drains them without blocking, keeps a watermark per source
-//! (a source quiet for longer than `idle_timeout` stops holding it back), and
-//! feeds the dataflow. On a signal the sources stop accepting input and return,
-//! their channels close, the input is closed, and the dataflow and the sinks
-//! drain: every record a source accepted is written, in files with footers.
+//! Every source runs as a task (live captures as threads, since libpcap blocks)
+//! handing batches to its own bounded channel. Timely worker 0 drains the channels
+//! without blocking, keeps a watermark per source (a source quiet for longer than
+//! `idle_timeout` stops holding it back), and feeds two inputs: packets (flows,
+//! packet features) and records (the `events` table, the syslog, SNMP and MQTT
+//! feature families). Both feature streams meet in one row per entity per window.
+//!
+//! On a signal the sources stop accepting input and return, their channels
+//! close, the inputs are closed, and the dataflow and the sinks drain: every
+//! record a source accepted is written, in files with footers.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use amoskys_schemas::{EventRow, SyslogRecord, pane_of};
-use amoskys_sinks::parquet::EventTable;
-use amoskys_sources::syslog::{SyslogCounters, SyslogSource};
+use amoskys_operators::{
+    AssembleFlows, Featurize, FeaturizeEvents, FlowConfig, FlowCounters, MergeRows, WindowCounters,
+    features,
+};
+use amoskys_schemas::{EventRow, Packet, Record, pane_of};
+use amoskys_sinks::parquet::{EventTable, FeatureTable, FlowTable};
+use amoskys_sources::mqtt::MqttCounters;
+use amoskys_sources::pcap::CaptureCounters;
+use amoskys_sources::snmp::SnmpCounters;
+use amoskys_sources::syslog::SyslogCounters;
 use serde::Serialize;
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::operators::core::UnorderedInput;
+use timely::dataflow::operators::{ActivateCapability, Concat};
 use tokio::sync::{mpsc, watch};
 
 use crate::bridge::{channel_sink, spawn_table_sink};
 use crate::config::Config;
 use crate::error::PipelineError;
+use crate::replay::write_feature_metadata;
 
 /// Batches a source may have waiting for the dataflow.
 const SOURCE_CHANNEL_BATCHES: usize = 64;
@@ -30,67 +43,194 @@ const SOURCE_CHANNEL_BATCHES: usize = 64;
 /// What a run did.
 #[derive(Debug, Default, Serialize)]
 pub struct RunReport {
+    /// Records (syslog messages, SNMP polls, MQTT messages) taken into the dataflow.
     pub events: u64,
-    /// Events older than the watermark when they arrived (still written to `events`).
+    /// Packets taken into the dataflow.
+    pub packets: u64,
+    /// Records older than the watermark when they arrived (still written to `events`).
     pub late: u64,
+    /// Packets older than the watermark: counted, left out of flows and features.
+    pub late_packets: u64,
+    pub flows: u64,
+    pub feature_rows: u64,
     pub sources: Vec<SourceReport>,
 }
 
+/// One source's counters, by name.
 #[derive(Debug, Default, Serialize)]
 pub struct SourceReport {
     pub name: String,
     pub kind: &'static str,
-    pub messages: u64,
-    pub oversized: u64,
-    pub unparseable: u64,
-    pub dropped: u64,
-    pub connections_refused: u64,
+    pub counters: Vec<(&'static str, u64)>,
+}
+
+impl SourceReport {
+    pub fn get(&self, k: &str) -> u64 {
+        self.counters
+            .iter()
+            .find(|(n, _)| *n == k)
+            .map_or(0, |(_, v)| *v)
+    }
+}
+
+/// The counters of one source, whatever its kind.
+#[derive(Clone)]
+enum Counters {
+    Syslog(Arc<SyslogCounters>),
+    Mqtt(Arc<MqttCounters>),
+    Snmp(Arc<SnmpCounters>),
+    Pcap(Arc<CaptureCounters>),
+}
+
+impl Counters {
+    fn kind(&self) -> &'static str {
+        match self {
+            Counters::Syslog(_) => "syslog",
+            Counters::Mqtt(_) => "mqtt",
+            Counters::Snmp(_) => "snmp",
+            Counters::Pcap(_) => "pcap",
+        }
+    }
+
+    /// (name, value) pairs; `received` and `bytes` first where they apply.
+    fn snapshot(&self) -> Vec<(&'static str, u64)> {
+        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        match self {
+            Counters::Syslog(c) => vec![
+                ("received", g(&c.messages)),
+                ("bytes", g(&c.bytes)),
+                ("oversized", g(&c.oversized)),
+                ("unparseable", g(&c.unparseable)),
+                ("dropped", g(&c.dropped)),
+                ("connections", g(&c.connections)),
+                ("connections_refused", g(&c.connections_refused)),
+            ],
+            Counters::Mqtt(c) => vec![
+                ("received", g(&c.messages)),
+                ("bytes", g(&c.bytes)),
+                ("samples", g(&c.samples)),
+                ("opaque", g(&c.opaque)),
+                ("truncated", g(&c.truncated)),
+                ("redelivered", g(&c.redelivered)),
+                ("connects", g(&c.connects)),
+                ("connection_errors", g(&c.connection_errors)),
+                ("connected", g(&c.connected)),
+            ],
+            Counters::Snmp(c) => vec![
+                ("received", g(&c.polls)),
+                ("samples", g(&c.samples)),
+                ("poll_failures", g(&c.poll_failures)),
+                ("bad_values", g(&c.bad_values)),
+                ("agents_down", g(&c.agents_down)),
+            ],
+            Counters::Pcap(c) => vec![
+                ("received", g(&c.packets)),
+                ("bytes", g(&c.bytes)),
+                ("ip_packets", g(&c.ip_packets)),
+                ("not_ip", g(&c.not_ip)),
+                ("dropped", g(&c.dropped)),
+                ("kernel_dropped", g(&c.kernel_dropped)),
+                ("if_dropped", g(&c.if_dropped)),
+            ],
+        }
+    }
 }
 
 /// Counters of the run, shared between worker 0 and the metrics publisher.
 #[derive(Default)]
 struct Live {
     events: AtomicU64,
+    packets: AtomicU64,
     /// Events handed to the events sink's channel.
     delivered: Arc<AtomicU64>,
     late: AtomicU64,
+    late_packets: AtomicU64,
     /// The input's watermark, as a pane.
     watermark_pane: AtomicU64,
+}
+
+/// A source's channel depth, in batches.
+enum Depth {
+    Records(mpsc::WeakSender<Vec<Record>>),
+    Packets(mpsc::WeakSender<Vec<Packet>>),
+}
+
+impl Depth {
+    fn get(&self) -> usize {
+        match self {
+            Depth::Records(t) => t.upgrade().map_or(0, |t| t.max_capacity() - t.capacity()),
+            Depth::Packets(t) => t.upgrade().map_or(0, |t| t.max_capacity() - t.capacity()),
+        }
+    }
 }
 
 /// Publishes the run's counters to the metrics facade (a Prometheus exporter when
 /// one is installed): once a second, and a last time when `done` fires.
 async fn publish_metrics(
     live: Arc<Live>,
-    sources: Vec<(
-        String,
-        Arc<SyslogCounters>,
-        mpsc::WeakSender<Vec<SyslogRecord>>,
-    )>,
+    flows: Arc<FlowCounters>,
+    windows: Arc<WindowCounters>,
+    sources: Vec<(String, Counters, Depth)>,
     mut done: watch::Receiver<bool>,
 ) {
     loop {
-        for (name, c, tx) in &sources {
+        for (name, c, depth) in &sources {
             let id = name.clone();
-            let l = |m: &'static str| metrics::counter!(m, "component_kind" => "source", "component_type" => "syslog", "component_id" => id.clone());
-            l("amoskys_component_received_events_total").absolute(c.get(&c.messages));
-            l("amoskys_component_received_bytes_total").absolute(c.get(&c.bytes));
-            l("amoskys_connections_refused_total").absolute(c.get(&c.connections_refused));
-            for (reason, v) in [
-                ("oversized", &c.oversized),
-                ("unparseable", &c.unparseable),
-                ("channel_full", &c.dropped),
-            ] {
-                metrics::counter!("amoskys_component_discarded_events_total", "component_id" => id.clone(), "reason" => reason, "intentional" => "false")
-                    .absolute(c.get(v));
+            let kind = c.kind();
+            for (k, v) in c.snapshot() {
+                let labels = [
+                    ("component_kind", "source".to_string()),
+                    ("component_type", kind.to_string()),
+                    ("component_id", id.clone()),
+                ];
+                match k {
+                    "received" => {
+                        metrics::counter!("amoskys_component_received_events_total", &labels)
+                            .absolute(v)
+                    }
+                    "bytes" => {
+                        metrics::counter!("amoskys_component_received_bytes_total", &labels)
+                            .absolute(v)
+                    }
+                    "oversized" | "unparseable" | "dropped" | "kernel_dropped"
+                    | "if_dropped" | "truncated" => {
+                        let reason = if k == "dropped" { "channel_full" } else { k };
+                        metrics::counter!("amoskys_component_discarded_events_total",
+                            "component_id" => id.clone(), "component_type" => kind,
+                            "reason" => reason, "intentional" => "false")
+                        .absolute(v)
+                    }
+                    "poll_failures" | "connection_errors" | "bad_values" => {
+                        metrics::counter!("amoskys_component_errors_total",
+                            "component_id" => id.clone(), "component_type" => kind, "error_type" => k)
+                        .absolute(v)
+                    }
+                    "connections_refused" => {
+                        metrics::counter!("amoskys_connections_refused_total", &labels).absolute(v)
+                    }
+                    "agents_down" | "connected" => {
+                        let name = if k == "connected" {
+                            "amoskys_mqtt_connected"
+                        } else {
+                            "amoskys_snmp_agents_down"
+                        };
+                        metrics::gauge!(name, &labels).set(v as f64)
+                    }
+                    other => metrics::counter!(format!("amoskys_{kind}_{other}_total"), &labels)
+                        .absolute(v),
+                }
             }
-            let depth = tx.upgrade().map_or(0, |t| t.max_capacity() - t.capacity());
             metrics::gauge!("amoskys_channel_depth_batches", "component_id" => id.clone())
-                .set(depth as f64);
+                .set(depth.get() as f64);
         }
-        metrics::counter!("amoskys_events_sent_total")
-            .absolute(live.events.load(Ordering::Relaxed));
-        metrics::counter!("amoskys_late_events_total").absolute(live.late.load(Ordering::Relaxed));
+        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        metrics::counter!("amoskys_events_sent_total").absolute(g(&live.events));
+        metrics::counter!("amoskys_packets_sent_total").absolute(g(&live.packets));
+        metrics::counter!("amoskys_late_events_total").absolute(g(&live.late));
+        metrics::counter!("amoskys_late_packets_total").absolute(g(&live.late_packets));
+        metrics::counter!("amoskys_flows_evicted_total").absolute(g(&flows.evicted));
+        metrics::counter!("amoskys_window_late_observations_total").absolute(g(&windows.late));
+        metrics::counter!("amoskys_feature_rows_total").absolute(g(&windows.rows));
         let wm = live.watermark_pane.load(Ordering::Relaxed);
         if wm > 0 {
             let now = std::time::SystemTime::now()
@@ -109,27 +249,44 @@ async fn publish_metrics(
     }
 }
 
+enum Rx {
+    Records(mpsc::Receiver<Vec<Record>>),
+    Packets(mpsc::Receiver<Vec<Packet>>),
+}
+
 struct Input {
     name: Arc<str>,
-    rx: mpsc::Receiver<Vec<SyslogRecord>>,
+    rx: Rx,
     max_ts: i64,
     last_seen: Instant,
     open: bool,
 }
 
+type RecordHandle = timely::dataflow::operators::core::unordered_input::UnorderedHandle<
+    u64,
+    CapacityContainerBuilder<Vec<EventRow>>,
+>;
+type PacketHandle = timely::dataflow::operators::core::unordered_input::UnorderedHandle<
+    u64,
+    CapacityContainerBuilder<Vec<Packet>>,
+>;
+
 /// Runs until `stop` turns true (the binary flips it on SIGINT/SIGTERM).
-/// `on_ready` is called once every listener is bound, with their addresses.
+/// `on_ready` is called once every source is bound or open, with the addresses
+/// (or interfaces, agents, brokers) each one serves.
 pub fn run_job(
     cfg: Config,
     workers: usize,
     mut stop: watch::Receiver<bool>,
     on_ready: impl FnOnce(&[(String, String)]),
 ) -> Result<RunReport, PipelineError> {
-    if cfg.sources.syslog.is_empty() {
+    let s = &cfg.sources;
+    if s.syslog.is_empty() && s.mqtt.is_empty() && s.snmp.is_empty() && s.pcap.is_empty() {
         return Err(PipelineError::Source(amoskys_sources::SourceError::Config(
-            "no sources configured: add a [[sources.syslog]] section (see examples/flows.toml), or use `replay` for captures".into(),
+            "no sources configured: add a [[sources.syslog]], [[sources.mqtt]], [[sources.snmp]] or [[sources.pcap]] section (see examples/flows.toml), or use `replay` for captures".into(),
         )));
     }
+    let workers = workers.max(1);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name("sources")
@@ -140,144 +297,210 @@ pub fn run_job(
             source,
         })?;
 
-    // Bind every listener before anything runs, so a taken port fails the start.
-    let bound: Vec<SyslogSource> = rt.block_on(async {
+    // Bind, open and check every source before anything runs, so a taken port, a
+    // missing interface or a bad agent address fails the start.
+    let syslog = rt.block_on(async {
         let mut v = Vec::new();
-        for s in &cfg.sources.syslog {
-            v.push(s.bind().await?);
+        for c in &s.syslog {
+            v.push(c.bind().await?);
         }
         Ok::<_, amoskys_sources::SourceError>(v)
     })?;
-    let ready: Vec<(String, String)> = bound
+    let mqtt = s
+        .mqtt
         .iter()
-        .flat_map(|s| {
-            s.local_addrs()
-                .into_iter()
-                .map(move |a| (s.name.clone(), a.to_string()))
-        })
-        .collect();
-    let counters: Vec<(String, Arc<SyslogCounters>)> = bound
+        .map(|c| c.start())
+        .collect::<Result<Vec<_>, _>>()?;
+    let snmp = rt.block_on(async {
+        let mut v = Vec::new();
+        for c in &s.snmp {
+            v.push(c.start().await?);
+        }
+        Ok::<_, amoskys_sources::SourceError>(v)
+    })?;
+    let captures = s
+        .pcap
         .iter()
-        .map(|s| (s.name.clone(), s.counters()))
-        .collect();
+        .map(|c| c.open())
+        .collect::<Result<Vec<_>, _>>()?;
+
+    let mut ready: Vec<(String, String)> = Vec::new();
+    for src in &syslog {
+        for a in src.local_addrs() {
+            ready.push((src.name.clone(), a.to_string()));
+        }
+    }
+    for c in &s.mqtt {
+        ready.push((c.name.clone(), format!("{} {:?}", c.broker, c.topics)));
+    }
+    for c in &s.snmp {
+        ready.push((c.name.clone(), format!("snmp {}", c.agents.join(", "))));
+    }
+    for c in &s.pcap {
+        ready.push((c.name.clone(), format!("pcap {}", c.interface)));
+    }
 
     let (source_stop_tx, source_stop) = watch::channel(false);
+    let capture_stop = Arc::new(AtomicBool::new(false));
     let mut inputs = Vec::new();
     let mut tasks = Vec::new();
-    let mut published = Vec::new();
-    for src in bound {
-        let (tx, rx) = mpsc::channel(SOURCE_CHANNEL_BATCHES);
-        published.push((src.name.clone(), src.counters(), tx.downgrade()));
+    let mut threads = Vec::new();
+    let mut published: Vec<(String, Counters, Depth)> = Vec::new();
+    let mut add_records = |name: &str, c: Counters| {
+        let (tx, rx) = mpsc::channel::<Vec<Record>>(SOURCE_CHANNEL_BATCHES);
+        published.push((name.to_string(), c, Depth::Records(tx.downgrade())));
         inputs.push(Input {
-            name: src.name.clone().into(),
-            rx,
+            name: name.into(),
+            rx: Rx::Records(rx),
             max_ts: i64::MIN,
             last_seen: Instant::now(),
             open: true,
         });
-        let s = source_stop.clone();
-        tasks.push(rt.spawn(async move { src.run(tx, s).await }));
+        tx
+    };
+    let mut record_sources = Vec::new();
+    for src in syslog {
+        let tx = add_records(&src.name, Counters::Syslog(src.counters()));
+        let st = source_stop.clone();
+        record_sources.push(rt.spawn(async move { src.run(tx, st).await }));
     }
+    for src in mqtt {
+        let tx = add_records(&src.name, Counters::Mqtt(src.counters()));
+        let st = source_stop.clone();
+        record_sources.push(rt.spawn(async move { src.run(tx, st).await }));
+    }
+    for src in snmp {
+        let tx = add_records(&src.name, Counters::Snmp(src.counters()));
+        let st = source_stop.clone();
+        record_sources.push(rt.spawn(async move { src.run(tx, st).await }));
+    }
+    tasks.extend(record_sources);
+    for cap in captures {
+        let (tx, rx) = mpsc::channel::<Vec<Packet>>(SOURCE_CHANNEL_BATCHES);
+        published.push((
+            cap.name.clone(),
+            Counters::Pcap(cap.counters()),
+            Depth::Packets(tx.downgrade()),
+        ));
+        inputs.push(Input {
+            name: cap.name.as_str().into(),
+            rx: Rx::Packets(rx),
+            max_ts: i64::MIN,
+            last_seen: Instant::now(),
+            open: true,
+        });
+        let st = capture_stop.clone();
+        let name = cap.name.clone();
+        threads.push(
+            std::thread::Builder::new()
+                .name(format!("capture-{name}"))
+                .spawn(move || cap.run(tx, st))
+                .map_err(|source| PipelineError::Io {
+                    context: "spawn capture thread".into(),
+                    source,
+                })?,
+        );
+    }
+    let counters: Vec<(String, Counters)> = published
+        .iter()
+        .map(|(n, c, _)| (n.clone(), c.clone()))
+        .collect();
     // Stop the sources when asked.
+    let cs = capture_stop.clone();
     rt.spawn(async move {
         while !*stop.borrow() {
             if stop.changed().await.is_err() {
                 break;
             }
         }
+        cs.store(true, Ordering::Relaxed);
         let _ = source_stop_tx.send(true);
     });
     on_ready(&ready);
 
-    let settings = cfg.sinks.parquet.settings(cfg.sinks.parquet.path.clone())?;
-    let (event_tx, event_sink) = spawn_table_sink(EventTable, settings)?;
+    let out = cfg.sinks.parquet.path.clone();
+    write_feature_metadata(&out)?;
+    let settings = cfg.sinks.parquet.settings(out)?;
+    let (event_tx, event_sink) = spawn_table_sink(EventTable, settings.clone())?;
+    let (flow_tx, flow_sink) = spawn_table_sink(FlowTable, settings.clone())?;
+    let (feat_tx, feat_sink) = spawn_table_sink(FeatureTable::new(features::defs()), settings)?;
 
+    let flow_cfg = FlowConfig {
+        idle_ns: cfg.flows.idle_timeout.0.as_nanos_i64(),
+        active_ns: cfg.flows.active_timeout.0.as_nanos_i64(),
+        closed_ns: cfg.flows.closed_timeout.as_nanos_i64(),
+        max_flows: (cfg.flows.max_flows.0 as usize).div_ceil(workers),
+        community_id_seed: cfg.flows.community_id_seed.0 as u16,
+    };
     let lateness = cfg.window.lateness.as_nanos_i64();
     let max_in_flight = cfg.runtime.max_in_flight.0;
     let idle = cfg.window.idle_timeout.0.0;
     let live = Arc::new(Live::default());
+    let flow_counters = Arc::new(FlowCounters::default());
+    let window_counters = Arc::new(WindowCounters::default());
+    let event_window_counters = Arc::new(WindowCounters::default());
     let (done_tx, done) = watch::channel(false);
-    let publisher = rt.spawn(publish_metrics(live.clone(), published, done));
+    let publisher = rt.spawn(publish_metrics(
+        live.clone(),
+        flow_counters.clone(),
+        window_counters.clone(),
+        published,
+        done,
+    ));
     let inputs = Arc::new(Mutex::new(Some(inputs)));
-    let lv = live.clone();
-    let guards = timely::execute(timely::Config::process(workers.max(1)), move |worker| {
-        let (mut input, mut cap) = worker.dataflow::<u64, _, _>(|scope| {
-            let ((input, cap), rows) =
+    let (lv, fc, wc, ewc) = (
+        live.clone(),
+        flow_counters.clone(),
+        window_counters.clone(),
+        event_window_counters.clone(),
+    );
+    let guards = timely::execute(timely::Config::process(workers), move |worker| {
+        let (mut rec_in, rec_cap, mut pkt_in, pkt_cap) = worker.dataflow::<u64, _, _>(|scope| {
+            let ((rec_in, rec_cap), records) =
                 scope.new_unordered_input::<CapacityContainerBuilder<Vec<EventRow>>>();
+            let ((pkt_in, pkt_cap), packets) =
+                scope.new_unordered_input::<CapacityContainerBuilder<Vec<Packet>>>();
             channel_sink(
-                rows,
+                records.clone(),
                 "EventsToParquet",
                 event_tx.clone(),
                 Some(lv.delivered.clone()),
             );
-            (input, cap)
+            let flows = packets.clone().assemble_flows(flow_cfg, fc.clone());
+            channel_sink(flows, "FlowsToParquet", flow_tx.clone(), None);
+            let rows = packets
+                .featurize(wc.clone())
+                .concat(records.featurize_events(ewc.clone()))
+                .merge_rows();
+            channel_sink(rows, "FeaturesToParquet", feat_tx.clone(), None);
+            (rec_in, rec_cap, pkt_in, pkt_cap)
         });
         let mine = if worker.index() == 0 {
             inputs.lock().ok().and_then(|mut g| g.take())
         } else {
             None
         };
-        if let Some(mut inputs) = mine {
-            let max_in_flight = max_in_flight;
-            while inputs.iter().any(|i| i.open) {
-                // While the dataflow holds more than `max_in_flight` events, leave
-                // the sources' channels full: their TCP readers wait, and senders
-                // are slowed instead of buffered.
-                let held = lv
-                    .events
-                    .load(Ordering::Relaxed)
-                    .saturating_sub(lv.delivered.load(Ordering::Relaxed));
-                if held > max_in_flight {
-                    worker.step_or_park(Some(Duration::from_millis(1)));
-                    continue;
-                }
-                let mut got = false;
-                for inp in inputs.iter_mut().filter(|i| i.open) {
-                    match inp.rx.try_recv() {
-                        Ok(batch) => {
-                            got = true;
-                            inp.last_seen = Instant::now();
-                            let mut rows = Vec::with_capacity(batch.len());
-                            let mut behind = 0;
-                            for r in batch {
-                                inp.max_ts = inp.max_ts.max(r.ts_ns);
-                                if pane_of(r.ts_ns.max(0)) < *cap.time() {
-                                    behind += 1;
-                                }
-                                rows.push(EventRow {
-                                    source: inp.name.clone(),
-                                    record: r,
-                                });
-                            }
-                            lv.events.fetch_add(rows.len() as u64, Ordering::Relaxed);
-                            lv.late.fetch_add(behind, Ordering::Relaxed);
-                            // Events are written whatever their lateness; they go in
-                            // at the current input time.
-                            input.activate().session(&cap).give_container(&mut rows);
-                        }
-                        Err(mpsc::error::TryRecvError::Empty) => {}
-                        Err(mpsc::error::TryRecvError::Disconnected) => inp.open = false,
-                    }
-                }
-                // The watermark: the slowest source that is not idle.
-                let active = inputs
-                    .iter()
-                    .filter(|i| i.max_ts > i64::MIN && i.last_seen.elapsed() < idle);
-                if let Some(min) = active.map(|i| i.max_ts).min() {
-                    let wm = pane_of(min.saturating_sub(lateness).max(0));
-                    if wm > *cap.time() {
-                        cap.downgrade(&wm);
-                        lv.watermark_pane.store(wm, Ordering::Relaxed);
-                    }
-                }
-                if got {
-                    worker.step();
-                } else {
-                    worker.step_or_park(Some(Duration::from_millis(10)));
-                }
+        match mine {
+            Some(inputs) => {
+                let mut d = Driver {
+                    inputs,
+                    rec_cap,
+                    pkt_cap,
+                    lateness,
+                    idle,
+                    max_in_flight,
+                    live: &lv,
+                    flows: &fc,
+                    windows: &wc,
+                    packets_sent: 0,
+                };
+                d.drive(worker, &mut rec_in, &mut pkt_in);
+            }
+            None => {
+                drop(rec_cap);
+                drop(pkt_cap);
             }
         }
-        drop(cap);
         while worker.step_or_park(Some(Duration::from_millis(5))) {}
     })
     .map_err(PipelineError::Dataflow)?;
@@ -294,26 +517,245 @@ pub fn run_job(
             }
         }
     }
-    event_sink
-        .join()
-        .map_err(|_| PipelineError::Dataflow("the events sink panicked".into()))??;
+    for t in threads {
+        t.join()
+            .map_err(|_| PipelineError::Dataflow("a capture thread panicked".into()))?;
+    }
+    let joined = |h: crate::bridge::SinkThread, what: &str| {
+        h.join()
+            .map_err(|_| PipelineError::Dataflow(format!("the {what} sink panicked")))?
+            .map_err(PipelineError::from)
+    };
+    joined(event_sink, "events")?;
+    let flow_sum = joined(flow_sink, "flows")?;
+    let feat_sum = joined(feat_sink, "features")?;
     let _ = done_tx.send(true);
     let _ = rt.block_on(publisher);
     rt.shutdown_timeout(Duration::from_secs(5));
+    let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
     Ok(RunReport {
-        events: live.events.load(Ordering::Relaxed),
-        late: live.late.load(Ordering::Relaxed),
+        events: g(&live.events),
+        packets: g(&live.packets),
+        late: g(&live.late),
+        late_packets: g(&live.late_packets),
+        flows: flow_sum.rows,
+        feature_rows: feat_sum.rows,
         sources: counters
             .into_iter()
             .map(|(name, c)| SourceReport {
                 name,
-                kind: "syslog",
-                messages: c.get(&c.messages),
-                oversized: c.get(&c.oversized),
-                unparseable: c.get(&c.unparseable),
-                dropped: c.get(&c.dropped),
-                connections_refused: c.get(&c.connections_refused),
+                kind: c.kind(),
+                counters: c.snapshot(),
             })
             .collect(),
     })
+}
+
+/// Worker 0's loop: moves batches from the sources' channels into the dataflow,
+/// keeps the watermark, and holds back while too much is unprocessed.
+struct Driver<'a> {
+    inputs: Vec<Input>,
+    rec_cap: ActivateCapability<u64>,
+    pkt_cap: ActivateCapability<u64>,
+    lateness: i64,
+    idle: Duration,
+    max_in_flight: u64,
+    live: &'a Live,
+    flows: &'a FlowCounters,
+    windows: &'a WindowCounters,
+    packets_sent: u64,
+}
+
+impl Driver<'_> {
+    /// Whether the dataflow holds more than `max_in_flight` records or packets.
+    fn too_full(&self) -> bool {
+        let l = self.live;
+        let events = l
+            .events
+            .load(Ordering::Relaxed)
+            .saturating_sub(l.delivered.load(Ordering::Relaxed));
+        let f = self
+            .packets_sent
+            .saturating_sub(self.flows.packets_in.load(Ordering::Relaxed));
+        let w = (2 * self.packets_sent).saturating_sub(self.windows.obs_in.load(Ordering::Relaxed));
+        events > self.max_in_flight || f > self.max_in_flight || w > 2 * self.max_in_flight
+    }
+
+    fn drive(
+        &mut self,
+        worker: &mut timely::worker::Worker,
+        rec_in: &mut RecordHandle,
+        pkt_in: &mut PacketHandle,
+    ) {
+        while self.inputs.iter().any(|i| i.open) {
+            // While the dataflow holds too much, leave the sources' channels full:
+            // TCP readers, MQTT clients and pollers wait; UDP and captures count
+            // what they drop.
+            if self.too_full() {
+                worker.step_or_park(Some(Duration::from_millis(1)));
+                continue;
+            }
+            let mut got = false;
+            for i in 0..self.inputs.len() {
+                if !self.inputs[i].open {
+                    continue;
+                }
+                let inp = &mut self.inputs[i];
+                match &mut inp.rx {
+                    Rx::Records(rx) => match rx.try_recv() {
+                        Ok(batch) => {
+                            got = true;
+                            inp.last_seen = Instant::now();
+                            let name = inp.name.clone();
+                            let mut rows = Vec::with_capacity(batch.len());
+                            let mut behind = 0;
+                            for r in batch {
+                                let ts = r.ts_ns();
+                                inp.max_ts = inp.max_ts.max(ts);
+                                if pane_of(ts.max(0)) < *self.rec_cap.time() {
+                                    behind += 1;
+                                }
+                                rows.push(EventRow {
+                                    source: name.clone(),
+                                    record: r,
+                                });
+                            }
+                            self.live
+                                .events
+                                .fetch_add(rows.len() as u64, Ordering::Relaxed);
+                            self.live.late.fetch_add(behind, Ordering::Relaxed);
+                            // Events are written whatever their lateness; they go in
+                            // at the current input time (the windows count the late).
+                            rec_in
+                                .activate()
+                                .session(&self.rec_cap)
+                                .give_container(&mut rows);
+                        }
+                        Err(mpsc::error::TryRecvError::Empty) => {}
+                        Err(mpsc::error::TryRecvError::Disconnected) => inp.open = false,
+                    },
+                    Rx::Packets(rx) => match rx.try_recv() {
+                        Ok(batch) => {
+                            got = true;
+                            inp.last_seen = Instant::now();
+                            if let Some(m) = batch.iter().map(|p| p.ts_ns).max() {
+                                inp.max_ts = inp.max_ts.max(m);
+                            }
+                            self.give_packets(pkt_in, batch);
+                        }
+                        Err(mpsc::error::TryRecvError::Empty) => {}
+                        Err(mpsc::error::TryRecvError::Disconnected) => inp.open = false,
+                    },
+                }
+            }
+            self.advance_watermark();
+            if got {
+                worker.step();
+            } else {
+                worker.step_or_park(Some(Duration::from_millis(10)));
+            }
+        }
+        self.flows
+            .final_pane
+            .store(*self.pkt_cap.time(), Ordering::SeqCst);
+    }
+
+    /// Packets go in as runs of one pane, at that pane; those behind the
+    /// watermark are late: counted, and left out.
+    fn give_packets(&mut self, pkt_in: &mut PacketHandle, batch: Vec<Packet>) {
+        let now = *self.pkt_cap.time();
+        let mut run: Vec<Packet> = Vec::new();
+        let mut run_pane = None;
+        let mut late = 0u64;
+        for p in batch {
+            let pane = pane_of(p.ts_ns.max(0));
+            if pane < now {
+                late += 1;
+                continue;
+            }
+            if run_pane != Some(pane) {
+                if let Some(rp) = run_pane
+                    && !run.is_empty()
+                {
+                    self.packets_sent += run.len() as u64;
+                    pkt_in
+                        .activate()
+                        .session(&self.pkt_cap.delayed(&rp))
+                        .give_container(&mut run);
+                    run.clear();
+                }
+                run_pane = Some(pane);
+            }
+            run.push(p);
+        }
+        if let Some(rp) = run_pane
+            && !run.is_empty()
+        {
+            self.packets_sent += run.len() as u64;
+            pkt_in
+                .activate()
+                .session(&self.pkt_cap.delayed(&rp))
+                .give_container(&mut run);
+        }
+        self.live
+            .packets
+            .store(self.packets_sent, Ordering::Relaxed);
+        self.live.late_packets.fetch_add(late, Ordering::Relaxed);
+    }
+
+    /// The watermark: the slowest source that is not idle, less the lateness.
+    /// When every source is idle, time goes on for them as on the wall clock
+    /// since each was last heard from, so the last windows still close.
+    fn advance_watermark(&mut self) {
+        let idle = self.idle;
+        let seen = self.inputs.iter().filter(|i| i.max_ts > i64::MIN);
+        let active = seen
+            .clone()
+            .filter(|i| i.last_seen.elapsed() < idle)
+            .map(|i| i.max_ts)
+            .min();
+        let quiet = || {
+            seen.clone()
+                .map(|i| {
+                    let gone = i64::try_from(i.last_seen.elapsed().as_nanos()).unwrap_or(i64::MAX);
+                    i.max_ts.saturating_add(gone)
+                })
+                .min()
+        };
+        if let Some(min) = active.or_else(quiet) {
+            let wm = pane_of(min.saturating_sub(self.lateness).max(0));
+            if wm > *self.rec_cap.time() {
+                self.rec_cap.downgrade(&wm);
+                self.live.watermark_pane.store(wm, Ordering::Relaxed);
+            }
+            if wm > *self.pkt_cap.time() {
+                self.pkt_cap.downgrade(&wm);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_snmp_source_and_the_snmp_features_name_the_same_metrics() {
+        let source: Vec<&str> = amoskys_sources::snmp::METRICS
+            .iter()
+            .map(|m| m.name)
+            .collect();
+        let features: Vec<&str> = amoskys_operators::features::SNMP_METRICS
+            .iter()
+            .map(|m| m.name)
+            .collect();
+        assert_eq!(source, features);
+        for (s, f) in amoskys_sources::snmp::METRICS
+            .iter()
+            .zip(amoskys_operators::features::SNMP_METRICS)
+        {
+            // Counting the instances that are up turns a status into a count.
+            if f.combine != amoskys_operators::features::Combine::CountOnes {
+                assert_eq!(s.unit, f.unit, "{}", s.name);
+            }
+        }
+    }
 }

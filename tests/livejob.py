@@ -1,0 +1,124 @@
+"""Running the long-running job (`amoskys-pipeline --config FILE`) from tests:
+start it on a generated flows.toml, read its Prometheus metrics, stop it with
+SIGTERM, and read what it wrote with DuckDB."""
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from conftest import BIN, query, require
+
+
+def free_port(kind=socket.SOCK_STREAM):
+    with socket.socket(socket.AF_INET, kind) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def need(tool: str) -> str:
+    path = shutil.which(tool) or (f"/usr/sbin/{tool}" if Path(f"/usr/sbin/{tool}").exists() else None)
+    if path is None:
+        pytest.fail(f"{tool} is not installed: run scripts/setup.sh --test")
+    return path
+
+
+class Job:
+    """One run of the long-running job with `sources` (TOML text) as its sources."""
+
+    def __init__(self, tmp_path: Path, sources: str, extra_toml: str = "", name="job"):
+        self.dir = tmp_path
+        self.data = tmp_path / "data"
+        self.metrics_port = free_port()
+        self.cfg = tmp_path / f"{name}.toml"
+        self.cfg.write_text(f"""{sources}
+
+{extra_toml}
+
+[runtime]
+metrics_listen = "127.0.0.1:{self.metrics_port}"
+
+[sinks.parquet]
+path = "{self.data}"
+""")
+        self.proc = None
+        self.summary = None
+
+    def start(self, timeout=30):
+        self.proc = subprocess.Popen([str(require(BIN)), "--config", str(self.cfg)],
+                                     stderr=subprocess.PIPE, text=True)
+        seen = []
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            line = self.proc.stderr.readline()
+            seen.append(line)
+            if line.startswith("writing to"):
+                return self
+            if not line and self.proc.poll() is not None:
+                break
+        self.proc.kill()
+        raise AssertionError("the job did not start: " + "".join(seen))
+
+    def metrics(self) -> str:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as r:
+            return r.read().decode()
+
+    def metric(self, name: str, **labels) -> float:
+        """Sum of the samples of `name` whose labels include `labels`."""
+        total = 0.0
+        for line in self.metrics().splitlines():
+            if not line.startswith(name + "{") and not line.startswith(name + " "):
+                continue
+            if all(f'{k}="{v}"' in line for k, v in labels.items()):
+                total += float(line.rsplit(" ", 1)[1])
+        return total
+
+    def wait_metric(self, name, at_least, timeout=60, **labels):
+        deadline = time.time() + timeout
+        v = 0
+        while time.time() < deadline:
+            try:
+                v = self.metric(name, **labels)
+            except OSError:
+                v = 0
+            if v >= at_least:
+                return v
+            time.sleep(0.2)
+        raise AssertionError(f"{name}{labels} stayed at {v} < {at_least}")
+
+    def stop(self):
+        self.proc.send_signal(signal.SIGTERM)
+        rest = self.proc.stderr.read()
+        assert self.proc.wait(timeout=90) == 0, rest
+        assert "panicked" not in rest, rest
+        self.summary = rest
+        return rest
+
+    def table(self, name: str, where="true") -> str:
+        return (f"(select * from read_parquet('{self.data}/{name}/**/*.parquet', "
+                f"hive_partitioning=true, union_by_name=true) where {where})")
+
+    def rows(self, sql: str):
+        return query(sql)
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        if self.proc and self.proc.poll() is None:
+            if exc[0] is None:
+                self.stop()
+            else:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def summary_counter(summary: str, source: str, key: str) -> int:
+    m = re.search(rf"^  {re.escape(source)} \(\w+\):.*\b{key}=(\d+)", summary, re.M)
+    assert m, summary
+    return int(m.group(1))

@@ -1,0 +1,168 @@
+"""MQTT subscriptions against a real mosquitto broker on loopback, started and
+stopped here; messages published with mosquitto_pub; the `events` table read
+with DuckDB."""
+import subprocess
+import time
+
+import pytest
+
+from livejob import Job, free_port, need, summary_counter
+
+
+class Broker:
+    """mosquitto on a free port, with persistence so that sessions and queued
+    messages survive a restart."""
+
+    def __init__(self, tmp_path):
+        self.port = free_port()
+        self.dir = tmp_path / "mosquitto"
+        self.dir.mkdir(exist_ok=True)
+        self.conf = self.dir / "mosquitto.conf"
+        import getpass
+        # Running as root, mosquitto would switch to user "mosquitto", who may not
+        # write the persistence file here: stay whoever runs the tests.
+        self.conf.write_text(f"""user {getpass.getuser()}
+listener {self.port} 127.0.0.1
+allow_anonymous true
+persistence true
+persistence_location {self.dir}/
+autosave_interval 1
+max_queued_messages 0
+max_inflight_messages 0
+log_dest file {self.dir}/mosquitto.log
+""")
+        self.proc = None
+
+    def start(self):
+        self.proc = subprocess.Popen([need("mosquitto"), "-c", str(self.conf)],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.time() + 15
+        while time.time() < deadline:
+            r = subprocess.run([need("mosquitto_pub"), "-p", str(self.port), "-t", "probe/up",
+                                "-m", "1"], capture_output=True, timeout=10)
+            if r.returncode == 0:
+                return self
+            time.sleep(0.1)
+        raise AssertionError("mosquitto did not start: " + (self.dir / "mosquitto.log").read_text())
+
+    def stop(self):
+        self.proc.terminate()
+        self.proc.wait(timeout=15)
+
+    def publish(self, topic, *messages, qos=1):
+        """Publishes each message (str or bytes) on `topic` in one mosquitto_pub run."""
+        if all(isinstance(m, str) and "\n" not in m for m in messages):
+            data = "".join(m + "\n" for m in messages).encode()
+            r = subprocess.run([need("mosquitto_pub"), "-p", str(self.port), "-q", str(qos),
+                                "-t", topic, "-l"], input=data, capture_output=True, timeout=120)
+            assert r.returncode == 0, r.stderr
+        else:
+            for m in messages:
+                r = subprocess.run([need("mosquitto_pub"), "-p", str(self.port), "-q", str(qos),
+                                    "-t", topic, "-s"], input=m if isinstance(m, bytes) else m.encode(),
+                                   capture_output=True, timeout=30)
+                assert r.returncode == 0, r.stderr
+
+
+@pytest.fixture
+def broker(tmp_path):
+    b = Broker(tmp_path).start()
+    yield b
+    if b.proc.poll() is None:
+        b.stop()
+
+
+def mqtt_source(broker, protocol="3.1.1", client_id="amoskys-test", qos=1):
+    return f"""
+[[sources.mqtt]]
+name = "iot"
+broker = "mqtt://127.0.0.1:{broker.port}"
+topics = ["sensors/#"]
+device_pattern = "sensors/{{device}}/{{metric}}"
+qos = {qos}
+protocol = "{protocol}"
+client_id = "{client_id}"
+reconnect_min = "100ms"
+reconnect_max = "1s"
+"""
+
+
+def subscribed(job, broker, n_before=0):
+    """Publishes probes until the job has received one: then its subscription is live."""
+    deadline = time.time() + 30
+    while time.time() < deadline:
+        broker.publish("sensors/probe/ready", "1")
+        try:
+            return job.wait_metric("amoskys_component_received_events_total", n_before + 1,
+                                   timeout=1, component_id="iot")
+        except AssertionError:
+            continue
+    raise AssertionError("the MQTT source never received a probe")
+
+
+@pytest.mark.parametrize("protocol", ["3.1.1", "5"])
+def test_messages_land_in_events_with_topic_device_metric_value(tmp_path, broker, protocol):
+    with Job(tmp_path, mqtt_source(broker, protocol, client_id=f"t-{protocol}")) as job:
+        subscribed(job, broker)
+        broker.publish("sensors/dev1/temp", "21.5", "22.25")
+        broker.publish("sensors/dev2/env", '{"t": 19.5, "h": {"rel": 40}, "state": "on"}')
+        broker.publish("sensors/dev3/blob", b"\x00\xff\x10binary")
+        broker.publish("other/ignored", "5")
+        job.wait_metric("amoskys_component_received_events_total", 5, component_id="iot")
+    ev = job.table("events", "source_kind = 'mqtt' and entity <> 'probe'")
+    rows = job.rows(f"select entity, topic, metric, value, payload_bytes, protocol from {ev} "
+                    f"order by entity, metric, value")
+    want_proto = "mqtt3.1.1" if protocol == "3.1.1" else "mqtt5"
+    assert rows == [
+        ("dev1", "sensors/dev1/temp", "temp", 21.5, 4, want_proto),
+        ("dev1", "sensors/dev1/temp", "temp", 22.25, 5, want_proto),
+        ("dev2", "sensors/dev2/env", "env.h.rel", 40.0, 44, want_proto),
+        ("dev2", "sensors/dev2/env", "env.t", 19.5, 44, want_proto),
+        ("dev3", "sensors/dev3/blob", None, None, 9, want_proto),
+    ], rows
+    assert summary_counter(job.summary, "iot", "opaque") == 1
+
+
+@pytest.mark.parametrize("protocol", ["3.1.1", "5"])
+def test_qos1_messages_sent_while_stopped_arrive_after_restart(tmp_path, broker, protocol):
+    src = mqtt_source(broker, protocol, client_id=f"persist-{protocol}")
+    # First run: creates the persistent session and its subscription.
+    with Job(tmp_path, src, name="first") as job:
+        subscribed(job, broker)
+    n = 500
+    broker.publish("sensors/dev9/seq", *[str(i) for i in range(n)])
+    with Job(tmp_path, src, name="second") as job:
+        job.wait_metric("amoskys_component_received_events_total", n, component_id="iot")
+    got = job.rows(f"select distinct value from {job.table('events', 'entity = $$dev9$$')}")
+    assert sorted(int(v) for (v,) in got) == list(range(n))
+
+
+def test_broker_restart_mid_stream_loses_nothing_at_qos1(tmp_path, broker):
+    with Job(tmp_path, mqtt_source(broker, client_id="restart")) as job:
+        subscribed(job, broker)
+        broker.publish("sensors/dev5/seq", *[str(i) for i in range(300)])
+        broker.stop()
+        time.sleep(1.0)
+        broker.start()
+        broker.publish("sensors/dev5/seq", *[str(i) for i in range(300, 600)])
+        job.wait_metric("amoskys_component_received_events_total", 600, timeout=90,
+                        component_id="iot")
+        assert job.metric("amoskys_component_errors_total", component_id="iot") >= 1
+    got = job.rows(f"select distinct value from {job.table('events', 'entity = $$dev5$$')}")
+    assert sorted(int(v) for (v,) in got) == list(range(600))
+
+
+def test_mqtt_features_per_device(tmp_path, broker):
+    """The MQTT family of the features table, against the messages sent."""
+    with Job(tmp_path, mqtt_source(broker, client_id="feat"),
+             extra_toml='[window]\nlateness = "0s"\nidle_timeout = "1s"') as job:
+        subscribed(job, broker)
+        broker.publish("sensors/dev7/a", "1", "2", "3")
+        broker.publish("sensors/dev7/b", '{"x": 10}')
+        job.wait_metric("amoskys_component_received_events_total", 5, component_id="iot")
+    f = job.table("features", "entity = 'dev7'")
+    rows = job.rows(f"select sum(mqtt_messages), sum(mqtt_bytes), max(mqtt_distinct_topics), "
+                    f"min(mqtt_value_min), max(mqtt_value_max), sum(mqtt_values), "
+                    f"count(packets_out) from {f}")
+    # Each message counts in the two windows that hold it.
+    assert rows == [(8.0, 2 * (1 + 1 + 1 + 9), 2.0, 1.0, 10.0, 8.0, 0)], rows
