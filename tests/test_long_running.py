@@ -10,6 +10,8 @@ import time
 import urllib.request
 from collections import Counter
 
+import pytest
+
 from conftest import BIN, DATA, query, require
 
 
@@ -194,3 +196,74 @@ def test_a_fast_tcp_sender_is_slowed_not_buffered_and_nothing_is_lost(tmp_path):
     # Bounded queues keep the peak to the runtime, the queues and one open row
     # group per file.
     assert peak_mib < 160, f"peak RSS {peak_mib:.0f} MiB (sent in {send_s:.1f} s)"
+
+
+def loghub_by_remote():
+    """Per remote address, from loghub's structured parse of OpenSSH_2k.log: sshd's
+    failed logins (`Failed <method> for`, repeats included) and invalid users."""
+    failed, invalid = Counter(), Counter()
+    for line in (DATA / "syslog" / "loghub" / "OpenSSH_2k.log_structured.csv").read_text().splitlines()[1:]:
+        content = line.split(",", 6)[6]
+        event_id = re.search(r",(E\d+),", line).group(1)
+        if event_id in ("E8", "E9", "E10"):
+            failed[content.split(" from ")[1].split()[0]] += 1
+        elif event_id == "E14":
+            failed[content.split(" from ")[1].split()[0]] += int(content.split()[2])
+        elif event_id == "E13":
+            invalid[content.split(",")[0].split(" from ")[1].split()[0]] += 1
+    return failed, invalid
+
+
+@pytest.mark.parametrize("framing", ["newline", "octet-counting"])
+def test_ssh_log_over_each_tcp_framing_gives_failures_per_remote_in_features(tmp_path, framing):
+    port = free_port()
+    proc = start(tmp_path, port)
+    lines = (DATA / "syslog" / "loghub" / "OpenSSH_2k.log").read_bytes().splitlines()
+    if framing == "newline":
+        payload = b"".join(l + b"\n" for l in lines)
+    else:
+        payload = b"".join(str(len(l)).encode() + b" " + l for l in lines)
+    try:
+        with socket.create_connection(("127.0.0.1", port)) as s:
+            s.sendall(payload)
+        time.sleep(1.0)
+    finally:
+        summary = stop(proc)
+    assert f"{len(lines)} events" in summary
+    failed, invalid = loghub_by_remote()
+    feats = (f"read_parquet('{tmp_path / 'data'}/features/**/*.parquet', hive_partitioning=true)")
+    # Each message counts in the two windows that contain it.
+    got = {e: (f // 2, i // 2) for e, f, i in query(
+        f"select entity, sum(auth_failures_as_remote)::bigint, sum(auth_invalid_users_as_remote)::bigint "
+        f"from {feats} where auth_failures_as_remote > 0 or auth_invalid_users_as_remote > 0 group by 1")}
+    want = {e: (failed[e], invalid[e]) for e in set(failed) | set(invalid)}
+    assert got == want
+
+
+def test_a_udp_flood_counts_every_datagram_it_drops(tmp_path):
+    """UDP cannot be slowed: with a small receive buffer and a sender far faster
+    than the job, datagrams are lost. Every one is accounted for: read by the
+    source or counted as dropped by the kernel; and what was read is written,
+    or counted as dropped on a full channel."""
+    from livejob import Job, free_port as free, summary_counter
+    port = free(socket.SOCK_DGRAM)
+    src = f"""
+[[sources.syslog]]
+name = "flood"
+listen = "udp://127.0.0.1:{port}"
+udp_receive_buffer = 16384
+"""
+    n = 200_000
+    with Job(tmp_path, src) as job:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            msgs = [f"<13>Jan 15 09:00:00 host app: flood {i}".encode() for i in range(n)]
+            for m in msgs:
+                s.sendto(m, ("127.0.0.1", port))
+        time.sleep(1.0)
+    read = summary_counter(job.summary, "flood", "received")
+    kernel = summary_counter(job.summary, "flood", "kernel_dropped")
+    channel = summary_counter(job.summary, "flood", "dropped")
+    assert read + kernel == n, job.summary
+    assert kernel + channel > 0, "the flood dropped nothing: it proves nothing"
+    written = query(f"select count(*) from {job.table('events')}")[0][0]
+    assert written == read - channel

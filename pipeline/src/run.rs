@@ -102,6 +102,7 @@ impl Counters {
                 ("oversized", g(&c.oversized)),
                 ("unparseable", g(&c.unparseable)),
                 ("dropped", g(&c.dropped)),
+                ("kernel_dropped", c.udp_kernel_drops()),
                 ("connections", g(&c.connections)),
                 ("connections_refused", g(&c.connections_refused)),
             ],

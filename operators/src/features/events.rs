@@ -240,7 +240,9 @@ pub enum EventWhat {
 /// The authentication part of a syslog message.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct AuthObs {
-    /// [`AuthKind`] as a number: failure 0, success 1, invalid user 2, sudo failure 3, sudo 4.
+    /// [`AuthKind`] as a number: failure 0, success 1, invalid user 2, sudo
+    /// failure 3, sudo 4, and 5 for a failure reported by PAM (which sshd
+    /// follows with its own `Failed password` line: counted apart, not twice).
     pub kind: u8,
     /// Hash of the user name.
     pub user: Option<u64>,
@@ -261,6 +263,9 @@ fn hash_str(s: &str) -> u64 {
     ahash::RandomState::with_seeds(1, 2, 3, 4).hash_one(s)
 }
 
+const PAM_FAILURE: u8 = 5;
+const AUTH_KINDS: usize = 6;
+
 fn auth_code(k: AuthKind) -> u8 {
     match k {
         AuthKind::Failure => 0,
@@ -277,7 +282,11 @@ impl EventObs {
         match &row.record {
             Record::Syslog(r) => {
                 let auth = r.auth.as_ref().map(|a| AuthObs {
-                    kind: auth_code(a.kind),
+                    kind: if a.kind == AuthKind::Failure && a.port.is_none() {
+                        PAM_FAILURE
+                    } else {
+                        auth_code(a.kind)
+                    },
                     user: a.user.as_deref().map(hash_str),
                     remote: a.remote.map(Addr::from),
                     count: a.count.max(1),
@@ -375,11 +384,11 @@ pub struct EventAcc {
     pub messages: u64,
     pub by_severity: [u64; 9],
     /// Authentication facts logged by this host, by kind.
-    pub auth: [u64; 5],
+    pub auth: [u64; AUTH_KINDS],
     pub users: Set<u64>,
     pub remotes: Set<Addr>,
     /// Authentication facts naming this entity as the remote side, by kind.
-    pub auth_as_remote: [u64; 5],
+    pub auth_as_remote: [u64; AUTH_KINDS],
     pub users_as_remote: Set<u64>,
     pub reporters_as_remote: Set<Addr>,
     pub polls: u64,
@@ -399,14 +408,15 @@ impl EventAcc {
                 self.messages += 1;
                 self.by_severity[usize::from((*severity).min(8))] += 1;
                 if let Some(a) = auth {
-                    self.auth[usize::from(a.kind.min(4))] += u64::from(a.count);
+                    self.auth[usize::from(a.kind.min(PAM_FAILURE))] += u64::from(a.count);
                     self.users.extend(a.user);
                     self.remotes.extend(a.remote);
                 }
             }
             EventWhat::AuthAsRemote { auth, reporter } => {
                 self.syslog_seen = true;
-                self.auth_as_remote[usize::from(auth.kind.min(4))] += u64::from(auth.count);
+                self.auth_as_remote[usize::from(auth.kind.min(PAM_FAILURE))] +=
+                    u64::from(auth.count);
                 self.users_as_remote.extend(auth.user);
                 self.reporters_as_remote.extend(*reporter);
             }
@@ -609,9 +619,19 @@ static SYSLOG_FEATURES: &[EventFeature] = &[
         "syslog",
         "attempts",
         C,
-        "Failed logins the entity logged (sshd, PAM), repeats included.",
+        "Failed logins the entity's sshd logged (`Failed <method> for`), repeats included.",
         SYSLOG_NULL,
         |a| sys(a, a.auth[0]),
+    ),
+    dspec(
+        "auth_pam_failures",
+        "syslog",
+        "attempts",
+        C,
+        "Authentication failures the entity's PAM (pam_unix) logged, repeats included; sshd \
+         logs most of these again as its own failures, so they are kept apart.",
+        SYSLOG_NULL,
+        |a| sys(a, a.auth[5]),
     ),
     dspec(
         "auth_successes",
@@ -684,9 +704,18 @@ static SYSLOG_FEATURES: &[EventFeature] = &[
         "syslog",
         "attempts",
         C,
-        "Failed logins from the entity, as logged by the hosts it tried.",
+        "Failed sshd logins from the entity, as logged by the hosts it tried.",
         SYSLOG_NULL,
         |a| sys(a, a.auth_as_remote[0]),
+    ),
+    dspec(
+        "auth_pam_failures_as_remote",
+        "syslog",
+        "attempts",
+        C,
+        "PAM authentication failures naming the entity as rhost.",
+        SYSLOG_NULL,
+        |a| sys(a, a.auth_as_remote[5]),
     ),
     dspec(
         "auth_successes_as_remote",

@@ -104,6 +104,10 @@ pub struct SyslogSourceConfig {
     /// Records per batch handed to the pipeline.
     #[serde(default = "default_batch")]
     pub batch_size: usize,
+    /// Kernel receive buffer of the UDP sockets, in bytes (the system default
+    /// unless set). A larger one rides out longer bursts.
+    #[serde(default)]
+    pub udp_receive_buffer: Option<usize>,
 }
 
 /// What a syslog source has done; read by metrics and tests.
@@ -117,12 +121,58 @@ pub struct SyslogCounters {
     pub dropped: AtomicU64,
     pub connections: AtomicU64,
     pub connections_refused: AtomicU64,
+    /// The local addresses of the UDP sockets, for their kernel drop counters.
+    pub udp_local: std::sync::OnceLock<Vec<SocketAddr>>,
+    /// UDP sockets still open.
+    pub udp_open: AtomicU64,
+    /// Kernel drops of the UDP sockets already closed, read as they closed.
+    pub kernel_dropped_closed: AtomicU64,
 }
 
 impl SyslogCounters {
     pub fn get(&self, c: &AtomicU64) -> u64 {
         c.load(Ordering::Relaxed)
     }
+
+    /// Datagrams the kernel dropped on this source's UDP sockets because their
+    /// receive buffers were full (Linux, from /proc/net/udp and udp6); 0 elsewhere.
+    pub fn udp_kernel_drops(&self) -> u64 {
+        let closed = self.kernel_dropped_closed.load(Ordering::Relaxed);
+        let Some(addrs) = self.udp_local.get() else {
+            return closed;
+        };
+        if self.udp_open.load(Ordering::Relaxed) == 0 {
+            return closed;
+        }
+        kernel_drops(addrs) + closed
+    }
+}
+
+/// The kernel's drop counters of the UDP sockets bound to `addrs`.
+fn kernel_drops(addrs: &[SocketAddr]) -> u64 {
+    let mut total = 0;
+    for file in ["/proc/net/udp", "/proc/net/udp6"] {
+        let Ok(text) = std::fs::read_to_string(file) else {
+            continue;
+        };
+        total += text
+            .lines()
+            .skip(1)
+            .filter_map(|l| proc_udp_drops(l, addrs))
+            .sum::<u64>();
+    }
+    total
+}
+
+/// The drops column of one /proc/net/udp line, if its local port is one of `addrs`'.
+fn proc_udp_drops(line: &str, addrs: &[SocketAddr]) -> Option<u64> {
+    let f: Vec<&str> = line.split_whitespace().collect();
+    let (_, port) = f.get(1)?.rsplit_once(':')?;
+    let port = u16::from_str_radix(port, 16).ok()?;
+    if !addrs.iter().any(|a| a.port() == port) {
+        return None;
+    }
+    f.last()?.parse().ok()
 }
 
 /// A syslog source whose sockets are bound (so their ports are known).
@@ -134,6 +184,19 @@ pub struct SyslogSource {
     max_connections: usize,
     batch: usize,
     counters: Arc<SyslogCounters>,
+}
+
+/// Binds a UDP socket, with a kernel receive buffer of `buffer` bytes if given
+/// (the kernel may round it, and caps it at net.core.rmem_max).
+fn bind_udp(addr: SocketAddr, buffer: Option<usize>) -> std::io::Result<UdpSocket> {
+    let domain = socket2::Domain::for_address(addr);
+    let s = socket2::Socket::new(domain, socket2::Type::DGRAM, Some(socket2::Protocol::UDP))?;
+    if let Some(b) = buffer {
+        s.set_recv_buffer_size(b)?;
+    }
+    s.set_nonblocking(true)?;
+    s.bind(&addr.into())?;
+    UdpSocket::from_std(s.into())
 }
 
 fn now_ns() -> i64 {
@@ -162,10 +225,16 @@ impl SyslogSourceConfig {
                 reason: e.to_string(),
             };
             match l {
-                ListenAddr::Udp(a) => udp.push(UdpSocket::bind(a).await.map_err(bind_err)?),
+                ListenAddr::Udp(a) => {
+                    udp.push(bind_udp(*a, self.udp_receive_buffer).map_err(bind_err)?)
+                }
                 ListenAddr::Tcp(a) => tcp.push(TcpListener::bind(a).await.map_err(bind_err)?),
             }
         }
+        let counters = SyslogCounters::default();
+        let _ = counters
+            .udp_local
+            .set(udp.iter().filter_map(|s| s.local_addr().ok()).collect());
         Ok(SyslogSource {
             name: self.name.clone(),
             udp,
@@ -173,7 +242,7 @@ impl SyslogSourceConfig {
             max_len: self.max_message_bytes,
             max_connections: self.max_connections,
             batch: self.batch_size,
-            counters: Arc::new(SyslogCounters::default()),
+            counters: Arc::new(counters),
         })
     }
 }
@@ -266,10 +335,22 @@ async fn serve_udp<T: From<SyslogRecord> + Send + 'static>(
 ) {
     // One byte more than the limit tells an oversized datagram from a full one.
     let mut buf = vec![0u8; max_len + 1];
+    let local: Vec<SocketAddr> = sock.local_addr().into_iter().collect();
+    counters.udp_open.fetch_add(1, Ordering::Relaxed);
+    // What the kernel dropped is read just before the socket closes, since its
+    // counter goes with it.
+    let closing = |c: &SyslogCounters| {
+        c.kernel_dropped_closed
+            .fetch_add(kernel_drops(&local), Ordering::Relaxed);
+        c.udp_open.fetch_sub(1, Ordering::Relaxed);
+    };
     loop {
         let first = tokio::select! {
             r = sock.recv_from(&mut buf) => r,
-            _ = shutdown.changed() => return,
+            _ = shutdown.changed() => {
+                closing(&counters);
+                return;
+            }
         };
         let mut batch = Vec::with_capacity(batch_size);
         let mut next = first;
@@ -300,7 +381,10 @@ async fn serve_udp<T: From<SyslogRecord> + Send + 'static>(
             Err(mpsc::error::TrySendError::Full(_)) => {
                 counters.dropped.fetch_add(n, Ordering::Relaxed);
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => return,
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                closing(&counters);
+                return;
+            }
         }
     }
 }
