@@ -123,6 +123,8 @@ impl Counters {
                 ("poll_failures", g(&c.poll_failures)),
                 ("bad_values", g(&c.bad_values)),
                 ("agents_down", g(&c.agents_down)),
+                ("truncated_walks", g(&c.truncated_walks)),
+                ("reboots", g(&c.reboots)),
             ],
             Counters::Pcap(c) => vec![
                 ("received", g(&c.packets)),
@@ -194,7 +196,7 @@ async fn publish_metrics(
                             .absolute(v)
                     }
                     "oversized" | "unparseable" | "dropped" | "kernel_dropped"
-                    | "if_dropped" | "truncated" => {
+                    | "if_dropped" | "truncated" | "truncated_walks" => {
                         let reason = if k == "dropped" { "channel_full" } else { k };
                         metrics::counter!("amoskys_component_discarded_events_total",
                             "component_id" => id.clone(), "component_type" => kind,

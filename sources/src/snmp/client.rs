@@ -205,6 +205,8 @@ pub(crate) struct Walked {
     pub requests: u32,
     /// Varbinds received.
     pub varbinds: u32,
+    /// The walk stopped at its request limit with columns left unread.
+    pub truncated: bool,
 }
 
 /// Requests one walk may send, whatever the agent answers (a guard against
@@ -226,6 +228,7 @@ pub(crate) async fn walk(
     let mut walked = Walked {
         requests: 0,
         varbinds: 0,
+        truncated: false,
     };
     while walked.requests < MAX_WALK_REQUESTS {
         let active: Vec<usize> = (0..columns.len()).filter(|&i| !done[i]).collect();
@@ -262,5 +265,6 @@ pub(crate) async fn walk(
             break;
         }
     }
+    walked.truncated = walked.requests >= MAX_WALK_REQUESTS && done.iter().any(|d| !d);
     Ok(walked)
 }

@@ -34,6 +34,9 @@ pub struct SnmpCounters {
     pub reboots: AtomicU64,
     /// A gauge: agents whose last poll failed.
     pub agents_down: AtomicU64,
+    /// Polls whose table walk hit its request limit with rows left unread (an
+    /// agent answering with very few varbinds per response, or huge tables).
+    pub truncated_walks: AtomicU64,
 }
 
 impl SnmpCounters {
@@ -125,6 +128,7 @@ impl SnmpSource {
 struct Polled {
     requests: u32,
     varbinds: u32,
+    truncated: bool,
 }
 
 /// One poll: a GET of the scalars, then a GETBULK walk of every table column.
@@ -144,6 +148,7 @@ async fn poll(
     Ok(Polled {
         requests: 1 + w.requests,
         varbinds,
+        truncated: w.truncated,
     })
 }
 
@@ -215,6 +220,12 @@ async fn poll_agent(
             );
         }
         counters.polls.fetch_add(1, Ordering::Relaxed);
+        if polled.truncated && counters.truncated_walks.fetch_add(1, Ordering::Relaxed) == 0 {
+            tracing::warn!(
+                source, agent = %agent.addr,
+                "SNMP table walk stopped at its request limit with rows unread (counted in truncated_walks; logged once)"
+            );
+        }
         counters
             .requests
             .fetch_add(u64::from(polled.requests), Ordering::Relaxed);
