@@ -105,6 +105,7 @@ impl Counters {
                 ("kernel_dropped", c.udp_kernel_drops()),
                 ("connections", g(&c.connections)),
                 ("connections_refused", g(&c.connections_refused)),
+                ("tls_failures", g(&c.tls_failures)),
             ],
             Counters::Mqtt(c) => vec![
                 ("received", g(&c.messages)),
@@ -203,7 +204,7 @@ async fn publish_metrics(
                             "reason" => reason, "intentional" => "false")
                         .absolute(v)
                     }
-                    "poll_failures" | "connection_errors" | "bad_values" => {
+                    "poll_failures" | "connection_errors" | "bad_values" | "tls_failures" => {
                         metrics::counter!("amoskys_component_errors_total",
                             "component_id" => id.clone(), "component_type" => kind, "error_type" => k)
                         .absolute(v)

@@ -199,8 +199,7 @@ async fn openssh_log_over_tcp_in_both_framings_gives_loghubs_failed_passwords() 
     for octets in [false, true] {
         let mut r = start(&["tcp://127.0.0.1:0"], 8).await;
         let addr = match r.addrs[0] {
-            ListenAddr::Tcp(a) => a,
-            ListenAddr::Udp(a) => a,
+            ListenAddr::Tcp(a) | ListenAddr::Udp(a) | ListenAddr::Tls(a) => a,
         };
         let mut payload = Vec::new();
         for line in log.lines() {

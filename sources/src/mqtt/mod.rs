@@ -310,7 +310,8 @@ impl MqttSourceConfig {
     }
 }
 
-fn install_crypto_provider() {
+/// Installs rustls' ring provider for the process, once (TLS clients and servers).
+pub(crate) fn install_crypto_provider() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
         // Fails only if another provider was installed first, which is as good.

@@ -16,7 +16,11 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Deserializer};
 use tokio::io::AsyncReadExt;
-use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::net::{TcpListener, UdpSocket};
+use tokio_rustls::TlsAcceptor;
+
+/// How long a TLS client has to finish its handshake.
+const TLS_HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 use tokio::sync::{Semaphore, mpsc, watch};
 
 use super::framing::{Frame, FrameDecoder};
@@ -24,24 +28,27 @@ use super::parse::parse_message;
 use crate::error::SourceError;
 use amoskys_schemas::SyslogRecord;
 
-/// Where a listener listens: `udp://ADDR:PORT` or `tcp://ADDR:PORT`.
+/// Where a listener listens: `udp://ADDR:PORT`, `tcp://ADDR:PORT`, or
+/// `tls://ADDR:PORT` (TCP with TLS, RFC 5425; needs `tls_cert` and `tls_key`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ListenAddr {
     Udp(SocketAddr),
     Tcp(SocketAddr),
+    Tls(SocketAddr),
 }
 
 impl FromStr for ListenAddr {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        let (scheme, rest) = s
-            .split_once("://")
-            .ok_or_else(|| format!("{s:?}: write udp://ADDR:PORT or tcp://ADDR:PORT"))?;
+        let (scheme, rest) = s.split_once("://").ok_or_else(|| {
+            format!("{s:?}: write udp://ADDR:PORT, tcp://ADDR:PORT or tls://ADDR:PORT")
+        })?;
         let addr: SocketAddr = rest.parse().map_err(|e| format!("{s:?}: {e}"))?;
         match scheme {
             "udp" => Ok(ListenAddr::Udp(addr)),
             "tcp" => Ok(ListenAddr::Tcp(addr)),
-            other => Err(format!("{s:?}: unknown scheme {other:?} (udp or tcp)")),
+            "tls" => Ok(ListenAddr::Tls(addr)),
+            other => Err(format!("{s:?}: unknown scheme {other:?} (udp, tcp or tls)")),
         }
     }
 }
@@ -51,6 +58,7 @@ impl std::fmt::Display for ListenAddr {
         match self {
             ListenAddr::Udp(a) => write!(f, "udp://{a}"),
             ListenAddr::Tcp(a) => write!(f, "tcp://{a}"),
+            ListenAddr::Tls(a) => write!(f, "tls://{a}"),
         }
     }
 }
@@ -108,6 +116,15 @@ pub struct SyslogSourceConfig {
     /// unless set). A larger one rides out longer bursts.
     #[serde(default)]
     pub udp_receive_buffer: Option<usize>,
+    /// PEM certificate chain and private key of `tls://` listeners.
+    #[serde(default)]
+    pub tls_cert: Option<std::path::PathBuf>,
+    #[serde(default)]
+    pub tls_key: Option<std::path::PathBuf>,
+    /// PEM CA certificates: when set, `tls://` clients must present a
+    /// certificate signed by one of them (mutual TLS).
+    #[serde(default)]
+    pub tls_client_ca: Option<std::path::PathBuf>,
 }
 
 /// What a syslog source has done; read by metrics and tests.
@@ -125,6 +142,8 @@ pub struct SyslogCounters {
     pub udp_local: std::sync::OnceLock<Vec<SocketAddr>>,
     /// UDP sockets still open.
     pub udp_open: AtomicU64,
+    /// TLS connections that failed or timed out in the handshake.
+    pub tls_failures: AtomicU64,
     /// Kernel drops of the UDP sockets already closed, read as they closed.
     pub kernel_dropped_closed: AtomicU64,
 }
@@ -179,7 +198,8 @@ fn proc_udp_drops(line: &str, addrs: &[SocketAddr]) -> Option<u64> {
 pub struct SyslogSource {
     pub name: String,
     udp: Vec<UdpSocket>,
-    tcp: Vec<TcpListener>,
+    /// TCP listeners, with the TLS acceptor of the `tls://` ones.
+    tcp: Vec<(TcpListener, Option<TlsAcceptor>)>,
     max_len: usize,
     max_connections: usize,
     batch: usize,
@@ -206,6 +226,49 @@ fn now_ns() -> i64 {
 }
 
 impl SyslogSourceConfig {
+    /// The TLS server configuration of the `tls://` listeners.
+    fn tls_acceptor(&self) -> Result<TlsAcceptor, SourceError> {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let bad =
+            |what: String| SourceError::Config(format!("syslog source {}: {what}", self.name));
+        let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) else {
+            return Err(bad("a tls:// listener needs tls_cert and tls_key".into()));
+        };
+        crate::mqtt::install_crypto_provider();
+        let certs = CertificateDer::pem_file_iter(cert)
+            .and_then(|i| i.collect::<Result<Vec<_>, _>>())
+            .map_err(|e| bad(format!("tls_cert {}: {e}", cert.display())))?;
+        if certs.is_empty() {
+            return Err(bad(format!("tls_cert {}: no certificate", cert.display())));
+        }
+        let key = PrivateKeyDer::from_pem_file(key)
+            .map_err(|e| bad(format!("tls_key {}: {e}", key.display())))?;
+        let builder = rustls::ServerConfig::builder();
+        let builder = match &self.tls_client_ca {
+            Some(ca) => {
+                let mut roots = rustls::RootCertStore::empty();
+                let cas = CertificateDer::pem_file_iter(ca)
+                    .and_then(|i| i.collect::<Result<Vec<_>, _>>())
+                    .map_err(|e| bad(format!("tls_client_ca {}: {e}", ca.display())))?;
+                for c in cas {
+                    roots
+                        .add(c)
+                        .map_err(|e| bad(format!("tls_client_ca {}: {e}", ca.display())))?;
+                }
+                let verifier = rustls::server::WebPkiClientVerifier::builder(Arc::new(roots))
+                    .build()
+                    .map_err(|e| bad(format!("tls_client_ca {}: {e}", ca.display())))?;
+                builder.with_client_cert_verifier(verifier)
+            }
+            None => builder.with_no_client_auth(),
+        };
+        let config = builder
+            .with_single_cert(certs, key)
+            .map_err(|e| bad(format!("tls_cert/tls_key: {e}")))?;
+        Ok(TlsAcceptor::from(Arc::new(config)))
+    }
+
     /// Checks the settings and binds every listener.
     pub async fn bind(&self) -> Result<SyslogSource, SourceError> {
         if self.name.trim().is_empty() {
@@ -219,6 +282,17 @@ impl SyslogSourceConfig {
         }
         let mut udp = Vec::new();
         let mut tcp = Vec::new();
+        let acceptor = if self.listen.iter().any(|l| matches!(l, ListenAddr::Tls(_))) {
+            Some(self.tls_acceptor()?)
+        } else {
+            if self.tls_cert.is_some() || self.tls_key.is_some() || self.tls_client_ca.is_some() {
+                return Err(SourceError::Config(format!(
+                    "syslog source {}: tls_cert, tls_key and tls_client_ca need a tls:// listener",
+                    self.name
+                )));
+            }
+            None
+        };
         for l in &self.listen {
             let bind_err = |e: std::io::Error| SourceError::Bind {
                 addr: l.to_string(),
@@ -228,7 +302,13 @@ impl SyslogSourceConfig {
                 ListenAddr::Udp(a) => {
                     udp.push(bind_udp(*a, self.udp_receive_buffer).map_err(bind_err)?)
                 }
-                ListenAddr::Tcp(a) => tcp.push(TcpListener::bind(a).await.map_err(bind_err)?),
+                ListenAddr::Tcp(a) => {
+                    tcp.push((TcpListener::bind(a).await.map_err(bind_err)?, None))
+                }
+                ListenAddr::Tls(a) => tcp.push((
+                    TcpListener::bind(a).await.map_err(bind_err)?,
+                    acceptor.clone(),
+                )),
             }
         }
         let counters = SyslogCounters::default();
@@ -255,11 +335,14 @@ impl SyslogSource {
             .iter()
             .filter_map(|s| s.local_addr().ok())
             .map(ListenAddr::Udp);
-        let t = self
-            .tcp
-            .iter()
-            .filter_map(|s| s.local_addr().ok())
-            .map(ListenAddr::Tcp);
+        let t = self.tcp.iter().filter_map(|(s, tls)| {
+            let a = s.local_addr().ok()?;
+            Some(if tls.is_some() {
+                ListenAddr::Tls(a)
+            } else {
+                ListenAddr::Tcp(a)
+            })
+        });
         u.chain(t).collect()
     }
 
@@ -285,10 +368,11 @@ impl SyslogSource {
                 shutdown.clone(),
             ));
         }
-        for l in self.tcp {
+        for (l, tls) in self.tcp {
             let limit = Arc::new(Semaphore::new(self.max_connections));
             tasks.spawn(serve_tcp(
                 l,
+                tls,
                 limit,
                 self.max_len,
                 self.batch,
@@ -392,6 +476,7 @@ async fn serve_udp<T: From<SyslogRecord> + Send + 'static>(
 #[allow(clippy::too_many_arguments)]
 async fn serve_tcp<T: From<SyslogRecord> + Send + 'static>(
     listener: TcpListener,
+    tls: Option<TlsAcceptor>,
     limit: Arc<Semaphore>,
     max_len: usize,
     batch_size: usize,
@@ -419,8 +504,27 @@ async fn serve_tcp<T: From<SyslogRecord> + Send + 'static>(
         };
         counters.connections.fetch_add(1, Ordering::Relaxed);
         let (c, o, s) = (counters.clone(), out.clone(), shutdown.clone());
+        let tls = tls.clone();
         conns.spawn(async move {
-            serve_connection(stream, peer, max_len, batch_size, c, o, s).await;
+            match tls {
+                None => serve_connection(stream, peer, max_len, batch_size, c, o, s).await,
+                Some(acceptor) => {
+                    let hs = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream));
+                    match hs.await {
+                        Ok(Ok(tls_stream)) => {
+                            serve_connection(tls_stream, peer, max_len, batch_size, c, o, s).await
+                        }
+                        Ok(Err(e)) => {
+                            c.tls_failures.fetch_add(1, Ordering::Relaxed);
+                            tracing::debug!(%peer, error = %e, "syslog TLS handshake failed");
+                        }
+                        Err(_) => {
+                            c.tls_failures.fetch_add(1, Ordering::Relaxed);
+                            tracing::debug!(%peer, "syslog TLS handshake timed out");
+                        }
+                    }
+                }
+            }
             drop(permit);
         });
         while conns.try_join_next().is_some() {}
@@ -429,15 +533,18 @@ async fn serve_tcp<T: From<SyslogRecord> + Send + 'static>(
     while conns.join_next().await.is_some() {}
 }
 
-async fn serve_connection<T: From<SyslogRecord> + Send + 'static>(
-    mut stream: TcpStream,
+async fn serve_connection<T, S>(
+    mut stream: S,
     peer: SocketAddr,
     max_len: usize,
     batch_size: usize,
     counters: Arc<SyslogCounters>,
     out: mpsc::Sender<Vec<T>>,
     mut shutdown: watch::Receiver<bool>,
-) {
+) where
+    T: From<SyslogRecord> + Send + 'static,
+    S: tokio::io::AsyncRead + Unpin,
+{
     let mut decoder = FrameDecoder::new(max_len);
     let mut buf = vec![0u8; 64 * 1024];
     let mut frames = Vec::new();
