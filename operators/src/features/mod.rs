@@ -60,7 +60,9 @@ pub fn markdown() -> String {
          `window_end` (UTC, microseconds). Windows last 60 s and start every 30 s; each record \
          counts in the two windows that contain it. \"out\" is what the entity sent, \"in\" what \
          it received. Rates divide by the window's 60 s, also in the partly filled windows at the \
-         edges of a capture. {} features.\n",
+         edges of a capture. A family is null for an entity its source did not see in the window: \
+         a host known only from syslog has null packet features, a device known only from MQTT \
+         null syslog features. {} features.\n",
         defs.len()
     );
     let mut families: Vec<&str> = Vec::new();
@@ -88,7 +90,8 @@ pub fn markdown() -> String {
                 d.source,
                 d.unit,
                 d.description,
-                d.null_when.unwrap_or("never (0 when nothing was seen)")
+                d.null_when
+                    .unwrap_or("the entity had no packet in the window (0 when it had packets but none of these)")
             );
         }
         let _ = writeln!(s);
