@@ -238,7 +238,8 @@ const CPU_IDLE: usize = 3;
 const CPU_GAUGES: [u32; 3] = [9, 10, 11];
 
 /// The scalars one GET reads.
-pub(crate) fn scalar_oids() -> Vec<Oid> {
+/// The scalar OIDs one poll GETs (the benchmarks replay them).
+pub fn scalar_oids() -> Vec<Vec<u32>> {
     let mut v = vec![SYS_UPTIME.to_vec(), HR_MEMORY_SIZE.to_vec()];
     v.extend((1..=3).map(|i| join(LA_LOAD, &[i])));
     v.extend([5, 6, 14, 15].map(|i| join(UCD_MEMORY, &[i, 0])));
@@ -248,7 +249,8 @@ pub(crate) fn scalar_oids() -> Vec<Oid> {
 }
 
 /// The table columns GETBULK walks.
-pub(crate) fn table_columns() -> Vec<Oid> {
+/// The table columns one poll walks with GETBULK (the benchmarks replay them).
+pub fn table_columns() -> Vec<Vec<u32>> {
     let mut v = vec![HR_PROCESSOR_LOAD.to_vec()];
     v.extend([2, 3, 4, 5, 6].map(|c| join(HR_STORAGE_ENTRY, &[c])));
     v.extend([2, 3, 4, 5, 6, 12, 13].map(|c| join(DISK_IO_ENTRY, &[c])));

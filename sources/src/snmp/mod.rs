@@ -43,5 +43,5 @@ mod value;
 pub use config::{
     AuthProtocol, PrivProtocol, SNMP_PORT, SecurityLevel, SnmpSourceConfig, SnmpVersion,
 };
-pub use metrics::{METRICS, MetricDef};
+pub use metrics::{METRICS, MetricDef, scalar_oids, table_columns};
 pub use source::{SnmpCounters, SnmpSource};
