@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # The whole test suite: formatting, lints, Rust tests, then the end-to-end tests
 # that replay the captures in ../shared/data and check the output with tshark,
-# capinfos, DuckDB and pyarrow. Installs what it needs (scripts/setup.sh --test).
+# capinfos, DuckDB and pyarrow, and run the long-running job against real
+# components the tests start on loopback (mosquitto, net-snmp snmpd, snmpsim,
+# logger, curl, openssl, live capture on lo). Installs what it needs
+# (scripts/setup.sh --test).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh --test
