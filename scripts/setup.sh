@@ -13,7 +13,7 @@ want_test=0
 [[ ${1:-} == --test ]] && want_test=1
 
 packages=(gcc libc6-dev pkg-config libpcap-dev)
-(( want_test )) && packages+=(tshark bsdutils python3 python3-venv snmpd snmp mosquitto mosquitto-clients curl)
+(( want_test )) && packages+=(tshark bsdutils python3 python3-venv snmpd snmp mosquitto mosquitto-clients curl openssl)
 
 missing=()
 for p in "${packages[@]}"; do

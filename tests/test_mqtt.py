@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from livejob import Job, free_port, need, summary_counter
+from livejob import Job, free_port, make_pki, need, summary_counter
 
 
 class Broker:
@@ -166,3 +166,78 @@ def test_mqtt_features_per_device(tmp_path, broker):
                     f"count(packets_out) from {f}")
     # Each message counts in the two windows that hold it.
     assert rows == [(8.0, 2 * (1 + 1 + 1 + 9), 2.0, 1.0, 10.0, 8.0, 0)], rows
+
+
+def test_tls_with_client_certificate_and_password(tmp_path, monkeypatch):
+    """mosquitto with TLS, required client certificates and a password file: the
+    source connects with its certificate and password; a source with a wrong
+    password is refused, counted, and receives nothing."""
+    import getpass
+    pki = tmp_path / "pki"
+    pki.mkdir()
+    make_pki(pki)
+    passwd = tmp_path / "passwd"
+    subprocess.run([need("mosquitto_passwd"), "-b", "-c", str(passwd), "pipeline", "s3cret-pass"],
+                   check=True, capture_output=True, timeout=30)
+    port = free_port()
+    conf = tmp_path / "tls.conf"
+    conf.write_text(f"""user {getpass.getuser()}
+listener {port} 127.0.0.1
+cafile {pki / 'ca.pem'}
+certfile {pki / 'server.pem'}
+keyfile {pki / 'server.key'}
+require_certificate true
+allow_anonymous false
+password_file {passwd}
+""")
+    broker = subprocess.Popen([need("mosquitto"), "-c", str(conf)], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    tls_pub = [need("mosquitto_pub"), "-h", "127.0.0.1", "-p", str(port), "--cafile", str(pki / "ca.pem"),
+               "--cert", str(pki / "client.pem"), "--key", str(pki / "client.key"),
+               "-u", "pipeline", "-P", "s3cret-pass", "-q", "1"]
+    try:
+        deadline = time.time() + 15
+        while subprocess.run(tls_pub + ["-t", "probe/up", "-m", "1"], capture_output=True).returncode:
+            assert time.time() < deadline, "the TLS broker did not start"
+            time.sleep(0.2)
+        monkeypatch.setenv("AMOSKYS_TEST_MQTT_PASSWORD", "s3cret-pass")
+        common = f"""broker = "mqtts://127.0.0.1:{port}"
+topics = ["sensors/#"]
+device_pattern = "sensors/{{device}}/{{metric}}"
+ca_file = "{pki / 'ca.pem'}"
+client_cert = "{pki / 'client.pem'}"
+client_key = "{pki / 'client.key'}"
+username = "pipeline"
+reconnect_min = "100ms"
+reconnect_max = "500ms"
+"""
+        src = f"""
+[[sources.mqtt]]
+name = "iot"
+client_id = "tls-good"
+password_env = "AMOSKYS_TEST_MQTT_PASSWORD"
+{common}
+[[sources.mqtt]]
+name = "wrong"
+client_id = "tls-wrong"
+password = "not-the-password"
+{common}
+"""
+        with Job(tmp_path, src) as job:
+            deadline = time.time() + 30
+            while job.metric("amoskys_component_received_events_total", component_id="iot") < 1:
+                assert time.time() < deadline, "the TLS source never received a probe"
+                subprocess.run(tls_pub + ["-t", "sensors/probe/ready", "-m", "1"], capture_output=True)
+                time.sleep(0.3)
+            r = subprocess.run(tls_pub + ["-t", "sensors/secure1/temp", "-m", "36.6"], capture_output=True)
+            assert r.returncode == 0, r.stderr
+            job.wait_metric("amoskys_component_received_events_total", 2, component_id="iot")
+            job.wait_metric("amoskys_component_errors_total", 1, component_id="wrong",
+                            error_type="connection_errors")
+        rows = job.rows(f"select source, entity, metric, value from {job.table('events', 'entity = $$secure1$$')}")
+        assert rows == [("iot", "secure1", "temp", 36.6)]
+        assert summary_counter(job.summary, "wrong", "received") == 0
+        assert summary_counter(job.summary, "wrong", "connects") == 0
+    finally:
+        broker.terminate()
+        broker.wait(timeout=15)

@@ -2,28 +2,9 @@
 with the openssl CLI, a Python ssl client as the sender, DuckDB to read events."""
 import socket
 import ssl
-import subprocess
 import time
 
-from livejob import Job, free_port, need, summary_counter
-
-
-def make_pki(d):
-    """A CA, a server certificate for 127.0.0.1, and a client certificate."""
-    openssl = need("openssl")
-
-    def run(*args):
-        subprocess.run([openssl, *args], check=True, capture_output=True, timeout=60)
-
-    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=test-ca",
-        "-keyout", str(d / "ca.key"), "-out", str(d / "ca.pem"))
-    for name, ext in (("server", "subjectAltName=IP:127.0.0.1"), ("client", "extendedKeyUsage=clientAuth")):
-        run("req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={name}",
-            "-keyout", str(d / f"{name}.key"), "-out", str(d / f"{name}.csr"))
-        (d / f"{name}.ext").write_text(ext + "\n")
-        run("x509", "-req", "-in", str(d / f"{name}.csr"), "-CA", str(d / "ca.pem"),
-            "-CAkey", str(d / "ca.key"), "-CAcreateserial", "-days", "2",
-            "-extfile", str(d / f"{name}.ext"), "-out", str(d / f"{name}.pem"))
+from livejob import Job, free_port, make_pki, summary_counter
 
 
 def tls_send(port, d, messages, client_cert=True):
