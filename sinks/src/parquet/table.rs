@@ -64,7 +64,7 @@ impl TableRows for FeatureTable {
     }
 }
 
-/// The `events` table (syslog records today), partitioned by event time.
+/// The `events` table (syslog messages, SNMP and MQTT samples), partitioned by event time.
 pub struct EventTable;
 
 impl TableRows for EventTable {
