@@ -171,3 +171,23 @@ def test_rows_do_not_depend_on_the_worker_count(cap, generated, tmp_path):
                       for name in ("flows", "features")}
     assert len(results[1]["features"]) > 1000 if cap != "generated" else len(results[1]["features"]) > 100
     assert results[1] == results[2] == results[4]
+
+
+def test_feature_metadata_carries_each_features_run_statistics(generated, tmp_path):
+    """feature_metadata.json's per-feature count, null count, min, max, mean and std
+    equal DuckDB's aggregates over the features table the same run wrote."""
+    out = tmp_path / "out"
+    replay(generated, out)
+    meta = json.loads((out / "feature_metadata.json").read_text())
+    t = table(out, "features")
+    (rows,), = query(f"select count(*) from {t}")
+    assert meta["rows"] == rows > 0
+    for f in meta["features"]:
+        n = f["name"]
+        (cnt, present, mn, mx, mean, std), = query(
+            f"select count(*), count({n}), min({n})::double, max({n})::double, avg({n}), "
+            f"stddev_pop({n}) from {t}")
+        st = f["stats"]
+        assert (st["count"], st["null_count"]) == (cnt, cnt - present), n
+        for key, want in (("min", mn), ("max", mx), ("mean", mean), ("std", std)):
+            assert close(st[key], want), f"{n} {key}: {st[key]} vs {want}"

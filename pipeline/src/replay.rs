@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use amoskys_operators::{
     AssembleFlows, Featurize, FlowConfig, FlowCounters, WindowCounters, features,
 };
-use amoskys_schemas::{Packet, metadata_json, pane_of};
+use amoskys_schemas::{FeatureStats, Packet, metadata_json, metadata_json_with_stats, pane_of};
 use amoskys_sinks::parquet::{FeatureTable, FlowTable, SinkSummary};
 use amoskys_sources::pcap::{DecodeStats, FileReader, ReadProgress, Skip, expand_inputs};
 use serde::Serialize;
@@ -109,11 +109,19 @@ pub(crate) fn run_id() -> String {
     .replace('.', "")
 }
 
-/// Writes `DIR/feature_metadata.json` (through a temporary file and a rename).
-pub fn write_feature_metadata(out: &Path) -> Result<(), PipelineError> {
+/// Writes `DIR/feature_metadata.json` (through a temporary file and a rename):
+/// the catalogue, and — once a run has ended — each feature's statistics over it.
+pub fn write_feature_metadata(
+    out: &Path,
+    stats: Option<&FeatureStats>,
+) -> Result<(), PipelineError> {
     let io = |context: String| move |source| PipelineError::Io { context, source };
     std::fs::create_dir_all(out).map_err(io(format!("create {}", out.display())))?;
-    let doc = metadata_json(&features::defs());
+    let defs = features::defs();
+    let doc = match stats {
+        Some(st) => metadata_json_with_stats(&defs, st),
+        None => metadata_json(&defs),
+    };
     let text = serde_json::to_string_pretty(&doc).unwrap_or_default();
     let tmp = out.join(".feature_metadata.json.tmp");
     let dest = out.join("feature_metadata.json");
@@ -131,12 +139,14 @@ pub fn replay(opts: ReplayOptions) -> Result<ReplayReport, PipelineError> {
         .unwrap_or(cfg.runtime.workers.0 as usize)
         .max(1);
     let files = expand_inputs(&opts.inputs)?;
-    write_feature_metadata(&opts.out)?;
+    write_feature_metadata(&opts.out, None)?;
 
     // Sinks: one thread per table behind a bounded channel of row batches.
     let settings = cfg.sinks.parquet.settings(opts.out.clone())?;
     let (flow_tx, flow_sink) = spawn_table_sink(FlowTable, settings.clone())?;
-    let (feat_tx, feat_sink) = spawn_table_sink(FeatureTable::new(features::defs()), settings)?;
+    let feature_table = FeatureTable::new(features::defs());
+    let feature_stats = feature_table.stats();
+    let (feat_tx, feat_sink) = spawn_table_sink(feature_table, settings)?;
 
     // Source: the reader thread decodes into batches behind a bounded channel.
     let batch_size = cfg.runtime.batch_size.0 as usize;
@@ -222,6 +232,9 @@ pub fn replay(opts: ReplayOptions) -> Result<ReplayReport, PipelineError> {
     let feat_sum: SinkSummary = feat_sink
         .join()
         .map_err(|_| PipelineError::Dataflow("the features sink panicked".into()))??;
+    if let Ok(st) = feature_stats.lock() {
+        write_feature_metadata(&opts.out, Some(&st))?;
+    }
 
     let elapsed = started.elapsed().as_secs_f64();
     let packets = summary.stats.packets;

@@ -423,11 +423,13 @@ pub fn run_job(
     on_ready(&ready);
 
     let out = cfg.sinks.parquet.path.clone();
-    write_feature_metadata(&out)?;
-    let settings = cfg.sinks.parquet.settings(out)?;
+    write_feature_metadata(&out, None)?;
+    let settings = cfg.sinks.parquet.settings(out.clone())?;
     let (event_tx, event_sink) = spawn_table_sink(EventTable, settings.clone())?;
     let (flow_tx, flow_sink) = spawn_table_sink(FlowTable, settings.clone())?;
-    let (feat_tx, feat_sink) = spawn_table_sink(FeatureTable::new(features::defs()), settings)?;
+    let feature_table = FeatureTable::new(features::defs());
+    let feature_stats = feature_table.stats();
+    let (feat_tx, feat_sink) = spawn_table_sink(feature_table, settings)?;
 
     let flow_cfg = FlowConfig {
         idle_ns: cfg.flows.idle_timeout.0.as_nanos_i64(),
@@ -533,6 +535,9 @@ pub fn run_job(
     joined(event_sink, "events")?;
     let flow_sum = joined(flow_sink, "flows")?;
     let feat_sum = joined(feat_sink, "features")?;
+    if let Ok(st) = feature_stats.lock() {
+        write_feature_metadata(&out, Some(&st))?;
+    }
     let _ = done_tx.send(true);
     let _ = rt.block_on(publisher);
     rt.shutdown_timeout(Duration::from_secs(5));

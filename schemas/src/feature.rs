@@ -168,6 +168,94 @@ pub fn features_to_batch(
     Ok(RecordBatch::try_new(schema.clone(), arrays)?)
 }
 
+/// What one feature column held over a run: rows, nulls, and min, max, mean and
+/// population standard deviation of the values present (Welford's update).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct ColumnStats {
+    pub count: u64,
+    pub nulls: u64,
+    min: f64,
+    max: f64,
+    mean: f64,
+    m2: f64,
+}
+
+impl ColumnStats {
+    /// Adds one value; NaN stands for null.
+    #[inline]
+    pub fn push(&mut self, v: f64) {
+        self.count += 1;
+        if v.is_nan() {
+            self.nulls += 1;
+            return;
+        }
+        let n = (self.count - self.nulls) as f64;
+        if n == 1.0 {
+            (self.min, self.max) = (v, v);
+        } else {
+            self.min = self.min.min(v);
+            self.max = self.max.max(v);
+        }
+        let d = v - self.mean;
+        self.mean += d / n;
+        self.m2 += d * (v - self.mean);
+    }
+
+    fn present(&self) -> u64 {
+        self.count - self.nulls
+    }
+
+    /// The statistics as JSON: nulls for min, max, mean and std with no value.
+    pub fn to_json(&self) -> serde_json::Value {
+        let some = |v: f64| (self.present() > 0).then_some(v);
+        serde_json::json!({
+            "count": self.count,
+            "null_count": self.nulls,
+            "min": some(self.min),
+            "max": some(self.max),
+            "mean": some(self.mean),
+            "std": some((self.m2 / self.present().max(1) as f64).max(0.0).sqrt()),
+        })
+    }
+}
+
+/// Per-feature statistics of the rows of a run, in catalogue order.
+#[derive(Clone, Debug, Default)]
+pub struct FeatureStats {
+    pub columns: Vec<ColumnStats>,
+}
+
+impl FeatureStats {
+    pub fn new(n: usize) -> Self {
+        FeatureStats {
+            columns: vec![ColumnStats::default(); n],
+        }
+    }
+
+    pub fn add(&mut self, rows: &[FeatureRow]) {
+        for r in rows {
+            for (c, v) in self.columns.iter_mut().zip(r.values.iter()) {
+                c.push(*v);
+            }
+        }
+    }
+}
+
+/// The `feature_metadata.json` document for a catalogue, with the run's
+/// per-feature statistics when given.
+pub fn metadata_json_with_stats(defs: &[FeatureDef], stats: &FeatureStats) -> serde_json::Value {
+    let mut doc = metadata_json(defs);
+    if let Some(features) = doc.get_mut("features").and_then(|f| f.as_array_mut()) {
+        for (f, st) in features.iter_mut().zip(&stats.columns) {
+            if let Some(o) = f.as_object_mut() {
+                o.insert("stats".into(), st.to_json());
+            }
+        }
+    }
+    doc["rows"] = serde_json::json!(stats.columns.first().map_or(0, |c| c.count));
+    doc
+}
+
 /// The `feature_metadata.json` document for a catalogue.
 pub fn metadata_json(defs: &[FeatureDef]) -> serde_json::Value {
     serde_json::json!({
@@ -228,5 +316,32 @@ mod tests {
         let meta = metadata_json(&DEFS);
         assert_eq!(meta["feature_count"], 2);
         assert_eq!(meta["features"][1]["dtype"], "float");
+    }
+
+    #[test]
+    fn stats_of_a_column_with_nulls() {
+        let mut st = FeatureStats::new(2);
+        let row = |a: f64, b: f64| FeatureRow {
+            entity: Entity::Name("h".into()),
+            window: 0,
+            values: vec![a, b].into(),
+        };
+        st.add(&[row(1.0, f64::NAN), row(3.0, f64::NAN), row(8.0, f64::NAN)]);
+        let m = metadata_json_with_stats(&DEFS, &st);
+        let a = &m["features"][0]["stats"];
+        assert_eq!(a["count"], 3);
+        assert_eq!(a["null_count"], 0);
+        assert_eq!(
+            (a["min"].as_f64(), a["max"].as_f64()),
+            (Some(1.0), Some(8.0))
+        );
+        assert_eq!(a["mean"].as_f64(), Some(4.0));
+        // population std of 1, 3, 8: sqrt(((9 + 1 + 16) / 3))
+        let std = a["std"].as_f64().unwrap_or(f64::NAN);
+        assert!((std - (26.0f64 / 3.0).sqrt()).abs() < 1e-12);
+        let b = &m["features"][1]["stats"];
+        assert_eq!(b["null_count"], 3);
+        assert!(b["mean"].is_null());
+        assert_eq!(m["rows"], 3);
     }
 }

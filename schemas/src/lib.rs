@@ -20,7 +20,8 @@ pub use event::{
     events_schema, events_to_batch,
 };
 pub use feature::{
-    Entity, FeatureDef, FeatureDtype, FeatureRow, features_schema, features_to_batch, metadata_json,
+    ColumnStats, Entity, FeatureDef, FeatureDtype, FeatureRow, FeatureStats, features_schema,
+    features_to_batch, metadata_json, metadata_json_with_stats,
 };
 pub use flow::{EndReason, FlowRecord, Summary, flows_schema, flows_to_batch};
 pub use packet::{Packet, Proto, TcpFlags};

@@ -1,9 +1,11 @@
 use arrow_array::RecordBatch;
 use arrow_schema::SchemaRef;
 
+use std::sync::{Arc, Mutex};
+
 use amoskys_schemas::{
-    EventRow, FeatureDef, FeatureRow, FlowRecord, SchemaError, events_schema, events_to_batch,
-    features_schema, features_to_batch, flows_schema, flows_to_batch,
+    EventRow, FeatureDef, FeatureRow, FeatureStats, FlowRecord, SchemaError, events_schema,
+    events_to_batch, features_schema, features_to_batch, flows_schema, flows_to_batch,
 };
 
 /// How one table's rows become Arrow batches, and which hour partition a row is in.
@@ -35,16 +37,28 @@ impl TableRows for FlowTable {
     }
 }
 
-/// The `features` table, partitioned by window start.
+/// The `features` table, partitioned by window start. It keeps per-feature
+/// statistics of every row it converts, for `feature_metadata.json`.
 pub struct FeatureTable {
     defs: Vec<FeatureDef>,
     schema: SchemaRef,
+    stats: Arc<Mutex<FeatureStats>>,
 }
 
 impl FeatureTable {
     pub fn new(defs: Vec<FeatureDef>) -> Self {
         let schema = features_schema(&defs);
-        FeatureTable { defs, schema }
+        let stats = Arc::new(Mutex::new(FeatureStats::new(defs.len())));
+        FeatureTable {
+            defs,
+            schema,
+            stats,
+        }
+    }
+
+    /// The statistics of the rows written so far (complete once the sink ends).
+    pub fn stats(&self) -> Arc<Mutex<FeatureStats>> {
+        self.stats.clone()
     }
 }
 
@@ -60,7 +74,11 @@ impl TableRows for FeatureTable {
         row.window_start_us()
     }
     fn to_batch(&self, rows: &[FeatureRow]) -> Result<RecordBatch, SchemaError> {
-        features_to_batch(&self.schema, &self.defs, rows)
+        let batch = features_to_batch(&self.schema, &self.defs, rows)?;
+        if let Ok(mut st) = self.stats.lock() {
+            st.add(rows);
+        }
+        Ok(batch)
     }
 }
 
