@@ -19,6 +19,8 @@ pub enum PipelineError {
     },
     #[error("dataflow: {0}")]
     Dataflow(String),
+    #[error("export-training: {0}")]
+    Export(String),
 }
 
 impl PipelineError {
@@ -29,6 +31,7 @@ impl PipelineError {
             PipelineError::Sink(e) => e.code(),
             PipelineError::Io { .. } => "io",
             PipelineError::Dataflow(_) => "dataflow",
+            PipelineError::Export(_) => "export",
         }
     }
 }

@@ -4,6 +4,7 @@
 pub mod bridge;
 pub mod config;
 mod error;
+pub mod export;
 pub mod generate;
 pub mod replay;
 pub mod run;

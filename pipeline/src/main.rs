@@ -88,6 +88,29 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         summary_json: Option<PathBuf>,
     },
+    /// Turn a run's features into model-ready train and validation Parquet.
+    ///
+    /// Reads DIR/features and DIR/feature_metadata.json; per feature, fitted on the
+    /// training rows: nulls imputed (counts 0, others the training median),
+    /// log1p where the values are non-negative and skewed, then scaled by median
+    /// and interquartile range. The earliest windows train, the latest validate,
+    /// with the window that overlaps both left out. Writes OUT/train.parquet,
+    /// OUT/validation.parquet and OUT/training_metadata.json (every transform's
+    /// parameters). The same input gives the same bytes.
+    #[command(after_help = "Example:\n  \
+        amoskys-pipeline replay capture.pcap --out data\n  \
+        amoskys-pipeline export-training --data data --out training --val-fraction 0.2")]
+    ExportTraining {
+        /// Output root of a replay or a long-running job.
+        #[arg(long, value_name = "DIR")]
+        data: PathBuf,
+        /// Where the split goes (created if missing).
+        #[arg(long, short, value_name = "DIR")]
+        out: PathBuf,
+        /// Share of the rows, from the latest windows, kept for validation.
+        #[arg(long, default_value_t = 0.2, value_name = "F")]
+        val_fraction: f64,
+    },
     /// Check a configuration file without running anything.
     ///
     /// Reports the first problem with file, line and column; exits 0 when the file
@@ -280,6 +303,30 @@ fn run(cmd: Command) -> anyhow::Result<ExitCode> {
                 eprintln!("error: no capture could be read");
                 return Ok(ExitCode::from(2));
             }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::ExportTraining {
+            data,
+            out,
+            val_fraction,
+        } => {
+            let r = amoskys_pipeline::export::export_training(
+                &amoskys_pipeline::export::ExportOptions {
+                    data,
+                    out: out.clone(),
+                    val_fraction,
+                },
+            )?;
+            eprintln!(
+                "exported {} rows: {} train, {} validation, {} left out between them; {} features ({} log-transformed) to {}",
+                r.source_rows,
+                r.train_rows,
+                r.validation_rows,
+                r.purged_rows,
+                r.features,
+                r.log_transformed,
+                out.display()
+            );
             Ok(ExitCode::SUCCESS)
         }
         Command::Validate { config } => match Config::load(&config) {
