@@ -130,7 +130,7 @@ def test_every_feature_equals_its_definition_recomputed_from_tshark(case, genera
     # The packet features; a replay sees no syslog, SNMP or MQTT, so those
     # families must be null in every row.
     names = [f["name"] for f in meta["features"] if f["source"] == "pcap"]
-    others = [f["name"] for f in meta["features"] if f["source"] != "pcap"]
+    others = [f["name"] for f in meta["features"] if f["source"] not in ("pcap", "derived")]
     assert others, "the catalogue has the event families"
     cols = ", ".join(names)
     rows = query(f"select entity, epoch(window_start)::bigint, {cols} from {table(out, 'features')}")
@@ -191,3 +191,64 @@ def test_feature_metadata_carries_each_features_run_statistics(generated, tmp_pa
         assert (st["count"], st["null_count"]) == (cnt, cnt - present), n
         for key, want in (("min", mn), ("max", mx), ("mean", mean), ("std", std)):
             assert close(st[key], want), f"{n} {key}: {st[key]} vs {want}"
+
+
+def test_history_features_follow_their_definitions(generated, tmp_path):
+    """delta, accel and zscore of every history base, recomputed in Python from
+    the base columns of the same features table, entity by entity in window order."""
+    out = tmp_path / "out"
+    replay(generated, out)
+    meta = json.loads((out / "feature_metadata.json").read_text())
+    derived = [f["name"] for f in meta["features"] if f["source"] == "derived"]
+    bases = sorted({n.rsplit("_", 1)[0] for n in derived})
+    assert len(derived) == 3 * len(bases) >= 30
+    cols = ", ".join(bases + derived)
+    rows = query(f"select entity, epoch(window_start)::bigint // 30, {cols} "
+                 f"from {table(out, 'features')} order by 1, 2")
+    by_entity = defaultdict(list)
+    for r in rows:
+        by_entity[r[0]].append(r)
+    checked = defaultdict(int)
+    for ent_rows in by_entity.values():
+        for bi, b in enumerate(bases):
+            prev_w = prev_x = prev_d = None
+            n, mean, var = 0, 0.0, 0.0
+            for r in ent_rows:
+                w, x = r[1], r[2 + bi]
+                got = dict(zip(derived, r[2 + len(bases):]))
+                adjacent = prev_w is not None and prev_w + 1 == w
+                d = x - prev_x if adjacent and x is not None and prev_x is not None else None
+                a = d - prev_d if adjacent and d is not None and prev_d is not None else None
+                z = None
+                if x is not None and n >= 5 and var > 0:
+                    z = (x - mean) / math.sqrt(var)
+                for name, want in ((f"{b}_delta", d), (f"{b}_accel", a), (f"{b}_zscore", z)):
+                    assert close(got[name], want), f"{name} of {r[0]} at window {w}: {got[name]} vs {want}"
+                    checked[name] += want is not None
+                if x is not None:
+                    if n == 0:
+                        mean, var = x, 0.0
+                    else:
+                        dx = x - mean
+                        mean += 0.1 * dx
+                        var = 0.9 * (var + 0.1 * dx * dx)
+                    n += 1
+                prev_w, prev_x, prev_d = w, x, d
+    # The generated capture is long enough to give every packet base a delta.
+    assert all(checked[f"{b}_delta"] > 0 for b in bases if b in
+               ("packets_out", "bytes_out", "packets_in", "bytes_in")), dict(checked)
+
+
+def test_history_state_is_bounded_on_a_flood_of_spoofed_sources(tmp_path):
+    """stopddos' SYN flood from thousands of spoofed addresses, with room for the
+    history of only 500 entities: the state stays at the cap, and the rest is
+    evicted and counted."""
+    cap = DATA / "pcap" / "stopddos" / "pkt.TCP.DOMINATE.syn.ecn.cwr.pcapng"
+    cfg = tmp_path / "flows.toml"
+    cfg.write_text('[features]\nmax_entity_state = 500\nentity_state_idle = "100h"\n')
+    out = tmp_path / "out"
+    s = replay(cap, out, "--config", cfg)
+    (entities,), = query(f"select count(distinct entity) from {table(out, 'features')}")
+    assert entities > 5000
+    # Every entity beyond the 500 kept was forgotten at least once.
+    assert s["history_evicted"] >= entities - 500

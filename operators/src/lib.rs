@@ -7,10 +7,15 @@
 pub mod community_id;
 pub mod features;
 mod flow;
+mod history;
 mod stats;
 mod window;
 
 pub use flow::{AssembleFlows, FlowConfig, FlowCounters, FlowKey, FlowTable};
+pub use history::{
+    EWMA_ALPHA, HISTORY_BASES, HISTORY_DEFS, History, HistoryConfig, HistoryCounters, WithHistory,
+    ZSCORE_MIN_HISTORY,
+};
 pub use stats::Moments;
 pub use window::{Featurize, FeaturizeEvents, MergeRows, Obs, WindowCounters};
 

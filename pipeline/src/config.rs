@@ -17,6 +17,7 @@ pub struct Config {
     pub sources: SourcesConfig,
     pub window: WindowConfig,
     pub flows: FlowsConfig,
+    pub features: FeaturesConfig,
     pub runtime: RuntimeConfig,
     pub sinks: SinksConfig,
 }
@@ -80,6 +81,38 @@ impl Default for FlowsConfig {
             closed_timeout: Secs::from_secs(5),
             max_flows: Bounded(1_000_000),
             community_id_seed: Bounded(0),
+        }
+    }
+}
+
+/// Per-entity state of the history features (change and variability).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FeaturesConfig {
+    /// Entities whose history is kept at once (over all workers); past it the
+    /// longest-unseen are forgotten, and counted.
+    pub max_entity_state: Bounded<1, 1_000_000_000>,
+    /// An entity unseen for this long (event time) is forgotten.
+    pub entity_state_idle: PositiveSecs,
+}
+
+impl Default for FeaturesConfig {
+    fn default() -> Self {
+        FeaturesConfig {
+            max_entity_state: Bounded(1_000_000),
+            entity_state_idle: PositiveSecs(Secs::from_secs(3600)),
+        }
+    }
+}
+
+impl FeaturesConfig {
+    /// The history operator's settings for `workers` workers.
+    pub fn history(&self, workers: usize) -> amoskys_operators::HistoryConfig {
+        amoskys_operators::HistoryConfig {
+            max_entities: (self.max_entity_state.0 as usize).div_ceil(workers.max(1)),
+            idle_windows: (self.entity_state_idle.0.0.as_secs()
+                / amoskys_schemas::HOP_SECONDS as u64)
+                .max(1),
         }
     }
 }

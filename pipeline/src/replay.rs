@@ -8,7 +8,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use amoskys_operators::{
-    AssembleFlows, Featurize, FlowConfig, FlowCounters, WindowCounters, features,
+    AssembleFlows, Featurize, FlowConfig, FlowCounters, HistoryCounters, WindowCounters,
+    WithHistory, features,
 };
 use amoskys_schemas::{FeatureStats, Packet, metadata_json, metadata_json_with_stats, pane_of};
 use amoskys_sinks::parquet::{FeatureTable, FlowTable, SinkSummary};
@@ -49,6 +50,8 @@ pub struct ReplayReport {
     pub flows: u64,
     pub flows_evicted: u64,
     pub feature_rows: u64,
+    /// Entities whose history was forgotten early because the state was full.
+    pub history_evicted: u64,
     pub first_ts_ns: Option<i64>,
     pub last_ts_ns: Option<i64>,
     pub workers: usize,
@@ -185,6 +188,9 @@ pub fn replay(opts: ReplayOptions) -> Result<ReplayReport, PipelineError> {
     };
     let flow_counters = Arc::new(FlowCounters::default());
     let window_counters = Arc::new(WindowCounters::default());
+    let history_cfg = cfg.features.history(workers);
+    let history_counters = Arc::new(HistoryCounters::default());
+    let hc = history_counters.clone();
     let rx = Arc::new(Mutex::new(Some(pkt_rx)));
     let (fc, wc, late) = (
         flow_counters.clone(),
@@ -197,7 +203,11 @@ pub fn replay(opts: ReplayOptions) -> Result<ReplayReport, PipelineError> {
             let ((input, cap), packets) =
                 scope.new_unordered_input::<CapacityContainerBuilder<Vec<Packet>>>();
             let flows = packets.clone().assemble_flows(flow_cfg, fc.clone());
-            let rows = packets.featurize(wc.clone());
+            let rows = packets.featurize(wc.clone()).with_history(
+                features::defs(),
+                history_cfg,
+                hc.clone(),
+            );
             channel_sink(flows, "FlowsToParquet", flow_tx.clone(), None);
             channel_sink(rows, "FeaturesToParquet", feat_tx.clone(), None);
             (input, cap)
@@ -251,6 +261,7 @@ pub fn replay(opts: ReplayOptions) -> Result<ReplayReport, PipelineError> {
         flows: flow_sum.rows,
         flows_evicted: flow_counters.evicted.load(Ordering::Relaxed),
         feature_rows: feat_sum.rows,
+        history_evicted: history_counters.evicted.load(Ordering::Relaxed),
         first_ts_ns: summary.first_ns,
         last_ts_ns: summary.last_ns,
         workers,

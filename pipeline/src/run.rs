@@ -17,8 +17,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use amoskys_operators::{
-    AssembleFlows, Featurize, FeaturizeEvents, FlowConfig, FlowCounters, MergeRows, WindowCounters,
-    features,
+    AssembleFlows, Featurize, FeaturizeEvents, FlowConfig, FlowCounters, HistoryCounters,
+    MergeRows, WindowCounters, WithHistory, features,
 };
 use amoskys_schemas::{EventRow, Packet, Record, pane_of};
 use amoskys_sinks::parquet::{EventTable, FeatureTable, FlowTable};
@@ -174,6 +174,7 @@ async fn publish_metrics(
     live: Arc<Live>,
     flows: Arc<FlowCounters>,
     windows: Arc<WindowCounters>,
+    history: Arc<HistoryCounters>,
     sources: Vec<(String, Counters, Depth)>,
     mut done: watch::Receiver<bool>,
 ) {
@@ -235,6 +236,8 @@ async fn publish_metrics(
         metrics::counter!("amoskys_flows_evicted_total").absolute(g(&flows.evicted));
         metrics::counter!("amoskys_window_late_observations_total").absolute(g(&windows.late));
         metrics::counter!("amoskys_feature_rows_total").absolute(g(&windows.rows));
+        metrics::counter!("amoskys_history_evicted_total").absolute(g(&history.evicted));
+        metrics::gauge!("amoskys_history_entities").set(g(&history.entities) as f64);
         let wm = live.watermark_pane.load(Ordering::Relaxed);
         if wm > 0 {
             let now = std::time::SystemTime::now()
@@ -446,10 +449,14 @@ pub fn run_job(
     let window_counters = Arc::new(WindowCounters::default());
     let event_window_counters = Arc::new(WindowCounters::default());
     let (done_tx, done) = watch::channel(false);
+    let history_cfg = cfg.features.history(workers);
+    let history_counters = Arc::new(HistoryCounters::default());
+    let hc = history_counters.clone();
     let publisher = rt.spawn(publish_metrics(
         live.clone(),
         flow_counters.clone(),
         window_counters.clone(),
+        history_counters.clone(),
         published,
         done,
     ));
@@ -477,7 +484,8 @@ pub fn run_job(
             let rows = packets
                 .featurize(wc.clone())
                 .concat(records.featurize_events(ewc.clone()))
-                .merge_rows();
+                .merge_rows()
+                .with_history(features::defs(), history_cfg, hc.clone());
             channel_sink(rows, "FeaturesToParquet", feat_tx.clone(), None);
             (rec_in, rec_cap, pkt_in, pkt_cap)
         });

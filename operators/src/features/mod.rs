@@ -35,12 +35,13 @@ pub fn defs() -> Vec<FeatureDef> {
         .iter()
         .map(|s| s.def)
         .chain(event_catalogue().map(|s| s.def))
+        .chain(crate::history::HISTORY_DEFS.iter().copied())
         .collect()
 }
 
 /// Number of features in the catalogue.
 pub fn count() -> usize {
-    catalogue().len() + event_catalogue().count()
+    catalogue().len() + event_catalogue().count() + crate::history::HISTORY_DEFS.len()
 }
 
 /// The catalogue as Markdown: the body of docs/FEATURES.md.
@@ -100,7 +101,7 @@ pub fn markdown() -> String {
 }
 
 /// Computes every feature of one window from packets; NaN stands for null (the
-/// event families are null).
+/// event families are null, and the history features are filled later).
 pub fn compute_all(acc: &PaneAcc) -> Box<[f64]> {
     let mut v: Vec<f64> = Vec::with_capacity(count());
     v.extend(catalogue().iter().map(|s| {
@@ -121,6 +122,8 @@ pub fn compute_events(acc: &EventAcc) -> Box<[f64]> {
             .filter(|v| v.is_finite())
             .unwrap_or(f64::NAN)
     }));
+    // The history features are filled later, by the History operator.
+    v.resize(count(), f64::NAN);
     v.into_boxed_slice()
 }
 

@@ -1,0 +1,432 @@
+//! Features of an entity's own history: change against its previous windows and
+//! variability against its running baseline.
+//!
+//! For each base feature `b` of [`HISTORY_BASES`]:
+//! - `b_delta`: `b` now minus `b` in the previous window (one hop, 30 s, earlier);
+//!   null when the entity had no row there, or `b` is null in either;
+//! - `b_accel`: `b_delta` now minus `b_delta` in the previous window (needs rows
+//!   in the three latest windows);
+//! - `b_zscore`: `(b − μ) / σ` against an exponentially weighted mean and
+//!   variance (α = 0.1) of the entity's earlier values of `b` (its rows' non-null
+//!   values, in window order); null until 5 earlier values, or when σ = 0.
+//!
+//! State is per entity, on the worker that owns the entity, and bounded: an
+//! entity unseen for `idle_windows` windows is forgotten, and past `max_entities`
+//! the longest-unseen are forgotten first (counted in `evicted`). A forgotten
+//! entity starts over, as a new one.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use amoskys_schemas::{Entity, FeatureDef, FeatureDtype, FeatureRow};
+use timely::dataflow::Stream;
+use timely::dataflow::channels::pact::Exchange;
+use timely::dataflow::operators::Capability;
+use timely::dataflow::operators::generic::Operator;
+
+use crate::Map;
+
+/// The features whose history is followed, in feature order.
+pub const HISTORY_BASES: [&str; 10] = [
+    "packets_out",
+    "bytes_out",
+    "packets_in",
+    "bytes_in",
+    "distinct_peers_out",
+    "distinct_dst_ports_out",
+    "conn_attempts_out",
+    "syslog_messages",
+    "auth_failures_as_remote",
+    "mqtt_messages",
+];
+
+/// Weight of the newest value in the running baseline.
+pub const EWMA_ALPHA: f64 = 0.1;
+/// Earlier values needed before a z-score is given.
+pub const ZSCORE_MIN_HISTORY: u32 = 5;
+
+macro_rules! history_defs {
+    ($($b:literal),*) => {
+        /// The history features' definitions: for each base, delta, accel, zscore.
+        pub const HISTORY_DEFS: &[FeatureDef] = &[$(
+            FeatureDef {
+                name: concat!($b, "_delta"),
+                family: "change",
+                source: "derived",
+                unit: "difference",
+                dtype: FeatureDtype::Float,
+                description: concat!("`", $b, "` minus its value in the entity's previous window (30 s earlier)."),
+                null_when: Some("the entity had no row in the previous window, or the value is null in either"),
+            },
+            FeatureDef {
+                name: concat!($b, "_accel"),
+                family: "change",
+                source: "derived",
+                unit: "difference",
+                dtype: FeatureDtype::Float,
+                description: concat!("`", $b, "_delta` minus its value in the previous window."),
+                null_when: Some("the entity lacks a row, or a value, in one of its three latest windows"),
+            },
+            FeatureDef {
+                name: concat!($b, "_zscore"),
+                family: "variability",
+                source: "derived",
+                unit: "standard deviations",
+                dtype: FeatureDtype::Float,
+                description: concat!("`", $b, "` against the entity's exponentially weighted (alpha 0.1) mean and standard deviation of its earlier values."),
+                null_when: Some("fewer than 5 earlier values, or no variation in them"),
+            },
+        )*];
+    };
+}
+
+history_defs!(
+    "packets_out",
+    "bytes_out",
+    "packets_in",
+    "bytes_in",
+    "distinct_peers_out",
+    "distinct_dst_ports_out",
+    "conn_attempts_out",
+    "syslog_messages",
+    "auth_failures_as_remote",
+    "mqtt_messages"
+);
+
+/// How much history is kept.
+#[derive(Clone, Copy, Debug)]
+pub struct HistoryConfig {
+    /// Entities followed at once (per worker).
+    pub max_entities: usize,
+    /// Windows after which an unseen entity is forgotten.
+    pub idle_windows: u64,
+}
+
+/// Counters of the history operators.
+#[derive(Debug, Default)]
+pub struct HistoryCounters {
+    /// Entities forgotten because the state was full.
+    pub evicted: AtomicU64,
+    /// Entities followed now (over all workers).
+    pub entities: AtomicU64,
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+struct Ewma {
+    n: u32,
+    mean: f64,
+    var: f64,
+}
+
+impl Ewma {
+    fn z(&self, x: f64) -> Option<f64> {
+        let sd = self.var.sqrt();
+        (self.n >= ZSCORE_MIN_HISTORY && sd > 0.0).then(|| (x - self.mean) / sd)
+    }
+
+    fn push(&mut self, x: f64) {
+        if self.n == 0 {
+            self.mean = x;
+            self.var = 0.0;
+        } else {
+            let d = x - self.mean;
+            self.mean += EWMA_ALPHA * d;
+            self.var = (1.0 - EWMA_ALPHA) * (self.var + EWMA_ALPHA * d * d);
+        }
+        self.n = self.n.saturating_add(1);
+    }
+}
+
+#[derive(Clone, Debug)]
+struct EntityHistory {
+    /// The window of the entity's latest row, its base values, and its deltas.
+    last: u64,
+    values: [f64; HISTORY_BASES.len()],
+    deltas: [f64; HISTORY_BASES.len()],
+    ewma: [Ewma; HISTORY_BASES.len()],
+}
+
+/// The timely-free core: per-entity history, fed rows in window order.
+pub struct History {
+    /// Column of each base in a row, and of each base's three outputs.
+    base_idx: Vec<usize>,
+    out_idx: Vec<[usize; 3]>,
+    state: Map<Entity, EntityHistory>,
+    cfg: HistoryConfig,
+    pub evicted: u64,
+}
+
+impl History {
+    /// `defs` is the whole catalogue (base and history features must be in it).
+    pub fn new(defs: &[FeatureDef], cfg: HistoryConfig) -> Self {
+        let pos = |n: &str| defs.iter().position(|d| d.name == n);
+        let mut base_idx = Vec::new();
+        let mut out_idx = Vec::new();
+        for b in HISTORY_BASES {
+            let (Some(bi), Some(d), Some(a), Some(z)) = (
+                pos(b),
+                pos(&format!("{b}_delta")),
+                pos(&format!("{b}_accel")),
+                pos(&format!("{b}_zscore")),
+            ) else {
+                continue;
+            };
+            base_idx.push(bi);
+            out_idx.push([d, a, z]);
+        }
+        History {
+            base_idx,
+            out_idx,
+            state: Map::default(),
+            cfg,
+            evicted: 0,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.state.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.state.is_empty()
+    }
+
+    /// Fills the history features of `row` and records it. Rows of one entity
+    /// must come in window order.
+    pub fn apply(&mut self, row: &mut FeatureRow) {
+        let n = self.base_idx.len();
+        let now: Vec<f64> = self.base_idx.iter().map(|&i| row.values[i]).collect();
+        let prev = self.state.get(&row.entity);
+        let adjacent = prev.filter(|p| p.last + 1 == row.window);
+        let mut deltas = [f64::NAN; HISTORY_BASES.len()];
+        for k in 0..n {
+            let x = now[k];
+            let [di, ai, zi] = self.out_idx[k];
+            let delta = adjacent.map_or(f64::NAN, |p| x - p.values[k]);
+            deltas[k] = delta;
+            let accel = adjacent.map_or(f64::NAN, |p| delta - p.deltas[k]);
+            let z = prev
+                .filter(|_| !x.is_nan())
+                .and_then(|p| p.ewma[k].z(x))
+                .unwrap_or(f64::NAN);
+            // NaN in, NaN out: a null anywhere gives a null.
+            row.values[di] = delta;
+            row.values[ai] = accel;
+            row.values[zi] = if z.is_finite() { z } else { f64::NAN };
+        }
+        let mut ewma = prev.map_or([Ewma::default(); HISTORY_BASES.len()], |p| p.ewma);
+        for k in 0..n {
+            if !now[k].is_nan() {
+                ewma[k].push(now[k]);
+            }
+        }
+        let mut values = [f64::NAN; HISTORY_BASES.len()];
+        values[..n].copy_from_slice(&now);
+        self.state.insert(
+            row.entity.clone(),
+            EntityHistory {
+                last: row.window,
+                values,
+                deltas,
+                ewma,
+            },
+        );
+    }
+
+    /// Forgets entities unseen since before `window − idle_windows`, then the
+    /// longest-unseen while more than `max_entities` are followed.
+    pub fn expire(&mut self, window: u64) {
+        let horizon = window.saturating_sub(self.cfg.idle_windows);
+        self.state.retain(|_, h| h.last >= horizon);
+        if self.state.len() > self.cfg.max_entities {
+            let over = self.state.len() - self.cfg.max_entities;
+            let mut lasts: Vec<(u64, Entity)> = self
+                .state
+                .iter()
+                .map(|(e, h)| (h.last, e.clone()))
+                .collect();
+            lasts.sort_unstable();
+            for (_, e) in lasts.into_iter().take(over) {
+                self.state.remove(&e);
+            }
+            self.evicted += over as u64;
+        }
+    }
+}
+
+fn entity_route(e: &Entity) -> u64 {
+    match e {
+        Entity::Ip(a) => a.route_hash(),
+        Entity::Name(n) => ahash::RandomState::with_seeds(5, 6, 7, 8).hash_one(n),
+    }
+}
+
+/// Fills the history features of feature rows (one row per entity per window).
+pub trait WithHistory<'scope> {
+    fn with_history(
+        self,
+        defs: Vec<FeatureDef>,
+        cfg: HistoryConfig,
+        counters: Arc<HistoryCounters>,
+    ) -> Stream<'scope, u64, Vec<FeatureRow>>;
+}
+
+impl<'scope> WithHistory<'scope> for Stream<'scope, u64, Vec<FeatureRow>> {
+    fn with_history(
+        self,
+        defs: Vec<FeatureDef>,
+        cfg: HistoryConfig,
+        counters: Arc<HistoryCounters>,
+    ) -> Stream<'scope, u64, Vec<FeatureRow>> {
+        let pact = Exchange::new(|r: &FeatureRow| entity_route(&r.entity));
+        self.unary_frontier(pact, "History", move |_cap, _info| {
+            let mut core = History::new(&defs, cfg);
+            // Rows of window w carry time w or w + 1: a window is complete once
+            // the frontier has passed w + 1, and windows go through in order.
+            let mut held: BTreeMap<u64, (Capability<u64>, Vec<FeatureRow>)> = BTreeMap::new();
+            let mut reported = (0u64, 0usize);
+            move |(input, frontier), output| {
+                input.for_each(|cap, data| {
+                    let Some(&time) = cap.least() else { return };
+                    let out_idx = output.output_index();
+                    for r in data.drain(..) {
+                        let slot = held
+                            .entry(r.window)
+                            .or_insert_with(|| (cap.delayed(&time, out_idx), Vec::new()));
+                        if time < *slot.0.time() {
+                            slot.0 = cap.delayed(&time, out_idx);
+                        }
+                        slot.1.push(r);
+                    }
+                });
+                let f = frontier.frontier().first().copied();
+                while let Some((&w, _)) = held.first_key_value() {
+                    if f.is_some_and(|f| w + 1 >= f) {
+                        break;
+                    }
+                    let Some((_, (cap, mut rows))) = held.pop_first() else {
+                        break;
+                    };
+                    for r in rows.iter_mut() {
+                        core.apply(r);
+                    }
+                    core.expire(w);
+                    output.session(&cap).give_container(&mut rows);
+                }
+                let now = (core.evicted, core.len());
+                if now != reported {
+                    counters
+                        .evicted
+                        .fetch_add(now.0 - reported.0, Ordering::Relaxed);
+                    if now.1 >= reported.1 {
+                        counters
+                            .entities
+                            .fetch_add((now.1 - reported.1) as u64, Ordering::Relaxed);
+                    } else {
+                        counters
+                            .entities
+                            .fetch_sub((reported.1 - now.1) as u64, Ordering::Relaxed);
+                    }
+                    reported = now;
+                }
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use amoskys_schemas::Addr;
+
+    fn defs() -> Vec<FeatureDef> {
+        crate::features::defs()
+    }
+
+    fn row(defs: &[FeatureDef], e: u8, window: u64, packets_out: f64) -> FeatureRow {
+        let mut values = vec![f64::NAN; defs.len()];
+        let i = defs
+            .iter()
+            .position(|d| d.name == "packets_out")
+            .unwrap_or(0);
+        values[i] = packets_out;
+        FeatureRow {
+            entity: Entity::Ip(Addr::from(std::net::IpAddr::from([10, 0, 0, e]))),
+            window,
+            values: values.into(),
+        }
+    }
+
+    fn get(defs: &[FeatureDef], r: &FeatureRow, name: &str) -> Option<f64> {
+        let i = defs.iter().position(|d| d.name == name)?;
+        Some(r.values[i]).filter(|v| !v.is_nan())
+    }
+
+    #[test]
+    fn deltas_need_the_previous_window_and_zscores_a_history() {
+        let d = defs();
+        let mut h = History::new(
+            &d,
+            HistoryConfig {
+                max_entities: 10,
+                idle_windows: 100,
+            },
+        );
+        let xs = [10.0, 12.0, 11.0, 13.0, 12.0, 40.0];
+        let mut out = Vec::new();
+        for (w, x) in xs.iter().enumerate() {
+            let mut r = row(&d, 1, w as u64, *x);
+            h.apply(&mut r);
+            out.push(r);
+        }
+        assert_eq!(get(&d, &out[0], "packets_out_delta"), None);
+        assert_eq!(get(&d, &out[1], "packets_out_delta"), Some(2.0));
+        assert_eq!(get(&d, &out[1], "packets_out_accel"), None);
+        assert_eq!(get(&d, &out[2], "packets_out_accel"), Some(-3.0));
+        for r in &out[..5] {
+            assert_eq!(get(&d, r, "packets_out_zscore"), None);
+        }
+        // The baseline, computed here from its definition.
+        let (mut mean, mut var) = (xs[0], 0.0);
+        for x in &xs[1..5] {
+            let dx = x - mean;
+            mean += 0.1 * dx;
+            var = 0.9 * (var + 0.1 * dx * dx);
+        }
+        let want = (40.0 - mean) / f64::sqrt(var);
+        let got = get(&d, &out[5], "packets_out_zscore").unwrap_or(f64::NAN);
+        assert!((got - want).abs() < 1e-12, "{got} vs {want}");
+        // A gap: no delta across it.
+        let mut r = row(&d, 1, 9, 5.0);
+        h.apply(&mut r);
+        assert_eq!(get(&d, &r, "packets_out_delta"), None);
+        assert!(get(&d, &r, "packets_out_zscore").is_some());
+        // A null base gives null history features but keeps the rest.
+        assert_eq!(get(&d, &r, "bytes_out_delta"), None);
+    }
+
+    #[test]
+    fn state_is_bounded_and_idle_entities_are_forgotten() {
+        let d = defs();
+        let mut h = History::new(
+            &d,
+            HistoryConfig {
+                max_entities: 3,
+                idle_windows: 4,
+            },
+        );
+        for e in 0..5u8 {
+            let mut r = row(&d, e, u64::from(e), 1.0);
+            h.apply(&mut r);
+        }
+        h.expire(4);
+        assert_eq!(h.len(), 3);
+        assert_eq!(h.evicted, 2);
+        h.expire(7);
+        // Windows 2 and 3 are more than 4 windows before 7... 3 >= 3 stays.
+        assert_eq!(h.len(), 2);
+        h.expire(100);
+        assert!(h.is_empty());
+    }
+}
