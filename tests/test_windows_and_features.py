@@ -252,3 +252,19 @@ def test_history_state_is_bounded_on_a_flood_of_spoofed_sources(tmp_path):
     assert entities > 5000
     # Every entity beyond the 500 kept was forgotten at least once.
     assert s["history_evicted"] >= entities - 500
+
+
+def test_packet_features_only_is_the_full_catalogues_first_columns(generated, tmp_path):
+    full, lean = tmp_path / "full", tmp_path / "lean"
+    replay(generated, full)
+    replay(generated, lean, "--features", "packet")
+    meta_full = json.loads((full / "feature_metadata.json").read_text())
+    meta_lean = json.loads((lean / "feature_metadata.json").read_text())
+    names = [f["name"] for f in meta_lean["features"]]
+    assert names == [f["name"] for f in meta_full["features"] if f["source"] == "pcap"]
+    cols = ", ".join(names)
+    q = "select entity, window_start, {} from {} order by 1, 2"
+    assert query(q.format(cols, table(lean, "features"))) == query(q.format(cols, table(full, "features")))
+    (lean_cols,), = query(f"select count(*) from (describe select * from {table(lean, 'features')})")
+    # entity, window_start, window_end, the packet features, and the date/hour partitions.
+    assert lean_cols == 3 + len(names) + 2

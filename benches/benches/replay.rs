@@ -4,7 +4,9 @@
 //! by `benches/make-bench-data.sh` from ../shared/data), else the smaller
 //! ../shared/data/bench/zeek-echo-connections.pcap. Each configuration runs
 //! `ROUNDS` times, interleaved so that machine noise hits all alike; the median
-//! rate of each, and its ratio to the plain read, are printed.
+//! rate of each, and its ratio to the plain read, are printed, and the ratio of the
+//! full catalogue to the packet features alone (the first feature set), both with
+//! one worker.
 //!
 //!     cargo bench -p amoskys-benches --bench replay
 
@@ -14,7 +16,7 @@ use std::time::Instant;
 use amoskys_benches::median;
 
 use amoskys_pipeline::config::Config;
-use amoskys_pipeline::replay::{ReplayOptions, replay};
+use amoskys_pipeline::replay::{FeatureSet, ReplayOptions, replay};
 
 // As in the binary.
 #[global_allocator]
@@ -53,12 +55,17 @@ fn plain_read(path: &Path) -> u64 {
 }
 
 fn full_replay(path: &Path, workers: usize, out: &Path) -> u64 {
+    replay_with(path, workers, out, FeatureSet::All)
+}
+
+fn replay_with(path: &Path, workers: usize, out: &Path, feature_set: FeatureSet) -> u64 {
     let report = replay(ReplayOptions {
         inputs: vec![path.display().to_string()],
         out: out.to_path_buf(),
         config: Config::default(),
         workers: Some(workers),
         progress: false,
+        feature_set,
     })
     .expect("replay");
     report.decode.packets
@@ -76,8 +83,12 @@ fn main() {
     let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
     println!("capture: {} ({} MB)", path.display(), size / 1_000_000);
     type Run<'a> = Box<dyn Fn(&Path) -> u64 + 'a>;
-    let configs: [(&str, Run); 3] = [
+    let configs: [(&str, Run); 4] = [
         ("plain libpcap read", Box::new(|_| plain_read(&path))),
+        (
+            "replay -w 1, packet features only",
+            Box::new(|out| replay_with(&path, 1, out, FeatureSet::Packet)),
+        ),
         (
             "replay -w 1 (flows, features, parquet)",
             Box::new(|out| full_replay(&path, 1, out)),
@@ -104,6 +115,7 @@ fn main() {
         rounds()
     );
     let base = median(rates[0].clone());
+    let (packet_only, full) = (median(rates[1].clone()), median(rates[2].clone()));
     for ((name, _), r) in configs.iter().zip(rates) {
         let m = median(r);
         println!(
@@ -112,4 +124,8 @@ fn main() {
             100.0 * m / base
         );
     }
+    println!(
+        "full catalogue / packet features only (-w 1): {:.1} %",
+        100.0 * full / packet_only
+    );
 }

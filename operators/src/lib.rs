@@ -17,7 +17,7 @@ pub use history::{
     ZSCORE_MIN_HISTORY,
 };
 pub use stats::Moments;
-pub use window::{Featurize, FeaturizeEvents, MergeRows, Obs, WindowCounters};
+pub use window::{Featurize, FeaturizeEvents, MergeRows, Obs, PacketFeaturesOnly, WindowCounters};
 
 /// Hash maps and sets of state keyed by data an attacker may choose: a fast hash
 /// with random keys, drawn once per process (drawing them per map costs more than

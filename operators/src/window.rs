@@ -372,3 +372,28 @@ impl<'scope> MergeRows<'scope> for Stream<'scope, u64, Vec<FeatureRow>> {
         })
     }
 }
+
+/// Cuts feature rows down to the packet features (the first columns).
+pub trait PacketFeaturesOnly<'scope> {
+    fn packet_features_only(self) -> Stream<'scope, u64, Vec<FeatureRow>>;
+}
+
+impl<'scope> PacketFeaturesOnly<'scope> for Stream<'scope, u64, Vec<FeatureRow>> {
+    fn packet_features_only(self) -> Stream<'scope, u64, Vec<FeatureRow>> {
+        let n = crate::features::catalogue().len();
+        self.unary::<CapacityContainerBuilder<Vec<FeatureRow>>, _, _, _>(
+            Pipeline,
+            "PacketFeaturesOnly",
+            move |_cap, _info| {
+                move |input, output| {
+                    input.for_each(|cap, data| {
+                        for r in data.iter_mut() {
+                            r.values = r.values[..n.min(r.values.len())].into();
+                        }
+                        output.session(&cap).give_container(data);
+                    });
+                }
+            },
+        )
+    }
+}

@@ -9,7 +9,7 @@ use clap::{Parser, Subcommand};
 
 use amoskys_pipeline::config::Config;
 use amoskys_pipeline::generate::{GenerateOptions, generate_capture};
-use amoskys_pipeline::replay::{ReplayOptions, replay};
+use amoskys_pipeline::replay::{FeatureSet, ReplayOptions, replay};
 
 /// Security telemetry in; flows, per-host features and Parquet out.
 ///
@@ -87,6 +87,10 @@ enum Command {
         /// Also write the run's summary as JSON to FILE.
         #[arg(long, value_name = "FILE")]
         summary_json: Option<PathBuf>,
+        /// Which features to compute: the whole catalogue, or only the packet
+        /// features (smaller output; the event families are null in a replay).
+        #[arg(long, value_enum, default_value_t = FeatureSet::All)]
+        features: FeatureSet,
     },
     /// Turn a run's features into model-ready train and validation Parquet.
     ///
@@ -281,6 +285,7 @@ fn run(cmd: Command) -> anyhow::Result<ExitCode> {
             workers,
             no_progress,
             summary_json,
+            features,
         } => {
             let config = load(config.as_ref())?;
             let report = replay(ReplayOptions {
@@ -289,6 +294,7 @@ fn run(cmd: Command) -> anyhow::Result<ExitCode> {
                 config,
                 workers: workers.map(usize::from),
                 progress: !no_progress,
+                feature_set: features,
             })?;
             for (file, err) in &report.file_errors {
                 eprintln!("warning: {file}: {err}");

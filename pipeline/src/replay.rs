@@ -8,8 +8,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use amoskys_operators::{
-    AssembleFlows, Featurize, FlowConfig, FlowCounters, HistoryCounters, WindowCounters,
-    WithHistory, features,
+    AssembleFlows, Featurize, FlowConfig, FlowCounters, HistoryCounters, PacketFeaturesOnly,
+    WindowCounters, WithHistory, features,
 };
 use amoskys_schemas::{FeatureStats, Packet, metadata_json, metadata_json_with_stats, pane_of};
 use amoskys_sinks::parquet::{FeatureTable, FlowTable, SinkSummary};
@@ -23,6 +23,26 @@ use crate::bridge::{channel_sink, spawn_table_sink};
 use crate::config::Config;
 use crate::error::PipelineError;
 
+/// Which features a replay computes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum FeatureSet {
+    /// The whole catalogue (docs/FEATURES.md).
+    #[default]
+    All,
+    /// Only the packet features (the first family set): no event families
+    /// (always null in a replay) and no history features; smaller output.
+    Packet,
+}
+
+impl FeatureSet {
+    pub fn defs(self) -> Vec<amoskys_schemas::FeatureDef> {
+        match self {
+            FeatureSet::All => features::defs(),
+            FeatureSet::Packet => features::catalogue().iter().map(|s| s.def).collect(),
+        }
+    }
+}
+
 /// What to replay and where to.
 pub struct ReplayOptions {
     pub inputs: Vec<String>,
@@ -32,6 +52,7 @@ pub struct ReplayOptions {
     pub workers: Option<usize>,
     /// Draw a progress bar on stderr (only if it is a terminal).
     pub progress: bool,
+    pub feature_set: FeatureSet,
 }
 
 /// What a replay did; printed as one line, and available as JSON.
@@ -116,14 +137,14 @@ pub(crate) fn run_id() -> String {
 /// the catalogue, and — once a run has ended — each feature's statistics over it.
 pub fn write_feature_metadata(
     out: &Path,
+    defs: &[amoskys_schemas::FeatureDef],
     stats: Option<&FeatureStats>,
 ) -> Result<(), PipelineError> {
     let io = |context: String| move |source| PipelineError::Io { context, source };
     std::fs::create_dir_all(out).map_err(io(format!("create {}", out.display())))?;
-    let defs = features::defs();
     let doc = match stats {
-        Some(st) => metadata_json_with_stats(&defs, st),
-        None => metadata_json(&defs),
+        Some(st) => metadata_json_with_stats(defs, st),
+        None => metadata_json(defs),
     };
     let text = serde_json::to_string_pretty(&doc).unwrap_or_default();
     let tmp = out.join(".feature_metadata.json.tmp");
@@ -142,12 +163,13 @@ pub fn replay(opts: ReplayOptions) -> Result<ReplayReport, PipelineError> {
         .unwrap_or(cfg.runtime.workers.0 as usize)
         .max(1);
     let files = expand_inputs(&opts.inputs)?;
-    write_feature_metadata(&opts.out, None)?;
+    let defs = opts.feature_set.defs();
+    write_feature_metadata(&opts.out, &defs, None)?;
 
     // Sinks: one thread per table behind a bounded channel of row batches.
     let settings = cfg.sinks.parquet.settings(opts.out.clone())?;
     let (flow_tx, flow_sink) = spawn_table_sink(FlowTable, settings.clone())?;
-    let feature_table = FeatureTable::new(features::defs());
+    let feature_table = FeatureTable::new(defs.clone());
     let feature_stats = feature_table.stats();
     let (feat_tx, feat_sink) = spawn_table_sink(feature_table, settings)?;
 
@@ -189,6 +211,7 @@ pub fn replay(opts: ReplayOptions) -> Result<ReplayReport, PipelineError> {
     let flow_counters = Arc::new(FlowCounters::default());
     let window_counters = Arc::new(WindowCounters::default());
     let history_cfg = cfg.features.history(workers);
+    let feature_set = opts.feature_set;
     let history_counters = Arc::new(HistoryCounters::default());
     let hc = history_counters.clone();
     let rx = Arc::new(Mutex::new(Some(pkt_rx)));
@@ -203,11 +226,11 @@ pub fn replay(opts: ReplayOptions) -> Result<ReplayReport, PipelineError> {
             let ((input, cap), packets) =
                 scope.new_unordered_input::<CapacityContainerBuilder<Vec<Packet>>>();
             let flows = packets.clone().assemble_flows(flow_cfg, fc.clone());
-            let rows = packets.featurize(wc.clone()).with_history(
-                features::defs(),
-                history_cfg,
-                hc.clone(),
-            );
+            let rows = packets.featurize(wc.clone());
+            let rows = match feature_set {
+                FeatureSet::All => rows.with_history(features::defs(), history_cfg, hc.clone()),
+                FeatureSet::Packet => rows.packet_features_only(),
+            };
             channel_sink(flows, "FlowsToParquet", flow_tx.clone(), None);
             channel_sink(rows, "FeaturesToParquet", feat_tx.clone(), None);
             (input, cap)
@@ -243,7 +266,7 @@ pub fn replay(opts: ReplayOptions) -> Result<ReplayReport, PipelineError> {
         .join()
         .map_err(|_| PipelineError::Dataflow("the features sink panicked".into()))??;
     if let Ok(st) = feature_stats.lock() {
-        write_feature_metadata(&opts.out, Some(&st))?;
+        write_feature_metadata(&opts.out, &defs, Some(&st))?;
     }
 
     let elapsed = started.elapsed().as_secs_f64();

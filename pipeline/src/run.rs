@@ -426,7 +426,8 @@ pub fn run_job(
     on_ready(&ready);
 
     let out = cfg.sinks.parquet.path.clone();
-    write_feature_metadata(&out, None)?;
+    let defs = features::defs();
+    write_feature_metadata(&out, &defs, None)?;
     let settings = cfg.sinks.parquet.settings(out.clone())?;
     let (event_tx, event_sink) = spawn_table_sink(EventTable, settings.clone())?;
     let (flow_tx, flow_sink) = spawn_table_sink(FlowTable, settings.clone())?;
@@ -544,7 +545,7 @@ pub fn run_job(
     let flow_sum = joined(flow_sink, "flows")?;
     let feat_sum = joined(feat_sink, "features")?;
     if let Ok(st) = feature_stats.lock() {
-        write_feature_metadata(&out, Some(&st))?;
+        write_feature_metadata(&out, &defs, Some(&st))?;
     }
     let _ = done_tx.send(true);
     let _ = rt.block_on(publisher);
