@@ -93,6 +93,15 @@ def test_logger_and_a_replayed_ssh_log_land_in_events(tmp_path):
     assert got == dict(want)
     assert "2004 events" in summary
     assert not list((tmp_path / "data").rglob("*.inprogress"))
+    # The facility and app families of the sending host, against events.
+    feats = f"read_parquet('{tmp_path / 'data'}/features/**/*.parquet', hive_partitioning=true)"
+    (auth_events, apps), = query(f"select count(*) filter (where facility in ('auth', 'authpriv')), "
+                                 f"count(distinct appname) from {t} where entity = '127.0.0.1'")
+    (auth_feat, max_apps), = query(f"select sum(syslog_facility_auth)::bigint, max(syslog_distinct_apps) "
+                                   f"from {feats} where entity = '127.0.0.1'")
+    # Each message counts in the two windows that contain it.
+    assert auth_feat == 2 * auth_events > 0
+    assert 1 <= max_apps <= apps
 
 
 def test_sigterm_during_live_input_keeps_every_acknowledged_record(tmp_path):

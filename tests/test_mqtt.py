@@ -166,6 +166,19 @@ def test_mqtt_features_per_device(tmp_path, broker):
                     f"count(packets_out) from {f}")
     # Each message counts in the two windows that hold it.
     assert rows == [(8.0, 2 * (1 + 1 + 1 + 9), 2.0, 1.0, 10.0, 8.0, 0)], rows
+    # Publish-interval regularity, per window, from the messages' times in events.
+    ts = [r[0] for r in job.rows(f"select epoch_us(ts) from {job.table('events', 'entity = $$dev7$$')} order by 1")]
+    windows = job.rows(f"select epoch_us(window_start), mqtt_interval_mean, mqtt_interval_cv from {f}")
+    for start, mean, cv in windows:
+        inside = [t for t in ts if start <= t < start + 60_000_000]
+        gaps = [(b - a) / 1e6 for a, b in zip(inside, inside[1:])]
+        if not gaps:
+            assert mean is None and cv is None
+            continue
+        m = sum(gaps) / len(gaps)
+        sd = (sum((g - m) ** 2 for g in gaps) / len(gaps)) ** 0.5
+        assert abs(mean - m) <= 1e-9 * max(1.0, m), (start, mean, m)
+        assert (cv is None and m == 0) or abs(cv - sd / m) <= 1e-6 * max(1.0, sd / m), (start, cv, sd / m)
 
 
 def test_tls_with_client_certificate_and_password(tmp_path, monkeypatch):

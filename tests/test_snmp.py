@@ -244,6 +244,8 @@ def check_cpu_shares(rows):
 
 # How docs/FEATURES.md says a poll's instances combine into one value.
 FEATURE_COMBINE = {"mem_total_real": "sum", "hr_memory_size": "sum", "sys_uptime": "mean",
+                   "mem_avail_real": "sum", "hr_storage_disk_used": "sum",
+                   "hr_storage_ram_used": "sum", "hr_storage_ram_size": "sum",
                    "hr_storage_disk_size": "sum", "hr_processor_load": "mean",
                    "if_oper_status": "count_ones", "if_in_octets": "sum", "la_load_1": "mean"}
 
@@ -252,7 +254,11 @@ def check_features(job, rows, entity) -> list[dict]:
     """The SNMP family of the features table for `entity`: snmp_polls per window
     and snmp_<metric>_mean/_max for FEATURE_COMBINE, against what `events` holds
     (a poll counts for a metric when one of its instances has a value)."""
-    cols = ["snmp_polls"] + [f"snmp_{m}_{k}" for m in FEATURE_COMBINE for k in ("mean", "max")]
+    ratios = {"snmp_mem_used_ratio": ("mem_avail_real", "mem_total_real", True),
+              "snmp_ram_used_ratio": ("hr_storage_ram_used", "hr_storage_ram_size", False),
+              "snmp_disk_used_ratio": ("hr_storage_disk_used", "hr_storage_disk_size", False)}
+    cols = (["snmp_polls"] + [f"snmp_{m}_{k}" for m in FEATURE_COMBINE for k in ("mean", "max")]
+            + list(ratios))
     t = job.table("features", f"entity = '{entity}'")
     got = job.rows(f"select epoch_us(window_start), epoch_us(window_end), {', '.join(cols)} from {t}")
     assert got, f"no features row for {entity}"
@@ -275,14 +281,21 @@ def check_features(job, rows, entity) -> list[dict]:
         inside = [c for ts, c in per_poll.items() if start <= ts < end]
         assert (f["snmp_polls"] or 0) == len(inside), \
             f"window {start}: snmp_polls {f['snmp_polls']}, {len(inside)} polls in events"
+        means = {}
         for m in FEATURE_COMBINE:
             series = [c[m] for c in inside if m in c]
             want_mean = sum(series) / len(series) if series else None
+            means[m] = want_mean
             want_max = max(series) if series else None
             for k, want in (("mean", want_mean), ("max", want_max)):
                 v = f[f"snmp_{m}_{k}"]
                 assert (v is None and want is None) or close(v, want), \
                     f"window {start}: snmp_{m}_{k} {v}, from events {want} ({series})"
+        for name, (num, den, subtract) in ratios.items():
+            n, d = means[num], means[den]
+            want = None if n is None or d is None or d <= 0 else ((d - n) if subtract else n) / d
+            v = f[name]
+            assert (v is None and want is None) or close(v, want), f"window {start}: {name} {v} vs {want}"
         out.append(f)
     assert any(f["snmp_polls"] for f in out), f"no snmp_polls for {entity}: {out}"
     return out

@@ -221,7 +221,15 @@ pub fn snmp_metric_index(name: &str) -> Option<usize> {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum EventWhat {
     /// A syslog message the entity sent; severity 0–7, 8 when unknown.
-    Syslog { severity: u8, auth: Option<AuthObs> },
+    Syslog {
+        severity: u8,
+        /// Facility group: 0 auth/authpriv, 1 kern, 2 daemon, 3 local0–7, 4 other
+        /// or none.
+        facility: u8,
+        /// Hash of the app name (0 without one).
+        app: u64,
+        auth: Option<AuthObs>,
+    },
     /// An authentication message naming the entity as the remote side.
     AuthAsRemote {
         auth: AuthObs,
@@ -261,6 +269,17 @@ pub struct EventObs {
 fn hash_str(s: &str) -> u64 {
     // Fixed keys: the same user or topic hashes alike on every worker.
     ahash::RandomState::with_seeds(1, 2, 3, 4).hash_one(s)
+}
+
+/// The facility groups counted apart.
+fn facility_group(f: Option<&str>) -> u8 {
+    match f {
+        Some("auth" | "authpriv") => 0,
+        Some("kern") => 1,
+        Some("daemon") => 2,
+        Some(l) if l.starts_with("local") => 3,
+        _ => 4,
+    }
 }
 
 const PAM_FAILURE: u8 = 5;
@@ -308,6 +327,8 @@ impl EventObs {
                         ts_ns: r.ts_ns,
                         what: EventWhat::Syslog {
                             severity: r.severity.unwrap_or(8).min(8),
+                            facility: facility_group(r.facility),
+                            app: r.appname.as_deref().map_or(0, hash_str),
                             auth,
                         },
                     });
@@ -398,15 +419,32 @@ pub struct EventAcc {
     pub mqtt_opaque: u64,
     pub topics: Set<u64>,
     pub values: Moments,
+    /// Syslog messages by facility group (see [`EventWhat::Syslog`]).
+    pub by_facility: [u64; 5],
+    /// Distinct app names in the entity's syslog messages.
+    pub apps: Set<u64>,
+    /// Times of the first and last MQTT message, and the gaps between messages.
+    pub mqtt_first_ns: Option<i64>,
+    pub mqtt_last_ns: Option<i64>,
+    pub intervals: Moments,
 }
 
 impl EventAcc {
     pub fn observe(&mut self, o: &EventObs) {
         match &o.what {
-            EventWhat::Syslog { severity, auth } => {
+            EventWhat::Syslog {
+                severity,
+                facility,
+                app,
+                auth,
+            } => {
                 self.syslog_seen = true;
                 self.messages += 1;
                 self.by_severity[usize::from((*severity).min(8))] += 1;
+                self.by_facility[usize::from((*facility).min(4))] += 1;
+                if *app != 0 {
+                    self.apps.insert(*app);
+                }
                 if let Some(a) = auth {
                     self.auth[usize::from(a.kind.min(PAM_FAILURE))] += u64::from(a.count);
                     self.users.extend(a.user);
@@ -440,6 +478,11 @@ impl EventAcc {
             } => {
                 self.mqtt_messages += 1;
                 self.mqtt_bytes += u64::from(*bytes);
+                if let Some(l) = self.mqtt_last_ns {
+                    self.intervals.push((o.ts_ns - l).max(0) as f64 / 1e9);
+                }
+                self.mqtt_first_ns.get_or_insert(o.ts_ns);
+                self.mqtt_last_ns = Some(o.ts_ns);
                 self.topics.insert(*topic);
                 if values.is_empty() {
                     self.mqtt_opaque += 1;
@@ -454,6 +497,16 @@ impl EventAcc {
     /// Extends this pane with a later one.
     pub fn append(&mut self, l: &EventAcc) {
         self.syslog_seen |= l.syslog_seen;
+        for (a, b) in self.by_facility.iter_mut().zip(l.by_facility) {
+            *a += b;
+        }
+        self.apps.extend(l.apps.iter().copied());
+        if let (Some(last), Some(first)) = (self.mqtt_last_ns, l.mqtt_first_ns) {
+            self.intervals.push((first - last).max(0) as f64 / 1e9);
+        }
+        self.intervals.merge(&l.intervals);
+        self.mqtt_first_ns = self.mqtt_first_ns.or(l.mqtt_first_ns);
+        self.mqtt_last_ns = l.mqtt_last_ns.or(self.mqtt_last_ns);
         self.messages += l.messages;
         for (a, b) in self.by_severity.iter_mut().zip(l.by_severity) {
             *a += b;
@@ -613,6 +666,51 @@ static SYSLOG_FEATURES: &[EventFeature] = &[
         "Syslog messages the entity sent per second of the window.",
         SYSLOG_NULL,
         |a| sys(a, a.messages).map(|v| v / W),
+    ),
+    dspec(
+        "syslog_facility_auth",
+        "syslog",
+        "messages",
+        C,
+        "Messages of facility auth or authpriv.",
+        SYSLOG_NULL,
+        |a| sys(a, a.by_facility[0]),
+    ),
+    dspec(
+        "syslog_facility_kern",
+        "syslog",
+        "messages",
+        C,
+        "Messages of facility kern.",
+        SYSLOG_NULL,
+        |a| sys(a, a.by_facility[1]),
+    ),
+    dspec(
+        "syslog_facility_daemon",
+        "syslog",
+        "messages",
+        C,
+        "Messages of facility daemon.",
+        SYSLOG_NULL,
+        |a| sys(a, a.by_facility[2]),
+    ),
+    dspec(
+        "syslog_facility_local",
+        "syslog",
+        "messages",
+        C,
+        "Messages of facilities local0 to local7.",
+        SYSLOG_NULL,
+        |a| sys(a, a.by_facility[3]),
+    ),
+    dspec(
+        "syslog_distinct_apps",
+        "syslog",
+        "apps",
+        C,
+        "Distinct app names (tags) in the entity's messages.",
+        SYSLOG_NULL,
+        |a| sys(a, a.apps.len() as u64),
     ),
     dspec(
         "auth_failures",
@@ -865,6 +963,80 @@ static MQTT_FEATURES: &[EventFeature] = &[
         Some("no numeric value about the device in the window"),
         |a| a.values.get_max(),
     ),
+    dspec(
+        "mqtt_interval_mean",
+        "mqtt",
+        "s",
+        F,
+        "Mean gap between consecutive messages about the device.",
+        Some("fewer than 2 messages about the device in the window"),
+        |a| (a.intervals.n > 0).then_some(a.intervals.mean),
+    ),
+    dspec(
+        "mqtt_interval_cv",
+        "mqtt",
+        "ratio",
+        F,
+        "Coefficient of variation (std / mean) of the gaps between messages: near 0 for a \
+         device publishing on a clock, large for bursts.",
+        Some("fewer than 2 messages about the device, or all at the same instant"),
+        |a| {
+            (a.intervals.n > 0 && a.intervals.mean > 0.0)
+                .then(|| a.intervals.std() / a.intervals.mean)
+        },
+    ),
+];
+
+fn snmp_ratio(a: &EventAcc, num: &str, den: &str, subtract: bool) -> Option<f64> {
+    let mean = |name: &str| {
+        let s = a.snmp.get(snmp_metric_index(name)?)?;
+        (s.n > 0).then(|| s.sum / f64::from(s.n))
+    };
+    let (n, d) = (mean(num)?, mean(den)?);
+    let n = if subtract { d - n } else { n };
+    (d > 0.0).then(|| n / d)
+}
+
+const RATIO_NULL: Option<&str> =
+    Some("the agent did not report both metrics in the window, or the total is 0");
+
+static RATIO_FEATURES: &[EventFeature] = &[
+    dspec(
+        "snmp_mem_used_ratio",
+        "snmp",
+        "ratio",
+        F,
+        "Memory in use: (window mean of memTotalReal - window mean of memAvailReal) / window mean of memTotalReal.",
+        RATIO_NULL,
+        |a| snmp_ratio(a, "mem_avail_real", "mem_total_real", true),
+    ),
+    dspec(
+        "snmp_ram_used_ratio",
+        "snmp",
+        "ratio",
+        F,
+        "hrStorage RAM used / size, of the window means.",
+        RATIO_NULL,
+        |a| snmp_ratio(a, "hr_storage_ram_used", "hr_storage_ram_size", false),
+    ),
+    dspec(
+        "snmp_swap_used_ratio",
+        "snmp",
+        "ratio",
+        F,
+        "hrStorage virtual memory (swap) used / size, of the window means.",
+        RATIO_NULL,
+        |a| snmp_ratio(a, "hr_storage_swap_used", "hr_storage_swap_size", false),
+    ),
+    dspec(
+        "snmp_disk_used_ratio",
+        "snmp",
+        "ratio",
+        F,
+        "hrStorage fixed disks used / size (all disks together), of the window means.",
+        RATIO_NULL,
+        |a| snmp_ratio(a, "hr_storage_disk_used", "hr_storage_disk_size", false),
+    ),
 ];
 
 /// The event families' features, in column order.
@@ -873,5 +1045,6 @@ pub fn event_catalogue() -> impl Iterator<Item = &'static EventFeature> {
         .iter()
         .chain(POLL_FEATURES)
         .chain(SNMP_FEATURES)
+        .chain(RATIO_FEATURES)
         .chain(MQTT_FEATURES)
 }

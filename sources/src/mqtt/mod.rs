@@ -570,7 +570,9 @@ impl MqttSource {
             }
         };
         c.samples.fetch_add(samples.len() as u64, Ordering::Relaxed);
-        let now = now_ns();
+        // Microseconds, as the events table keeps them: features computed from
+        // these times then agree with what a reader of the table computes.
+        let now = now_ns() / 1000 * 1000;
         DeviceRecord {
             ts_ns: now,
             received_ns: now,
