@@ -103,6 +103,19 @@ def expected_features(packets):
         f.update(conn_attempts_out=len(tried), conn_failed_out=failed,
                  failed_conn_ratio_out=failed / len(tried) if tried else None,
                  conn_attempts_in=len({(p[1], p[5], p[4]) for p in i if is_syn(p)}))
+
+        def cv(st):
+            return st[3] / st[2] if st[2] else None
+
+        def burst(st):
+            return (st[3] - st[2]) / (st[3] + st[2]) if st[2] is not None and st[3] + st[2] > 0 else None
+
+        out_gaps = stats([max(0, b[0] - a[0]) / 1e9 for a, b in zip(o, o[1:])])
+        syns = [p for p in o if is_syn(p)]
+        syn_gaps = stats([max(0, b[0] - a[0]) / 1e9 for a, b in zip(syns, syns[1:])])
+        f.update(iat_out_cv=cv(out_gaps), iat_out_burstiness=burst(out_gaps),
+                 syn_interval_mean_out=syn_gaps[2], syn_interval_cv_out=cv(syn_gaps),
+                 syn_burstiness_out=burst(syn_gaps))
         out[(e, w * 30)] = f
     return out
 

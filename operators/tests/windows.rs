@@ -296,6 +296,22 @@ fn oracle(packets: &[Packet]) -> BTreeMap<(u64, String), BTreeMap<&'static str, 
             .map(|p| (p.src, p.dport, p.sport))
             .collect();
         f.insert("conn_attempts_in", Some(tried_in.len() as f64));
+        let cv = |[_, _, mean, sd]: [Option<f64>; 4]| match (mean, sd) {
+            (Some(m), Some(s)) if m > 0.0 => Some(s / m),
+            _ => None,
+        };
+        let burst = |[_, _, mean, sd]: [Option<f64>; 4]| match (mean, sd) {
+            (Some(m), Some(s)) if m + s > 0.0 => Some((s - m) / (s + m)),
+            _ => None,
+        };
+        let out_gaps = stats(gaps(&out_p));
+        let syns: Vec<&Packet> = out_p.iter().copied().filter(|p| syn(p)).collect();
+        let syn_gaps = stats(gaps(&syns));
+        f.insert("iat_out_cv", cv(out_gaps));
+        f.insert("iat_out_burstiness", burst(out_gaps));
+        f.insert("syn_interval_mean_out", syn_gaps[2]);
+        f.insert("syn_interval_cv_out", cv(syn_gaps));
+        f.insert("syn_burstiness_out", burst(syn_gaps));
         out.insert((w, e.to_string()), f);
     }
     out

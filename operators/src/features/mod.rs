@@ -283,6 +283,11 @@ pub struct PaneAcc {
     pub attempts_out: Map<(Addr, u16, u16), Attempt>,
     /// Inbound SYNs by (peer, local port, peer port).
     pub attempts_in: Set<(Addr, u16, u16)>,
+    /// Times of the first and last outbound SYN (without ACK), and the gaps
+    /// between consecutive ones, in seconds.
+    pub syn_first_ns: Option<i64>,
+    pub syn_last_ns: Option<i64>,
+    pub syn_gaps: Moments,
 }
 
 impl PaneAcc {
@@ -301,6 +306,11 @@ impl PaneAcc {
                     .entry((o.peer, o.local_port, o.remote_port))
                     .or_default()
                     .tried = true;
+                if let Some(l) = self.syn_last_ns {
+                    self.syn_gaps.push((o.ts_ns - l).max(0) as f64 / 1e9);
+                }
+                self.syn_first_ns.get_or_insert(o.ts_ns);
+                self.syn_last_ns = Some(o.ts_ns);
             }
         } else {
             self.inb.add(o);
@@ -338,6 +348,12 @@ impl PaneAcc {
             e.answered |= a.answered;
         }
         w.attempts_in.extend(later.attempts_in.iter().copied());
+        if let (Some(l), Some(f)) = (w.syn_last_ns, later.syn_first_ns) {
+            w.syn_gaps.push((f - l).max(0) as f64 / 1e9);
+        }
+        w.syn_gaps.merge(&later.syn_gaps);
+        w.syn_first_ns = w.syn_first_ns.or(later.syn_first_ns);
+        w.syn_last_ns = later.syn_last_ns.or(w.syn_last_ns);
     }
 }
 

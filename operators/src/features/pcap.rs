@@ -566,4 +566,61 @@ pub(super) static FEATURES: &[FeatureSpec] = &[
         NEVER,
         |a| n(a.attempts_in.len() as u64),
     ),
+    // periodicity and burstiness: the raw material of beacon detection
+    spec(
+        "iat_out_cv",
+        "periodicity",
+        "ratio",
+        F,
+        "Coefficient of variation (std / mean) of the gaps between the entity's sent packets.",
+        Some("the entity sent fewer than 2 packets in the window, or all at one instant"),
+        |a| cv(&a.out.iat),
+    ),
+    spec(
+        "iat_out_burstiness",
+        "periodicity",
+        "score",
+        F,
+        "Burstiness (std - mean) / (std + mean) of the gaps between sent packets: -1 \
+         periodic, 0 random (Poisson), towards 1 bursty.",
+        Some("the entity sent fewer than 2 packets in the window, or all at one instant"),
+        |a| burstiness(&a.out.iat),
+    ),
+    spec(
+        "syn_interval_mean_out",
+        "periodicity",
+        "s",
+        F,
+        "Mean gap between the entity's consecutive connection attempts (SYN without ACK).",
+        Some("the entity sent fewer than 2 SYNs in the window"),
+        |a| (a.syn_gaps.n > 0).then_some(a.syn_gaps.mean),
+    ),
+    spec(
+        "syn_interval_cv_out",
+        "periodicity",
+        "ratio",
+        F,
+        "Coefficient of variation of the gaps between connection attempts: near 0 for a \
+         beacon calling home on a timer.",
+        Some("the entity sent fewer than 2 SYNs in the window, or all at one instant"),
+        |a| cv(&a.syn_gaps),
+    ),
+    spec(
+        "syn_burstiness_out",
+        "periodicity",
+        "score",
+        F,
+        "Burstiness (std - mean) / (std + mean) of the gaps between connection attempts.",
+        Some("the entity sent fewer than 2 SYNs in the window, or all at one instant"),
+        |a| burstiness(&a.syn_gaps),
+    ),
 ];
+
+fn cv(m: &crate::Moments) -> Option<f64> {
+    (m.n > 0 && m.mean > 0.0).then(|| m.std() / m.mean)
+}
+
+fn burstiness(m: &crate::Moments) -> Option<f64> {
+    let (sd, mean) = (m.std(), m.mean);
+    (m.n > 0 && sd + mean > 0.0).then(|| (sd - mean) / (sd + mean))
+}
