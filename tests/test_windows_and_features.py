@@ -7,7 +7,7 @@ from collections import defaultdict
 
 import pytest
 
-from conftest import DATA, query, replay, table, tshark_packets
+from conftest import DATA, captures, query, replay, table, tshark_packets
 
 HOP_NS = 30 * 10**9
 SYN, RST, PSH, ACK, FIN = 0x02, 0x04, 0x08, 0x10, 0x01
@@ -247,9 +247,11 @@ def test_history_features_follow_their_definitions(generated, tmp_path):
                         var = 0.9 * (var + 0.1 * dx * dx)
                     n += 1
                 prev_w, prev_x, prev_d = w, x, d
-    # The generated capture is long enough to give every packet base a delta.
+    # The generated capture is long enough to give every packet base a delta, and
+    # a z-score of the number of peers.
     assert all(checked[f"{b}_delta"] > 0 for b in bases if b in
                ("packets_out", "bytes_out", "packets_in", "bytes_in")), dict(checked)
+    assert checked["distinct_peers_out_zscore"] > 0, dict(checked)
 
 
 def test_history_state_is_bounded_on_a_flood_of_spoofed_sources(tmp_path):
@@ -281,3 +283,34 @@ def test_packet_features_only_is_the_full_catalogues_first_columns(generated, tm
     (lean_cols,), = query(f"select count(*) from (describe select * from {table(lean, 'features')})")
     # entity, window_start, window_end, the packet features, and the date/hour partitions.
     assert lean_cols == 3 + len(names) + 2
+
+
+# Packet and history features that may be constant or null over the shared
+# captures, and why.
+MAY_BE_CONSTANT = {
+    "distinct_peers_out_zscore": "needs one host seen in 6 windows (3 minutes) with a varying "
+                                 "number of peers; no shared capture has one (the generated "
+                                 "capture does: test_history_features_follow_their_definitions)",
+}
+EVENT_BASES = ("syslog_", "auth_", "mqtt_")
+
+
+def test_no_packet_or_history_feature_is_constant_or_always_null_over_the_real_captures(tmp_path):
+    """Every conformance capture in ../shared/data, each replayed on its own (they
+    come from different years; as one stream the newest would make the rest
+    late): each packet and history feature takes at least two distinct values."""
+    files = [f for d in ("zeek", "ndpi", "suricata-verify", "esnet", "tcpdump", "stopddos")
+             for f in captures(d)]
+    assert len(files) > 50
+    for k, f in enumerate(files):
+        replay(f, tmp_path / "runs" / str(k))
+    meta = json.loads((tmp_path / "runs" / "0" / "feature_metadata.json").read_text())
+    # History features of syslog and MQTT bases are null in a replay, which has no
+    # events: the live-job tests cover those families.
+    names = [f["name"] for f in meta["features"]
+             if f["source"] == "pcap" or (f["source"] == "derived" and not f["name"].startswith(EVENT_BASES))]
+    t = f"read_parquet('{tmp_path}/runs/*/features/**/*.parquet', hive_partitioning=true)"
+    exprs = ", ".join(f"count(distinct {n})" for n in names)
+    distinct = dict(zip(names, query(f"select {exprs} from {t}")[0]))
+    dull = {n: d for n, d in distinct.items() if d < 2 and n not in MAY_BE_CONSTANT}
+    assert not dull, f"constant or always null over the shared captures: {dull}"
