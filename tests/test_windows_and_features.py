@@ -33,7 +33,27 @@ def parse(p):
     else:
         proto, sp, dp = outer or 0, 0, 0
     flags = int(p["tcp.flags"], 16) if p.get("tcp.flags") and proto == 6 else 0
-    return ts, src, dst, proto, sp, dp, flags, int(p["frame.len"])
+    # DNS over UDP port 53: (kind 1 query / 2 response, rcode, qtype, name).
+    dns = None
+    if proto == 17 and 53 in (sp, dp) and p.get("dns.flags.response"):
+        response = p["dns.flags.response"] in ("1", "True")
+        name = p.get("dns.qry.name") or ""
+        qtype = int(p["dns.qry.type"]) if p.get("dns.qry.type") else 0
+        dns = (2 if response else 1, int(p.get("dns.flags.rcode") or 0), qtype,
+               "" if name == "<Root>" else name)
+    return ts, src, dst, proto, sp, dp, flags, int(p["frame.len"]), dns
+
+
+def name_entropy(name):
+    """Bits per character, rounded to f32 as the pipeline keeps it."""
+    import struct
+    if not name:
+        return 0.0
+    counts = defaultdict(int)
+    for ch in name.encode():
+        counts[ch] += 1
+    h = max(0.0, -sum(c / len(name.encode()) * math.log2(c / len(name.encode())) for c in counts.values()))
+    return struct.unpack("f", struct.pack("f", h))[0]
 
 
 def stats(xs):
@@ -116,6 +136,19 @@ def expected_features(packets):
         f.update(iat_out_cv=cv(out_gaps), iat_out_burstiness=burst(out_gaps),
                  syn_interval_mean_out=syn_gaps[2], syn_interval_cv_out=cv(syn_gaps),
                  syn_burstiness_out=burst(syn_gaps))
+        queries = [p[8] for p in o if p[8] and p[8][0] == 1]
+        asked = [q for q in queries if q[2] != 0]
+        responses = [p[8] for p in i if p[8] and p[8][0] == 2]
+        nx = sum(r[1] == 3 for r in responses)
+        lens = stats([len(q[3].encode()) for q in asked])
+        ents = stats([name_entropy(q[3]) for q in asked])
+        f.update(dns_queries_out=len(queries), dns_responses_in=len(responses), dns_nxdomain_in=nx,
+                 dns_nxdomain_ratio_in=nx / len(responses) if responses else None,
+                 dns_distinct_qnames_out=len({q[3] for q in asked}),
+                 dns_distinct_qtypes_out=len({q[2] for q in asked}),
+                 dns_txt_queries_out=sum(q[2] == 16 for q in asked),
+                 dns_qname_len_mean_out=lens[2], dns_qname_len_max_out=lens[1],
+                 dns_qname_entropy_mean_out=ents[2])
         out[(e, w * 30)] = f
     return out
 

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 
 use amoskys_operators::features::defs;
 use amoskys_operators::{Featurize, WindowCounters};
-use amoskys_schemas::{Addr, FeatureRow, HOP_NS, Packet, Proto, TcpFlags, pane_of};
+use amoskys_schemas::{Addr, DnsInfo, FeatureRow, HOP_NS, Packet, Proto, TcpFlags, pane_of};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use timely::container::CapacityContainerBuilder;
@@ -70,6 +70,20 @@ fn traffic(seed: u64, n: usize, minutes: i64) -> Vec<Packet> {
                 Proto::ICMP => (8, 0),
                 _ => (0, 0),
             };
+            // DNS on UDP port 53: queries and responses with a few names.
+            let dns = if proto == Proto::UDP && dport == 53 {
+                let name = rng.random_range(0..5u64);
+                DnsInfo {
+                    kind: rng.random_range(1..=2),
+                    rcode: [0, 0, 3][rng.random_range(0..3)],
+                    qtype: [0u16, 1, 28, 16][rng.random_range(0..4)],
+                    qname_len: 8 + name as u16,
+                    qname_entropy_bits: (2.0f32 + name as f32 / 4.0).to_bits(),
+                    qname_hash: name,
+                }
+            } else {
+                DnsInfo::default()
+            };
             Packet {
                 ts_ns,
                 seq: i as u64,
@@ -81,6 +95,7 @@ fn traffic(seed: u64, n: usize, minutes: i64) -> Vec<Packet> {
                 tcp_flags: flags,
                 fragment: false,
                 wire_len: rng.random_range(40..1500),
+                dns,
             }
         })
         .collect()
@@ -312,6 +327,46 @@ fn oracle(packets: &[Packet]) -> BTreeMap<(u64, String), BTreeMap<&'static str, 
         f.insert("syn_interval_mean_out", syn_gaps[2]);
         f.insert("syn_interval_cv_out", cv(syn_gaps));
         f.insert("syn_burstiness_out", burst(syn_gaps));
+        let queries: Vec<&Packet> = out_p
+            .iter()
+            .copied()
+            .filter(|p| p.dns.kind == DnsInfo::QUERY)
+            .collect();
+        let asked: Vec<&Packet> = queries
+            .iter()
+            .copied()
+            .filter(|p| p.dns.qtype != 0)
+            .collect();
+        let responses: Vec<&Packet> = in_p
+            .iter()
+            .copied()
+            .filter(|p| p.dns.kind == DnsInfo::RESPONSE)
+            .collect();
+        let nx = responses.iter().filter(|p| p.dns.rcode == 3).count() as f64;
+        f.insert("dns_queries_out", Some(queries.len() as f64));
+        f.insert("dns_responses_in", Some(responses.len() as f64));
+        f.insert("dns_nxdomain_in", Some(nx));
+        f.insert(
+            "dns_nxdomain_ratio_in",
+            (!responses.is_empty()).then(|| nx / responses.len() as f64),
+        );
+        let distinct = |k: &dyn Fn(&Packet) -> u64| {
+            Some(asked.iter().map(|p| k(p)).collect::<BTreeSet<u64>>().len() as f64)
+        };
+        f.insert("dns_distinct_qnames_out", distinct(&|p| p.dns.qname_hash));
+        f.insert(
+            "dns_distinct_qtypes_out",
+            distinct(&|p| u64::from(p.dns.qtype)),
+        );
+        f.insert(
+            "dns_txt_queries_out",
+            Some(asked.iter().filter(|p| p.dns.qtype == 16).count() as f64),
+        );
+        let lens = stats(asked.iter().map(|p| f64::from(p.dns.qname_len)).collect());
+        let ents = stats(asked.iter().map(|p| p.dns.qname_entropy()).collect());
+        f.insert("dns_qname_len_mean_out", lens[2]);
+        f.insert("dns_qname_len_max_out", lens[1]);
+        f.insert("dns_qname_entropy_mean_out", ents[2]);
         out.insert((w, e.to_string()), f);
     }
     out

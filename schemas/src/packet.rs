@@ -48,6 +48,36 @@ pub struct Packet {
     pub fragment: bool,
     /// Length of the packet on the wire, in bytes (the pcap "original length").
     pub wire_len: u32,
+    /// What a DNS message over UDP port 53 says (kind 0 for any other packet).
+    pub dns: DnsInfo,
+}
+
+/// The header and first question of a DNS message.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
+)]
+pub struct DnsInfo {
+    /// 0 not DNS, 1 query, 2 response.
+    pub kind: u8,
+    /// Response code (3 is NXDOMAIN).
+    pub rcode: u8,
+    /// Type of the first question (1 A, 28 AAAA, 16 TXT, ...); 0 without one.
+    pub qtype: u16,
+    /// Length of the first question's name, dotted, without the final dot.
+    pub qname_len: u16,
+    /// Shannon entropy of the name's characters, in bits per character, as f32 bits.
+    pub qname_entropy_bits: u32,
+    /// Hash of the name (fixed keys), to count distinct names.
+    pub qname_hash: u64,
+}
+
+impl DnsInfo {
+    pub const QUERY: u8 = 1;
+    pub const RESPONSE: u8 = 2;
+
+    pub fn qname_entropy(&self) -> f64 {
+        f64::from(f32::from_bits(self.qname_entropy_bits))
+    }
 }
 
 impl Packet {

@@ -12,7 +12,7 @@ pub use events::{
     event_catalogue, snmp_metric_index,
 };
 
-use amoskys_schemas::{Addr, FeatureDef, Packet, Proto, TcpFlags};
+use amoskys_schemas::{Addr, DnsInfo, FeatureDef, Packet, Proto, TcpFlags};
 use serde::{Deserialize, Serialize};
 
 use crate::{Map, Moments, Set};
@@ -152,6 +152,7 @@ pub struct Obs {
     /// True when the entity sent the packet.
     pub outbound: bool,
     pub wire_len: u32,
+    pub dns: DnsInfo,
 }
 
 impl Obs {
@@ -167,6 +168,7 @@ impl Obs {
             tcp_flags: p.tcp_flags,
             outbound: true,
             wire_len: p.wire_len,
+            dns: p.dns,
         };
         let inbound = Obs {
             entity: p.dst,
@@ -288,11 +290,24 @@ pub struct PaneAcc {
     pub syn_first_ns: Option<i64>,
     pub syn_last_ns: Option<i64>,
     pub syn_gaps: Moments,
+    /// DNS over UDP port 53: queries sent, with their names, types and name
+    /// lengths and entropies (only queries with a question); responses received.
+    pub dns_queries_out: u64,
+    pub dns_qnames_out: Set<u64>,
+    pub dns_qtypes_out: Set<u16>,
+    pub dns_txt_out: u64,
+    pub dns_qname_len_out: Moments,
+    pub dns_qname_entropy_out: Moments,
+    pub dns_responses_in: u64,
+    pub dns_nxdomain_in: u64,
 }
 
 impl PaneAcc {
     #[inline]
     pub fn observe(&mut self, o: &Obs) {
+        if o.dns.kind != 0 {
+            self.observe_dns(o);
+        }
         let syn = o.proto == Proto::TCP && o.tcp_flags & TcpFlags::SYN != 0;
         let ack = o.tcp_flags & TcpFlags::ACK != 0;
         if o.outbound {
@@ -330,6 +345,23 @@ impl PaneAcc {
         }
     }
 
+    fn observe_dns(&mut self, o: &Obs) {
+        let d = &o.dns;
+        if o.outbound && d.kind == DnsInfo::QUERY {
+            self.dns_queries_out += 1;
+            if d.qtype != 0 {
+                self.dns_qnames_out.insert(d.qname_hash);
+                self.dns_qtypes_out.insert(d.qtype);
+                self.dns_txt_out += u64::from(d.qtype == 16);
+                self.dns_qname_len_out.push(f64::from(d.qname_len));
+                self.dns_qname_entropy_out.push(d.qname_entropy());
+            }
+        } else if !o.outbound && d.kind == DnsInfo::RESPONSE {
+            self.dns_responses_in += 1;
+            self.dns_nxdomain_in += u64::from(d.rcode == 3);
+        }
+    }
+
     /// Extends this pane into the window of this pane followed by `later`.
     pub fn append(&mut self, later: &PaneAcc) {
         let w = self;
@@ -352,6 +384,16 @@ impl PaneAcc {
             w.syn_gaps.push((f - l).max(0) as f64 / 1e9);
         }
         w.syn_gaps.merge(&later.syn_gaps);
+        w.dns_queries_out += later.dns_queries_out;
+        w.dns_qnames_out
+            .extend(later.dns_qnames_out.iter().copied());
+        w.dns_qtypes_out
+            .extend(later.dns_qtypes_out.iter().copied());
+        w.dns_txt_out += later.dns_txt_out;
+        w.dns_qname_len_out.merge(&later.dns_qname_len_out);
+        w.dns_qname_entropy_out.merge(&later.dns_qname_entropy_out);
+        w.dns_responses_in += later.dns_responses_in;
+        w.dns_nxdomain_in += later.dns_nxdomain_in;
         w.syn_first_ns = w.syn_first_ns.or(later.syn_first_ns);
         w.syn_last_ns = later.syn_last_ns.or(w.syn_last_ns);
     }

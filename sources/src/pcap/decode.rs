@@ -7,6 +7,7 @@
 //! v2, BSD loopback (NULL/LOOP) and PPPoE session frames, each a fixed header of a few
 //! bytes in front of an EtherType or IP packet.
 
+use amoskys_schemas::DnsInfo;
 use amoskys_schemas::{Addr, Packet};
 use etherparse::{EtherType, LaxNetSlice, LaxSlicedPacket, TransportSlice};
 
@@ -269,6 +270,7 @@ fn fill(s: &LaxSlicedPacket<'_>, out: &mut Packet, stats: &mut DecodeStats) -> R
     out.sport = 0;
     out.dport = 0;
     out.tcp_flags = 0;
+    out.dns = DnsInfo::default();
     match &s.transport {
         Some(TransportSlice::Tcp(t)) => {
             out.sport = t.source_port();
@@ -279,6 +281,9 @@ fn fill(s: &LaxSlicedPacket<'_>, out: &mut Packet, stats: &mut DecodeStats) -> R
         Some(TransportSlice::Udp(u)) => {
             out.sport = u.source_port();
             out.dport = u.destination_port();
+            if out.sport == 53 || out.dport == 53 {
+                out.dns = dns_info(u.payload());
+            }
         }
         Some(TransportSlice::Icmpv4(i)) => {
             out.sport = u16::from(i.type_u8());
@@ -312,10 +317,91 @@ fn fill(s: &LaxSlicedPacket<'_>, out: &mut Packet, stats: &mut DecodeStats) -> R
     Ok(())
 }
 
+/// The header and first question of a DNS message. Read by hand: only these
+/// few fields are wanted, and a DNS library would decode every record of every
+/// response on the hot path. Anything malformed gives what could be read.
+pub fn dns_info(m: &[u8]) -> DnsInfo {
+    let mut d = DnsInfo::default();
+    if m.len() < 12 {
+        return d;
+    }
+    let flags = u16::from_be_bytes([m[2], m[3]]);
+    d.kind = if flags & 0x8000 != 0 {
+        DnsInfo::RESPONSE
+    } else {
+        DnsInfo::QUERY
+    };
+    d.rcode = (flags & 0x000f) as u8;
+    if u16::from_be_bytes([m[4], m[5]]) == 0 {
+        return d;
+    }
+    let mut name: Vec<u8> = Vec::with_capacity(64);
+    let mut i = 12;
+    loop {
+        let Some(&len) = m.get(i) else { return d };
+        if len == 0 {
+            i += 1;
+            break;
+        }
+        // A compression pointer or a reserved label type: not in a first question.
+        if len & 0xc0 != 0 || name.len() + usize::from(len) > 253 {
+            return d;
+        }
+        let Some(label) = m.get(i + 1..i + 1 + usize::from(len)) else {
+            return d;
+        };
+        if !name.is_empty() {
+            name.push(b'.');
+        }
+        name.extend_from_slice(label);
+        i += 1 + usize::from(len);
+    }
+    if let Some(t) = m.get(i..i + 2) {
+        d.qtype = u16::from_be_bytes([t[0], t[1]]);
+    }
+    d.qname_len = name.len() as u16;
+    let mut counts = [0u32; 256];
+    for b in &name {
+        counts[usize::from(*b)] += 1;
+    }
+    let n = name.len() as f64;
+    let h: f64 = counts
+        .iter()
+        .filter(|&&c| c > 0)
+        .map(|&c| {
+            let p = f64::from(c) / n;
+            -p * p.log2()
+        })
+        .sum();
+    d.qname_entropy_bits = (h.max(0.0) as f32).to_bits();
+    d.qname_hash = ahash::RandomState::with_seeds(9, 10, 11, 12).hash_one(&name);
+    d
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use etherparse::PacketBuilder;
+
+    #[test]
+    fn dns_header_and_first_question() {
+        let mut m = vec![0x12, 0x34, 0x81, 0x83, 0, 1, 0, 0, 0, 0, 0, 0];
+        for l in ["www", "exAmple", "com"] {
+            m.push(l.len() as u8);
+            m.extend_from_slice(l.as_bytes());
+        }
+        m.extend_from_slice(&[0, 0, 16, 0, 1]);
+        let d = dns_info(&m);
+        assert_eq!(
+            (d.kind, d.rcode, d.qtype, d.qname_len),
+            (DnsInfo::RESPONSE, 3, 16, 15)
+        );
+        assert!(d.qname_entropy() > 2.0);
+        // Truncated in the name: header facts only.
+        let d = dns_info(&m[..16]);
+        assert_eq!((d.kind, d.qname_len), (DnsInfo::RESPONSE, 0));
+        assert_eq!(dns_info(&[1, 2, 3]).kind, 0);
+    }
 
     fn tcp_ipv4(flags_syn: bool) -> Vec<u8> {
         let mut b = PacketBuilder::ipv4([10, 0, 0, 1], [10, 0, 0, 2], 64).tcp(40000, 443, 7, 1024);
