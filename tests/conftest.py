@@ -103,7 +103,8 @@ def classic_pcap_records(path: Path):
 TSHARK_FIELDS = ["frame.time_epoch", "frame.len", "ip.src", "ip.dst", "ipv6.src", "ipv6.dst",
                  "ip.proto", "tcp.srcport", "tcp.dstport", "udp.srcport", "udp.dstport",
                  "tcp.flags", "icmp.type", "icmpv6.type", "communityid",
-                 "dns.flags.response", "dns.flags.rcode", "dns.qry.name", "dns.qry.type"]
+                 "dns.flags.response", "dns.flags.rcode", "dns.qry.name", "dns.qry.type",
+                 "tcp.window_size_value"]
 
 
 def tshark_packets(path: Path):

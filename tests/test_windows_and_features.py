@@ -41,7 +41,8 @@ def parse(p):
         qtype = int(p["dns.qry.type"]) if p.get("dns.qry.type") else 0
         dns = (2 if response else 1, int(p.get("dns.flags.rcode") or 0), qtype,
                "" if name == "<Root>" else name)
-    return ts, src, dst, proto, sp, dp, flags, int(p["frame.len"]), dns
+    window = int(p["tcp.window_size_value"]) if proto == 6 and p.get("tcp.window_size_value") else 0
+    return ts, src, dst, proto, sp, dp, flags, int(p["frame.len"]), dns, window
 
 
 def name_entropy(name):
@@ -136,6 +137,11 @@ def expected_features(packets):
         f.update(iat_out_cv=cv(out_gaps), iat_out_burstiness=burst(out_gaps),
                  syn_interval_mean_out=syn_gaps[2], syn_interval_cv_out=cv(syn_gaps),
                  syn_burstiness_out=burst(syn_gaps))
+        f["syn_retransmits_out"] = f["tcp_syn_out"] - len(tried)
+        syn_windows = [p[9] for p in syns]
+        f["syn_window_mean_out"] = stats(syn_windows)[2]
+        f["syn_window_distinct_out"] = len(set(syn_windows))
+        f["tcp_zero_window_out"] = sum(p[3] == 6 and p[9] == 0 and not p[6] & RST for p in o)
         queries = [p[8] for p in o if p[8] and p[8][0] == 1]
         asked = [q for q in queries if q[2] != 0]
         responses = [p[8] for p in i if p[8] and p[8][0] == 2]

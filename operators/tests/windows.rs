@@ -95,6 +95,11 @@ fn traffic(seed: u64, n: usize, minutes: i64) -> Vec<Packet> {
                 tcp_flags: flags,
                 fragment: false,
                 wire_len: rng.random_range(40..1500),
+                tcp_window: if proto == Proto::TCP {
+                    [0u16, 1024, 65535][rng.random_range(0..3)]
+                } else {
+                    0
+                },
                 dns,
             }
         })
@@ -327,6 +332,32 @@ fn oracle(packets: &[Packet]) -> BTreeMap<(u64, String), BTreeMap<&'static str, 
         f.insert("syn_interval_mean_out", syn_gaps[2]);
         f.insert("syn_interval_cv_out", cv(syn_gaps));
         f.insert("syn_burstiness_out", burst(syn_gaps));
+        let syn_attempts: BTreeSet<(Addr, u16, u16)> = out_p
+            .iter()
+            .filter(|p| syn(p))
+            .map(|p| (p.dst, p.sport, p.dport))
+            .collect();
+        f.insert(
+            "syn_retransmits_out",
+            Some(cnt(&out_p, &syn) - syn_attempts.len() as f64),
+        );
+        let syn_windows = stats(syns.iter().map(|p| f64::from(p.tcp_window)).collect());
+        f.insert("syn_window_mean_out", syn_windows[2]);
+        f.insert(
+            "syn_window_distinct_out",
+            Some(
+                syns.iter()
+                    .map(|p| p.tcp_window)
+                    .collect::<BTreeSet<_>>()
+                    .len() as f64,
+            ),
+        );
+        f.insert(
+            "tcp_zero_window_out",
+            Some(cnt(&out_p, &|p| {
+                p.proto == Proto::TCP && p.tcp_window == 0 && p.tcp_flags & TcpFlags::RST == 0
+            })),
+        );
         let queries: Vec<&Packet> = out_p
             .iter()
             .copied()

@@ -44,6 +44,8 @@ pub struct Packet {
     pub proto: u8,
     /// TCP flags (0 for other protocols).
     pub tcp_flags: u8,
+    /// TCP window field as sent, before any scaling (0 for other protocols).
+    pub tcp_window: u16,
     /// True when this is an IP fragment (a non-first fragment has no ports).
     pub fragment: bool,
     /// Length of the packet on the wire, in bytes (the pcap "original length").

@@ -149,6 +149,7 @@ pub struct Obs {
     pub remote_port: u16,
     pub proto: u8,
     pub tcp_flags: u8,
+    pub tcp_window: u16,
     /// True when the entity sent the packet.
     pub outbound: bool,
     pub wire_len: u32,
@@ -166,6 +167,7 @@ impl Obs {
             remote_port: p.dport,
             proto: p.proto,
             tcp_flags: p.tcp_flags,
+            tcp_window: p.tcp_window,
             outbound: true,
             wire_len: p.wire_len,
             dns: p.dns,
@@ -300,6 +302,11 @@ pub struct PaneAcc {
     pub dns_qname_entropy_out: Moments,
     pub dns_responses_in: u64,
     pub dns_nxdomain_in: u64,
+    /// Window fields of the SYNs (without ACK) the entity sent.
+    pub syn_windows_out: Moments,
+    pub syn_window_values_out: Set<u16>,
+    /// TCP packets the entity sent advertising a zero window (RST excluded).
+    pub zero_window_out: u64,
 }
 
 impl PaneAcc {
@@ -312,6 +319,9 @@ impl PaneAcc {
         let ack = o.tcp_flags & TcpFlags::ACK != 0;
         if o.outbound {
             self.out.add(o);
+            self.zero_window_out += u64::from(
+                o.proto == Proto::TCP && o.tcp_window == 0 && o.tcp_flags & TcpFlags::RST == 0,
+            );
             self.peers_out.insert(o.peer);
             if o.has_ports() {
                 *self.dst_ports_out.entry(o.remote_port).or_insert(0) += 1;
@@ -324,6 +334,8 @@ impl PaneAcc {
                 if let Some(l) = self.syn_last_ns {
                     self.syn_gaps.push((o.ts_ns - l).max(0) as f64 / 1e9);
                 }
+                self.syn_windows_out.push(f64::from(o.tcp_window));
+                self.syn_window_values_out.insert(o.tcp_window);
                 self.syn_first_ns.get_or_insert(o.ts_ns);
                 self.syn_last_ns = Some(o.ts_ns);
             }
@@ -393,6 +405,10 @@ impl PaneAcc {
         w.dns_qname_len_out.merge(&later.dns_qname_len_out);
         w.dns_qname_entropy_out.merge(&later.dns_qname_entropy_out);
         w.dns_responses_in += later.dns_responses_in;
+        w.syn_windows_out.merge(&later.syn_windows_out);
+        w.syn_window_values_out
+            .extend(later.syn_window_values_out.iter().copied());
+        w.zero_window_out += later.zero_window_out;
         w.dns_nxdomain_in += later.dns_nxdomain_in;
         w.syn_first_ns = w.syn_first_ns.or(later.syn_first_ns);
         w.syn_last_ns = later.syn_last_ns.or(w.syn_last_ns);

@@ -614,6 +614,49 @@ pub(super) static FEATURES: &[FeatureSpec] = &[
         Some("the entity sent fewer than 2 SYNs in the window, or all at one instant"),
         |a| burstiness(&a.syn_gaps),
     ),
+    // TCP behaviour
+    spec(
+        "syn_retransmits_out",
+        "tcp",
+        "packets",
+        C,
+        "SYNs the entity sent beyond the first of each connection attempt (same peer and \
+         ports): retransmitted attempts, unanswered or slow.",
+        NEVER,
+        |a| {
+            n(a.out
+                .syn
+                .saturating_sub(a.attempts_out.values().filter(|t| t.tried).count() as u64))
+        },
+    ),
+    spec(
+        "syn_window_mean_out",
+        "tcp",
+        "bytes",
+        F,
+        "Mean initial window (the window field of the SYNs the entity sent, unscaled).",
+        Some("the entity sent no SYN in the window"),
+        |a| (a.syn_windows_out.n > 0).then_some(a.syn_windows_out.mean),
+    ),
+    spec(
+        "syn_window_distinct_out",
+        "tcp",
+        "windows",
+        C,
+        "Distinct initial windows in the entity's SYNs (several TCP stacks or crafted packets).",
+        NEVER,
+        |a| n(a.syn_window_values_out.len() as u64),
+    ),
+    spec(
+        "tcp_zero_window_out",
+        "tcp",
+        "packets",
+        C,
+        "TCP packets the entity sent advertising a zero window (its receive buffer full), \
+         resets excluded.",
+        NEVER,
+        |a| n(a.zero_window_out),
+    ),
     // DNS over UDP port 53
     spec(
         "dns_queries_out",

@@ -270,6 +270,7 @@ fn fill(s: &LaxSlicedPacket<'_>, out: &mut Packet, stats: &mut DecodeStats) -> R
     out.sport = 0;
     out.dport = 0;
     out.tcp_flags = 0;
+    out.tcp_window = 0;
     out.dns = DnsInfo::default();
     match &s.transport {
         Some(TransportSlice::Tcp(t)) => {
@@ -277,6 +278,7 @@ fn fill(s: &LaxSlicedPacket<'_>, out: &mut Packet, stats: &mut DecodeStats) -> R
             out.dport = t.destination_port();
             // Byte 13 of the TCP header holds CWR..FIN in the order of TcpFlags.
             out.tcp_flags = t.header_slice().get(13).copied().unwrap_or(0);
+            out.tcp_window = t.window_size();
         }
         Some(TransportSlice::Udp(u)) => {
             out.sport = u.source_port();
