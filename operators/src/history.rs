@@ -15,17 +15,16 @@
 //! the longest-unseen are forgotten first (counted in `evicted`). A forgotten
 //! entity starts over, as a new one.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use amoskys_schemas::{Entity, FeatureDef, FeatureDtype, FeatureRow};
 use timely::dataflow::Stream;
 use timely::dataflow::channels::pact::Exchange;
-use timely::dataflow::operators::Capability;
 use timely::dataflow::operators::generic::Operator;
 
 use crate::Map;
+use crate::window::{WindowHold, entity_hash};
 
 /// The features whose history is followed, in feature order.
 pub const HISTORY_BASES: [&str; 10] = [
@@ -255,13 +254,6 @@ impl History {
     }
 }
 
-fn entity_route(e: &Entity) -> u64 {
-    match e {
-        Entity::Ip(a) => a.route_hash(),
-        Entity::Name(n) => ahash::RandomState::with_seeds(5, 6, 7, 8).hash_one(n),
-    }
-}
-
 /// Fills the history features of feature rows (one row per entity per window).
 pub trait WithHistory<'scope> {
     fn with_history(
@@ -279,35 +271,22 @@ impl<'scope> WithHistory<'scope> for Stream<'scope, u64, Vec<FeatureRow>> {
         cfg: HistoryConfig,
         counters: Arc<HistoryCounters>,
     ) -> Stream<'scope, u64, Vec<FeatureRow>> {
-        let pact = Exchange::new(|r: &FeatureRow| entity_route(&r.entity));
+        let pact = Exchange::new(|r: &FeatureRow| entity_hash(&r.entity));
         self.unary_frontier(pact, "History", move |_cap, _info| {
             let mut core = History::new(&defs, cfg);
-            // Rows of window w carry time w or w + 1: a window is complete once
-            // the frontier has passed w + 1, and windows go through in order.
-            let mut held: BTreeMap<u64, (Capability<u64>, Vec<FeatureRow>)> = BTreeMap::new();
+            let mut hold = WindowHold::default();
             let mut reported = (0u64, 0usize);
             move |(input, frontier), output| {
                 input.for_each(|cap, data| {
                     let Some(&time) = cap.least() else { return };
                     let out_idx = output.output_index();
                     for r in data.drain(..) {
-                        let slot = held
-                            .entry(r.window)
-                            .or_insert_with(|| (cap.delayed(&time, out_idx), Vec::new()));
-                        if time < *slot.0.time() {
-                            slot.0 = cap.delayed(&time, out_idx);
-                        }
-                        slot.1.push(r);
+                        hold.push(r, time, || cap.delayed(&time, out_idx));
                     }
                 });
+                // Windows go through in order, so each entity's rows do too.
                 let f = frontier.frontier().first().copied();
-                while let Some((&w, _)) = held.first_key_value() {
-                    if f.is_some_and(|f| w + 1 >= f) {
-                        break;
-                    }
-                    let Some((_, (cap, mut rows))) = held.pop_first() else {
-                        break;
-                    };
+                while let Some((w, cap, mut rows)) = hold.pop_complete(f) {
                     for r in rows.iter_mut() {
                         core.apply(r);
                     }

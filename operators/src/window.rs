@@ -244,7 +244,8 @@ pub trait FeaturizeEvents<'scope> {
     ) -> Stream<'scope, u64, Vec<FeatureRow>>;
 }
 
-fn entity_hash(e: &Entity) -> u64 {
+/// The worker-routing hash of an entity (fixed keys: the same on every worker).
+pub(crate) fn entity_hash(e: &Entity) -> u64 {
     match e {
         Entity::Ip(a) => a.route_hash(),
         Entity::Name(n) => ahash::RandomState::with_seeds(5, 6, 7, 8).hash_one(n),
@@ -312,10 +313,6 @@ impl<'scope> FeaturizeEvents<'scope> for Stream<'scope, u64, Vec<EventRow>> {
     }
 }
 
-/// Rows of one window waiting for the rest of their families, and the
-/// capability to send them at.
-type HeldWindow = (Capability<u64>, Map<Entity, Box<[f64]>>);
-
 /// Joins feature rows of one entity and window coming from different families
 /// (packets, events) into one row.
 pub trait MergeRows<'scope> {
@@ -326,21 +323,20 @@ impl<'scope> MergeRows<'scope> for Stream<'scope, u64, Vec<FeatureRow>> {
     fn merge_rows(self) -> Stream<'scope, u64, Vec<FeatureRow>> {
         let pact = Exchange::new(|r: &FeatureRow| entity_hash(&r.entity));
         self.unary_frontier(pact, "MergeFamilies", move |_cap, _info| {
-            // Rows of window w carry time w or w + 1: they are all in once the
-            // frontier has passed w + 1.
-            let mut held: BTreeMap<u64, HeldWindow> = BTreeMap::new();
+            let mut hold = WindowHold::default();
             move |(input, frontier), output| {
                 input.for_each(|cap, data| {
                     let Some(&time) = cap.least() else { return };
                     let out_idx = output.output_index();
                     for r in data.drain(..) {
-                        let slot = held
-                            .entry(r.window)
-                            .or_insert_with(|| (cap.delayed(&time, out_idx), Map::default()));
-                        if time < *slot.0.time() {
-                            slot.0 = cap.delayed(&time, out_idx);
-                        }
-                        match slot.1.entry(r.entity) {
+                        hold.push(r, time, || cap.delayed(&time, out_idx));
+                    }
+                });
+                let f = frontier.frontier().first().copied();
+                while let Some((w, cap, rows)) = hold.pop_complete(f) {
+                    let mut merged: Map<Entity, Box<[f64]>> = Map::default();
+                    for r in rows {
+                        match merged.entry(r.entity) {
                             std::collections::hash_map::Entry::Occupied(mut e) => {
                                 merge_values(e.get_mut(), &r.values);
                             }
@@ -349,16 +345,7 @@ impl<'scope> MergeRows<'scope> for Stream<'scope, u64, Vec<FeatureRow>> {
                             }
                         }
                     }
-                });
-                let f = frontier.frontier().first().copied();
-                while let Some((&w, _)) = held.first_key_value() {
-                    if f.is_some_and(|f| w + 1 >= f) {
-                        break;
-                    }
-                    let Some((_, (cap, rows))) = held.pop_first() else {
-                        break;
-                    };
-                    let mut out: Vec<FeatureRow> = rows
+                    let mut out: Vec<FeatureRow> = merged
                         .into_iter()
                         .map(|(entity, values)| FeatureRow {
                             entity,
@@ -370,6 +357,42 @@ impl<'scope> MergeRows<'scope> for Stream<'scope, u64, Vec<FeatureRow>> {
                 }
             }
         })
+    }
+}
+
+/// Feature rows held by window until the whole window is in. Rows of window `w`
+/// carry time `w` or `w + 1` (the window operators send a window at its first
+/// pane that exists), so window `w` is complete once the frontier has passed
+/// `w + 1`; windows come out in order, each with the earliest capability its
+/// rows came with.
+#[derive(Default)]
+pub(crate) struct WindowHold {
+    held: BTreeMap<u64, (Capability<u64>, Vec<FeatureRow>)>,
+}
+
+impl WindowHold {
+    /// Holds `row`, which arrived at `time`; `cap` makes a capability for `time`.
+    pub(crate) fn push(&mut self, row: FeatureRow, time: u64, cap: impl Fn() -> Capability<u64>) {
+        let slot = self
+            .held
+            .entry(row.window)
+            .or_insert_with(|| (cap(), Vec::new()));
+        if time < *slot.0.time() {
+            slot.0 = cap();
+        }
+        slot.1.push(row);
+    }
+
+    /// The earliest window that is complete under `frontier` (all, if `None`).
+    pub(crate) fn pop_complete(
+        &mut self,
+        frontier: Option<u64>,
+    ) -> Option<(u64, Capability<u64>, Vec<FeatureRow>)> {
+        let (&w, _) = self.held.first_key_value()?;
+        if frontier.is_some_and(|f| w + 1 >= f) {
+            return None;
+        }
+        self.held.pop_first().map(|(w, (cap, rows))| (w, cap, rows))
     }
 }
 
