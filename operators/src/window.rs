@@ -116,10 +116,12 @@ impl<K: WindowKey, A: WindowAcc> PaneStore<K, A> {
             .entities
     }
 
-    /// Emits every window whose two panes are before `frontier` (all, if `None`).
+    /// Emits every window whose two panes are before `frontier` (all, if `None`),
+    /// counting the rows in `counters`.
     fn emit(
         &mut self,
         frontier: Option<u64>,
+        counters: &WindowCounters,
         mut give: impl FnMut(&Capability<u64>, Vec<FeatureRow>),
     ) {
         while let Some((&p0, pane)) = self.panes.first_key_value() {
@@ -163,6 +165,11 @@ impl<K: WindowKey, A: WindowAcc> PaneStore<K, A> {
                 );
             }
             if let Some(cap) = cap {
+                if !rows.is_empty() {
+                    counters
+                        .rows
+                        .fetch_add(rows.len() as u64, Ordering::Relaxed);
+                }
                 give(&cap, rows);
             }
             if let Some(next) = self.panes.get_mut(&(w + 1)) {
@@ -222,14 +229,9 @@ impl<'scope> Featurize<'scope> for Stream<'scope, u64, Vec<Packet>> {
                         .fetch_add(data.len() as u64, Ordering::Relaxed);
                 });
                 let f = frontier.frontier().first().copied();
-                let mut emitted = 0u64;
-                store.emit(f, |cap, mut rows| {
-                    emitted += rows.len() as u64;
+                store.emit(f, &counters, |cap, mut rows| {
                     output.session(cap).give_container(&mut rows);
                 });
-                if emitted > 0 {
-                    counters.rows.fetch_add(emitted, Ordering::Relaxed);
-                }
             }
         })
     }
@@ -300,14 +302,9 @@ impl<'scope> FeaturizeEvents<'scope> for Stream<'scope, u64, Vec<EventRow>> {
                         .fetch_add(data.len() as u64, Ordering::Relaxed);
                 });
                 let f = frontier.frontier().first().copied();
-                let mut emitted = 0u64;
-                store.emit(f, |cap, mut rows| {
-                    emitted += rows.len() as u64;
+                store.emit(f, &counters, |cap, mut rows| {
                     output.session(cap).give_container(&mut rows);
                 });
-                if emitted > 0 {
-                    counters.rows.fetch_add(emitted, Ordering::Relaxed);
-                }
             }
         })
     }
