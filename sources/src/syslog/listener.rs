@@ -7,21 +7,33 @@
 //! `max_message_bytes` and messages that are not syslog are counted and skipped;
 //! the listener keeps serving. Connections past `max_connections` are closed at
 //! once and counted.
+//!
+//! On shutdown a listener accepts no new connections but reads what its open
+//! connections and sockets have already received: each connection until it has
+//! been quiet for [`DRAIN_IDLE`], all of them for at most [`DRAIN_LIMIT`], so
+//! messages the kernel has acknowledged to their senders are not thrown away and a
+//! sender that never pauses cannot hold the shutdown.
 
 use std::net::SocketAddr;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Deserializer};
 use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, UdpSocket};
 use tokio_rustls::TlsAcceptor;
 
-/// How long a TLS client has to finish its handshake.
-const TLS_HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::time::Instant;
+
+/// How long a TLS client has to finish its handshake.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// On shutdown, a connection that has sent nothing for this long is closed.
+pub const DRAIN_IDLE: Duration = Duration::from_millis(200);
+/// On shutdown, connections and sockets are read for at most this long.
+pub const DRAIN_LIMIT: Duration = Duration::from_secs(5);
 
 use super::framing::{Frame, FrameDecoder};
 use super::parse::parse_message;
@@ -432,6 +444,7 @@ async fn serve_udp<T: From<SyslogRecord> + Send + 'static>(
         let first = tokio::select! {
             r = sock.recv_from(&mut buf) => r,
             _ = shutdown.changed() => {
+                drain_udp(&sock, &mut buf, max_len, batch_size, &counters, &out).await;
                 closing(&counters);
                 return;
             }
@@ -469,6 +482,59 @@ async fn serve_udp<T: From<SyslogRecord> + Send + 'static>(
                 closing(&counters);
                 return;
             }
+        }
+    }
+}
+
+/// Shutting down: hands over the datagrams already waiting in the socket's
+/// receive buffer, waiting for room in the channel (nothing new can arrive faster
+/// than the deadline allows).
+async fn drain_udp<T: From<SyslogRecord> + Send + 'static>(
+    sock: &UdpSocket,
+    buf: &mut [u8],
+    max_len: usize,
+    batch_size: usize,
+    counters: &SyslogCounters,
+    out: &mpsc::Sender<Vec<T>>,
+) {
+    let deadline = Instant::now() + DRAIN_LIMIT;
+    let mut batch = Vec::with_capacity(batch_size);
+    while Instant::now() < deadline {
+        match sock.try_recv_from(buf) {
+            Ok((n, _)) if n > max_len => {
+                counters.messages.fetch_add(1, Ordering::Relaxed);
+                counters.oversized.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok((n, from)) => accept_record(&buf[..n], from, counters, &mut batch),
+            Err(_) => break,
+        }
+        if batch.len() >= batch_size {
+            let full = std::mem::replace(&mut batch, Vec::with_capacity(batch_size));
+            if send_before(out, full, deadline, counters).await.is_err() {
+                return;
+            }
+        }
+    }
+    if !batch.is_empty() {
+        let _ = send_before(out, batch, deadline, counters).await;
+    }
+}
+
+/// Sends a batch, waiting for room until `deadline`; past it the batch is
+/// counted as dropped.
+async fn send_before<T>(
+    out: &mpsc::Sender<Vec<T>>,
+    batch: Vec<T>,
+    deadline: Instant,
+    counters: &SyslogCounters,
+) -> Result<(), ()> {
+    let n = batch.len() as u64;
+    match tokio::time::timeout_at(deadline, out.send(batch)).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(_)) => Err(()),
+        Err(_) => {
+            counters.dropped.fetch_add(n, Ordering::Relaxed);
+            Err(())
         }
     }
 }
@@ -549,11 +615,30 @@ async fn serve_connection<T, S>(
     let mut buf = vec![0u8; 64 * 1024];
     let mut frames = Vec::new();
     let mut eof = false;
+    // Set once shutdown begins: the time by which this connection closes.
+    let mut draining: Option<Instant> = None;
     while !eof {
-        let n = tokio::select! {
-            // A read error ends the connection like a close does.
-            r = stream.read(&mut buf) => r.unwrap_or(0),
-            _ = shutdown.changed() => 0,
+        // A read error ends the connection like a close does.
+        let n = match draining {
+            None => tokio::select! {
+                r = stream.read(&mut buf) => r.unwrap_or(0),
+                _ = shutdown.changed() => {
+                    draining = Some(Instant::now() + DRAIN_LIMIT);
+                    continue;
+                }
+            },
+            Some(deadline) => {
+                let until = deadline.min(Instant::now() + DRAIN_IDLE);
+                match tokio::time::timeout_at(until, stream.read(&mut buf)).await {
+                    Ok(r) => r.unwrap_or(0),
+                    Err(_) => {
+                        if Instant::now() >= deadline {
+                            tracing::warn!(%peer, "syslog connection still sending when shutdown's drain time ran out; closed");
+                        }
+                        0
+                    }
+                }
+            }
         };
         if n == 0 {
             decoder.finish(&mut frames);
