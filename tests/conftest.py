@@ -62,6 +62,13 @@ def has_table(out: Path, name: str) -> bool:
     return any((out / name).rglob("*.parquet"))
 
 
+def close(a, b):
+    """Equal within float rounding (relative 1e-9), or both null."""
+    if a is None or b is None:
+        return a is None and b is None
+    return abs(a - b) <= 1e-9 * max(abs(a), abs(b), 1.0)
+
+
 def query(sql: str):
     return duckdb.connect().execute(sql).fetchall()
 

@@ -7,7 +7,7 @@ from collections import defaultdict
 
 import pytest
 
-from conftest import DATA, captures, query, replay, table, tshark_packets
+from conftest import DATA, captures, close, query, replay, table, tshark_packets
 
 HOP_NS = 30 * 10**9
 SYN, RST, PSH, ACK, FIN = 0x02, 0x04, 0x08, 0x10, 0x01
@@ -64,12 +64,38 @@ def stats(xs):
     return [min(xs), max(xs), m, math.sqrt(sum((x - m) ** 2 for x in xs) / len(xs))]
 
 
+def entropy(values):
+    """Shannon entropy in bits of the distribution of `values`; None when empty."""
+    if not values:
+        return None
+    counts = defaultdict(int)
+    for v in values:
+        counts[v] += 1
+    n = len(values)
+    return max(0.0, -sum(c / n * math.log2(c / n) for c in counts.values()))
+
+
+def pearson(xs, ys):
+    n = len(xs)
+    if n < 2:
+        return None
+    mx, my = sum(xs) / n, sum(ys) / n
+    cxy = sum((x - mx) * (y - my) for x, y in zip(xs, ys))
+    cxx = sum((x - mx) ** 2 for x in xs)
+    cyy = sum((y - my) ** 2 for y in ys)
+    if cxx == 0 or cyy == 0:
+        return None
+    return max(-1.0, min(1.0, cxy / math.sqrt(cxx * cyy)))
+
+
 def expected_features(packets):
     """{(entity, window_start_s): {feature: value}} by the documented definitions."""
     per = defaultdict(list)
+    sent_to = defaultdict(set)  # (entity, pane) -> peers it sent to
     for pk in packets:
         ts, src, dst = pk[0], pk[1], pk[2]
         pane = ts // HOP_NS
+        sent_to[(src, pane)].add(dst)
         for w in (pane - 1, pane):
             per[(src, w)].append((True, pk))
             per[(dst, w)].append((False, pk))
@@ -106,6 +132,15 @@ def expected_features(packets):
         f["tcp_rst_ratio_in"] = f["tcp_rst_in"] / f["tcp_packets_in"] if f["tcp_packets_in"] else None
         f["tcp_synack_per_syn"] = f["tcp_synack_in"] / f["tcp_syn_out"] if f["tcp_syn_out"] else None
         f["distinct_peers_out"] = len({p[2] for p in o})
+        before = set().union(*(sent_to.get((e, q), set()) for q in range(w - 4, w)))
+        f["new_peers_out"] = len({p[2] for p in o} - before)
+        f["peer_entropy_out"] = entropy([p[2] for p in o])
+        bins_bytes, bins_conns = [0] * 12, [0] * 12
+        for _, p in lst:
+            b = (p[0] - w * HOP_NS) // (5 * 10**9)
+            bins_bytes[b] += p[7]
+            bins_conns[b] += is_syn(p)
+        f["bytes_conns_corr"] = pearson(bins_bytes, bins_conns)
         f["distinct_peers_in"] = len({p[1] for p in i})
         dports = [p[5] for p in o if p[3] in (6, 17)]
         f["distinct_dst_ports_out"] = len(set(dports))
@@ -154,15 +189,10 @@ def expected_features(packets):
                  dns_distinct_qtypes_out=len({q[2] for q in asked}),
                  dns_txt_queries_out=sum(q[2] == 16 for q in asked),
                  dns_qname_len_mean_out=lens[2], dns_qname_len_max_out=lens[1],
-                 dns_qname_entropy_mean_out=ents[2])
+                 dns_qname_entropy_mean_out=ents[2],
+                 dns_qname_spread_out=entropy([q[3] for q in asked]))
         out[(e, w * 30)] = f
     return out
-
-
-def close(a, b):
-    if a is None or b is None:
-        return a is None and b is None
-    return abs(a - b) <= 1e-9 * max(abs(a), abs(b), 1.0)
 
 
 CASES = ["generated", "pcap/zeek/http-bro.org.pcap", "pcap/ndpi/synscan.pcap",

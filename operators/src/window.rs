@@ -6,8 +6,8 @@
 //! while being accumulated once, and a pane is dropped after its second window.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use amoskys_schemas::{Addr, Entity, EventRow, FeatureRow, Packet, pane_of};
 use timely::container::CapacityContainerBuilder;
@@ -31,11 +31,29 @@ pub struct WindowCounters {
     pub late: AtomicU64,
 }
 
+/// Panes an item (a peer, a message template) is remembered for: an item of a
+/// window is new when its entity had it in none of the 4 panes (2 minutes) before.
+pub const NOVELTY_PANES: u64 = 4;
+
 /// What a window operator keeps per entity per pane.
 pub(crate) trait WindowAcc: Default {
     /// Extends this pane's accumulator into the window of this pane and `later`.
     fn append(&mut self, later: &Self);
     fn compute(&self) -> Box<[f64]>;
+    /// Appends the items whose novelty is a feature: the peers an entity sent to,
+    /// the message templates a host logged.
+    fn items(&self, out: &mut Vec<u64>);
+    /// Whether the novelty feature applies to this window (else it stays null).
+    fn novelty_applies(&self) -> bool;
+    /// The column of the novelty feature.
+    fn novelty_column() -> usize;
+}
+
+fn column_of(name: &str) -> usize {
+    crate::features::defs()
+        .iter()
+        .position(|d| d.name == name)
+        .expect("the novelty feature is in the catalogue")
 }
 
 impl WindowAcc for PaneAcc {
@@ -46,6 +64,16 @@ impl WindowAcc for PaneAcc {
     fn compute(&self) -> Box<[f64]> {
         compute_all(self)
     }
+    fn items(&self, out: &mut Vec<u64>) {
+        out.extend(self.peers_out.keys().map(Addr::route_hash));
+    }
+    fn novelty_applies(&self) -> bool {
+        true
+    }
+    fn novelty_column() -> usize {
+        static COL: OnceLock<usize> = OnceLock::new();
+        *COL.get_or_init(|| column_of(crate::features::NEW_PEERS_OUT))
+    }
 }
 
 impl WindowAcc for EventAcc {
@@ -54,6 +82,62 @@ impl WindowAcc for EventAcc {
     }
     fn compute(&self) -> Box<[f64]> {
         compute_events(self)
+    }
+    fn items(&self, out: &mut Vec<u64>) {
+        out.extend(self.templates.keys().copied());
+    }
+    fn novelty_applies(&self) -> bool {
+        self.messages > 0
+    }
+    fn novelty_column() -> usize {
+        static COL: OnceLock<usize> = OnceLock::new();
+        *COL.get_or_init(|| column_of(crate::features::SYSLOG_NEW_TEMPLATES))
+    }
+}
+
+/// The items of each entity's recent panes, each with the last pane it was seen
+/// in. Held for [`NOVELTY_PANES`] panes, like the panes themselves: bounded by
+/// what the last two minutes brought.
+struct Recent<K> {
+    by: Map<K, Map<u64, u64>>,
+}
+
+impl<K> Default for Recent<K> {
+    fn default() -> Self {
+        Recent { by: Map::default() }
+    }
+}
+
+impl<K: WindowKey> Recent<K> {
+    /// How many of `items` (of window `w`) the entity had in none of the
+    /// [`NOVELTY_PANES`] panes before the window.
+    fn new_count(&self, e: &K, items: &[u64], w: u64) -> u64 {
+        let Some(m) = self.by.get(e) else {
+            return items.len() as u64;
+        };
+        items
+            .iter()
+            .filter(|i| m.get(i).is_none_or(|&s| s + NOVELTY_PANES < w))
+            .count() as u64
+    }
+
+    /// Remembers that the entity had `items` in `pane`.
+    fn note(&mut self, e: &K, items: &[u64], pane: u64) {
+        if items.is_empty() {
+            return;
+        }
+        let m = self.by.entry(e.clone()).or_default();
+        for i in items {
+            m.insert(*i, pane);
+        }
+    }
+
+    /// Forgets items last seen before `pane`, and entities left with none.
+    fn forget_before(&mut self, pane: u64) {
+        self.by.retain(|_, m| {
+            m.retain(|_, s| *s >= pane);
+            !m.is_empty()
+        });
     }
 }
 
@@ -88,6 +172,7 @@ pub(crate) struct PaneStore<K, A> {
     panes: BTreeMap<u64, Pane<K, A>>,
     /// Entities of the last pane emitted: the next pane's map starts that large.
     last_entities: usize,
+    recent: Recent<K>,
 }
 
 impl<K, A> Default for PaneStore<K, A> {
@@ -95,6 +180,7 @@ impl<K, A> Default for PaneStore<K, A> {
         PaneStore {
             panes: BTreeMap::new(),
             last_entities: 0,
+            recent: Recent::default(),
         }
     }
 }
@@ -141,18 +227,33 @@ impl<K: WindowKey, A: WindowAcc> PaneStore<K, A> {
             }
             let b = self.panes.get(&(w + 1));
             let cap = a.as_ref().or(b).map(|p| p.cap.clone());
-            let row = |e: &K, acc: &A| FeatureRow {
-                entity: e.entity(),
-                window: w,
-                values: acc.compute(),
+            let recent = &mut self.recent;
+            let mut items = Vec::new();
+            let mut row = |e: &K, acc: &A, recent: &Recent<K>| {
+                let mut values = acc.compute();
+                if acc.novelty_applies() {
+                    items.clear();
+                    acc.items(&mut items);
+                    values[A::novelty_column()] = recent.new_count(e, &items, w) as f64;
+                }
+                FeatureRow {
+                    entity: e.entity(),
+                    window: w,
+                    values,
+                }
             };
             let mut rows = Vec::new();
+            let mut own = Vec::new();
             if let Some(a) = a.as_mut() {
                 for (e, acc) in a.entities.iter_mut() {
+                    // Pane w's own items, remembered once the window is computed.
+                    own.clear();
+                    acc.items(&mut own);
                     if let Some(later) = b.and_then(|p| p.entities.get(e)) {
                         acc.append(later);
                     }
-                    rows.push(row(e, acc));
+                    rows.push(row(e, acc, recent));
+                    recent.note(e, &own, w);
                 }
             }
             if let Some(b) = b {
@@ -161,9 +262,10 @@ impl<K: WindowKey, A: WindowAcc> PaneStore<K, A> {
                     b.entities
                         .iter()
                         .filter(|(e, _)| !seen(e))
-                        .map(|(e, acc)| row(e, acc)),
+                        .map(|(e, acc)| row(e, acc, recent)),
                 );
             }
+            recent.forget_before((w + 1).saturating_sub(NOVELTY_PANES));
             if let Some(cap) = cap {
                 if !rows.is_empty() {
                     counters
@@ -344,10 +446,13 @@ impl<'scope> MergeRows<'scope> for Stream<'scope, u64, Vec<FeatureRow>> {
                     }
                     let mut out: Vec<FeatureRow> = merged
                         .into_iter()
-                        .map(|(entity, values)| FeatureRow {
-                            entity,
-                            window: w,
-                            values,
+                        .map(|(entity, mut values)| {
+                            crate::features::fill_cross(&mut values);
+                            FeatureRow {
+                                entity,
+                                window: w,
+                                values,
+                            }
                         })
                         .collect();
                     output.session(&cap).give_container(&mut out);
@@ -415,5 +520,31 @@ impl<'scope> PacketFeaturesOnly<'scope> for Stream<'scope, u64, Vec<FeatureRow>>
                 }
             },
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_item_is_new_unless_seen_in_the_four_panes_before_the_window() {
+        let mut r = Recent::<Entity>::default();
+        let e = Entity::Name("h".into());
+        let other = Entity::Name("o".into());
+        r.note(&e, &[1, 2], 10);
+        r.note(&e, &[3], 13);
+        // Window 14 looks back at panes 10..=13.
+        assert_eq!(r.new_count(&e, &[1, 2, 3, 4], 14), 1);
+        // Window 15 looks back at panes 11..=14: pane 10's items are new again.
+        assert_eq!(r.new_count(&e, &[1, 2, 3, 4], 15), 3);
+        assert_eq!(r.new_count(&other, &[1, 2], 14), 2);
+        r.forget_before(11);
+        assert_eq!(r.by.get(&e).map(|m| m.len()), Some(1));
+        r.forget_before(14);
+        assert!(
+            r.by.is_empty(),
+            "an entity with nothing recent is forgotten"
+        );
     }
 }

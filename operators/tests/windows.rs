@@ -149,8 +149,11 @@ fn run(packets: &[Packet], workers: usize) -> Vec<FeatureRow> {
 /// Every feature of every (entity, window), computed from the raw packet list.
 fn oracle(packets: &[Packet]) -> BTreeMap<(u64, String), BTreeMap<&'static str, Option<f64>>> {
     let mut by: BTreeMap<(u64, Addr), Vec<(bool, &Packet)>> = BTreeMap::new();
+    // Peers each entity sent to, per pane: the memory "new peers" are judged by.
+    let mut sent_to: BTreeMap<(u64, Addr), BTreeSet<Addr>> = BTreeMap::new();
     for p in packets {
         let pane = pane_of(p.ts_ns);
+        sent_to.entry((pane, p.src)).or_default().insert(p.dst);
         for w in [pane.saturating_sub(1), pane] {
             by.entry((w, p.src)).or_default().push((true, p));
             by.entry((w, p.dst)).or_default().push((false, p));
@@ -273,6 +276,46 @@ fn oracle(packets: &[Packet]) -> BTreeMap<(u64, String), BTreeMap<&'static str, 
         let dports: Vec<u16> = out_p.iter().filter(ported).map(|p| p.dport).collect();
         let lports: BTreeSet<u16> = in_p.iter().filter(ported).map(|p| p.dport).collect();
         f.insert("distinct_peers_out", Some(peers_out.len() as f64));
+        let before: BTreeSet<Addr> = (w.saturating_sub(4)..w)
+            .filter_map(|q| sent_to.get(&(q, e)))
+            .flatten()
+            .copied()
+            .collect();
+        f.insert(
+            "new_peers_out",
+            Some(peers_out.difference(&before).count() as f64),
+        );
+        let entropy = |keys: Vec<u64>| -> Option<f64> {
+            let mut h: BTreeMap<u64, f64> = BTreeMap::new();
+            keys.iter().for_each(|k| *h.entry(*k).or_default() += 1.0);
+            let t = keys.len() as f64;
+            (t > 0.0).then(|| {
+                h.values()
+                    .map(|c| -(c / t) * (c / t).log2())
+                    .sum::<f64>()
+                    .max(0.0)
+            })
+        };
+        f.insert(
+            "peer_entropy_out",
+            entropy(out_p.iter().map(|p| p.dst.route_hash()).collect()),
+        );
+        // Twelve 5 s bins from the window's start: bytes and connection starts.
+        let mut bins = [(0.0f64, 0.0f64); 12];
+        for (_, p) in &list {
+            let b = ((p.ts_ns - w as i64 * HOP_NS) / 5_000_000_000) as usize;
+            bins[b].0 += f64::from(p.wire_len);
+            bins[b].1 += f64::from(u8::from(syn(p)));
+        }
+        let mx = bins.iter().map(|b| b.0).sum::<f64>() / 12.0;
+        let my = bins.iter().map(|b| b.1).sum::<f64>() / 12.0;
+        let cxy: f64 = bins.iter().map(|b| (b.0 - mx) * (b.1 - my)).sum();
+        let cxx: f64 = bins.iter().map(|b| (b.0 - mx).powi(2)).sum();
+        let cyy: f64 = bins.iter().map(|b| (b.1 - my).powi(2)).sum();
+        f.insert(
+            "bytes_conns_corr",
+            (cxx > 0.0 && cyy > 0.0).then(|| cxy / (cxx * cyy).sqrt()),
+        );
         f.insert("distinct_peers_in", Some(peers_in.len() as f64));
         f.insert(
             "distinct_dst_ports_out",
@@ -398,6 +441,10 @@ fn oracle(packets: &[Packet]) -> BTreeMap<(u64, String), BTreeMap<&'static str, 
         f.insert("dns_qname_len_mean_out", lens[2]);
         f.insert("dns_qname_len_max_out", lens[1]);
         f.insert("dns_qname_entropy_mean_out", ents[2]);
+        f.insert(
+            "dns_qname_spread_out",
+            entropy(asked.iter().map(|p| p.dns.qname_hash).collect()),
+        );
         out.insert((w, e.to_string()), f);
     }
     out

@@ -4,15 +4,18 @@
 //! dtype, description — everything downstream derives from it) plus `compute`, a
 //! function of the entity's window accumulator. One file per source family.
 
+mod cross;
 mod events;
 mod pcap;
 
+pub use cross::{CROSS, fill_cross};
 pub use events::{
-    AuthObs, Combine, EventAcc, EventFeature, EventObs, EventWhat, SNMP_METRICS, SnmpMetricDef,
-    event_catalogue, snmp_metric_index,
+    AuthObs, Combine, EventAcc, EventFeature, EventObs, EventWhat, SNMP_METRICS,
+    SYSLOG_NEW_TEMPLATES, SnmpMetricDef, event_catalogue, snmp_metric_index, template_hash,
 };
+pub use pcap::NEW_PEERS_OUT;
 
-use amoskys_schemas::{Addr, DnsInfo, FeatureDef, Packet, Proto, TcpFlags};
+use amoskys_schemas::{Addr, DnsInfo, FeatureDef, HOP_NS, Packet, Proto, TcpFlags};
 use serde::{Deserialize, Serialize};
 
 use crate::{Map, Moments, Set};
@@ -29,19 +32,21 @@ pub fn catalogue() -> &'static [FeatureSpec] {
 }
 
 /// The catalogue's definitions, in column order: packet features, then the
-/// syslog, SNMP and MQTT families.
+/// syslog, SNMP and MQTT families, the cross-source features and the history
+/// features.
 pub fn defs() -> Vec<FeatureDef> {
     catalogue()
         .iter()
         .map(|s| s.def)
         .chain(event_catalogue().map(|s| s.def))
+        .chain(CROSS.iter().map(|c| c.def))
         .chain(crate::history::HISTORY_DEFS.iter().copied())
         .collect()
 }
 
 /// Number of features in the catalogue.
 pub fn count() -> usize {
-    catalogue().len() + event_catalogue().count() + crate::history::HISTORY_DEFS.len()
+    catalogue().len() + event_catalogue().count() + CROSS.len() + crate::history::HISTORY_DEFS.len()
 }
 
 /// The catalogue as Markdown: the body of docs/FEATURES.md.
@@ -272,12 +277,27 @@ pub struct Attempt {
     pub answered: bool,
 }
 
+/// Length of the bins a window is cut into for correlations: 5 s, twelve a window.
+pub const BIN_NS: i64 = 5_000_000_000;
+/// Bins in a pane.
+pub const PANE_BINS: usize = (HOP_NS / BIN_NS) as usize;
+
+/// What one entity did in one 5 s bin.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Bin {
+    /// Bytes sent and received.
+    pub bytes: u64,
+    /// TCP connections started: SYNs without ACK, sent or received.
+    pub conns: u64,
+}
+
 /// Everything one entity did in one pane (30 s), or — merged — in one window.
 #[derive(Clone, Debug, Default)]
 pub struct PaneAcc {
     pub out: DirAcc,
     pub inb: DirAcc,
-    pub peers_out: Set<Addr>,
+    /// Peers the entity sent packets to, with packet counts.
+    pub peers_out: Map<Addr, u64>,
     pub peers_in: Set<Addr>,
     /// Destination ports of outbound TCP/UDP packets, with packet counts.
     pub dst_ports_out: Map<u16, u64>,
@@ -295,7 +315,8 @@ pub struct PaneAcc {
     /// DNS over UDP port 53: queries sent, with their names, types and name
     /// lengths and entropies (only queries with a question); responses received.
     pub dns_queries_out: u64,
-    pub dns_qnames_out: Set<u64>,
+    /// Query names (hashed), with the number of queries for each.
+    pub dns_qnames_out: Map<u64, u64>,
     pub dns_qtypes_out: Set<u16>,
     pub dns_txt_out: u64,
     pub dns_qname_len_out: Moments,
@@ -307,6 +328,8 @@ pub struct PaneAcc {
     pub syn_window_values_out: Set<u16>,
     /// TCP packets the entity sent advertising a zero window (RST excluded).
     pub zero_window_out: u64,
+    /// The pane's bins, then (in a window) the next pane's.
+    pub bins: [Bin; 2 * PANE_BINS],
 }
 
 impl PaneAcc {
@@ -317,12 +340,15 @@ impl PaneAcc {
         }
         let syn = o.proto == Proto::TCP && o.tcp_flags & TcpFlags::SYN != 0;
         let ack = o.tcp_flags & TcpFlags::ACK != 0;
+        let bin = &mut self.bins[(o.ts_ns.rem_euclid(HOP_NS) / BIN_NS) as usize];
+        bin.bytes += u64::from(o.wire_len);
+        bin.conns += u64::from(syn && !ack);
         if o.outbound {
             self.out.add(o);
             self.zero_window_out += u64::from(
                 o.proto == Proto::TCP && o.tcp_window == 0 && o.tcp_flags & TcpFlags::RST == 0,
             );
-            self.peers_out.insert(o.peer);
+            *self.peers_out.entry(o.peer).or_insert(0) += 1;
             if o.has_ports() {
                 *self.dst_ports_out.entry(o.remote_port).or_insert(0) += 1;
             }
@@ -362,7 +388,7 @@ impl PaneAcc {
         if o.outbound && d.kind == DnsInfo::QUERY {
             self.dns_queries_out += 1;
             if d.qtype != 0 {
-                self.dns_qnames_out.insert(d.qname_hash);
+                *self.dns_qnames_out.entry(d.qname_hash).or_insert(0) += 1;
                 self.dns_qtypes_out.insert(d.qtype);
                 self.dns_txt_out += u64::from(d.qtype == 16);
                 self.dns_qname_len_out.push(f64::from(d.qname_len));
@@ -379,7 +405,9 @@ impl PaneAcc {
         let w = self;
         w.out.append(&later.out);
         w.inb.append(&later.inb);
-        w.peers_out.extend(later.peers_out.iter().copied());
+        for (p, n) in &later.peers_out {
+            *w.peers_out.entry(*p).or_insert(0) += n;
+        }
         w.peers_in.extend(later.peers_in.iter().copied());
         for (p, n) in &later.dst_ports_out {
             *w.dst_ports_out.entry(*p).or_insert(0) += n;
@@ -397,8 +425,9 @@ impl PaneAcc {
         }
         w.syn_gaps.merge(&later.syn_gaps);
         w.dns_queries_out += later.dns_queries_out;
-        w.dns_qnames_out
-            .extend(later.dns_qnames_out.iter().copied());
+        for (q, n) in &later.dns_qnames_out {
+            *w.dns_qnames_out.entry(*q).or_insert(0) += n;
+        }
         w.dns_qtypes_out
             .extend(later.dns_qtypes_out.iter().copied());
         w.dns_txt_out += later.dns_txt_out;
@@ -412,7 +441,33 @@ impl PaneAcc {
         w.dns_nxdomain_in += later.dns_nxdomain_in;
         w.syn_first_ns = w.syn_first_ns.or(later.syn_first_ns);
         w.syn_last_ns = later.syn_last_ns.or(w.syn_last_ns);
+        for (a, b) in w.bins[PANE_BINS..].iter_mut().zip(&later.bins[..PANE_BINS]) {
+            a.bytes += b.bytes;
+            a.conns += b.conns;
+        }
     }
+}
+
+/// Pearson correlation of paired values; `None` when either side does not vary.
+pub fn pearson(pairs: impl Iterator<Item = (f64, f64)> + Clone) -> Option<f64> {
+    let (mut n, mut sx, mut sy) = (0.0, 0.0, 0.0);
+    for (x, y) in pairs.clone() {
+        n += 1.0;
+        sx += x;
+        sy += y;
+    }
+    if n < 2.0 {
+        return None;
+    }
+    let (mx, my) = (sx / n, sy / n);
+    let (mut cxy, mut cxx, mut cyy) = (0.0, 0.0, 0.0);
+    for (x, y) in pairs {
+        let (dx, dy) = (x - mx, y - my);
+        cxy += dx * dy;
+        cxx += dx * dx;
+        cyy += dy * dy;
+    }
+    (cxx > 0.0 && cyy > 0.0).then(|| (cxy / (cxx * cyy).sqrt()).clamp(-1.0, 1.0))
 }
 
 /// Shannon entropy, in bits, of a distribution given by counts. Counts are sorted
@@ -432,7 +487,9 @@ pub fn entropy_bits(counts: impl Iterator<Item = u64>) -> Option<f64> {
                 -p * p.log2()
             })
             .sum::<f64>()
-            .max(0.0),
+            .max(0.0)
+            // -0.0 (one value: -1·log2(1)) is written as 0.
+            + 0.0,
     )
 }
 
@@ -477,8 +534,22 @@ mod tests {
     }
 
     #[test]
+    fn pearson_of_known_series() {
+        let c = |v: &[(f64, f64)]| pearson(v.iter().copied());
+        assert_eq!(c(&[(1.0, 2.0), (2.0, 4.0), (3.0, 6.0)]), Some(1.0));
+        assert_eq!(c(&[(1.0, 3.0), (2.0, 2.0), (3.0, 1.0)]), Some(-1.0));
+        assert_eq!(c(&[(1.0, 1.0), (2.0, 1.0)]), None);
+        assert_eq!(c(&[(1.0, 1.0)]), None);
+        let r = c(&[(1.0, 1.0), (2.0, 3.0), (3.0, 2.0)]).expect("varying series");
+        assert!((r - 0.5).abs() < 1e-12, "{r}");
+    }
+
+    #[test]
     fn entropy_of_known_distributions() {
-        assert_eq!(entropy_bits([5].into_iter()), Some(0.0));
+        assert_eq!(
+            entropy_bits([5].into_iter()).map(f64::to_bits),
+            Some(0.0f64.to_bits())
+        );
         assert_eq!(entropy_bits([1, 1].into_iter()), Some(1.0));
         assert_eq!(entropy_bits([2, 2, 2, 2].into_iter()), Some(2.0));
         assert_eq!(entropy_bits(std::iter::empty()), None);

@@ -7,7 +7,7 @@
 
 use amoskys_schemas::{FeatureDef, FeatureDtype, WINDOW_SECONDS};
 
-use super::{FeatureSpec, PaneAcc, entropy_bits};
+use super::{FeatureSpec, PaneAcc, entropy_bits, pearson};
 
 const SRC: &str = "pcap";
 const W: f64 = WINDOW_SECONDS as f64;
@@ -505,6 +505,18 @@ pub(super) static FEATURES: &[FeatureSpec] = &[
         NEVER,
         |a| n(a.local_ports_in.len() as u64),
     ),
+    spec(
+        NEW_PEERS_OUT,
+        "fanout",
+        "hosts",
+        C,
+        "Distinct addresses the entity sent packets to in the window and to none in \
+         the 2 minutes before it: a host starting to talk to many new peers is \
+         scanning or spreading.",
+        NEVER,
+        // Filled by the window operator, which remembers the entity's recent peers.
+        |_| None,
+    ),
     // entropy
     spec(
         "dst_port_entropy_out",
@@ -514,6 +526,27 @@ pub(super) static FEATURES: &[FeatureSpec] = &[
         "Shannon entropy of the destination ports of sent TCP/UDP packets, weighted by packets.",
         Some("the entity sent no TCP or UDP packet"),
         |a| entropy_bits(a.dst_ports_out.values().copied()),
+    ),
+    spec(
+        "peer_entropy_out",
+        "entropy",
+        "bits",
+        F,
+        "Shannon entropy of the addresses the entity sent packets to, weighted by \
+         packets: 0 for one peer, high when traffic spreads evenly over many.",
+        NO_OUT,
+        |a| entropy_bits(a.peers_out.values().copied()),
+    ),
+    spec(
+        "dns_qname_spread_out",
+        "entropy",
+        "bits",
+        F,
+        "Shannon entropy of the entity's DNS queries over the names they asked for \
+         (first question), weighted by queries: high when many different names are \
+         each asked once, as in generated-domain lookups.",
+        Some("the entity sent no DNS query with a question in the window"),
+        |a| entropy_bits(a.dns_qnames_out.values().copied()),
     ),
     // connections
     spec(
@@ -750,7 +783,26 @@ pub(super) static FEATURES: &[FeatureSpec] = &[
         Some("the entity sent no DNS query with a question in the window"),
         |a| (a.dns_qname_entropy_out.n > 0).then_some(a.dns_qname_entropy_out.mean),
     ),
+    // correlation
+    spec(
+        "bytes_conns_corr",
+        "correlation",
+        "r",
+        F,
+        "Pearson correlation, over the window's twelve 5 s bins, of the bytes the \
+         entity sent and received with the TCP connections it started or was asked \
+         for (SYNs without ACK): near 1 when every connection carries a similar \
+         load, as in scripted transfers.",
+        Some(
+            "the bytes or the connection starts are the same in every 5 s bin of the window \
+              (e.g. no TCP connection started)",
+        ),
+        |a| pearson(a.bins.iter().map(|b| (b.bytes as f64, b.conns as f64))),
+    ),
 ];
+
+/// The feature the window operator fills from the entity's recent peers.
+pub const NEW_PEERS_OUT: &str = "new_peers_out";
 
 fn cv(m: &crate::Moments) -> Option<f64> {
     (m.n > 0 && m.mean > 0.0).then(|| m.std() / m.mean)
