@@ -11,7 +11,9 @@ use amoskys_schemas::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::{Moments, Set};
+use crate::{Map, Moments, Set};
+
+use super::entropy_bits;
 
 const W: f64 = WINDOW_SECONDS as f64;
 
@@ -228,6 +230,8 @@ pub enum EventWhat {
         facility: u8,
         /// Hash of the app name (0 without one).
         app: u64,
+        /// Hash of the message's template (see [`template_hash`]).
+        template: u64,
         auth: Option<AuthObs>,
     },
     /// An authentication message naming the entity as the remote side.
@@ -264,6 +268,26 @@ pub struct EventObs {
     pub entity: Entity,
     pub ts_ns: i64,
     pub what: EventWhat,
+}
+
+/// The template of a syslog message, hashed: its app name and its words, each
+/// word (split at whitespace) that contains a digit replaced by a placeholder. So
+/// `Failed password for root from 10.0.0.1 port 4242 ssh2` and the same line with
+/// another address and port share a template, while another user name does not.
+pub fn template_hash(app: Option<&str>, message: &str) -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = ahash::RandomState::with_seeds(13, 14, 15, 16).build_hasher();
+    h.write(app.unwrap_or("").as_bytes());
+    h.write_u8(0);
+    for w in message.split_whitespace() {
+        if w.bytes().any(|b| b.is_ascii_digit()) {
+            h.write(b"<*>");
+        } else {
+            h.write(w.as_bytes());
+        }
+        h.write_u8(b' ');
+    }
+    h.finish()
 }
 
 fn hash_str(s: &str) -> u64 {
@@ -329,6 +353,7 @@ impl EventObs {
                             severity: r.severity.unwrap_or(8).min(8),
                             facility: facility_group(r.facility),
                             app: r.appname.as_deref().map_or(0, hash_str),
+                            template: template_hash(r.appname.as_deref(), &r.message),
                             auth,
                         },
                     });
@@ -414,6 +439,11 @@ pub struct EventAcc {
     pub reporters_as_remote: Set<Addr>,
     pub polls: u64,
     pub snmp: Vec<Series>,
+    /// Per poll with both: processor load (mean over cores) and interface octets
+    /// per second (in + out, all interfaces).
+    pub cpu_net: Vec<(f64, f64)>,
+    /// The same with the 1-minute load average (UCD laLoad) for processor load.
+    pub load_net: Vec<(f64, f64)>,
     pub mqtt_messages: u64,
     pub mqtt_bytes: u64,
     pub mqtt_opaque: u64,
@@ -423,6 +453,8 @@ pub struct EventAcc {
     pub by_facility: [u64; 5],
     /// Distinct app names in the entity's syslog messages.
     pub apps: Set<u64>,
+    /// Templates of the entity's syslog messages, with message counts.
+    pub templates: Map<u64, u64>,
     /// Times of the first and last MQTT message, and the gaps between messages.
     pub mqtt_first_ns: Option<i64>,
     pub mqtt_last_ns: Option<i64>,
@@ -436,10 +468,12 @@ impl EventAcc {
                 severity,
                 facility,
                 app,
+                template,
                 auth,
             } => {
                 self.syslog_seen = true;
                 self.messages += 1;
+                *self.templates.entry(*template).or_insert(0) += 1;
                 self.by_severity[usize::from((*severity).min(8))] += 1;
                 self.by_facility[usize::from((*facility).min(4))] += 1;
                 if *app != 0 {
@@ -460,6 +494,18 @@ impl EventAcc {
             }
             EventWhat::SnmpPoll { values } => {
                 self.polls += 1;
+                let get = |name| {
+                    let i = snmp_metric_index(name)?;
+                    values.iter().find(|v| usize::from(v.0) == i).map(|v| v.1)
+                };
+                if let (Some(i), Some(o)) = (get("if_in_octets"), get("if_out_octets")) {
+                    if let Some(c) = get("hr_processor_load") {
+                        self.cpu_net.push((c, i + o));
+                    }
+                    if let Some(l) = get("la_load_1") {
+                        self.load_net.push((l, i + o));
+                    }
+                }
                 if self.snmp.is_empty() {
                     self.snmp = vec![Series::default(); SNMP_METRICS.len()];
                 }
@@ -501,6 +547,9 @@ impl EventAcc {
             *a += b;
         }
         self.apps.extend(l.apps.iter().copied());
+        for (t, n) in &l.templates {
+            *self.templates.entry(*t).or_insert(0) += n;
+        }
         if let (Some(last), Some(first)) = (self.mqtt_last_ns, l.mqtt_first_ns) {
             self.intervals.push((first - last).max(0) as f64 / 1e9);
         }
@@ -524,6 +573,8 @@ impl EventAcc {
         self.reporters_as_remote
             .extend(l.reporters_as_remote.iter().copied());
         self.polls += l.polls;
+        self.cpu_net.extend_from_slice(&l.cpu_net);
+        self.load_net.extend_from_slice(&l.load_net);
         if !l.snmp.is_empty() {
             if self.snmp.is_empty() {
                 self.snmp = l.snmp.clone();
@@ -586,6 +637,14 @@ fn snmp_max<const I: usize>(a: &EventAcc) -> Option<f64> {
 const SYSLOG_NULL: Option<&str> = Some("no syslog message from or about the entity in the window");
 const MQTT_NULL: Option<&str> = Some("no MQTT message about the entity in the window");
 use FeatureDtype::{Count as C, Float as F};
+
+/// The feature the window operator fills from the entity's recent templates.
+pub const SYSLOG_NEW_TEMPLATES: &str = "syslog_new_templates";
+const LOGGED_NULL: Option<&str> = Some("the entity logged no syslog message in the window");
+
+fn logged(a: &EventAcc, v: f64) -> Option<f64> {
+    (a.messages > 0).then_some(v)
+}
 
 fn sys(a: &EventAcc, v: u64) -> Option<f64> {
     a.syslog_seen.then_some(v as f64)
@@ -711,6 +770,37 @@ static SYSLOG_FEATURES: &[EventFeature] = &[
         "Distinct app names (tags) in the entity's messages.",
         SYSLOG_NULL,
         |a| sys(a, a.apps.len() as u64),
+    ),
+    dspec(
+        "syslog_templates",
+        "syslog",
+        "templates",
+        C,
+        "Distinct message templates the entity logged: app name plus the message with \
+         every word containing a digit replaced by a placeholder.",
+        LOGGED_NULL,
+        |a| logged(a, a.templates.len() as f64),
+    ),
+    dspec(
+        "syslog_template_entropy",
+        "syslog",
+        "bits",
+        F,
+        "Shannon entropy of the entity's messages over their templates: 0 when one \
+         kind of line repeats, high when many kinds are mixed.",
+        LOGGED_NULL,
+        |a| entropy_bits(a.templates.values().copied()),
+    ),
+    dspec(
+        SYSLOG_NEW_TEMPLATES,
+        "syslog",
+        "templates",
+        C,
+        "Templates the entity logged in the window and in none of the 2 minutes \
+         before it: a host printing kinds of lines it has not printed lately.",
+        LOGGED_NULL,
+        // Filled by the window operator, which remembers the entity's recent templates.
+        |_| None,
     ),
     dspec(
         "auth_failures",
@@ -1036,6 +1126,35 @@ static RATIO_FEATURES: &[EventFeature] = &[
         "hrStorage fixed disks used / size (all disks together), of the window means.",
         RATIO_NULL,
         |a| snmp_ratio(a, "hr_storage_disk_used", "hr_storage_disk_size", false),
+    ),
+    dspec(
+        "snmp_cpu_net_corr",
+        "snmp",
+        "r",
+        F,
+        "Pearson correlation, over the window's polls, of processor load (mean over \
+         cores) with interface traffic (in + out octets per second, all interfaces): \
+         near 1 when the device works for its traffic, near 0 when its load has \
+         another cause.",
+        Some(
+            "fewer than 2 polls in the window had both values, or either was the same \
+              in all of them",
+        ),
+        |a| super::pearson(a.cpu_net.iter().copied()),
+    ),
+    dspec(
+        "snmp_load_net_corr",
+        "snmp",
+        "r",
+        F,
+        "Pearson correlation, over the window's polls, of the 1-minute load average \
+         (UCD laLoad) with interface traffic (in + out octets per second, all \
+         interfaces): for agents that report load but not hrProcessorLoad.",
+        Some(
+            "fewer than 2 polls in the window had both values, or either was the same \
+              in all of them",
+        ),
+        |a| super::pearson(a.load_net.iter().copied()),
     ),
 ];
 
