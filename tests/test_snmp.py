@@ -247,7 +247,18 @@ FEATURE_COMBINE = {"mem_total_real": "sum", "hr_memory_size": "sum", "sys_uptime
                    "mem_avail_real": "sum", "hr_storage_disk_used": "sum",
                    "hr_storage_ram_used": "sum", "hr_storage_ram_size": "sum",
                    "hr_storage_disk_size": "sum", "hr_processor_load": "mean",
-                   "if_oper_status": "count_ones", "if_in_octets": "sum", "la_load_1": "mean"}
+                   "if_oper_status": "count_ones", "if_in_octets": "sum", "if_out_octets": "sum",
+                   "la_load_1": "mean"}
+
+
+def pearson(pairs):
+    if len(pairs) < 2:
+        return None
+    n = len(pairs)
+    mx, my = sum(x for x, _ in pairs) / n, sum(y for _, y in pairs) / n
+    cxy = sum((x - mx) * (y - my) for x, y in pairs)
+    cxx, cyy = sum((x - mx) ** 2 for x, _ in pairs), sum((y - my) ** 2 for _, y in pairs)
+    return None if cxx == 0 or cyy == 0 else max(-1.0, min(1.0, cxy / math.sqrt(cxx * cyy)))
 
 
 def check_features(job, rows, entity) -> list[dict]:
@@ -258,7 +269,7 @@ def check_features(job, rows, entity) -> list[dict]:
               "snmp_ram_used_ratio": ("hr_storage_ram_used", "hr_storage_ram_size", False),
               "snmp_disk_used_ratio": ("hr_storage_disk_used", "hr_storage_disk_size", False)}
     cols = (["snmp_polls"] + [f"snmp_{m}_{k}" for m in FEATURE_COMBINE for k in ("mean", "max")]
-            + list(ratios))
+            + list(ratios) + ["snmp_cpu_net_corr", "snmp_load_net_corr"])
     t = job.table("features", f"entity = '{entity}'")
     got = job.rows(f"select epoch_us(window_start), epoch_us(window_end), {', '.join(cols)} from {t}")
     assert got, f"no features row for {entity}"
@@ -296,6 +307,14 @@ def check_features(job, rows, entity) -> list[dict]:
             want = None if n is None or d is None or d <= 0 else ((d - n) if subtract else n) / d
             v = f[name]
             assert (v is None and want is None) or close(v, want), f"window {start}: {name} {v} vs {want}"
+        # Processor load against interface traffic, over the polls that had both.
+        for name, load in (("snmp_cpu_net_corr", "hr_processor_load"), ("snmp_load_net_corr", "la_load_1")):
+            pairs = [(c[load], c["if_in_octets"] + c["if_out_octets"]) for c in inside
+                     if all(k in c for k in (load, "if_in_octets", "if_out_octets"))]
+            want = pearson(pairs)
+            v = f[name]
+            assert (v is None and want is None) or close(v, want, 1e-6), \
+                f"window {start}: {name} {v} vs {want} ({pairs})"
         out.append(f)
     assert any(f["snmp_polls"] for f in out), f"no snmp_polls for {entity}: {out}"
     return out
