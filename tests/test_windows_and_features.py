@@ -75,6 +75,23 @@ def entropy(values):
     return max(0.0, -sum(c / n * math.log2(c / n) for c in counts.values()))
 
 
+def nearest_rank(values, q):
+    """The smallest value with at least ceil(q·n) of the n values at or below it."""
+    if not values:
+        return None
+    v = sorted(values)
+    return v[min(len(v), max(1, math.ceil(q * len(v)))) - 1]
+
+
+def gap_bucket_us(gap_ns):
+    """Whole microseconds, exact below 16, else the 4 leading bits kept."""
+    us = max(0, gap_ns) // 1000
+    if us < 16:
+        return us
+    shift = us.bit_length() - 4
+    return (us >> shift) << shift
+
+
 def pearson(xs, ys):
     n = len(xs)
     if n < 2:
@@ -121,6 +138,11 @@ def expected_features(packets):
             gaps = [max(0, b[0] - a[0]) / 1e9 for a, b in zip(lst_, lst_[1:])]
             for s, v in zip(("min", "max", "mean", "std"), stats(gaps)):
                 f[f"iat_{d}_{s}"] = v
+            buckets = [gap_bucket_us(b[0] - a[0]) for a, b in zip(lst_, lst_[1:])]
+            for q, name in ((0.5, "p50"), (0.9, "p90")):
+                f[f"pkt_size_{d}_{name}"] = nearest_rank([p[7] for p in lst_], q)
+                r = nearest_rank(buckets, q)
+                f[f"iat_{d}_{name}"] = None if r is None else r / 1e6
         tss = [p[0] for _, p in lst]
         f["active_span_s"] = (max(tss) - min(tss)) / 1e9
         f.update(tcp_syn_out=sum(map(is_syn, o)), tcp_syn_in=sum(map(is_syn, i)),

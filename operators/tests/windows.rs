@@ -216,7 +216,32 @@ fn oracle(packets: &[Packet]) -> BTreeMap<(u64, String), BTreeMap<&'static str, 
         for (dir, v) in [("out", &out_p), ("in", &in_p)] {
             let [a, b, c, d] = stats(sizes(v));
             let [g1, g2, g3, g4] = stats(gaps(v));
+            // Nearest rank over the sorted values; gaps in whole µs with all but
+            // the 4 leading bits cleared (exact below 16 µs).
+            let rank = |mut xs: Vec<f64>, q: f64| -> Option<f64> {
+                xs.sort_by(f64::total_cmp);
+                let n = xs.len();
+                (n > 0).then(|| xs[((q * n as f64).ceil() as usize).clamp(1, n) - 1])
+            };
+            let bucket = |ns: i64| -> f64 {
+                let us = (ns.max(0) / 1000) as u64;
+                let kept = if us < 16 {
+                    us
+                } else {
+                    let shift = 64 - us.leading_zeros() - 4;
+                    (us >> shift) << shift
+                };
+                kept as f64 / 1e6
+            };
+            let buckets: Vec<f64> = v
+                .windows(2)
+                .map(|w| bucket(w[1].ts_ns - w[0].ts_ns))
+                .collect();
             for (k, val) in [
+                ("pkt_size_{}_p50", rank(sizes(v), 0.5)),
+                ("pkt_size_{}_p90", rank(sizes(v), 0.9)),
+                ("iat_{}_p50", rank(buckets.clone(), 0.5)),
+                ("iat_{}_p90", rank(buckets.clone(), 0.9)),
                 ("pkt_size_{}_min", a),
                 ("pkt_size_{}_max", b),
                 ("pkt_size_{}_mean", c),

@@ -199,8 +199,12 @@ pub struct DirAcc {
     pub packets: u64,
     pub bytes: u64,
     pub size: Moments,
+    /// Packets by size (wire length): exact size percentiles.
+    pub size_hist: Map<u32, u64>,
     /// Gaps between consecutive packets in this direction, seconds.
     pub iat: Moments,
+    /// Gaps by [`gap_bucket`] (µs): inter-arrival percentiles.
+    pub iat_hist: Map<u64, u64>,
     pub first_ns: Option<i64>,
     pub last_ns: Option<i64>,
     pub tcp: u64,
@@ -220,8 +224,9 @@ impl DirAcc {
         self.packets += 1;
         self.bytes += u64::from(o.wire_len);
         self.size.push(f64::from(o.wire_len));
+        *self.size_hist.entry(o.wire_len).or_insert(0) += 1;
         if let Some(l) = self.last_ns {
-            self.iat.push((o.ts_ns - l).max(0) as f64 / 1e9);
+            self.push_gap(o.ts_ns - l);
         }
         self.first_ns.get_or_insert(o.ts_ns);
         self.last_ns = Some(o.ts_ns);
@@ -243,15 +248,28 @@ impl DirAcc {
         }
     }
 
+    #[inline]
+    fn push_gap(&mut self, ns: i64) {
+        let ns = ns.max(0);
+        self.iat.push(ns as f64 / 1e9);
+        *self.iat_hist.entry(gap_bucket(ns)).or_insert(0) += 1;
+    }
+
     /// Appends `later`, whose packets all came after this one's.
     fn append(&mut self, later: &DirAcc) {
         if later.packets == 0 {
             return;
         }
         if let (Some(l), Some(f)) = (self.last_ns, later.first_ns) {
-            self.iat.push((f - l).max(0) as f64 / 1e9);
+            self.push_gap(f - l);
         }
         self.iat.merge(&later.iat);
+        for (k, n) in &later.iat_hist {
+            *self.iat_hist.entry(*k).or_insert(0) += n;
+        }
+        for (k, n) in &later.size_hist {
+            *self.size_hist.entry(*k).or_insert(0) += n;
+        }
         self.packets += later.packets;
         self.bytes += later.bytes;
         self.size.merge(&later.size);
@@ -266,6 +284,38 @@ impl DirAcc {
         self.rst += later.rst;
         self.psh += later.psh;
     }
+}
+
+/// The bucket of an inter-arrival gap, in whole microseconds: exact below 16 µs,
+/// above that the gap with all but its 4 leading bits cleared (so within 12.5 %
+/// below the gap). Bounded: at most 16 + 8 · 60 buckets.
+pub fn gap_bucket(ns: i64) -> u64 {
+    let us = (ns.max(0) / 1000) as u64;
+    if us < 16 {
+        return us;
+    }
+    let shift = 63 - us.leading_zeros() - 3;
+    (us >> shift) << shift
+}
+
+/// The `q`-quantile (0 < q ≤ 1) of a histogram by nearest rank: the smallest
+/// value with at least ⌈q·n⌉ of the n counted at or below it.
+pub fn quantile<K: Copy + Ord>(hist: &Map<K, u64>, q: f64) -> Option<K> {
+    let n: u64 = hist.values().sum();
+    if n == 0 {
+        return None;
+    }
+    let rank = ((q * n as f64).ceil() as u64).clamp(1, n);
+    let mut keys: Vec<(K, u64)> = hist.iter().map(|(k, c)| (*k, *c)).collect();
+    keys.sort_unstable_by_key(|e| e.0);
+    let mut seen = 0;
+    for (k, c) in keys {
+        seen += c;
+        if seen >= rank {
+            return Some(k);
+        }
+    }
+    None
 }
 
 /// What became of a TCP connection attempt the entity made.
@@ -531,6 +581,33 @@ mod tests {
             got == want,
             "docs/FEATURES.md is stale: run UPDATE_DOCS=1 cargo test -p amoskys-operators features_md"
         );
+    }
+
+    #[test]
+    fn gap_buckets_keep_four_leading_bits() {
+        assert_eq!(gap_bucket(15_999), 15);
+        assert_eq!(gap_bucket(16_000), 16);
+        // 16–31 µs in steps of 2, 32–63 in steps of 4, ...
+        assert_eq!(gap_bucket(17_500), 16);
+        assert_eq!(gap_bucket(19_000), 18);
+        assert_eq!(gap_bucket(35_000), 32);
+        assert_eq!(gap_bucket(36_000), 36);
+        // 1 s = 1,000,000 µs = 0b1111_0100_0010_0100_0000: four leading bits kept.
+        assert_eq!(gap_bucket(1_000_000_000), 0b1111_0000_0000_0000_0000);
+        assert_eq!(gap_bucket(-5), 0);
+    }
+
+    #[test]
+    fn quantiles_by_nearest_rank() {
+        let mut h: Map<u32, u64> = Map::default();
+        for (k, n) in [(10, 5), (20, 4), (30, 1)] {
+            h.insert(k, n);
+        }
+        assert_eq!(quantile(&h, 0.5), Some(10));
+        assert_eq!(quantile(&h, 0.51), Some(20));
+        assert_eq!(quantile(&h, 0.9), Some(20));
+        assert_eq!(quantile(&h, 0.91), Some(30));
+        assert_eq!(quantile(&Map::<u32, u64>::default(), 0.5), None);
     }
 
     #[test]

@@ -7,7 +7,7 @@
 
 use amoskys_schemas::{FeatureDef, FeatureDtype, WINDOW_SECONDS};
 
-use super::{FeatureSpec, PaneAcc, entropy_bits, pearson};
+use super::{FeatureSpec, PaneAcc, entropy_bits, pearson, quantile};
 
 const SRC: &str = "pcap";
 const W: f64 = WINDOW_SECONDS as f64;
@@ -225,6 +225,24 @@ pub(super) static FEATURES: &[FeatureSpec] = &[
         |a| a.out.size.get_std(),
     ),
     spec(
+        "pkt_size_out_p50",
+        "size",
+        "bytes",
+        F,
+        "Median size of packets sent (nearest rank).",
+        NO_OUT,
+        |a| quantile(&a.out.size_hist, 0.5).map(f64::from),
+    ),
+    spec(
+        "pkt_size_out_p90",
+        "size",
+        "bytes",
+        F,
+        "90th percentile of the sizes of packets sent (nearest rank).",
+        NO_OUT,
+        |a| quantile(&a.out.size_hist, 0.9).map(f64::from),
+    ),
+    spec(
         "pkt_size_in_min",
         "size",
         "bytes",
@@ -259,6 +277,24 @@ pub(super) static FEATURES: &[FeatureSpec] = &[
         "Population standard deviation of the sizes of packets received.",
         NO_IN,
         |a| a.inb.size.get_std(),
+    ),
+    spec(
+        "pkt_size_in_p50",
+        "size",
+        "bytes",
+        F,
+        "Median size of packets received (nearest rank).",
+        NO_IN,
+        |a| quantile(&a.inb.size_hist, 0.5).map(f64::from),
+    ),
+    spec(
+        "pkt_size_in_p90",
+        "size",
+        "bytes",
+        F,
+        "90th percentile of the sizes of packets received (nearest rank).",
+        NO_IN,
+        |a| quantile(&a.inb.size_hist, 0.9).map(f64::from),
     ),
     // timing
     spec(
@@ -298,6 +334,26 @@ pub(super) static FEATURES: &[FeatureSpec] = &[
         |a| a.out.iat.get_std(),
     ),
     spec(
+        "iat_out_p50",
+        "timing",
+        "s",
+        F,
+        "Median gap between packets sent (nearest rank), to 1 µs below \
+         16 µs and within 12.5 % (rounded down) above.",
+        FEW_OUT,
+        |a| quantile(&a.out.iat_hist, 0.5).map(|us| us as f64 / 1e6),
+    ),
+    spec(
+        "iat_out_p90",
+        "timing",
+        "s",
+        F,
+        "90th percentile of the gaps between packets sent (nearest rank), to 1 µs below \
+         16 µs and within 12.5 % (rounded down) above.",
+        FEW_OUT,
+        |a| quantile(&a.out.iat_hist, 0.9).map(|us| us as f64 / 1e6),
+    ),
+    spec(
         "iat_in_min",
         "timing",
         "s",
@@ -332,6 +388,26 @@ pub(super) static FEATURES: &[FeatureSpec] = &[
         "Population standard deviation of the gaps between packets received.",
         FEW_IN,
         |a| a.inb.iat.get_std(),
+    ),
+    spec(
+        "iat_in_p50",
+        "timing",
+        "s",
+        F,
+        "Median gap between packets received (nearest rank), to 1 µs below \
+         16 µs and within 12.5 % (rounded down) above.",
+        FEW_IN,
+        |a| quantile(&a.inb.iat_hist, 0.5).map(|us| us as f64 / 1e6),
+    ),
+    spec(
+        "iat_in_p90",
+        "timing",
+        "s",
+        F,
+        "90th percentile of the gaps between packets received (nearest rank), to 1 µs below \
+         16 µs and within 12.5 % (rounded down) above.",
+        FEW_IN,
+        |a| quantile(&a.inb.iat_hist, 0.9).map(|us| us as f64 / 1e6),
     ),
     spec(
         "active_span_s",
