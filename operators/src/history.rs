@@ -151,7 +151,10 @@ pub struct History {
     /// Column of each base in a row, and of each base's three outputs.
     base_idx: Vec<usize>,
     out_idx: Vec<[usize; 3]>,
-    state: Map<Entity, EntityHistory>,
+    /// Each entity's latest window (kept inline: expiry reads it for every
+    /// entity) and its history, boxed: growing a map of 400-byte values would
+    /// copy (and fault in) them all at each doubling.
+    state: Map<Entity, (u64, Box<EntityHistory>)>,
     cfg: HistoryConfig,
     pub evicted: u64,
 }
@@ -195,8 +198,11 @@ impl History {
     /// must come in window order.
     pub fn apply(&mut self, row: &mut FeatureRow) {
         let n = self.base_idx.len();
-        let now: Vec<f64> = self.base_idx.iter().map(|&i| row.values[i]).collect();
-        let prev = self.state.get(&row.entity);
+        let mut now = [f64::NAN; HISTORY_BASES.len()];
+        for (x, &i) in now.iter_mut().zip(&self.base_idx) {
+            *x = row.values[i];
+        }
+        let prev = self.state.get(&row.entity).map(|(_, b)| &**b);
         let adjacent = prev.filter(|p| p.last + 1 == row.window);
         let mut deltas = [f64::NAN; HISTORY_BASES.len()];
         for k in 0..n {
@@ -220,30 +226,35 @@ impl History {
                 ewma[k].push(now[k]);
             }
         }
-        let mut values = [f64::NAN; HISTORY_BASES.len()];
-        values[..n].copy_from_slice(&now);
-        self.state.insert(
-            row.entity.clone(),
-            EntityHistory {
-                last: row.window,
-                values,
-                deltas,
-                ewma,
-            },
-        );
+        let next = EntityHistory {
+            last: row.window,
+            values: now,
+            deltas,
+            ewma,
+        };
+        match self.state.get_mut(&row.entity) {
+            Some((last, h)) => {
+                *last = row.window;
+                **h = next;
+            }
+            None => {
+                self.state
+                    .insert(row.entity.clone(), (row.window, Box::new(next)));
+            }
+        }
     }
 
     /// Forgets entities unseen since before `window − idle_windows`, then the
     /// longest-unseen while more than `max_entities` are followed.
     pub fn expire(&mut self, window: u64) {
         let horizon = window.saturating_sub(self.cfg.idle_windows);
-        self.state.retain(|_, h| h.last >= horizon);
+        self.state.retain(|_, (last, _)| *last >= horizon);
         if self.state.len() > self.cfg.max_entities {
             let over = self.state.len() - self.cfg.max_entities;
             let mut lasts: Vec<(u64, Entity)> = self
                 .state
                 .iter()
-                .map(|(e, h)| (h.last, e.clone()))
+                .map(|(e, (last, _))| (*last, e.clone()))
                 .collect();
             lasts.sort_unstable();
             for (_, e) in lasts.into_iter().take(over) {

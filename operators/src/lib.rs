@@ -7,6 +7,7 @@
 pub mod community_id;
 pub mod features;
 mod flow;
+mod hist;
 mod history;
 mod stats;
 mod window;

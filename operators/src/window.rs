@@ -96,8 +96,8 @@ impl WindowAcc for EventAcc {
 }
 
 /// The items of each entity's recent panes, each with the last pane it was seen
-/// in. Held for [`NOVELTY_PANES`] panes, like the panes themselves: bounded by
-/// what the last two minutes brought.
+/// in. Held for [`NOVELTY_PANES`] to twice that many panes (swept every
+/// [`NOVELTY_PANES`] windows): bounded by what the last four minutes brought.
 struct Recent<K> {
     by: Map<K, Map<u64, u64>>,
 }
@@ -132,10 +132,14 @@ impl<K: WindowKey> Recent<K> {
         }
     }
 
-    /// Forgets items last seen before `pane`, and entities left with none.
+    /// Forgets items last seen before `pane`, and entities left with none; gives
+    /// back the room of maps that have shrunk to a quarter.
     fn forget_before(&mut self, pane: u64) {
         self.by.retain(|_, m| {
             m.retain(|_, s| *s >= pane);
+            if m.len() * 4 < m.capacity() {
+                m.shrink_to_fit();
+            }
             !m.is_empty()
         });
     }
@@ -265,7 +269,12 @@ impl<K: WindowKey, A: WindowAcc> PaneStore<K, A> {
                         .map(|(e, acc)| row(e, acc, recent)),
                 );
             }
-            recent.forget_before((w + 1).saturating_sub(NOVELTY_PANES));
+            // Stale items do not count (new_count checks their pane), so they are
+            // swept only every NOVELTY_PANES windows: memory of at most twice that
+            // many panes, for a quarter of the sweeps.
+            if w % NOVELTY_PANES == 0 {
+                recent.forget_before((w + 1).saturating_sub(NOVELTY_PANES));
+            }
             if let Some(cap) = cap {
                 if !rows.is_empty() {
                     counters

@@ -135,19 +135,31 @@ pub fn features_to_batch(
         Arc::new(start.finish()),
         Arc::new(end.finish()),
     ];
-    // Transpose in one pass over the rows (each row's values are contiguous), then
-    // one typed array per feature with nulls where the value is NaN.
-    let mut columns: Vec<Vec<f64>> = (0..defs.len()).map(|_| Vec::with_capacity(n)).collect();
+    // Which columns have any value: a family its source did not see at all (e.g.
+    // the event families in a replay) is all null and needs no layout.
+    let mut live = vec![false; defs.len()];
     for r in rows {
-        for (c, v) in columns.iter_mut().zip(r.values.iter()) {
-            c.push(*v);
+        for (l, v) in live.iter_mut().zip(r.values.iter()) {
+            *l |= !v.is_nan();
         }
     }
-    for (d, values) in defs.iter().zip(columns) {
-        let nulls = values
-            .iter()
-            .any(|v| v.is_nan())
-            .then(|| NullBuffer::from_iter(values.iter().map(|v| !v.is_nan())));
+    let live_idx: Vec<usize> = (0..defs.len()).filter(|&i| live[i]).collect();
+    // Transpose the live columns in blocks of rows: the block's rows stay in cache
+    // while each column's values are written contiguously.
+    let mut columns: Vec<Vec<f64>> = live_idx.iter().map(|_| Vec::with_capacity(n)).collect();
+    for block in rows.chunks(64) {
+        for (c, &i) in columns.iter_mut().zip(&live_idx) {
+            c.extend(block.iter().map(|r| r.values[i]));
+        }
+    }
+    let mut columns = columns.into_iter();
+    for (d, live) in defs.iter().zip(live) {
+        let Some(mut values) = live.then(|| columns.next()).flatten() else {
+            arrays.push(arrow_array::new_null_array(&d.dtype.arrow(), n));
+            continue;
+        };
+        let nan = values.iter().filter(|v| v.is_nan()).count();
+        let nulls = (nan > 0).then(|| NullBuffer::from_iter(values.iter().map(|v| !v.is_nan())));
         arrays.push(match d.dtype {
             FeatureDtype::Count => {
                 let ints: Vec<u64> = values
@@ -157,11 +169,13 @@ pub fn features_to_batch(
                 Arc::new(UInt64Array::new(ints.into(), nulls))
             }
             FeatureDtype::Float => {
-                let floats: Vec<f64> = values
-                    .iter()
-                    .map(|v| if v.is_nan() { 0.0 } else { *v })
-                    .collect();
-                Arc::new(Float64Array::new(floats.into(), nulls))
+                if nan > 0 {
+                    values
+                        .iter_mut()
+                        .filter(|v| v.is_nan())
+                        .for_each(|v| *v = 0.0);
+                }
+                Arc::new(Float64Array::new(values.into(), nulls))
             }
         });
     }

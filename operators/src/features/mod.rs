@@ -18,6 +18,7 @@ pub use pcap::NEW_PEERS_OUT;
 use amoskys_schemas::{Addr, DnsInfo, FeatureDef, HOP_NS, Packet, Proto, TcpFlags};
 use serde::{Deserialize, Serialize};
 
+use crate::hist::Hist;
 use crate::{Map, Moments, Set};
 
 /// One feature: what it is, and how it is computed from a window.
@@ -200,11 +201,11 @@ pub struct DirAcc {
     pub bytes: u64,
     pub size: Moments,
     /// Packets by size (wire length): exact size percentiles.
-    pub size_hist: Map<u32, u64>,
+    pub size_hist: Hist,
     /// Gaps between consecutive packets in this direction, seconds.
     pub iat: Moments,
     /// Gaps by [`gap_bucket`] (µs): inter-arrival percentiles.
-    pub iat_hist: Map<u64, u64>,
+    pub iat_hist: Hist,
     pub first_ns: Option<i64>,
     pub last_ns: Option<i64>,
     pub tcp: u64,
@@ -224,7 +225,7 @@ impl DirAcc {
         self.packets += 1;
         self.bytes += u64::from(o.wire_len);
         self.size.push(f64::from(o.wire_len));
-        *self.size_hist.entry(o.wire_len).or_insert(0) += 1;
+        self.size_hist.add(o.wire_len, 1);
         if let Some(l) = self.last_ns {
             self.push_gap(o.ts_ns - l);
         }
@@ -252,7 +253,7 @@ impl DirAcc {
     fn push_gap(&mut self, ns: i64) {
         let ns = ns.max(0);
         self.iat.push(ns as f64 / 1e9);
-        *self.iat_hist.entry(gap_bucket(ns)).or_insert(0) += 1;
+        self.iat_hist.add(gap_bucket(ns), 1);
     }
 
     /// Appends `later`, whose packets all came after this one's.
@@ -264,12 +265,8 @@ impl DirAcc {
             self.push_gap(f - l);
         }
         self.iat.merge(&later.iat);
-        for (k, n) in &later.iat_hist {
-            *self.iat_hist.entry(*k).or_insert(0) += n;
-        }
-        for (k, n) in &later.size_hist {
-            *self.size_hist.entry(*k).or_insert(0) += n;
-        }
+        self.iat_hist.merge(&later.iat_hist);
+        self.size_hist.merge(&later.size_hist);
         self.packets += later.packets;
         self.bytes += later.bytes;
         self.size.merge(&later.size);
@@ -288,34 +285,15 @@ impl DirAcc {
 
 /// The bucket of an inter-arrival gap, in whole microseconds: exact below 16 µs,
 /// above that the gap with all but its 4 leading bits cleared (so within 12.5 %
-/// below the gap). Bounded: at most 16 + 8 · 60 buckets.
-pub fn gap_bucket(ns: i64) -> u64 {
-    let us = (ns.max(0) / 1000) as u64;
+/// below the gap). Bounded: at most 16 + 8 · 28 buckets (gaps are capped at
+/// u32::MAX µs, over an hour; a window's gaps are under a minute).
+pub fn gap_bucket(ns: i64) -> u32 {
+    let us = u32::try_from(ns.max(0) / 1000).unwrap_or(u32::MAX);
     if us < 16 {
         return us;
     }
-    let shift = 63 - us.leading_zeros() - 3;
+    let shift = 31 - us.leading_zeros() - 3;
     (us >> shift) << shift
-}
-
-/// The `q`-quantile (0 < q ≤ 1) of a histogram by nearest rank: the smallest
-/// value with at least ⌈q·n⌉ of the n counted at or below it.
-pub fn quantile<K: Copy + Ord>(hist: &Map<K, u64>, q: f64) -> Option<K> {
-    let n: u64 = hist.values().sum();
-    if n == 0 {
-        return None;
-    }
-    let rank = ((q * n as f64).ceil() as u64).clamp(1, n);
-    let mut keys: Vec<(K, u64)> = hist.iter().map(|(k, c)| (*k, *c)).collect();
-    keys.sort_unstable_by_key(|e| e.0);
-    let mut seen = 0;
-    for (k, c) in keys {
-        seen += c;
-        if seen >= rank {
-            return Some(k);
-        }
-    }
-    None
 }
 
 /// What became of a TCP connection attempt the entity made.
@@ -595,19 +573,6 @@ mod tests {
         // 1 s = 1,000,000 µs = 0b1111_0100_0010_0100_0000: four leading bits kept.
         assert_eq!(gap_bucket(1_000_000_000), 0b1111_0000_0000_0000_0000);
         assert_eq!(gap_bucket(-5), 0);
-    }
-
-    #[test]
-    fn quantiles_by_nearest_rank() {
-        let mut h: Map<u32, u64> = Map::default();
-        for (k, n) in [(10, 5), (20, 4), (30, 1)] {
-            h.insert(k, n);
-        }
-        assert_eq!(quantile(&h, 0.5), Some(10));
-        assert_eq!(quantile(&h, 0.51), Some(20));
-        assert_eq!(quantile(&h, 0.9), Some(20));
-        assert_eq!(quantile(&h, 0.91), Some(30));
-        assert_eq!(quantile(&Map::<u32, u64>::default(), 0.5), None);
     }
 
     #[test]

@@ -7,7 +7,7 @@
 
 use amoskys_schemas::{FeatureDef, FeatureDtype, WINDOW_SECONDS};
 
-use super::{FeatureSpec, PaneAcc, entropy_bits, pearson, quantile};
+use super::{FeatureSpec, PaneAcc, entropy_bits, pearson};
 
 const SRC: &str = "pcap";
 const W: f64 = WINDOW_SECONDS as f64;
@@ -231,7 +231,7 @@ pub(super) static FEATURES: &[FeatureSpec] = &[
         F,
         "Median size of packets sent (nearest rank).",
         NO_OUT,
-        |a| quantile(&a.out.size_hist, 0.5).map(f64::from),
+        |a| a.out.size_hist.quantile(0.5).map(f64::from),
     ),
     spec(
         "pkt_size_out_p90",
@@ -240,7 +240,7 @@ pub(super) static FEATURES: &[FeatureSpec] = &[
         F,
         "90th percentile of the sizes of packets sent (nearest rank).",
         NO_OUT,
-        |a| quantile(&a.out.size_hist, 0.9).map(f64::from),
+        |a| a.out.size_hist.quantile(0.9).map(f64::from),
     ),
     spec(
         "pkt_size_in_min",
@@ -285,7 +285,7 @@ pub(super) static FEATURES: &[FeatureSpec] = &[
         F,
         "Median size of packets received (nearest rank).",
         NO_IN,
-        |a| quantile(&a.inb.size_hist, 0.5).map(f64::from),
+        |a| a.inb.size_hist.quantile(0.5).map(f64::from),
     ),
     spec(
         "pkt_size_in_p90",
@@ -294,7 +294,7 @@ pub(super) static FEATURES: &[FeatureSpec] = &[
         F,
         "90th percentile of the sizes of packets received (nearest rank).",
         NO_IN,
-        |a| quantile(&a.inb.size_hist, 0.9).map(f64::from),
+        |a| a.inb.size_hist.quantile(0.9).map(f64::from),
     ),
     // timing
     spec(
@@ -341,7 +341,7 @@ pub(super) static FEATURES: &[FeatureSpec] = &[
         "Median gap between packets sent (nearest rank), to 1 µs below \
          16 µs and within 12.5 % (rounded down) above.",
         FEW_OUT,
-        |a| quantile(&a.out.iat_hist, 0.5).map(|us| us as f64 / 1e6),
+        |a| a.out.iat_hist.quantile(0.5).map(|us| f64::from(us) / 1e6),
     ),
     spec(
         "iat_out_p90",
@@ -351,7 +351,7 @@ pub(super) static FEATURES: &[FeatureSpec] = &[
         "90th percentile of the gaps between packets sent (nearest rank), to 1 µs below \
          16 µs and within 12.5 % (rounded down) above.",
         FEW_OUT,
-        |a| quantile(&a.out.iat_hist, 0.9).map(|us| us as f64 / 1e6),
+        |a| a.out.iat_hist.quantile(0.9).map(|us| f64::from(us) / 1e6),
     ),
     spec(
         "iat_in_min",
@@ -397,7 +397,7 @@ pub(super) static FEATURES: &[FeatureSpec] = &[
         "Median gap between packets received (nearest rank), to 1 µs below \
          16 µs and within 12.5 % (rounded down) above.",
         FEW_IN,
-        |a| quantile(&a.inb.iat_hist, 0.5).map(|us| us as f64 / 1e6),
+        |a| a.inb.iat_hist.quantile(0.5).map(|us| f64::from(us) / 1e6),
     ),
     spec(
         "iat_in_p90",
@@ -407,7 +407,7 @@ pub(super) static FEATURES: &[FeatureSpec] = &[
         "90th percentile of the gaps between packets received (nearest rank), to 1 µs below \
          16 µs and within 12.5 % (rounded down) above.",
         FEW_IN,
-        |a| quantile(&a.inb.iat_hist, 0.9).map(|us| us as f64 / 1e6),
+        |a| a.inb.iat_hist.quantile(0.9).map(|us| f64::from(us) / 1e6),
     ),
     spec(
         "active_span_s",
