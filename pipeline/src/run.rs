@@ -106,6 +106,7 @@ impl Counters {
                 ("connections", g(&c.connections)),
                 ("connections_refused", g(&c.connections_refused)),
                 ("tls_failures", g(&c.tls_failures)),
+                ("cut_at_stop", g(&c.cut_at_stop)),
             ],
             Counters::Mqtt(c) => vec![
                 ("received", g(&c.messages)),
@@ -198,7 +199,7 @@ async fn publish_metrics(
                             .absolute(v)
                     }
                     "oversized" | "unparseable" | "dropped" | "kernel_dropped"
-                    | "if_dropped" | "truncated" | "truncated_walks" => {
+                    | "if_dropped" | "truncated" | "truncated_walks" | "cut_at_stop" => {
                         let reason = if k == "dropped" { "channel_full" } else { k };
                         metrics::counter!("amoskys_component_discarded_events_total",
                             "component_id" => id.clone(), "component_type" => kind,

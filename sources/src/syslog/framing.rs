@@ -160,6 +160,11 @@ impl FrameDecoder {
     }
 
     /// The connection closed: a trailing line without its newline is a message.
+    /// Whether bytes of an unfinished message are held.
+    pub fn has_partial(&self) -> bool {
+        !self.buf.is_empty() || matches!(self.state, State::SkipLine(_))
+    }
+
     pub fn finish(&mut self, out: &mut Vec<Frame>) {
         if let State::SkipLine(seen) = self.state {
             out.push(Frame::Oversized(seen));

@@ -34,6 +34,10 @@ const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DRAIN_IDLE: Duration = Duration::from_millis(200);
 /// On shutdown, connections and sockets are read for at most this long.
 pub const DRAIN_LIMIT: Duration = Duration::from_secs(5);
+/// On shutdown, a UDP socket that has had nothing for this long is empty.
+const UDP_DRAIN_QUIET: Duration = Duration::from_millis(20);
+/// On shutdown, the listen backlog is empty once no connection came this long.
+const BACKLOG_QUIET: Duration = Duration::from_millis(20);
 
 use super::framing::{Frame, FrameDecoder};
 use super::parse::parse_message;
@@ -158,6 +162,9 @@ pub struct SyslogCounters {
     pub tls_failures: AtomicU64,
     /// Kernel drops of the UDP sockets already closed, read as they closed.
     pub kernel_dropped_closed: AtomicU64,
+    /// At shutdown: unfinished messages left when a connection's drain ended, and
+    /// connections (and TLS handshakes) still going when the drain time ran out.
+    pub cut_at_stop: AtomicU64,
 }
 
 impl SyslogCounters {
@@ -500,13 +507,16 @@ async fn drain_udp<T: From<SyslogRecord> + Send + 'static>(
     let deadline = Instant::now() + DRAIN_LIMIT;
     let mut batch = Vec::with_capacity(batch_size);
     while Instant::now() < deadline {
-        match sock.try_recv_from(buf) {
-            Ok((n, _)) if n > max_len => {
+        // Awaited, not `try_recv_from`: that trusts tokio's cached readiness and
+        // can miss datagrams whose wake-up the I/O driver has not processed yet.
+        let quiet = deadline.min(Instant::now() + UDP_DRAIN_QUIET);
+        match tokio::time::timeout_at(quiet, sock.recv_from(buf)).await {
+            Ok(Ok((n, _))) if n > max_len => {
                 counters.messages.fetch_add(1, Ordering::Relaxed);
                 counters.oversized.fetch_add(1, Ordering::Relaxed);
             }
-            Ok((n, from)) => accept_record(&buf[..n], from, counters, &mut batch),
-            Err(_) => break,
+            Ok(Ok((n, from))) => accept_record(&buf[..n], from, counters, &mut batch),
+            Ok(Err(_)) | Err(_) => break,
         }
         if batch.len() >= batch_size {
             let full = std::mem::replace(&mut batch, Vec::with_capacity(batch_size));
@@ -563,45 +573,105 @@ async fn serve_tcp<T: From<SyslogRecord> + Send + 'static>(
                 continue;
             }
         };
-        let Ok(permit) = limit.clone().try_acquire_owned() else {
-            counters.connections_refused.fetch_add(1, Ordering::Relaxed);
-            drop(stream);
-            continue;
-        };
-        counters.connections.fetch_add(1, Ordering::Relaxed);
-        let (c, o, s) = (counters.clone(), out.clone(), shutdown.clone());
-        let tls = tls.clone();
-        conns.spawn(async move {
-            match tls {
-                None => serve_connection(stream, peer, max_len, batch_size, c, o, s).await,
-                Some(acceptor) => {
-                    let hs = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream));
-                    match hs.await {
-                        Ok(Ok(tls_stream)) => {
-                            serve_connection(tls_stream, peer, max_len, batch_size, c, o, s).await
-                        }
-                        Ok(Err(e)) => {
-                            c.tls_failures.fetch_add(1, Ordering::Relaxed);
-                            tracing::debug!(%peer, error = %e, "syslog TLS handshake failed");
-                        }
-                        Err(_) => {
-                            c.tls_failures.fetch_add(1, Ordering::Relaxed);
-                            tracing::debug!(%peer, "syslog TLS handshake timed out");
-                        }
-                    }
-                }
-            }
-            drop(permit);
-        });
+        spawn_connection(
+            &mut conns, stream, peer, None, &tls, &limit, max_len, batch_size, &counters, &out,
+            &shutdown,
+        );
         while conns.try_join_next().is_some() {}
     }
-    // Shutting down: connections finish what they have read, then return.
+    // Shutting down: connections the kernel completed before the stop may have
+    // data it acknowledged; take them from the backlog and read them like the
+    // open ones, then close the listener so later ones are refused.
+    let deadline = Instant::now() + DRAIN_LIMIT;
+    while let Ok(Ok((stream, peer))) = tokio::time::timeout(BACKLOG_QUIET, listener.accept()).await
+    {
+        spawn_connection(
+            &mut conns,
+            stream,
+            peer,
+            Some(deadline),
+            &tls,
+            &limit,
+            max_len,
+            batch_size,
+            &counters,
+            &out,
+            &shutdown,
+        );
+    }
+    drop(listener);
     while conns.join_next().await.is_some() {}
 }
 
+/// Serves one accepted connection on its own task; `drain` is the deadline when
+/// it was accepted after shutdown began.
+#[allow(clippy::too_many_arguments)]
+fn spawn_connection<T: From<SyslogRecord> + Send + 'static>(
+    conns: &mut tokio::task::JoinSet<()>,
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    drain: Option<Instant>,
+    tls: &Option<TlsAcceptor>,
+    limit: &Arc<Semaphore>,
+    max_len: usize,
+    batch_size: usize,
+    counters: &Arc<SyslogCounters>,
+    out: &mpsc::Sender<Vec<T>>,
+    shutdown: &watch::Receiver<bool>,
+) {
+    let Ok(permit) = limit.clone().try_acquire_owned() else {
+        counters.connections_refused.fetch_add(1, Ordering::Relaxed);
+        drop(stream);
+        return;
+    };
+    counters.connections.fetch_add(1, Ordering::Relaxed);
+    let (c, o, mut s) = (counters.clone(), out.clone(), shutdown.clone());
+    let tls = tls.clone();
+    conns.spawn(async move {
+        match tls {
+            None => serve_connection(stream, peer, drain, max_len, batch_size, c, o, s).await,
+            Some(acceptor) => {
+                let limit = Instant::now() + TLS_HANDSHAKE_TIMEOUT;
+                let hs = tokio::time::timeout_at(
+                    drain.map_or(limit, |d| d.min(limit)),
+                    acceptor.accept(stream),
+                );
+                let done = tokio::select! {
+                    r = hs => Some(r),
+                    // A handshake still going when shutdown begins is abandoned.
+                    _ = s.changed(), if drain.is_none() => None,
+                };
+                match done {
+                    Some(Ok(Ok(tls_stream))) => {
+                        serve_connection(tls_stream, peer, drain, max_len, batch_size, c, o, s)
+                            .await
+                    }
+                    Some(Ok(Err(e))) => {
+                        c.tls_failures.fetch_add(1, Ordering::Relaxed);
+                        tracing::debug!(%peer, error = %e, "syslog TLS handshake failed");
+                    }
+                    Some(Err(_)) if drain.is_some() => {
+                        c.cut_at_stop.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Some(Err(_)) => {
+                        c.tls_failures.fetch_add(1, Ordering::Relaxed);
+                        tracing::debug!(%peer, "syslog TLS handshake timed out");
+                    }
+                    None => {
+                        c.cut_at_stop.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+        }
+        drop(permit);
+    });
+}
+
+#[allow(clippy::too_many_arguments)]
 async fn serve_connection<T, S>(
     mut stream: S,
     peer: SocketAddr,
+    drain: Option<Instant>,
     max_len: usize,
     batch_size: usize,
     counters: Arc<SyslogCounters>,
@@ -616,32 +686,39 @@ async fn serve_connection<T, S>(
     let mut frames = Vec::new();
     let mut eof = false;
     // Set once shutdown begins: the time by which this connection closes.
-    let mut draining: Option<Instant> = None;
+    let mut draining = drain;
     while !eof {
-        // A read error ends the connection like a close does.
-        let n = match draining {
+        // A read error ends the connection like a close does. `cut`: the drain
+        // ended it, so a message it was in the middle of is incomplete.
+        let (n, cut) = match draining {
             None => tokio::select! {
-                r = stream.read(&mut buf) => r.unwrap_or(0),
+                r = stream.read(&mut buf) => (r.unwrap_or(0), false),
                 _ = shutdown.changed() => {
                     draining = Some(Instant::now() + DRAIN_LIMIT);
                     continue;
                 }
             },
+            // Checked before reading: a sender that never pauses keeps every read
+            // ready, and a timeout only fires on a read that waits.
+            Some(deadline) if Instant::now() >= deadline => {
+                counters.cut_at_stop.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(%peer, "syslog connection still sending when shutdown's drain time ran out; closed");
+                (0, true)
+            }
             Some(deadline) => {
                 let until = deadline.min(Instant::now() + DRAIN_IDLE);
                 match tokio::time::timeout_at(until, stream.read(&mut buf)).await {
-                    Ok(r) => r.unwrap_or(0),
-                    Err(_) => {
-                        if Instant::now() >= deadline {
-                            tracing::warn!(%peer, "syslog connection still sending when shutdown's drain time ran out; closed");
-                        }
-                        0
-                    }
+                    Ok(r) => (r.unwrap_or(0), false),
+                    Err(_) => (0, true),
                 }
             }
         };
         if n == 0 {
-            decoder.finish(&mut frames);
+            if !cut {
+                decoder.finish(&mut frames);
+            } else if decoder.has_partial() {
+                counters.cut_at_stop.fetch_add(1, Ordering::Relaxed);
+            }
             eof = true;
         } else {
             decoder.push(&buf[..n], &mut frames);
