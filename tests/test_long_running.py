@@ -321,3 +321,34 @@ udp_receive_buffer = 16384
     assert kernel + channel > 0, "the flood dropped nothing: it proves nothing"
     written = query(f"select count(*) from {job.table('events')}")[0][0]
     assert written == read - channel
+
+
+def test_a_sender_that_never_pauses_cannot_hold_the_stop(tmp_path):
+    """SIGTERM while one connection sends without a pause: the listener reads it
+    for its bounded drain time, then cuts it (counted as cut_at_stop), and the job
+    still exits 0 with everything it accepted written."""
+    port = free_port()
+    proc = start(tmp_path, port)
+    stop_sending = threading.Event()
+    chunk = numbered(0, 2000)
+
+    def sender():
+        try:
+            with socket.create_connection(("127.0.0.1", port)) as s:
+                while not stop_sending.is_set():
+                    s.sendall(chunk)
+        except OSError:
+            pass  # the job closed the connection
+
+    t = threading.Thread(target=sender, daemon=True)
+    t.start()
+    try:
+        time.sleep(1.0)
+        summary = stop(proc)
+    finally:
+        stop_sending.set()
+        t.join(timeout=10)
+    assert re.search(r"cut_at_stop=[1-9]", summary), summary
+    received = int(re.search(r"received=(\d+)", summary).group(1))
+    assert received > 0
+    assert query(f"select count(*) from {events(tmp_path)}")[0][0] == received

@@ -1167,3 +1167,81 @@ pub fn event_catalogue() -> impl Iterator<Item = &'static EventFeature> {
         .chain(RATIO_FEATURES)
         .chain(MQTT_FEATURES)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn poll(cpu: f64, load: f64, if_in: f64, if_out: f64) -> EventObs {
+        let i = |n| snmp_metric_index(n).expect("metric") as u8;
+        EventObs {
+            entity: Entity::Name("agent".into()),
+            ts_ns: 0,
+            what: EventWhat::SnmpPoll {
+                values: vec![
+                    (i("hr_processor_load"), cpu),
+                    (i("la_load_1"), load),
+                    (i("if_in_octets"), if_in),
+                    (i("if_out_octets"), if_out),
+                ],
+            },
+        }
+    }
+
+    fn feature(acc: &EventAcc, name: &str) -> Option<f64> {
+        event_catalogue()
+            .find(|f| f.def.name == name)
+            .and_then(|f| (f.compute)(acc))
+    }
+
+    #[test]
+    fn load_and_traffic_correlate_over_a_windows_polls() {
+        // Processor load rises with traffic (in + out): r = 1; the load average
+        // falls as traffic rises: r = -1. Two panes, appended as a window.
+        let mut a = EventAcc::default();
+        a.observe(&poll(10.0, 3.0, 100.0, 0.0));
+        a.observe(&poll(20.0, 2.0, 150.0, 50.0));
+        let mut b = EventAcc::default();
+        b.observe(&poll(30.0, 1.0, 200.0, 100.0));
+        a.append(&b);
+        let cpu = feature(&a, "snmp_cpu_net_corr").expect("three polls with both");
+        let load = feature(&a, "snmp_load_net_corr").expect("three polls with both");
+        assert!((cpu - 1.0).abs() < 1e-12, "{cpu}");
+        assert!((load + 1.0).abs() < 1e-12, "{load}");
+        // One poll, or a load that never changes: no correlation.
+        let mut one = EventAcc::default();
+        one.observe(&poll(10.0, 1.0, 1.0, 1.0));
+        assert_eq!(feature(&one, "snmp_cpu_net_corr"), None);
+        let mut flat = EventAcc::default();
+        flat.observe(&poll(10.0, 1.0, 1.0, 1.0));
+        flat.observe(&poll(10.0, 1.0, 5.0, 1.0));
+        assert_eq!(feature(&flat, "snmp_cpu_net_corr"), None);
+    }
+
+    #[test]
+    fn templates_mask_words_with_digits() {
+        let t = |app, m| template_hash(app, m);
+        assert_eq!(
+            t(
+                Some("sshd"),
+                "Failed password for root from 10.0.0.1 port 4242 ssh2"
+            ),
+            t(
+                Some("sshd"),
+                "Failed password for root from 192.0.2.7 port 22 ssh2"
+            )
+        );
+        assert_ne!(
+            t(
+                Some("sshd"),
+                "Failed password for root from 10.0.0.1 port 4242 ssh2"
+            ),
+            t(
+                Some("sshd"),
+                "Failed password for admin from 10.0.0.1 port 4242 ssh2"
+            )
+        );
+        assert_ne!(t(Some("a"), "x"), t(Some("b"), "x"));
+        assert_eq!(t(None, "a  b"), t(Some(""), "a b"));
+    }
+}
