@@ -180,7 +180,8 @@ def expected_features(packets):
         failed = len(tried - answered)
         f.update(conn_attempts_out=len(tried), conn_failed_out=failed,
                  failed_conn_ratio_out=failed / len(tried) if tried else None,
-                 conn_attempts_in=len({(p[1], p[5], p[4]) for p in i if is_syn(p)}))
+                 conn_attempts_in=len({(p[1], p[5], p[4]) for p in i if is_syn(p)}),
+                 auth_conn_attempts_out=len({t for t in tried if t[2] in (21, 22, 23, 3389)}))
 
         def cv(st):
             return st[3] / st[2] if st[2] else None

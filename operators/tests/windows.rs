@@ -384,6 +384,15 @@ fn oracle(packets: &[Packet]) -> BTreeMap<(u64, String), BTreeMap<&'static str, 
             .map(|p| (p.src, p.dport, p.sport))
             .collect();
         f.insert("conn_attempts_in", Some(tried_in.len() as f64));
+        f.insert(
+            "auth_conn_attempts_out",
+            Some(
+                tried
+                    .iter()
+                    .filter(|(_, _, port)| [21, 22, 23, 3389].contains(port))
+                    .count() as f64,
+            ),
+        );
         let cv = |[_, _, mean, sd]: [Option<f64>; 4]| match (mean, sd) {
             (Some(m), Some(s)) if m > 0.0 => Some(s / m),
             _ => None,

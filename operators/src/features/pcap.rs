@@ -43,6 +43,9 @@ const NO_IN: Option<&str> = Some("the entity received no packet in the window");
 const FEW_OUT: Option<&str> = Some("the entity sent fewer than 2 packets in the window");
 const FEW_IN: Option<&str> = Some("the entity received fewer than 2 packets in the window");
 
+/// TCP ports of login services: FTP, SSH, Telnet, RDP.
+pub const AUTH_PORTS: [u16; 4] = [21, 22, 23, 3389];
+
 fn ratio(n: u64, d: u64) -> Option<f64> {
     (d > 0).then(|| n as f64 / d as f64)
 }
@@ -674,6 +677,21 @@ pub(super) static FEATURES: &[FeatureSpec] = &[
         "Distinct inbound TCP connection attempts (SYN received).",
         NEVER,
         |a| n(a.attempts_in.len() as u64),
+    ),
+    spec(
+        "auth_conn_attempts_out",
+        "connections",
+        "connections",
+        C,
+        "Distinct outbound TCP connection attempts to login services: FTP (21), SSH \
+         (22), Telnet (23), RDP (3389). Many short ones are password guessing.",
+        NEVER,
+        |a| {
+            n(a.attempts_out
+                .iter()
+                .filter(|((_, _, port), t)| t.tried && AUTH_PORTS.contains(port))
+                .count() as u64)
+        },
     ),
     // periodicity and burstiness: the raw material of beacon detection
     spec(
