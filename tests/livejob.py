@@ -21,6 +21,13 @@ def free_port(kind=socket.SOCK_STREAM):
         return s.getsockname()[1]
 
 
+def syslog_source(port: int, name="edge", udp=False) -> str:
+    """A `[[sources.syslog]]` section listening on 127.0.0.1:`port` (TCP, and UDP
+    on the same port when `udp`)."""
+    listen = f'["udp://127.0.0.1:{port}", "tcp://127.0.0.1:{port}"]' if udp else f'"tcp://127.0.0.1:{port}"'
+    return f'\n[[sources.syslog]]\nname = "{name}"\nlisten = {listen}\n'
+
+
 def need(tool: str) -> str:
     path = shutil.which(tool) or (f"/usr/sbin/{tool}" if Path(f"/usr/sbin/{tool}").exists() else None)
     if path is None:

@@ -6,7 +6,7 @@ import socket
 import time
 
 from conftest import close
-from livejob import Job, free_port
+from livejob import Job, free_port, syslog_source
 
 CROSS = {
     "auth_failures_per_conn_in": (["auth_failures"], ["conn_attempts_in"], 1.0),
@@ -17,11 +17,7 @@ CROSS = {
 
 def test_cross_source_features_of_a_host_seen_in_its_logs_and_on_the_wire(tmp_path):
     port = free_port()
-    src = f'''
-[[sources.syslog]]
-name = "logs"
-listen = "tcp://127.0.0.1:{port}"
-
+    src = syslog_source(port, "logs") + f'''
 [[sources.pcap]]
 name = "wire"
 interface = "lo"

@@ -12,7 +12,7 @@ import time
 from collections import defaultdict
 
 from conftest import DATA, close
-from livejob import Job, free_port, need
+from livejob import Job, free_port, need, syslog_source
 
 HOP_US = 30 * 10**6
 SEVERITY = {"syslog_critical": (0, 1, 2), "syslog_errors": (3,), "syslog_warnings": (4,),
@@ -113,11 +113,7 @@ def expected(events):
 
 def test_every_syslog_feature_equals_its_definition_recomputed_from_events(tmp_path):
     port = free_port()
-    src = f'''
-[[sources.syslog]]
-name = "edge"
-listen = ["udp://127.0.0.1:{port}", "tcp://127.0.0.1:{port}"]
-'''
+    src = syslog_source(port, udp=True)
     lines = (DATA / "syslog" / "loghub" / "OpenSSH_2k.log").read_bytes()
     with Job(tmp_path, src) as job:
         with socket.create_connection(("127.0.0.1", port)) as s:

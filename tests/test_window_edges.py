@@ -8,7 +8,7 @@ import struct
 import time
 
 from conftest import query, replay, table
-from livejob import Job, free_port
+from livejob import Job, free_port, syslog_source
 
 B = 1_700_000_010  # a multiple of 30 s
 
@@ -39,15 +39,10 @@ def test_a_packet_on_a_boundary_is_in_the_window_starting_there_and_the_one_befo
 
 def test_a_syslog_message_on_a_boundary_is_in_the_window_starting_there_and_the_one_before(tmp_path):
     port = free_port()
-    src = f'''
-[[sources.syslog]]
-name = "edge"
-listen = "tcp://127.0.0.1:{port}"
-'''
     now = int(time.time())
     b = now - now % 30 - 300  # a boundary five minutes ago
     stamps = [(b - 1, 999_999), (b, 0), (b + 29, 999_999)]
-    with Job(tmp_path, src) as job:
+    with Job(tmp_path, syslog_source(port)) as job:
         with socket.create_connection(("127.0.0.1", port)) as s:
             for sec, usec in stamps:
                 ts = datetime.datetime.fromtimestamp(sec, datetime.timezone.utc).replace(microsecond=usec)

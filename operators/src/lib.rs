@@ -5,6 +5,7 @@
 //! [`features::PaneAcc`]) and is tested on its own.
 
 pub mod community_id;
+pub mod detect;
 pub mod features;
 mod flow;
 mod hist;
@@ -38,4 +39,19 @@ impl std::hash::BuildHasher for Seeded {
         static STATE: std::sync::OnceLock<ahash::RandomState> = std::sync::OnceLock::new();
         STATE.get_or_init(ahash::RandomState::new).build_hasher()
     }
+}
+
+/// Fails when the generated doc at `path` (relative to the workspace) differs
+/// from `want`; with `UPDATE_DOCS` set, rewrites it first.
+#[cfg(test)]
+pub(crate) fn assert_doc_fresh(path: &str, want: &str, test: &str) {
+    let full = format!("{}/../{path}", env!("CARGO_MANIFEST_DIR"));
+    if std::env::var_os("UPDATE_DOCS").is_some() {
+        std::fs::write(&full, want).unwrap_or_else(|e| panic!("write {path}: {e}"));
+    }
+    let got = std::fs::read_to_string(&full).unwrap_or_default();
+    assert!(
+        got == want,
+        "{path} is stale: run UPDATE_DOCS=1 cargo test -p amoskys-operators {test}"
+    );
 }

@@ -20,6 +20,72 @@ pub struct Config {
     pub features: FeaturesConfig,
     pub runtime: RuntimeConfig,
     pub sinks: SinksConfig,
+    pub detections: DetectionsConfig,
+}
+
+/// `[detections.<name>]`: per built-in detection, `enabled`, `severity` and its
+/// thresholds by feature name (docs/DETECTIONS.md). Detections not named run with
+/// their defaults.
+#[derive(Debug, Default)]
+pub struct DetectionsConfig(pub Vec<(String, amoskys_operators::detect::DetectionSettings)>);
+
+impl<'de> Deserialize<'de> for DetectionsConfig {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use amoskys_operators::detect::{DETECTIONS, DetectionSettings};
+        use serde::de::Error;
+        let raw: std::collections::BTreeMap<String, toml::Table> = Deserialize::deserialize(d)?;
+        let mut out = Vec::new();
+        for (name, table) in raw {
+            let def = DETECTIONS.iter().find(|x| x.name == name).ok_or_else(|| {
+                let known: Vec<&str> = DETECTIONS.iter().map(|x| x.name).collect();
+                D::Error::custom(format!(
+                    "[detections.{name}]: no such detection (known: {})",
+                    known.join(", ")
+                ))
+            })?;
+            let mut s = DetectionSettings::defaults(def);
+            for (key, value) in table {
+                match key.as_str() {
+                    "enabled" => {
+                        s.enabled = value.as_bool().ok_or_else(|| {
+                            D::Error::custom(format!(
+                                "[detections.{name}] enabled: write true or false"
+                            ))
+                        })?
+                    }
+                    "severity" => s.severity = value
+                        .as_str()
+                        .and_then(|v| serde_json::from_value(serde_json::json!(v)).ok())
+                        .ok_or_else(|| {
+                            D::Error::custom(format!(
+                                "[detections.{name}] severity: write low, medium, high or critical"
+                            ))
+                        })?,
+                    feature => {
+                        let i = def.conditions.iter().position(|c| c.feature == feature).ok_or_else(|| {
+                            let keys: Vec<&str> = def.conditions.iter().map(|c| c.feature).collect();
+                            D::Error::custom(format!(
+                                "[detections.{name}] {feature}: not a key of this detection (enabled, severity, {})",
+                                keys.join(", ")
+                            ))
+                        })?;
+                        let v = value
+                            .as_float()
+                            .or_else(|| value.as_integer().map(|i| i as f64))
+                            .filter(|v| v.is_finite())
+                            .ok_or_else(|| {
+                                D::Error::custom(format!(
+                                    "[detections.{name}] {feature}: write a number"
+                                ))
+                            })?;
+                        s.thresholds[i] = v;
+                    }
+                }
+            }
+            out.push((name, s));
+        }
+        Ok(DetectionsConfig(out))
+    }
 }
 
 /// Event-time windows.
@@ -414,6 +480,40 @@ path = "data"
         let e = parse("[[sources.syslog]]\nname = \"x\"\nlisten = \"udp://127.0.0.1:1\"\n[[sources.pcap]]\nname = \"x\"\ninterface = \"lo\"\n")
             .expect_err("same name");
         assert!(e.to_string().contains("used twice"), "{e}");
+    }
+
+    #[test]
+    fn detections_are_tuned_by_name_and_bad_ones_rejected_with_the_reason() {
+        let c = parse(
+            "[detections.vertical_scan]\nseverity = \"critical\"\ndistinct_dst_ports_out = 50\n\
+             [detections.beaconing]\nenabled = false\n",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let (name, s) = &c.detections.0[1];
+        assert_eq!(name, "vertical_scan");
+        assert_eq!(s.severity, amoskys_schemas::Severity::Critical);
+        assert_eq!(s.thresholds, [50.0, 4.0]);
+        assert!(!c.detections.0[0].1.enabled);
+        for (text, says) in [
+            ("[detections.portscan]\n", "no such detection"),
+            (
+                "[detections.syn_flood]\nbytes_out = 3\n",
+                "not a key of this detection",
+            ),
+            (
+                "[detections.syn_flood]\ntcp_syn_in = \"many\"\n",
+                "write a number",
+            ),
+            (
+                "[detections.syn_flood]\nseverity = \"urgent\"\n",
+                "low, medium, high or critical",
+            ),
+            ("[detections.syn_flood]\nenabled = 1\n", "true or false"),
+        ] {
+            let e = parse(text).expect_err(text);
+            let e = e.to_string();
+            assert!(e.contains(says) && e.contains("flows.toml:"), "{text}: {e}");
+        }
     }
 
     #[test]

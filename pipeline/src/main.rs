@@ -254,13 +254,14 @@ fn run_long(
         eprintln!("writing to {}", out.display());
     })?;
     eprintln!(
-        "stopped: {} events ({} behind the watermark), {} packets ({} late), {} flows, {} feature rows",
+        "stopped: {} events ({} behind the watermark), {} packets ({} late), {} flows, {} feature rows, {} alerts",
         report.events,
         report.late,
         report.packets,
         report.late_packets,
         report.flows,
-        report.feature_rows
+        report.feature_rows,
+        report.alerts
     );
     for s in &report.sources {
         let counts: Vec<String> = s.counters.iter().map(|(k, v)| format!("{k}={v}")).collect();

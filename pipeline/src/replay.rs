@@ -7,12 +7,13 @@ use std::sync::mpsc::{Receiver, TryRecvError, sync_channel};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use amoskys_operators::detect::{Detect, DetectCounters, Detector};
 use amoskys_operators::{
     AssembleFlows, Featurize, FlowConfig, FlowCounters, HistoryCounters, PacketFeaturesOnly,
     WindowCounters, WithHistory, features,
 };
 use amoskys_schemas::{FeatureStats, Packet, metadata_json, metadata_json_with_stats, pane_of};
-use amoskys_sinks::parquet::{FeatureTable, FlowTable, SinkSummary};
+use amoskys_sinks::parquet::{AlertTable, FeatureTable, FlowTable, SinkSummary};
 use amoskys_sources::pcap::{DecodeStats, FileReader, ReadProgress, Skip, expand_inputs};
 use serde::Serialize;
 use timely::container::CapacityContainerBuilder;
@@ -71,6 +72,8 @@ pub struct ReplayReport {
     pub flows: u64,
     pub flows_evicted: u64,
     pub feature_rows: u64,
+    /// Alerts the detections raised (docs/DETECTIONS.md).
+    pub alerts: u64,
     /// Entities whose history was forgotten early because the state was full.
     pub history_evicted: u64,
     pub first_ts_ns: Option<i64>,
@@ -106,7 +109,7 @@ impl ReplayReport {
         };
         format!(
             "replayed {} file(s){errs}: {} packets, {} bytes; {} IP, {} not IP{reasons}, {} late; \
-             {} flows ({} evicted), {} feature rows; {:.2} s, {:.0} packets/s, {} worker(s)",
+             {} flows ({} evicted), {} feature rows, {} alerts; {:.2} s, {:.0} packets/s, {} worker(s)",
             self.files,
             d.packets,
             d.bytes,
@@ -116,6 +119,7 @@ impl ReplayReport {
             self.flows,
             self.flows_evicted,
             self.feature_rows,
+            self.alerts,
             self.elapsed_s,
             self.packets_per_s,
             self.workers
@@ -171,7 +175,13 @@ pub fn replay(opts: ReplayOptions) -> Result<ReplayReport, PipelineError> {
     let (flow_tx, flow_sink) = spawn_table_sink(FlowTable, settings.clone())?;
     let feature_table = FeatureTable::new(defs.clone());
     let feature_stats = feature_table.stats();
-    let (feat_tx, feat_sink) = spawn_table_sink(feature_table, settings)?;
+    let (feat_tx, feat_sink) = spawn_table_sink(feature_table, settings.clone())?;
+    let (alert_tx, alert_sink) = spawn_table_sink(AlertTable, settings)?;
+    let detections = cfg.detections.0.clone();
+    // Checked once here; each worker builds its own.
+    Detector::new(&features::defs(), &detections).map_err(PipelineError::Dataflow)?;
+    let detect_counters = Arc::new(DetectCounters::default());
+    let dc = detect_counters.clone();
 
     // Source: the reader thread decodes into batches behind a bounded channel.
     let batch_size = cfg.runtime.batch_size.0 as usize;
@@ -228,7 +238,15 @@ pub fn replay(opts: ReplayOptions) -> Result<ReplayReport, PipelineError> {
             let flows = packets.clone().assemble_flows(flow_cfg, fc.clone());
             let rows = packets.featurize(wc.clone());
             let rows = match feature_set {
-                FeatureSet::All => rows.with_history(features::defs(), history_cfg, hc.clone()),
+                FeatureSet::All => {
+                    let defs = features::defs();
+                    let rows = rows.with_history(defs.clone(), history_cfg, hc.clone());
+                    let detector =
+                        Detector::new(&defs, &detections).expect("checked before the dataflow");
+                    let (rows, alerts) = rows.detect(detector, dc.clone());
+                    channel_sink(alerts, "AlertsToParquet", alert_tx.clone(), None);
+                    rows
+                }
                 FeatureSet::Packet => rows.packet_features_only(),
             };
             channel_sink(flows, "FlowsToParquet", flow_tx.clone(), None);
@@ -265,6 +283,9 @@ pub fn replay(opts: ReplayOptions) -> Result<ReplayReport, PipelineError> {
     let feat_sum: SinkSummary = feat_sink
         .join()
         .map_err(|_| PipelineError::Dataflow("the features sink panicked".into()))??;
+    let alert_sum: SinkSummary = alert_sink
+        .join()
+        .map_err(|_| PipelineError::Dataflow("the alerts sink panicked".into()))??;
     if let Ok(st) = feature_stats.lock() {
         write_feature_metadata(&opts.out, &defs, Some(&st))?;
     }
@@ -284,6 +305,7 @@ pub fn replay(opts: ReplayOptions) -> Result<ReplayReport, PipelineError> {
         flows: flow_sum.rows,
         flows_evicted: flow_counters.evicted.load(Ordering::Relaxed),
         feature_rows: feat_sum.rows,
+        alerts: alert_sum.rows,
         history_evicted: history_counters.evicted.load(Ordering::Relaxed),
         first_ts_ns: summary.first_ns,
         last_ts_ns: summary.last_ns,

@@ -21,7 +21,7 @@ use amoskys_operators::{
     MergeRows, WindowCounters, WithHistory, features,
 };
 use amoskys_schemas::{EventRow, Packet, Record, pane_of};
-use amoskys_sinks::parquet::{EventTable, FeatureTable, FlowTable};
+use amoskys_sinks::parquet::{AlertTable, EventTable, FeatureTable, FlowTable};
 use amoskys_sources::mqtt::MqttCounters;
 use amoskys_sources::pcap::CaptureCounters;
 use amoskys_sources::snmp::SnmpCounters;
@@ -36,6 +36,7 @@ use crate::bridge::{channel_sink, spawn_table_sink};
 use crate::config::Config;
 use crate::error::PipelineError;
 use crate::replay::write_feature_metadata;
+use amoskys_operators::detect::{Detect, DetectCounters, Detector};
 
 /// Batches a source may have waiting for the dataflow.
 const SOURCE_CHANNEL_BATCHES: usize = 64;
@@ -53,6 +54,8 @@ pub struct RunReport {
     pub late_packets: u64,
     pub flows: u64,
     pub feature_rows: u64,
+    /// Alerts the detections raised (docs/DETECTIONS.md).
+    pub alerts: u64,
     pub sources: Vec<SourceReport>,
 }
 
@@ -176,6 +179,7 @@ async fn publish_metrics(
     flows: Arc<FlowCounters>,
     windows: Arc<WindowCounters>,
     history: Arc<HistoryCounters>,
+    alerts: Arc<DetectCounters>,
     sources: Vec<(String, Counters, Depth)>,
     mut done: watch::Receiver<bool>,
 ) {
@@ -237,6 +241,7 @@ async fn publish_metrics(
         metrics::counter!("amoskys_flows_evicted_total").absolute(g(&flows.evicted));
         metrics::counter!("amoskys_window_late_observations_total").absolute(g(&windows.late));
         metrics::counter!("amoskys_feature_rows_total").absolute(g(&windows.rows));
+        metrics::counter!("amoskys_alerts_total").absolute(g(&alerts.alerts));
         metrics::counter!("amoskys_history_evicted_total").absolute(g(&history.evicted));
         metrics::gauge!("amoskys_history_entities").set(g(&history.entities) as f64);
         let wm = live.watermark_pane.load(Ordering::Relaxed);
@@ -434,7 +439,12 @@ pub fn run_job(
     let (flow_tx, flow_sink) = spawn_table_sink(FlowTable, settings.clone())?;
     let feature_table = FeatureTable::new(features::defs());
     let feature_stats = feature_table.stats();
-    let (feat_tx, feat_sink) = spawn_table_sink(feature_table, settings)?;
+    let (feat_tx, feat_sink) = spawn_table_sink(feature_table, settings.clone())?;
+    let (alert_tx, alert_sink) = spawn_table_sink(AlertTable, settings)?;
+    let detections = cfg.detections.0.clone();
+    Detector::new(&defs, &detections).map_err(PipelineError::Dataflow)?;
+    let detect_counters = Arc::new(DetectCounters::default());
+    let dc = detect_counters.clone();
 
     let flow_cfg = FlowConfig {
         idle_ns: cfg.flows.idle_timeout.0.as_nanos_i64(),
@@ -459,6 +469,7 @@ pub fn run_job(
         flow_counters.clone(),
         window_counters.clone(),
         history_counters.clone(),
+        detect_counters.clone(),
         published,
         done,
     ));
@@ -488,6 +499,10 @@ pub fn run_job(
                 .concat(records.featurize_events(ewc.clone()))
                 .merge_rows()
                 .with_history(features::defs(), history_cfg, hc.clone());
+            let detector =
+                Detector::new(&features::defs(), &detections).expect("checked before the dataflow");
+            let (rows, alerts) = rows.detect(detector, dc.clone());
+            channel_sink(alerts, "AlertsToParquet", alert_tx.clone(), None);
             channel_sink(rows, "FeaturesToParquet", feat_tx.clone(), None);
             (rec_in, rec_cap, pkt_in, pkt_cap)
         });
@@ -545,6 +560,7 @@ pub fn run_job(
     joined(event_sink, "events")?;
     let flow_sum = joined(flow_sink, "flows")?;
     let feat_sum = joined(feat_sink, "features")?;
+    let alert_sum = joined(alert_sink, "alerts")?;
     if let Ok(st) = feature_stats.lock() {
         write_feature_metadata(&out, &defs, Some(&st))?;
     }
@@ -559,6 +575,7 @@ pub fn run_job(
         late_packets: g(&live.late_packets),
         flows: flow_sum.rows,
         feature_rows: feat_sum.rows,
+        alerts: alert_sum.rows,
         sources: counters
             .into_iter()
             .map(|(name, c)| SourceReport {

@@ -6,6 +6,7 @@
 //! that sinks, tests and readers never spell them twice.
 
 mod addr;
+mod alert;
 mod error;
 mod event;
 mod feature;
@@ -14,6 +15,7 @@ mod packet;
 mod time;
 
 pub use addr::Addr;
+pub use alert::{Alert, Severity, alerts_schema, alerts_to_batch};
 pub use error::SchemaError;
 pub use event::{
     AuthEvent, AuthKind, DeviceKind, DeviceRecord, EventRow, Record, Sample, SyslogRecord,

@@ -549,16 +549,7 @@ mod tests {
 
     #[test]
     fn features_md_matches_the_catalogue() {
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/FEATURES.md");
-        let want = markdown();
-        if std::env::var_os("UPDATE_DOCS").is_some() {
-            std::fs::write(path, &want).expect("write docs/FEATURES.md");
-        }
-        let got = std::fs::read_to_string(path).unwrap_or_default();
-        assert!(
-            got == want,
-            "docs/FEATURES.md is stale: run UPDATE_DOCS=1 cargo test -p amoskys-operators features_md"
-        );
+        crate::assert_doc_fresh("docs/FEATURES.md", &markdown(), "features_md");
     }
 
     #[test]

@@ -3,5 +3,5 @@
 mod table;
 mod writer;
 
-pub use table::{EventTable, FeatureTable, FlowTable, TableRows};
+pub use table::{AlertTable, EventTable, FeatureTable, FlowTable, TableRows};
 pub use writer::{ParquetSettings, SinkSummary, TableWriter, run_table};

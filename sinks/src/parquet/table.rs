@@ -4,8 +4,9 @@ use arrow_schema::SchemaRef;
 use std::sync::{Arc, Mutex};
 
 use amoskys_schemas::{
-    EventRow, FeatureDef, FeatureRow, FeatureStats, FlowRecord, SchemaError, events_schema,
-    events_to_batch, features_schema, features_to_batch, flows_schema, flows_to_batch,
+    Alert, EventRow, FeatureDef, FeatureRow, FeatureStats, FlowRecord, SchemaError, alerts_schema,
+    alerts_to_batch, events_schema, events_to_batch, features_schema, features_to_batch,
+    flows_schema, flows_to_batch,
 };
 
 /// How one table's rows become Arrow batches, and which hour partition a row is in.
@@ -16,6 +17,25 @@ pub trait TableRows: Send + 'static {
     /// Microseconds since the epoch that decide the row's `date=`/`hour=` partition.
     fn partition_us(row: &Self::Row) -> i64;
     fn to_batch(&self, rows: &[Self::Row]) -> Result<RecordBatch, SchemaError>;
+}
+
+/// The `alerts` table, partitioned by the start of the window that raised each.
+pub struct AlertTable;
+
+impl TableRows for AlertTable {
+    type Row = Alert;
+    fn name(&self) -> &'static str {
+        "alerts"
+    }
+    fn schema(&self) -> SchemaRef {
+        alerts_schema()
+    }
+    fn partition_us(row: &Alert) -> i64 {
+        row.window_start_us()
+    }
+    fn to_batch(&self, rows: &[Alert]) -> Result<RecordBatch, SchemaError> {
+        alerts_to_batch(rows)
+    }
 }
 
 /// The `flows` table, partitioned by each flow's first packet.

@@ -1,0 +1,113 @@
+"""Built-in detections on the shared attack captures and logs, with the expected
+alerts written down per file from the ground truth each ships with (MANIFEST.md,
+Zeek's notice.log, loghub's structured parse), and silence on everything else."""
+import re
+import socket
+from collections import defaultdict
+
+import pytest
+
+from conftest import DATA, query, replay, table
+from livejob import Job, free_port, syslog_source
+
+# Per capture: the (detection, entity) alerts expected, from the data's own ground truth.
+ATTACKS = {
+    # nmap SYN scan of 1,000 ports on one host (ndpi's synscan: 172.16.0.8 -> 64.13.134.52).
+    "pcap/ndpi/synscan.pcap": {("vertical_scan", "172.16.0.8")},
+    # stopddos: SYN-ACKs reflected onto the spoofed victim 10.10.10.10.
+    "pcap/stopddos/amp.TCP.reflection.SYNACK.pcap": {("synack_reflection", "10.10.10.10")},
+    # stopddos: SYN flood (ECN/CWR flags) from spoofed sources against 10.10.10.10.
+    "pcap/stopddos/pkt.TCP.DOMINATE.syn.ecn.cwr.pcapng": {("syn_flood", "10.10.10.10")},
+    # Zeek's notice FTP::Bruteforcing: "192.168.56.1 had 20 failed logins on 1 FTP server".
+    "pcap/zeek/attacks/ftp-bruteforce.pcap": {("login_bruteforce_network", "192.168.56.1")},
+    # ndpi's bad-dns-traffic: long encoded names queried by 192.168.43.91.
+    "pcap/ndpi/bad-dns-traffic.pcap": {("dns_tunnel", "192.168.43.91")},
+}
+
+SEVERITY_RANK = {"low": 0, "medium": 1, "high": 2, "critical": 3}
+
+
+def alerts(out):
+    if not list(out.glob("alerts/**/*.parquet")):
+        return []
+    return query(f"select rule, entity, severity, id, summary, evidence from {table(out, 'alerts')} "
+                 f"order by window_start, rule, entity")
+
+
+@pytest.mark.parametrize("capture", sorted(ATTACKS))
+def test_an_attack_capture_raises_its_expected_alert_once(capture, tmp_path):
+    out = tmp_path / "out"
+    replay(DATA / capture, out)
+    got = alerts(out)
+    assert {(r[0], r[1]) for r in got} == ATTACKS[capture], got
+    # One occurrence, however many overlapping windows saw it.
+    assert len(got) == len(ATTACKS[capture]), got
+    for rule, entity, severity, alert_id, summary, evidence in got:
+        assert re.fullmatch(r"[0-9a-f]{32}", alert_id)
+        assert summary.startswith(entity)
+        assert evidence.startswith("{") and len(evidence) > 2
+    # Same input, same ids.
+    again = tmp_path / "again"
+    replay(DATA / capture, again)
+    assert [r[3] for r in alerts(again)] == [r[3] for r in got]
+
+
+def test_the_other_captures_raise_nothing_above_low(tmp_path):
+    """Every other conformance capture in ../shared/data (benign protocol samples,
+    nmap -sV of one port, the DHCP and malware samples whose signs are not
+    thresholds here) raises no alert above low severity."""
+    files = [f for f in sorted((DATA / "pcap").rglob("*")) if f.suffix in (".pcap", ".pcapng")
+             and str(f.relative_to(DATA)) not in ATTACKS]
+    assert len(files) > 70
+    loud = {}
+    for k, f in enumerate(files):
+        out = tmp_path / str(k)
+        replay(f, out)
+        hi = [r for r in alerts(out) if SEVERITY_RANK[r[2]] > 0]
+        if hi:
+            loud[str(f.relative_to(DATA))] = hi
+    assert not loud, loud
+
+
+def loghub_failures_by_window():
+    """{remote: {window_start_s_of_day: failed logins}} from loghub's structured CSV
+    (its own parse of the log, not ours): sshd's `Failed <method> for` lines,
+    repeats included, each counted in the two 60 s windows that contain it."""
+    out = defaultdict(lambda: defaultdict(int))
+    for line in (DATA / "syslog" / "loghub" / "OpenSSH_2k.log_structured.csv").read_text().splitlines()[1:]:
+        _, _, day, clock, _, _, rest = line.split(",", 6)
+        event_id = re.search(r",(E\d+),", line).group(1)
+        if event_id not in ("E8", "E9", "E10", "E14"):
+            continue
+        content = rest.rsplit(",", 2)[0]
+        remote = content.split(" from ")[1].split()[0]
+        n = int(content.split()[2]) if event_id == "E14" else 1
+        h, m, s = map(int, clock.split(":"))
+        secs = int(day) * 86400 + h * 3600 + m * 60 + s
+        pane = secs // 30
+        for w in (pane - 1, pane):
+            out[remote][w] += n
+    return out
+
+
+def test_sshd_failures_in_logs_raise_one_alert_per_attacking_address_and_burst(tmp_path):
+    port = free_port()
+    with Job(tmp_path, syslog_source(port)) as job:
+        with socket.create_connection(("127.0.0.1", port)) as s:
+            s.sendall((DATA / "syslog" / "loghub" / "OpenSSH_2k.log").read_bytes())
+        job.wait_metric("amoskys_events_sent_total", 2000)
+        # Alerts are raised as windows close, while the job runs.
+        job.wait_metric("amoskys_alerts_total", 1)
+    # Expected: for each remote, one alert per run of consecutive windows with at
+    # least 10 failures (the default threshold).
+    want = defaultdict(int)
+    for remote, windows in loghub_failures_by_window().items():
+        firing = sorted(w for w, n in windows.items() if n >= 10)
+        want[remote] = sum(1 for i, w in enumerate(firing) if i == 0 or firing[i - 1] != w - 1)
+    want = {r: n for r, n in want.items() if n}
+    assert want, "the log has brute-force bursts"
+    got = defaultdict(int)
+    for rule, entity, *_ in job.rows(f"select rule, entity from {job.table('alerts')}"):
+        assert rule == "login_bruteforce_logs", rule
+        got[entity] += 1
+    assert dict(got) == want
