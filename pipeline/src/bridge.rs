@@ -141,3 +141,71 @@ pub fn channel_sink<R: 'static>(
         },
     );
 }
+
+/// The running webhook thread, its channel and its counters.
+pub struct Webhook {
+    pub tx: SyncSender<Vec<amoskys_schemas::Alert>>,
+    pub thread: JoinHandle<Result<(), SinkError>>,
+    pub counters: Arc<amoskys_sinks::webhook::WebhookCounters>,
+}
+
+/// Starts the alert webhook of `cfg`, if it has one, spooling under `root` by
+/// default; a bad key or certificate file is a configuration error, reported
+/// before anything runs.
+pub fn spawn_webhook(
+    cfg: &crate::config::Config,
+    root: &std::path::Path,
+) -> Result<Option<Webhook>, PipelineError> {
+    let Some(w) = &cfg.sinks.webhook else {
+        return Ok(None);
+    };
+    let settings = w
+        .settings(root)
+        .map_err(|reason| PipelineError::Sink(SinkError::Webhook(reason)))?;
+    let (tx, rx) = sync_channel(SINK_CHANNEL_BATCHES);
+    let counters = Arc::new(amoskys_sinks::webhook::WebhookCounters::default());
+    let c = counters.clone();
+    let thread = std::thread::Builder::new()
+        .name("sink-webhook".into())
+        .spawn(move || amoskys_sinks::webhook::run_webhook(settings, rx, c))
+        .map_err(|source| PipelineError::Io {
+            context: "spawn webhook thread".into(),
+            source,
+        })?;
+    Ok(Some(Webhook {
+        tx,
+        thread,
+        counters,
+    }))
+}
+
+/// What the webhook did, for a run's report.
+#[derive(Debug, Default, serde::Serialize)]
+pub struct WebhookReport {
+    pub spooled: u64,
+    pub delivered: u64,
+    pub requests: u64,
+    pub retries: u64,
+    pub rejected: u64,
+}
+
+impl Webhook {
+    /// Waits for the webhook to deliver what it can (within its drain time).
+    /// `tx` must have been dropped by every sender first.
+    pub fn finish(
+        thread: JoinHandle<Result<(), SinkError>>,
+        counters: &amoskys_sinks::webhook::WebhookCounters,
+    ) -> Result<WebhookReport, PipelineError> {
+        thread
+            .join()
+            .map_err(|_| PipelineError::Dataflow("the webhook sink panicked".into()))??;
+        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        Ok(WebhookReport {
+            spooled: g(&counters.spooled),
+            delivered: g(&counters.delivered),
+            requests: g(&counters.requests),
+            retries: g(&counters.retries),
+            rejected: g(&counters.rejected),
+        })
+    }
+}

@@ -6,6 +6,7 @@ pub mod config;
 mod error;
 pub mod export;
 pub mod generate;
+pub mod keys;
 pub mod replay;
 pub mod run;
 

@@ -115,6 +115,17 @@ enum Command {
         #[arg(long, default_value_t = 0.2, value_name = "F")]
         val_fraction: f64,
     },
+    /// Create an Ed25519 key pair for signing alert deliveries.
+    ///
+    /// Writes the private key to FILE (64 hex digits, mode 0600; an existing file
+    /// is never overwritten), the public key to FILE.pub (base64) and FILE.pub.pem
+    /// (PEM), and prints the public key. Point `[sinks.webhook] signing_key` at
+    /// FILE and give the receiver the public key (docs/WEBHOOK.md).
+    Keygen {
+        /// Private key file to create.
+        #[arg(value_name = "FILE")]
+        out: PathBuf,
+    },
     /// Check a configuration file without running anything.
     ///
     /// Reports the first problem with file, line and column; exits 0 when the file
@@ -267,6 +278,12 @@ fn run_long(
         let counts: Vec<String> = s.counters.iter().map(|(k, v)| format!("{k}={v}")).collect();
         eprintln!("  {} ({}): {}", s.name, s.kind, counts.join(" "));
     }
+    if let Some(w) = &report.webhook {
+        eprintln!(
+            "  webhook: spooled={} delivered={} requests={} retries={} rejected={}",
+            w.spooled, w.delivered, w.requests, w.retries, w.rejected
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -336,8 +353,32 @@ fn run(cmd: Command) -> anyhow::Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
-        Command::Validate { config } => match Config::load(&config) {
-            Ok(_) => {
+        Command::Keygen { out } => match amoskys_pipeline::keys::write_key_pair(&out) {
+            Ok((key, pub_b64, pub_pem)) => {
+                println!("{}", amoskys_pipeline::keys::public_base64(&key));
+                eprintln!(
+                    "private key: {} (keep it secret); public key: {} and {}",
+                    out.display(),
+                    pub_b64.display(),
+                    pub_pem.display()
+                );
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                Ok(ExitCode::from(1))
+            }
+        },
+        Command::Validate { config } => match Config::load(&config).and_then(|c| {
+            c.check_files()
+                .map_err(|reason| amoskys_pipeline::config::ConfigError {
+                    file: config.clone(),
+                    line: None,
+                    column: None,
+                    reason,
+                })
+        }) {
+            Ok(()) => {
                 println!("{}: valid", config.display());
                 Ok(ExitCode::SUCCESS)
             }

@@ -74,6 +74,8 @@ pub struct ReplayReport {
     pub feature_rows: u64,
     /// Alerts the detections raised (docs/DETECTIONS.md).
     pub alerts: u64,
+    /// What the alert webhook did, when one is configured.
+    pub webhook: Option<crate::bridge::WebhookReport>,
     /// Entities whose history was forgotten early because the state was full.
     pub history_evicted: u64,
     pub first_ts_ns: Option<i64>,
@@ -177,6 +179,8 @@ pub fn replay(opts: ReplayOptions) -> Result<ReplayReport, PipelineError> {
     let feature_stats = feature_table.stats();
     let (feat_tx, feat_sink) = spawn_table_sink(feature_table, settings.clone())?;
     let (alert_tx, alert_sink) = spawn_table_sink(AlertTable, settings)?;
+    let webhook = crate::bridge::spawn_webhook(cfg, &opts.out)?;
+    let webhook_tx = webhook.as_ref().map(|w| w.tx.clone());
     let detections = cfg.detections.0.clone();
     // Checked once here; each worker builds its own.
     Detector::new(&features::defs(), &detections).map_err(PipelineError::Dataflow)?;
@@ -244,6 +248,9 @@ pub fn replay(opts: ReplayOptions) -> Result<ReplayReport, PipelineError> {
                     let detector =
                         Detector::new(&defs, &detections).expect("checked before the dataflow");
                     let (rows, alerts) = rows.detect(detector, dc.clone());
+                    if let Some(tx) = &webhook_tx {
+                        channel_sink(alerts.clone(), "AlertsToWebhook", tx.clone(), None);
+                    }
                     channel_sink(alerts, "AlertsToParquet", alert_tx.clone(), None);
                     rows
                 }
@@ -286,6 +293,13 @@ pub fn replay(opts: ReplayOptions) -> Result<ReplayReport, PipelineError> {
     let alert_sum: SinkSummary = alert_sink
         .join()
         .map_err(|_| PipelineError::Dataflow("the alerts sink panicked".into()))??;
+    let webhook = match webhook {
+        Some(w) => {
+            drop(w.tx);
+            Some(crate::bridge::Webhook::finish(w.thread, &w.counters)?)
+        }
+        None => None,
+    };
     if let Ok(st) = feature_stats.lock() {
         write_feature_metadata(&opts.out, &defs, Some(&st))?;
     }
@@ -306,6 +320,7 @@ pub fn replay(opts: ReplayOptions) -> Result<ReplayReport, PipelineError> {
         flows_evicted: flow_counters.evicted.load(Ordering::Relaxed),
         feature_rows: feat_sum.rows,
         alerts: alert_sum.rows,
+        webhook,
         history_evicted: history_counters.evicted.load(Ordering::Relaxed),
         first_ts_ns: summary.first_ns,
         last_ts_ns: summary.last_ns,

@@ -56,6 +56,8 @@ pub struct RunReport {
     pub feature_rows: u64,
     /// Alerts the detections raised (docs/DETECTIONS.md).
     pub alerts: u64,
+    /// What the alert webhook did, when one is configured.
+    pub webhook: Option<crate::bridge::WebhookReport>,
     pub sources: Vec<SourceReport>,
 }
 
@@ -441,6 +443,8 @@ pub fn run_job(
     let feature_stats = feature_table.stats();
     let (feat_tx, feat_sink) = spawn_table_sink(feature_table, settings.clone())?;
     let (alert_tx, alert_sink) = spawn_table_sink(AlertTable, settings)?;
+    let webhook = crate::bridge::spawn_webhook(&cfg, &out)?;
+    let webhook_tx = webhook.as_ref().map(|w| w.tx.clone());
     let detections = cfg.detections.0.clone();
     Detector::new(&defs, &detections).map_err(PipelineError::Dataflow)?;
     let detect_counters = Arc::new(DetectCounters::default());
@@ -502,6 +506,9 @@ pub fn run_job(
             let detector =
                 Detector::new(&features::defs(), &detections).expect("checked before the dataflow");
             let (rows, alerts) = rows.detect(detector, dc.clone());
+            if let Some(tx) = &webhook_tx {
+                channel_sink(alerts.clone(), "AlertsToWebhook", tx.clone(), None);
+            }
             channel_sink(alerts, "AlertsToParquet", alert_tx.clone(), None);
             channel_sink(rows, "FeaturesToParquet", feat_tx.clone(), None);
             (rec_in, rec_cap, pkt_in, pkt_cap)
@@ -561,6 +568,13 @@ pub fn run_job(
     let flow_sum = joined(flow_sink, "flows")?;
     let feat_sum = joined(feat_sink, "features")?;
     let alert_sum = joined(alert_sink, "alerts")?;
+    let webhook = match webhook {
+        Some(w) => {
+            drop(w.tx);
+            Some(crate::bridge::Webhook::finish(w.thread, &w.counters)?)
+        }
+        None => None,
+    };
     if let Ok(st) = feature_stats.lock() {
         write_feature_metadata(&out, &defs, Some(&st))?;
     }
@@ -576,6 +590,7 @@ pub fn run_job(
         flows: flow_sum.rows,
         feature_rows: feat_sum.rows,
         alerts: alert_sum.rows,
+        webhook,
         sources: counters
             .into_iter()
             .map(|(name, c)| SourceReport {

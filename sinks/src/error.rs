@@ -17,6 +17,8 @@ pub enum SinkError {
     Schema(#[from] amoskys_schemas::SchemaError),
     #[error("invalid parquet sink setting: {0}")]
     Config(String),
+    #[error("{0}")]
+    Webhook(String),
 }
 
 impl SinkError {
@@ -27,6 +29,7 @@ impl SinkError {
             SinkError::Parquet(_) => "parquet",
             SinkError::Schema(_) => "schema",
             SinkError::Config(_) => "config",
+            SinkError::Webhook(_) => "webhook",
         }
     }
 

@@ -6,5 +6,6 @@
 
 mod error;
 pub mod parquet;
+pub mod webhook;
 
 pub use error::SinkError;
