@@ -391,11 +391,13 @@ impl Detector {
             self.swept = newest;
         }
         for (k, rule) in self.rules.iter().enumerate() {
+            // NaN (null) fails both comparisons, as it should.
             let fires = rule.checks.iter().all(|&(c, cmp, t)| {
-                row.get(c).is_some_and(|v| match cmp {
+                let v = row.values.get(c).copied().unwrap_or(f64::NAN);
+                match cmp {
                     Cmp::AtLeast => v >= t,
                     Cmp::AtMost => v <= t,
-                })
+                }
             });
             if !fires {
                 continue;

@@ -648,13 +648,22 @@ path = "data"
             .unwrap_or_else(|e| panic!("{e}"));
         let w = c.sinks.webhook.as_ref().expect("webhook");
         let s = w.settings(Path::new("out")).expect("settings");
-        assert_eq!((s.batch, s.spool_dir.as_path()), (5, Path::new("out/_webhook_spool")));
+        assert_eq!(
+            (s.batch, s.spool_dir.as_path()),
+            (5, Path::new("out/_webhook_spool"))
+        );
         assert_eq!(s.non_retryable, [400, 401, 403, 404, 405, 410, 413, 422]);
         c.check_files().expect("no files to read");
         for (extra, says) in [
             ("url = \"ftp://x\"\n", "http://"),
-            ("url = \"http://x\"\nsigning_key = \"/nonexistent/key\"\n", "signing_key"),
-            ("url = \"http://x\"\nclient_cert = \"c.pem\"\n", "go together"),
+            (
+                "url = \"http://x\"\nsigning_key = \"/nonexistent/key\"\n",
+                "signing_key",
+            ),
+            (
+                "url = \"http://x\"\nclient_cert = \"c.pem\"\n",
+                "go together",
+            ),
         ] {
             let c = parse(&format!("[sinks.webhook]\n{extra}")).unwrap_or_else(|e| panic!("{e}"));
             let e = c.check_files().expect_err(extra);

@@ -82,6 +82,7 @@ impl FeatureRow {
     }
 
     /// Value `i`, or `None` for null.
+    #[inline]
     pub fn get(&self, i: usize) -> Option<f64> {
         self.values.get(i).copied().filter(|v| !v.is_nan())
     }
