@@ -138,6 +138,7 @@ def test_a_receiver_down_then_up_gets_every_alert_once_in_order(tmp_path):
             assert wait_for(lambda: len(receiver.requests) >= 3)
             receiver.status = 200
             assert wait_for(lambda: len(receiver.accepted()) >= 1)
+            job.wait_metric("amoskys_webhook_retries_total", 3)
         ids = alert_ids_in_order(job.data)
         accepted = [json.loads(b)["id"] for _, b in receiver.accepted()]
         assert accepted == ids, (accepted, ids)

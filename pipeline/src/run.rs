@@ -182,6 +182,7 @@ async fn publish_metrics(
     windows: Arc<WindowCounters>,
     history: Arc<HistoryCounters>,
     alerts: Arc<DetectCounters>,
+    webhook: Option<Arc<amoskys_sinks::webhook::WebhookCounters>>,
     sources: Vec<(String, Counters, Depth)>,
     mut done: watch::Receiver<bool>,
 ) {
@@ -244,6 +245,13 @@ async fn publish_metrics(
         metrics::counter!("amoskys_window_late_observations_total").absolute(g(&windows.late));
         metrics::counter!("amoskys_feature_rows_total").absolute(g(&windows.rows));
         metrics::counter!("amoskys_alerts_total").absolute(g(&alerts.alerts));
+        if let Some(w) = &webhook {
+            metrics::counter!("amoskys_webhook_spooled_total").absolute(g(&w.spooled));
+            metrics::counter!("amoskys_webhook_delivered_total").absolute(g(&w.delivered));
+            metrics::counter!("amoskys_webhook_requests_total").absolute(g(&w.requests));
+            metrics::counter!("amoskys_webhook_retries_total").absolute(g(&w.retries));
+            metrics::counter!("amoskys_webhook_rejected_total").absolute(g(&w.rejected));
+        }
         metrics::counter!("amoskys_history_evicted_total").absolute(g(&history.evicted));
         metrics::gauge!("amoskys_history_entities").set(g(&history.entities) as f64);
         let wm = live.watermark_pane.load(Ordering::Relaxed);
@@ -474,6 +482,7 @@ pub fn run_job(
         window_counters.clone(),
         history_counters.clone(),
         detect_counters.clone(),
+        webhook.as_ref().map(|w| w.counters.clone()),
         published,
         done,
     ));
