@@ -176,6 +176,7 @@ impl Depth {
 
 /// Publishes the run's counters to the metrics facade (a Prometheus exporter when
 /// one is installed): once a second, and a last time when `done` fires.
+#[allow(clippy::too_many_arguments)]
 async fn publish_metrics(
     live: Arc<Live>,
     flows: Arc<FlowCounters>,
