@@ -1,13 +1,14 @@
 """Built-in detections on the shared attack captures and logs, with the expected
 alerts written down per file from the ground truth each ships with (MANIFEST.md,
 Zeek's notice.log, loghub's structured parse), and silence on everything else."""
+import json
 import re
 import socket
 from collections import defaultdict
 
 import pytest
 
-from conftest import DATA, query, replay, table
+from conftest import DATA, query, replay, run_bin, table
 from livejob import Job, free_port, syslog_source
 
 # Per capture: the (detection, entity) alerts expected, from the data's own ground truth.
@@ -111,3 +112,31 @@ def test_sshd_failures_in_logs_raise_one_alert_per_attacking_address_and_burst(t
         assert rule == "login_bruteforce_logs", rule
         got[entity] += 1
     assert dict(got) == want
+
+
+def test_a_rule_written_in_flows_toml_fires_and_a_bad_one_is_refused(tmp_path):
+    cfg = tmp_path / "flows.toml"
+    cfg.write_text('''
+[detections.login_bruteforce_network]
+enabled = false
+
+[[rules]]
+name = "ftp_guessing"
+condition = "auth_conn_attempts_out >= 10 and (distinct_peers_out <= 1 or conn_failed_out > 5)"
+severity = "critical"
+summary = "{entity} made {auth_conn_attempts_out} login connections"
+''')
+    out = tmp_path / "out"
+    replay(DATA / "pcap/zeek/attacks/ftp-bruteforce.pcap", out, "--config", cfg)
+    got = alerts(out)
+    assert [(r[0], r[1], r[2]) for r in got] == [("ftp_guessing", "192.168.56.1", "critical")], got
+    # Raised in the first window the condition held, with that window's values.
+    evidence = json.loads(got[0][5])
+    assert evidence["auth_conn_attempts_out"] >= 10
+    assert got[0][4] == f"192.168.56.1 made {evidence['auth_conn_attempts_out']:.0f} login connections"
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[[rules]]\nname = "typo"\ncondition = "auth_conn_attempts > 10"\n')
+    r = run_bin("validate", "--config", bad, check=False)
+    assert r.returncode == 1
+    assert "[[rules]] typo" in r.stderr and "not a feature" in r.stderr, r.stderr
+

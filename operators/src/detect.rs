@@ -260,6 +260,24 @@ pub fn markdown() -> String {
          severity = \"high\"       # low, medium, high or critical\n\
          distinct_dst_ports_out = 100   # a threshold, by feature name\n```\n"
     );
+    let _ = writeln!(
+        s,
+        "Rules of your own go in `[[rules]]`: a condition over any features of the catalogue \
+         — comparisons (`>=`, `>`, `<=`, `<`, `==`, `!=`) with numbers, combined with `and`, \
+         `or`, `not` and parentheses (`and` binds tighter). A comparison with a null feature is \
+         unknown, and unknown propagates as in SQL; a rule fires only when its condition is \
+         true. `validate` refuses a rule that names no feature, has a syntax error, reuses a \
+         name or needs a feature from a source not in its `sources`, saying which rule and \
+         why.\n"
+    );
+    let _ = writeln!(
+        s,
+        "```toml\n[[rules]]\nname = \"failed_fanout\"\n\
+         condition = \"conn_failed_out >= 20 and (failed_conn_ratio_out >= 0.8 or distinct_peers_out > 10)\"\n\
+         severity = \"high\"                # default medium\n\
+         sources = [\"pcap\"]                # optional: derived from the features\n\
+         summary = \"{{entity}} failed {{conn_failed_out}} connections\"   # optional\n```\n"
+    );
     for d in DETECTIONS {
         let _ = writeln!(s, "## `{}`\n", d.name);
         let _ = writeln!(
@@ -307,13 +325,271 @@ pub struct DetectCounters {
     pub alerts: AtomicU64,
 }
 
+/// A comparison operator of a rule's condition.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Op {
+    Ge,
+    Gt,
+    Le,
+    Lt,
+    Eq,
+    Ne,
+}
+
+/// A condition over one row's features. A comparison with a null feature is
+/// unknown, and unknown propagates as in SQL (`and`, `or`, `not`); a rule fires
+/// only when its condition is true.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Expr {
+    Cmp { col: usize, op: Op, value: f64 },
+    And(Box<Expr>, Box<Expr>),
+    Or(Box<Expr>, Box<Expr>),
+    Not(Box<Expr>),
+}
+
+impl Expr {
+    fn eval(&self, values: &[f64]) -> Option<bool> {
+        match self {
+            Expr::Cmp { col, op, value } => {
+                let v = values.get(*col).copied().filter(|v| !v.is_nan())?;
+                Some(match op {
+                    Op::Ge => v >= *value,
+                    Op::Gt => v > *value,
+                    Op::Le => v <= *value,
+                    Op::Lt => v < *value,
+                    Op::Eq => v == *value,
+                    Op::Ne => v != *value,
+                })
+            }
+            Expr::And(a, b) => match (a.eval(values), b.eval(values)) {
+                (Some(false), _) | (_, Some(false)) => Some(false),
+                (Some(true), Some(true)) => Some(true),
+                _ => None,
+            },
+            Expr::Or(a, b) => match (a.eval(values), b.eval(values)) {
+                (Some(true), _) | (_, Some(true)) => Some(true),
+                (Some(false), Some(false)) => Some(false),
+                _ => None,
+            },
+            Expr::Not(a) => a.eval(values).map(|b| !b),
+        }
+    }
+}
+
+/// Parses a rule's condition: comparisons of catalogue features with numbers
+/// (`>=`, `>`, `<=`, `<`, `==`, `!=`), combined with `and`, `or`, `not` and
+/// parentheses (`and` binds tighter than `or`). Returns the expression and the
+/// features it names, in order of appearance.
+pub fn parse_condition(text: &str, defs: &[FeatureDef]) -> Result<(Expr, Vec<String>), String> {
+    let tokens = tokenize(text)?;
+    let mut p = Parser {
+        tokens: &tokens,
+        pos: 0,
+        defs,
+        features: Vec::new(),
+    };
+    let e = p.or()?;
+    if let Some(t) = p.tokens.get(p.pos) {
+        return Err(format!("unexpected {t:?} after a complete condition"));
+    }
+    Ok((e, p.features))
+}
+
+fn tokenize(text: &str) -> Result<Vec<String>, String> {
+    let mut out = Vec::new();
+    let mut chars = text.char_indices().peekable();
+    while let Some(&(i, c)) = chars.peek() {
+        if c.is_whitespace() {
+            chars.next();
+        } else if c == '(' || c == ')' {
+            out.push(c.to_string());
+            chars.next();
+        } else if "<>=!".contains(c) {
+            chars.next();
+            let two = chars.peek().is_some_and(|&(_, d)| d == '=');
+            if two {
+                chars.next();
+            }
+            let op = &text[i..i + if two { 2 } else { 1 }];
+            if !matches!(op, ">=" | ">" | "<=" | "<" | "==" | "!=") {
+                return Err(format!(
+                    "unknown operator {op:?} (use >=, >, <=, <, ==, !=)"
+                ));
+            }
+            out.push(op.to_string());
+        } else if c.is_ascii_alphanumeric() || c == '_' || c == '.' || c == '-' {
+            // A feature name, a keyword or a number (signed, with an exponent).
+            chars.next();
+            let mut end = i + 1;
+            while let Some(&(j, d)) = chars.peek() {
+                let exponent_sign = (d == '+' || d == '-')
+                    && text[i..j].ends_with(['e', 'E'])
+                    && text[i..j]
+                        .trim_start_matches('-')
+                        .starts_with(|x: char| x.is_ascii_digit());
+                if d.is_ascii_alphanumeric() || d == '_' || d == '.' || exponent_sign {
+                    end = j + 1;
+                    chars.next();
+                } else {
+                    break;
+                }
+            }
+            out.push(text[i..end].to_string());
+        } else {
+            return Err(format!("unexpected character {c:?}"));
+        }
+    }
+    Ok(out)
+}
+
+struct Parser<'a> {
+    tokens: &'a [String],
+    pos: usize,
+    defs: &'a [FeatureDef],
+    features: Vec<String>,
+}
+
+impl Parser<'_> {
+    fn peek(&self) -> Option<&str> {
+        self.tokens.get(self.pos).map(String::as_str)
+    }
+
+    fn next(&mut self) -> Option<&str> {
+        let t = self.tokens.get(self.pos).map(String::as_str);
+        self.pos += 1;
+        t
+    }
+
+    fn or(&mut self) -> Result<Expr, String> {
+        let mut e = self.and()?;
+        while self.peek() == Some("or") {
+            self.pos += 1;
+            e = Expr::Or(Box::new(e), Box::new(self.and()?));
+        }
+        Ok(e)
+    }
+
+    fn and(&mut self) -> Result<Expr, String> {
+        let mut e = self.unary()?;
+        while self.peek() == Some("and") {
+            self.pos += 1;
+            e = Expr::And(Box::new(e), Box::new(self.unary()?));
+        }
+        Ok(e)
+    }
+
+    fn unary(&mut self) -> Result<Expr, String> {
+        match self.peek() {
+            Some("not") => {
+                self.pos += 1;
+                Ok(Expr::Not(Box::new(self.unary()?)))
+            }
+            Some("(") => {
+                self.pos += 1;
+                let e = self.or()?;
+                match self.next() {
+                    Some(")") => Ok(e),
+                    _ => Err("a ( without its )".into()),
+                }
+            }
+            _ => self.comparison(),
+        }
+    }
+
+    fn comparison(&mut self) -> Result<Expr, String> {
+        let name = self
+            .next()
+            .ok_or("the condition ends where a feature name should be")?
+            .to_string();
+        let col = self
+            .defs
+            .iter()
+            .position(|d| d.name == name)
+            .ok_or_else(|| format!("{name:?} is not a feature (docs/FEATURES.md lists them)"))?;
+        let op = match self.next() {
+            Some(">=") => Op::Ge,
+            Some(">") => Op::Gt,
+            Some("<=") => Op::Le,
+            Some("<") => Op::Lt,
+            Some("==") => Op::Eq,
+            Some("!=") => Op::Ne,
+            other => {
+                return Err(format!(
+                    "after {name}: expected a comparison, found {other:?}"
+                ));
+            }
+        };
+        let value: f64 = match self.next() {
+            Some(t) => t
+                .parse()
+                .ok()
+                .filter(|v: &f64| v.is_finite())
+                .ok_or_else(|| format!("after {name}: {t:?} is not a number"))?,
+            None => {
+                return Err(format!(
+                    "after {name}: the condition ends where a number should be"
+                ));
+            }
+        };
+        if !self.features.contains(&name) {
+            self.features.push(name);
+        }
+        Ok(Expr::Cmp { col, op, value })
+    }
+}
+
+/// A rule written in flows.toml (`[[rules]]`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct UserRule {
+    pub name: String,
+    pub condition: String,
+    pub severity: Severity,
+    /// The sources its features come from (derived from them when not given).
+    pub sources: Vec<String>,
+    /// One line; `{entity}` and `{feature}` placeholders as in the built-ins.
+    pub summary: Option<String>,
+}
+
+impl UserRule {
+    /// Checks the rule against the catalogue: a clear reason when it is wrong.
+    pub fn check(&self, defs: &[FeatureDef]) -> Result<(), String> {
+        if DETECTIONS.iter().any(|d| d.name == self.name) {
+            return Err(format!(
+                "{} is a built-in detection; tune it in [detections.{}] or pick another name",
+                self.name, self.name
+            ));
+        }
+        let (_, features) = parse_condition(&self.condition, defs)?;
+        if !self.sources.is_empty() {
+            for f in &features {
+                let src = defs.iter().find(|d| d.name == *f).map_or("", |d| d.source);
+                let needs: Vec<&str> = src.split('+').filter(|s| *s != "derived").collect();
+                if let Some(missing) = needs.iter().find(|s| !self.sources.iter().any(|x| x == *s))
+                {
+                    return Err(format!(
+                        "{f} comes from {missing}, which is not in its sources {:?}",
+                        self.sources
+                    ));
+                }
+            }
+        }
+        for n in self.summary.iter().flat_map(|s| placeholders(s)) {
+            if !defs.iter().any(|d| d.name == n) {
+                return Err(format!("summary placeholder {{{n}}} is not a feature"));
+            }
+        }
+        Ok(())
+    }
+}
+
 struct Rule {
-    def: &'static DetectionDef,
+    name: String,
     severity: Severity,
-    /// (column, comparison, threshold) per condition.
-    checks: Vec<(usize, Cmp, f64)>,
-    /// Columns of the features named in the summary, for the evidence.
-    evidence: Vec<(usize, &'static str)>,
+    sources: Vec<String>,
+    expr: Expr,
+    /// Columns of the features named in the condition and the summary.
+    evidence: Vec<(usize, String)>,
+    summary: String,
 }
 
 /// The timely-free core: feature rows in, alerts out. Rows of one entity must
@@ -328,15 +604,26 @@ pub struct Detector {
 }
 
 impl Detector {
-    /// `settings` by detection name; a detection not named keeps its defaults.
+    /// `settings` by detection name (a detection not named keeps its defaults),
+    /// and the rules written in flows.toml.
     pub fn new(
         defs: &[FeatureDef],
         settings: &[(String, DetectionSettings)],
+        user_rules: &[UserRule],
     ) -> Result<Self, String> {
         let col = |n: &str| {
             defs.iter()
                 .position(|d| d.name == n)
                 .ok_or_else(|| format!("feature {n} is not in the catalogue"))
+        };
+        let evidence = |names: Vec<String>| -> Result<Vec<(usize, String)>, String> {
+            let mut out: Vec<(usize, String)> = Vec::new();
+            for n in names {
+                if !out.iter().any(|(_, e)| *e == n) {
+                    out.push((col(&n)?, n));
+                }
+            }
+            Ok(out)
         };
         let mut rules = Vec::new();
         for def in DETECTIONS {
@@ -347,28 +634,66 @@ impl Detector {
             if !s.enabled {
                 continue;
             }
-            let checks = def
-                .conditions
-                .iter()
-                .zip(&s.thresholds)
-                .map(|(c, t)| Ok((col(c.feature)?, c.cmp, *t)))
-                .collect::<Result<Vec<_>, String>>()?;
-            let mut evidence = Vec::new();
+            let mut expr: Option<Expr> = None;
+            for (c, t) in def.conditions.iter().zip(&s.thresholds) {
+                let op = match c.cmp {
+                    Cmp::AtLeast => Op::Ge,
+                    Cmp::AtMost => Op::Le,
+                };
+                let cmp = Expr::Cmp {
+                    col: col(c.feature)?,
+                    op,
+                    value: *t,
+                };
+                expr = Some(match expr {
+                    None => cmp,
+                    Some(e) => Expr::And(Box::new(e), Box::new(cmp)),
+                });
+            }
             let names = def
                 .conditions
                 .iter()
-                .map(|c| c.feature)
-                .chain(placeholders(def.summary));
-            for n in names {
-                if !evidence.iter().any(|(_, e)| *e == n) {
-                    evidence.push((col(n)?, n));
-                }
-            }
+                .map(|c| c.feature.to_string())
+                .chain(placeholders(def.summary))
+                .collect();
             rules.push(Rule {
-                def,
+                name: def.name.to_string(),
                 severity: s.severity,
-                checks,
-                evidence,
+                sources: def.sources.iter().map(|s| s.to_string()).collect(),
+                expr: expr.ok_or_else(|| format!("{} has no condition", def.name))?,
+                evidence: evidence(names)?,
+                summary: def.summary.to_string(),
+            });
+        }
+        for r in user_rules {
+            r.check(defs).map_err(|e| format!("rule {}: {e}", r.name))?;
+            let (expr, features) = parse_condition(&r.condition, defs)?;
+            let sources = if r.sources.is_empty() {
+                let mut s: Vec<String> = Vec::new();
+                for f in &features {
+                    let src = defs.iter().find(|d| d.name == *f).map_or("", |d| d.source);
+                    for part in src.split('+').filter(|p| *p != "derived") {
+                        if !s.iter().any(|x| x == part) {
+                            s.push(part.to_string());
+                        }
+                    }
+                }
+                s
+            } else {
+                r.sources.clone()
+            };
+            let summary = r
+                .summary
+                .clone()
+                .unwrap_or_else(|| format!("{{entity}} matched {}", r.condition));
+            let names = features.into_iter().chain(placeholders(&summary)).collect();
+            rules.push(Rule {
+                name: r.name.clone(),
+                severity: r.severity,
+                sources,
+                expr,
+                evidence: evidence(names)?,
+                summary,
             });
         }
         Ok(Detector {
@@ -391,15 +716,7 @@ impl Detector {
             self.swept = newest;
         }
         for (k, rule) in self.rules.iter().enumerate() {
-            // NaN (null) fails both comparisons, as it should.
-            let fires = rule.checks.iter().all(|&(c, cmp, t)| {
-                let v = row.values.get(c).copied().unwrap_or(f64::NAN);
-                match cmp {
-                    Cmp::AtLeast => v >= t,
-                    Cmp::AtMost => v <= t,
-                }
-            });
-            if !fires {
+            if rule.expr.eval(&row.values) != Some(true) {
                 continue;
             }
             let key = (k, row.entity.clone());
@@ -414,16 +731,16 @@ impl Detector {
             let evidence: Vec<(String, f64)> = rule
                 .evidence
                 .iter()
-                .filter_map(|&(c, n)| row.get(c).map(|v| (n.to_string(), v)))
+                .filter_map(|(c, n)| row.get(*c).map(|v| (n.clone(), v)))
                 .collect();
             out.push(Alert {
-                id: alert_id(rule.def.name, &row.entity, row.window),
-                rule: rule.def.name.to_string(),
+                id: alert_id(&rule.name, &row.entity, row.window),
+                rule: rule.name.clone(),
                 severity: rule.severity,
                 entity: row.entity.clone(),
                 window: row.window,
-                sources: rule.def.sources.iter().map(|s| s.to_string()).collect(),
-                summary: summary(rule.def.summary, &row.entity, &evidence),
+                sources: rule.sources.clone(),
+                summary: summary(&rule.summary, &row.entity, &evidence),
                 evidence,
             });
         }
@@ -431,12 +748,14 @@ impl Detector {
 }
 
 /// The `{name}` placeholders of a summary, `{entity}` excluded.
-fn placeholders(template: &'static str) -> impl Iterator<Item = &'static str> {
+fn placeholders(template: &str) -> Vec<String> {
     template
         .split('{')
         .skip(1)
         .filter_map(|s| s.split_once('}').map(|(n, _)| n))
         .filter(|n| *n != "entity")
+        .map(str::to_string)
+        .collect()
 }
 
 fn summary(template: &str, entity: &Entity, evidence: &[(String, f64)]) -> String {
@@ -546,13 +865,13 @@ mod tests {
     #[test]
     fn every_detection_names_catalogue_features() {
         let defs = crate::features::defs();
-        Detector::new(&defs, &[]).expect("all features resolve");
+        Detector::new(&defs, &[], &[]).expect("all features resolve");
     }
 
     #[test]
     fn an_occurrence_over_overlapping_windows_is_one_alert_with_a_stable_id() {
         let defs = crate::features::defs();
-        let mut d = Detector::new(&defs, &[]).expect("detector");
+        let mut d = Detector::new(&defs, &[], &[]).expect("detector");
         let scan = [
             ("distinct_dst_ports_out", 500.0),
             ("distinct_peers_out", 1.0),
@@ -580,7 +899,7 @@ mod tests {
         assert_ne!(out[1].id, out[0].id);
         // Below a threshold, or null, nothing fires.
         let mut none = Vec::new();
-        let mut fresh = Detector::new(&defs, &[]).expect("detector");
+        let mut fresh = Detector::new(&defs, &[], &[]).expect("detector");
         fresh.observe(
             &row(
                 &defs,
@@ -607,7 +926,8 @@ mod tests {
             severity: Severity::Low,
             thresholds: vec![50.0, 4.0],
         };
-        let mut d = Detector::new(&defs, &[("vertical_scan".into(), s.clone())]).expect("detector");
+        let mut d =
+            Detector::new(&defs, &[("vertical_scan".into(), s.clone())], &[]).expect("detector");
         let mut out = Vec::new();
         d.observe(
             &row(
@@ -626,7 +946,7 @@ mod tests {
             enabled: false,
             ..s
         };
-        let mut d = Detector::new(&defs, &[("vertical_scan".into(), off)]).expect("detector");
+        let mut d = Detector::new(&defs, &[("vertical_scan".into(), off)], &[]).expect("detector");
         let mut out = Vec::new();
         d.observe(
             &row(
@@ -640,5 +960,148 @@ mod tests {
             &mut out,
         );
         assert!(out.is_empty());
+    }
+}
+
+#[cfg(test)]
+mod rule_tests {
+    use super::*;
+    use amoskys_schemas::Addr;
+
+    fn row(defs: &[FeatureDef], set: &[(&str, f64)]) -> FeatureRow {
+        let mut values = vec![f64::NAN; defs.len()].into_boxed_slice();
+        for (n, v) in set {
+            values[defs.iter().position(|d| d.name == *n).expect("feature")] = *v;
+        }
+        FeatureRow {
+            entity: Entity::Ip(Addr::from(std::net::IpAddr::from([10, 0, 0, 2]))),
+            window: 7,
+            values,
+        }
+    }
+
+    fn rule(condition: &str) -> UserRule {
+        UserRule {
+            name: "mine".into(),
+            condition: condition.into(),
+            severity: Severity::Medium,
+            sources: vec![],
+            summary: None,
+        }
+    }
+
+    #[test]
+    fn conditions_combine_with_and_or_not_and_treat_null_as_unknown() {
+        let defs = crate::features::defs();
+        let fires = |cond: &str, set: &[(&str, f64)]| {
+            let mut d = Detector::new(
+                &defs,
+                &[(
+                    "vertical_scan".into(),
+                    DetectionSettings {
+                        enabled: false,
+                        severity: Severity::Low,
+                        thresholds: vec![0.0, 0.0],
+                    },
+                )],
+                &[rule(cond)],
+            )
+            .expect("detector");
+            let mut out = Vec::new();
+            d.observe(&row(&defs, set), &mut out);
+            out.iter().any(|a| a.rule == "mine")
+        };
+        let c =
+            "conn_failed_out >= 20 and (failed_conn_ratio_out >= 0.8 or distinct_peers_out > 10)";
+        assert!(fires(
+            c,
+            &[("conn_failed_out", 25.0), ("failed_conn_ratio_out", 0.9)]
+        ));
+        assert!(fires(
+            c,
+            &[
+                ("conn_failed_out", 25.0),
+                ("failed_conn_ratio_out", 0.1),
+                ("distinct_peers_out", 11.0)
+            ]
+        ));
+        assert!(!fires(
+            c,
+            &[
+                ("conn_failed_out", 25.0),
+                ("failed_conn_ratio_out", 0.1),
+                ("distinct_peers_out", 10.0)
+            ]
+        ));
+        assert!(!fires(
+            c,
+            &[("conn_failed_out", 19.0), ("failed_conn_ratio_out", 0.9)]
+        ));
+        // Null is unknown: `not` of unknown does not fire, `or` with a true side does.
+        assert!(!fires("not bytes_out > 5", &[]));
+        assert!(fires("not bytes_out > 5", &[("bytes_out", 1.0)]));
+        assert!(fires(
+            "bytes_out > 5 or packets_out == 3",
+            &[("packets_out", 3.0)]
+        ));
+        assert!(fires(
+            "bytes_out != 1e3 and bytes_out < -1.5e-2",
+            &[("bytes_out", -1.0)]
+        ));
+    }
+
+    #[test]
+    fn a_bad_rule_says_why() {
+        let defs = crate::features::defs();
+        for (cond, says) in [
+            ("bytes_outt > 5", "not a feature"),
+            ("bytes_out = 5", "unknown operator"),
+            ("bytes_out >> 5", "not a number"),
+            ("bytes_out > five", "not a number"),
+            ("(bytes_out > 5", "without its )"),
+            ("bytes_out > 5 packets_out < 2", "unexpected"),
+            ("bytes_out >", "ends where a number"),
+            ("bytes_out > 5 and", "ends where a feature"),
+            ("bytes_out ~ 5", "unexpected character"),
+        ] {
+            let e = rule(cond).check(&defs).expect_err(cond);
+            assert!(e.contains(says), "{cond}: {e}");
+        }
+        let mut r = rule("auth_failures >= 3");
+        r.sources = vec!["pcap".into()];
+        assert!(
+            r.check(&defs)
+                .expect_err("source")
+                .contains("comes from syslog")
+        );
+        let mut r = rule("bytes_out > 1");
+        r.name = "syn_flood".into();
+        assert!(r.check(&defs).expect_err("name").contains("built-in"));
+    }
+
+    #[test]
+    fn a_user_rule_alerts_with_its_evidence_and_derived_sources() {
+        let defs = crate::features::defs();
+        let mut r = rule("auth_failures_per_conn_in >= 3");
+        r.summary = Some("{entity} failed {auth_failures} logins".into());
+        let mut d = Detector::new(&defs, &[], &[r]).expect("detector");
+        let mut out = Vec::new();
+        d.observe(
+            &row(
+                &defs,
+                &[("auth_failures_per_conn_in", 4.0), ("auth_failures", 12.0)],
+            ),
+            &mut out,
+        );
+        let a = out.iter().find(|a| a.rule == "mine").expect("alert");
+        assert_eq!(a.sources, ["syslog", "pcap"]);
+        assert_eq!(a.summary, "10.0.0.2 failed 12 logins");
+        assert_eq!(
+            a.evidence,
+            [
+                ("auth_failures_per_conn_in".to_string(), 4.0),
+                ("auth_failures".to_string(), 12.0)
+            ]
+        );
     }
 }

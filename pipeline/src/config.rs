@@ -21,6 +21,40 @@ pub struct Config {
     pub runtime: RuntimeConfig,
     pub sinks: SinksConfig,
     pub detections: DetectionsConfig,
+    pub rules: Vec<RuleConfig>,
+}
+
+/// `[[rules]]`: a detection written in the file (docs/DETECTIONS.md).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleConfig {
+    pub name: String,
+    /// Comparisons of features with numbers, with `and`, `or`, `not` and
+    /// parentheses, e.g. `conn_failed_out >= 20 and failed_conn_ratio_out > 0.8`.
+    pub condition: String,
+    #[serde(default = "medium")]
+    pub severity: amoskys_schemas::Severity,
+    /// The sources its features come from; derived from them when left out.
+    #[serde(default)]
+    pub sources: Vec<String>,
+    /// One line, with `{entity}` and `{feature_name}` placeholders.
+    pub summary: Option<String>,
+}
+
+fn medium() -> amoskys_schemas::Severity {
+    amoskys_schemas::Severity::Medium
+}
+
+impl RuleConfig {
+    pub fn rule(&self) -> amoskys_operators::detect::UserRule {
+        amoskys_operators::detect::UserRule {
+            name: self.name.clone(),
+            condition: self.condition.clone(),
+            severity: self.severity,
+            sources: self.sources.clone(),
+            summary: self.summary.clone(),
+        }
+    }
 }
 
 /// `[detections.<name>]`: per built-in detection, `enabled`, `severity` and its
@@ -489,6 +523,15 @@ impl Config {
             column: None,
             reason,
         };
+        let defs = amoskys_operators::features::defs();
+        for (k, r) in self.rules.iter().enumerate() {
+            if self.rules[..k].iter().any(|o| o.name == r.name) {
+                return Err(err(format!("[[rules]] {}: the name is used twice", r.name)));
+            }
+            r.rule()
+                .check(&defs)
+                .map_err(|e| err(format!("[[rules]] {}: {e}", r.name)))?;
+        }
         if self.flows.active_timeout.0.0 < self.flows.idle_timeout.0.0 {
             return Err(err(format!(
                 "[flows] active_timeout ({:?}) is shorter than idle_timeout ({:?})",
@@ -639,6 +682,33 @@ path = "data"
             let e = parse(text).expect_err(text);
             let e = e.to_string();
             assert!(e.contains(says) && e.contains("flows.toml:"), "{text}: {e}");
+        }
+    }
+
+    #[test]
+    fn rules_parse_and_a_bad_one_is_rejected_with_its_name_and_reason() {
+        let c = parse(
+            "[[rules]]\nname = \"failed_fanout\"\ncondition = \"conn_failed_out >= 20 and distinct_peers_out > 10\"\nseverity = \"high\"\n",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.rules[0].rule().severity, amoskys_schemas::Severity::High);
+        for (text, says) in [
+            (
+                "[[rules]]\nname = \"r\"\ncondition = \"nope > 1\"\n",
+                "[[rules]] r: \"nope\" is not a feature",
+            ),
+            (
+                "[[rules]]\nname = \"r\"\ncondition = \"bytes_out > 1\"\n[[rules]]\nname = \"r\"\ncondition = \"bytes_out > 2\"\n",
+                "used twice",
+            ),
+            (
+                "[[rules]]\nname = \"r\"\ncondition = \"bytes_out > 1\"\nseverity = \"dire\"\n",
+                "expected one of `low`",
+            ),
+            ("[[rules]]\nname = \"r\"\n", "condition"),
+        ] {
+            let e = parse(text).expect_err(text).to_string();
+            assert!(e.contains(says), "{text}: {e}");
         }
     }
 

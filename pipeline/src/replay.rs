@@ -182,8 +182,9 @@ pub fn replay(opts: ReplayOptions) -> Result<ReplayReport, PipelineError> {
     let webhook = crate::bridge::spawn_webhook(cfg, &opts.out)?;
     let webhook_tx = webhook.as_ref().map(|w| w.tx.clone());
     let detections = cfg.detections.0.clone();
+    let user_rules: Vec<_> = cfg.rules.iter().map(|r| r.rule()).collect();
     // Checked once here; each worker builds its own.
-    Detector::new(&features::defs(), &detections).map_err(PipelineError::Dataflow)?;
+    Detector::new(&features::defs(), &detections, &user_rules).map_err(PipelineError::Dataflow)?;
     let detect_counters = Arc::new(DetectCounters::default());
     let dc = detect_counters.clone();
 
@@ -245,8 +246,8 @@ pub fn replay(opts: ReplayOptions) -> Result<ReplayReport, PipelineError> {
                 FeatureSet::All => {
                     let defs = features::defs();
                     let rows = rows.with_history(defs.clone(), history_cfg, hc.clone());
-                    let detector =
-                        Detector::new(&defs, &detections).expect("checked before the dataflow");
+                    let detector = Detector::new(&defs, &detections, &user_rules)
+                        .expect("checked before the dataflow");
                     let (rows, alerts) = rows.detect(detector, dc.clone());
                     if let Some(tx) = &webhook_tx {
                         channel_sink(alerts.clone(), "AlertsToWebhook", tx.clone(), None);

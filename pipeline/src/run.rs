@@ -455,7 +455,8 @@ pub fn run_job(
     let webhook = crate::bridge::spawn_webhook(&cfg, &out)?;
     let webhook_tx = webhook.as_ref().map(|w| w.tx.clone());
     let detections = cfg.detections.0.clone();
-    Detector::new(&defs, &detections).map_err(PipelineError::Dataflow)?;
+    let user_rules: Vec<_> = cfg.rules.iter().map(|r| r.rule()).collect();
+    Detector::new(&defs, &detections, &user_rules).map_err(PipelineError::Dataflow)?;
     let detect_counters = Arc::new(DetectCounters::default());
     let dc = detect_counters.clone();
 
@@ -513,8 +514,8 @@ pub fn run_job(
                 .concat(records.featurize_events(ewc.clone()))
                 .merge_rows()
                 .with_history(features::defs(), history_cfg, hc.clone());
-            let detector =
-                Detector::new(&features::defs(), &detections).expect("checked before the dataflow");
+            let detector = Detector::new(&features::defs(), &detections, &user_rules)
+                .expect("checked before the dataflow");
             let (rows, alerts) = rows.detect(detector, dc.clone());
             if let Some(tx) = &webhook_tx {
                 channel_sink(alerts.clone(), "AlertsToWebhook", tx.clone(), None);
