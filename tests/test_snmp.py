@@ -269,7 +269,8 @@ def check_features(job, rows, entity) -> list[dict]:
               "snmp_ram_used_ratio": ("hr_storage_ram_used", "hr_storage_ram_size", False),
               "snmp_disk_used_ratio": ("hr_storage_disk_used", "hr_storage_disk_size", False)}
     cols = (["snmp_polls"] + [f"snmp_{m}_{k}" for m in FEATURE_COMBINE for k in ("mean", "max")]
-            + list(ratios) + ["snmp_cpu_net_corr", "snmp_load_net_corr"])
+            + list(ratios) + ["snmp_cpu_net_corr", "snmp_load_net_corr", "snmp_agent_restarts",
+                              "snmp_links_down"])
     t = job.table("features", f"entity = '{entity}'")
     got = job.rows(f"select epoch_us(window_start), epoch_us(window_end), {', '.join(cols)} from {t}")
     assert got, f"no features row for {entity}"
@@ -307,6 +308,17 @@ def check_features(job, rows, entity) -> list[dict]:
             want = None if n is None or d is None or d <= 0 else ((d - n) if subtract else n) / d
             v = f[name]
             assert (v is None and want is None) or close(v, want), f"window {start}: {name} {v} vs {want}"
+        # Restarts and links down: changes between consecutive polls, in time order.
+        seq = [per_poll[ts] for ts in sorted(per_poll) if start <= ts < end]
+        restarts = sum(1 for a, b in zip(seq, seq[1:])
+                       if "sys_uptime" in a and "sys_uptime" in b and b["sys_uptime"] < a["sys_uptime"])
+        down = sum(a["if_oper_status"] - b["if_oper_status"] for a, b in zip(seq, seq[1:])
+                   if "if_oper_status" in a and "if_oper_status" in b
+                   and b["if_oper_status"] < a["if_oper_status"])
+        for name, want in (("snmp_agent_restarts", restarts), ("snmp_links_down", down)):
+            want = want if seq else None
+            assert (f[name] is None and want is None) or close(f[name], want), \
+                f"window {start}: {name} {f[name]} vs {want}"
         # Processor load against interface traffic, over the polls that had both.
         for name, load in (("snmp_cpu_net_corr", "hr_processor_load"), ("snmp_load_net_corr", "la_load_1")):
             pairs = [(c[load], c["if_in_octets"] + c["if_out_octets"]) for c in inside

@@ -225,6 +225,23 @@ pub static DETECTIONS: &[DetectionDef] = &[
         summary: "{entity} interface input errors up to {snmp_if_in_errors_max}/s",
     },
     DetectionDef {
+        name: "device_restart",
+        severity: Severity::Medium,
+        sources: &["snmp"],
+        description: "An SNMP agent's sysUpTime went back between two polls: the device (or \
+            its agent) restarted.",
+        conditions: &[at_least("snmp_agent_restarts", 1.0)],
+        summary: "{entity} restarted ({snmp_agent_restarts} time(s) in the window)",
+    },
+    DetectionDef {
+        name: "device_link_down",
+        severity: Severity::Medium,
+        sources: &["snmp"],
+        description: "Interfaces of an SNMP agent went from up to down between two polls.",
+        conditions: &[at_least("snmp_links_down", 1.0)],
+        summary: "{entity}: {snmp_links_down} interface(s) went down",
+    },
+    DetectionDef {
         name: "mqtt_flood",
         severity: Severity::Medium,
         sources: &["mqtt"],

@@ -444,6 +444,13 @@ pub struct EventAcc {
     pub cpu_net: Vec<(f64, f64)>,
     /// The same with the 1-minute load average (UCD laLoad) for processor load.
     pub load_net: Vec<(f64, f64)>,
+    /// Per poll, in order: sysUpTime and interfaces up, at the first and last
+    /// poll, and how often consecutive polls saw uptime go back (a restart) and
+    /// interfaces go down (the sum of decreases).
+    pub first_poll: Option<(f64, f64)>,
+    pub last_poll: Option<(f64, f64)>,
+    pub restarts: u64,
+    pub links_down: f64,
     pub mqtt_messages: u64,
     pub mqtt_bytes: u64,
     pub mqtt_opaque: u64,
@@ -498,6 +505,15 @@ impl EventAcc {
                     let i = snmp_metric_index(name)?;
                     values.iter().find(|v| usize::from(v.0) == i).map(|v| v.1)
                 };
+                let now = (
+                    get("sys_uptime").unwrap_or(f64::NAN),
+                    get("if_oper_status").unwrap_or(f64::NAN),
+                );
+                if let Some(prev) = self.last_poll {
+                    self.step(prev, now);
+                }
+                self.first_poll.get_or_insert(now);
+                self.last_poll = Some(now);
                 if let (Some(i), Some(o)) = (get("if_in_octets"), get("if_out_octets")) {
                     if let Some(c) = get("hr_processor_load") {
                         self.cpu_net.push((c, i + o));
@@ -540,6 +556,16 @@ impl EventAcc {
         }
     }
 
+    /// Counts what changed between two consecutive polls: uptime going back is a
+    /// restart; fewer interfaces up is links going down. A missing value (NaN)
+    /// compares false and counts nothing.
+    fn step(&mut self, prev: (f64, f64), now: (f64, f64)) {
+        self.restarts += u64::from(now.0 < prev.0);
+        if now.1 < prev.1 {
+            self.links_down += prev.1 - now.1;
+        }
+    }
+
     /// Extends this pane with a later one.
     pub fn append(&mut self, l: &EventAcc) {
         self.syslog_seen |= l.syslog_seen;
@@ -574,6 +600,13 @@ impl EventAcc {
             .extend(l.reporters_as_remote.iter().copied());
         self.polls += l.polls;
         self.cpu_net.extend_from_slice(&l.cpu_net);
+        if let (Some(prev), Some(next)) = (self.last_poll, l.first_poll) {
+            self.step(prev, next);
+        }
+        self.restarts += l.restarts;
+        self.links_down += l.links_down;
+        self.first_poll = self.first_poll.or(l.first_poll);
+        self.last_poll = l.last_poll.or(self.last_poll);
         self.load_net.extend_from_slice(&l.load_net);
         if !l.snmp.is_empty() {
             if self.snmp.is_empty() {
@@ -1143,6 +1176,26 @@ static RATIO_FEATURES: &[EventFeature] = &[
         |a| super::pearson(a.cpu_net.iter().copied()),
     ),
     dspec(
+        "snmp_agent_restarts",
+        "snmp",
+        "restarts",
+        C,
+        "Times sysUpTime went back between consecutive polls in the window: the agent \
+         (or its device) restarted.",
+        Some("the agent was not polled in the window"),
+        |a| (a.polls > 0).then_some(a.restarts as f64),
+    ),
+    dspec(
+        "snmp_links_down",
+        "snmp",
+        "interfaces",
+        C,
+        "Interfaces that went from up to not up between consecutive polls in the window \
+         (sum of the decreases in the number of interfaces whose ifOperStatus is up).",
+        Some("the agent was not polled in the window"),
+        |a| (a.polls > 0).then_some(a.links_down),
+    ),
+    dspec(
         "snmp_load_net_corr",
         "snmp",
         "r",
@@ -1216,6 +1269,38 @@ mod tests {
         flat.observe(&poll(10.0, 1.0, 1.0, 1.0));
         flat.observe(&poll(10.0, 1.0, 5.0, 1.0));
         assert_eq!(feature(&flat, "snmp_cpu_net_corr"), None);
+    }
+
+    fn poll_of(uptime: f64, up: f64) -> EventObs {
+        let i = |n| snmp_metric_index(n).expect("metric") as u8;
+        EventObs {
+            entity: Entity::Name("agent".into()),
+            ts_ns: 0,
+            what: EventWhat::SnmpPoll {
+                values: vec![(i("sys_uptime"), uptime), (i("if_oper_status"), up)],
+            },
+        }
+    }
+
+    #[test]
+    fn restarts_and_links_down_count_changes_between_consecutive_polls() {
+        // Pane 1: uptime 100, 110 with 3 then 2 interfaces up; pane 2: uptime back
+        // to 5 (a restart, across the panes), 1 interface up, then 3 again.
+        let mut a = EventAcc::default();
+        a.observe(&poll_of(100.0, 3.0));
+        a.observe(&poll_of(110.0, 2.0));
+        let mut b = EventAcc::default();
+        b.observe(&poll_of(5.0, 1.0));
+        b.observe(&poll_of(15.0, 3.0));
+        a.append(&b);
+        assert_eq!(feature(&a, "snmp_agent_restarts"), Some(1.0));
+        assert_eq!(feature(&a, "snmp_links_down"), Some(2.0));
+        assert_eq!(feature(&EventAcc::default(), "snmp_agent_restarts"), None);
+        let mut steady = EventAcc::default();
+        steady.observe(&poll_of(1.0, 2.0));
+        steady.observe(&poll_of(2.0, 2.0));
+        assert_eq!(feature(&steady, "snmp_agent_restarts"), Some(0.0));
+        assert_eq!(feature(&steady, "snmp_links_down"), Some(0.0));
     }
 
     #[test]
