@@ -190,12 +190,15 @@ pub struct WebhookReport {
 }
 
 impl Webhook {
-    /// Waits for the webhook to deliver what it can (within its drain time).
-    /// `tx` must have been dropped by every sender first.
-    pub fn finish(
-        thread: JoinHandle<Result<(), SinkError>>,
-        counters: &amoskys_sinks::webhook::WebhookCounters,
-    ) -> Result<WebhookReport, PipelineError> {
+    /// Closes this handle's sender and waits for the webhook to deliver what it
+    /// can (within its drain time); the dataflow's senders must be gone already.
+    pub fn finish(self) -> Result<WebhookReport, PipelineError> {
+        let Webhook {
+            tx,
+            thread,
+            counters,
+        } = self;
+        drop(tx);
         thread
             .join()
             .map_err(|_| PipelineError::Dataflow("the webhook sink panicked".into()))??;

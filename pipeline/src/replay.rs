@@ -294,13 +294,7 @@ pub fn replay(opts: ReplayOptions) -> Result<ReplayReport, PipelineError> {
     let alert_sum: SinkSummary = alert_sink
         .join()
         .map_err(|_| PipelineError::Dataflow("the alerts sink panicked".into()))??;
-    let webhook = match webhook {
-        Some(w) => {
-            drop(w.tx);
-            Some(crate::bridge::Webhook::finish(w.thread, &w.counters)?)
-        }
-        None => None,
-    };
+    let webhook = webhook.map(crate::bridge::Webhook::finish).transpose()?;
     if let Ok(st) = feature_stats.lock() {
         write_feature_metadata(&opts.out, &defs, Some(&st))?;
     }

@@ -579,13 +579,7 @@ pub fn run_job(
     let flow_sum = joined(flow_sink, "flows")?;
     let feat_sum = joined(feat_sink, "features")?;
     let alert_sum = joined(alert_sink, "alerts")?;
-    let webhook = match webhook {
-        Some(w) => {
-            drop(w.tx);
-            Some(crate::bridge::Webhook::finish(w.thread, &w.counters)?)
-        }
-        None => None,
-    };
+    let webhook = webhook.map(crate::bridge::Webhook::finish).transpose()?;
     if let Ok(st) = feature_stats.lock() {
         write_feature_metadata(&out, &defs, Some(&st))?;
     }
