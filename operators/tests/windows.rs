@@ -80,6 +80,7 @@ fn traffic(seed: u64, n: usize, minutes: i64) -> Vec<Packet> {
                     qname_len: 8 + name as u16,
                     qname_entropy_bits: (2.0f32 + name as f32 / 4.0).to_bits(),
                     qname_hash: name,
+                    domain_keys: [name + 1, 0, 0],
                 }
             } else {
                 DnsInfo::default()

@@ -71,6 +71,42 @@ pub struct DnsInfo {
     pub qname_entropy_bits: u32,
     /// Hash of the name (fixed keys), to count distinct names.
     pub qname_hash: u64,
+    /// [`domain_key`] of the name, of its last three labels and of its last two
+    /// (0 where the name has no such part): what domain indicators match.
+    pub domain_keys: [u64; 3],
+}
+
+/// The key a domain name is matched by: FNV-1a over its lowercase bytes, without
+/// a final dot. Never 0 for a non-empty name.
+pub fn domain_key(name: &[u8]) -> u64 {
+    let name = name.strip_suffix(b".").unwrap_or(name);
+    if name.is_empty() {
+        return 0;
+    }
+    let h = name.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b.to_ascii_lowercase())).wrapping_mul(0x0000_0100_0000_01b3)
+    });
+    h.max(1)
+}
+
+/// The keys of a name and of its last three and last two labels, as
+/// [`DnsInfo::domain_keys`] holds them.
+pub fn domain_keys(name: &[u8]) -> [u64; 3] {
+    let mut out = [domain_key(name), 0, 0];
+    let dots: Vec<usize> = name
+        .iter()
+        .enumerate()
+        .filter(|(_, b)| **b == b'.')
+        .map(|(i, _)| i)
+        .collect();
+    // The last three labels start after the third dot from the end, the last two
+    // after the second; a name with fewer labels has only its full key.
+    for (slot, back) in [(1, 3), (2, 2)] {
+        if dots.len() >= back {
+            out[slot] = domain_key(&name[dots[dots.len() - back] + 1..]);
+        }
+    }
+    out
 }
 
 impl DnsInfo {

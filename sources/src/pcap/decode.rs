@@ -377,6 +377,7 @@ pub fn dns_info(m: &[u8]) -> DnsInfo {
         .sum();
     d.qname_entropy_bits = (h.max(0.0) as f32).to_bits();
     d.qname_hash = ahash::RandomState::with_seeds(9, 10, 11, 12).hash_one(&name);
+    d.domain_keys = amoskys_schemas::domain_keys(&name);
     d
 }
 
@@ -399,6 +400,16 @@ mod tests {
             (DnsInfo::RESPONSE, 3, 16, 15)
         );
         assert!(d.qname_entropy() > 2.0);
+        // Domain keys ignore case and cover the name's last three and two labels.
+        use amoskys_schemas::domain_key;
+        assert_eq!(
+            d.domain_keys,
+            [
+                domain_key(b"www.example.com"),
+                0,
+                domain_key(b"Example.COM")
+            ]
+        );
         // Truncated in the name: header facts only.
         let d = dns_info(&m[..16]);
         assert_eq!((d.kind, d.qname_len), (DnsInfo::RESPONSE, 0));

@@ -1,0 +1,1059 @@
+//! Evidence joined across sources and entities, with differential dataflow.
+//!
+//! Two things are kept as differential collections, keyed so that a join finds
+//! what belongs together:
+//!
+//! - **Incidents.** Per entity and window, evidence from the syslog features
+//!   (failed logins as the remote address) is joined with evidence from the
+//!   packet features (connections to login services) on `(entity, window)`; the
+//!   hosts the entity opened login connections to in that window are joined on
+//!   `(target, window)` with SNMP evidence about them (processor load). One
+//!   incident per entity names every piece; evidence of the same entity within
+//!   `gap_panes` of the last is the same incident.
+//! - **Threat intelligence.** Indicators (IP addresses, networks, domains) are a
+//!   collection fed from a file that is re-read when it changes: an added line is
+//!   an insertion, a removed one a retraction, so matches start and stop without a
+//!   restart. Each window's contacts (peers in packets, names asked in DNS
+//!   queries, remote addresses in logs) are joined with it on the indicator key.
+//!
+//! Every input update is retracted a few panes after it is made (a contact one
+//! pane after), so the joins' state holds only the recent windows; only
+//! insertions raise alerts. An indicator added or removed while the job runs
+//! takes effect from the next 30 s pane of event time.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use amoskys_schemas::{
+    Addr, Alert, Entity, EventRow, FeatureDef, FeatureRow, Packet, Record, Severity, TcpFlags,
+    pane_of,
+};
+use differential_dataflow::consolidation::consolidate;
+use differential_dataflow::input::InputSession;
+use differential_dataflow::{AsCollection, VecCollection};
+use serde::{Deserialize, Serialize};
+use timely::container::CapacityContainerBuilder;
+use timely::dataflow::Stream;
+use timely::dataflow::channels::pact::{Exchange, Pipeline};
+use timely::dataflow::operators::{Capability, Operator};
+
+use crate::detect::alert_id;
+use crate::window::entity_hash;
+use crate::{Map, Set};
+
+/// Panes an input update stays in the joins before it is retracted: rows of a
+/// window come at most a pane after the packets of its last pane.
+const HOLD_PANES: u64 = 4;
+
+/// TCP ports of login services: FTP, SSH, Telnet, RDP (as in the features).
+const LOGIN_PORTS: [u16; 4] = [21, 22, 23, 3389];
+
+/// What flows.toml sets of the cross-source incident (`[correlation]`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct CorrelationSettings {
+    pub enabled: bool,
+    pub severity: Severity,
+    /// Failed logins logged for the remote address in a window (syslog).
+    pub login_failures: f64,
+    /// Connections to login services from it in the same window (packets).
+    pub login_connections: f64,
+    /// Processor load (%) of a host it connected to, from SNMP: extra evidence.
+    pub target_cpu: f64,
+    /// Evidence no more than this many panes after the last is the same incident.
+    pub gap_panes: u64,
+}
+
+impl Default for CorrelationSettings {
+    fn default() -> Self {
+        CorrelationSettings {
+            enabled: true,
+            severity: Severity::Critical,
+            login_failures: 3.0,
+            login_connections: 3.0,
+            target_cpu: 80.0,
+            // 4 hours: an address that comes back within hours is the same campaign.
+            gap_panes: 480,
+        }
+    }
+}
+
+/// The Markdown of docs/DETECTIONS.md about the joins.
+pub fn markdown() -> String {
+    let d = CorrelationSettings::default();
+    format!(
+        "## `{INCIDENT}` (cross-source)\n\n\
+         Severity **{sev}**; sources: syslog, pcap (and snmp when it has something to say).\n\n\
+         Evidence about one address from different sources, joined on the address and the \
+         window with differential dataflow: failed logins logged by the hosts it tried \
+         (`auth_failures_as_remote` from syslog) and connections from it to login services \
+         (FTP, SSH, Telnet, RDP: `auth_conn_attempts_out` from packets), in the same window. \
+         The hosts it opened those connections to are joined, in turn, with their own SNMP \
+         features: a target whose processor load (`snmp_hr_processor_load_mean`) is high in \
+         that window is named as further evidence, and `snmp` joins the alert's sources. \
+         Evidence of the same address within `incident_gap` of the last is the same \
+         incident: one alert, raised in its first window, naming every piece (the evidence \
+         keys `snmp_hr_processor_load_mean@<target>` carry the targets). The single-source \
+         detections (`login_bruteforce_logs`, `login_bruteforce_network`) still fire on \
+         their own.\n\n\
+         | key | meaning | default |\n|---|---|---|\n\
+         | `enabled` | run it | {en} |\n\
+         | `severity` | of the incident | {sev} |\n\
+         | `login_failures` | failed logins logged for the address in the window, at least | {lf} |\n\
+         | `login_connections` | login connections from it in the window, at least | {lc} |\n\
+         | `target_cpu` | processor load (%) of a target named as evidence, at least | {tc} |\n\
+         | `incident_gap` | evidence within this long of the last is the same incident | {gap} h |\n\n\
+         ```toml\n[correlation]\nlogin_failures = 5\nincident_gap = \"1h\"\n```\n\n\
+         ## `{INTEL}` (threat intelligence)\n\n\
+         Severity **high** by default; sources: pcap and syslog.\n\n\
+         Indicators from a file, one per line: an IP address (`198.51.100.7`), a network \
+         (`198.51.100.0/24`, `2001:db8::/32`) or a domain (`evil.example`); `#` starts a \
+         comment. They are held as a differential-dataflow collection; the file is checked \
+         every `reload` and, when it changed, re-read: lines added are inserted and lines \
+         removed retracted, so matches start and stop without a restart, from the next 30 s \
+         pane of event time. A line that is none of these is skipped and counted \
+         (`amoskys_threat_intel_bad_lines`; `validate` refuses the file). Matched: the \
+         peers of every packet (the alert names the host that talked to the indicator), \
+         the names asked in DNS queries (a domain matches itself and its subdomains, for \
+         indicators of up to three labels; longer ones match exactly) and the remote \
+         addresses of authentication log lines (the alert names the host that logged \
+         them). Matches of one host and one indicator in consecutive panes are one alert, \
+         whose window is the pane of the first match, with the packets, queries or lines \
+         as evidence.\n\n\
+         ```toml\n[threat_intel]\nfile = \"/etc/amoskys/indicators.txt\"\n\
+         severity = \"high\"   # default\nreload = \"1s\"       # how often the file is checked\n```\n",
+        sev = d.severity,
+        en = d.enabled,
+        lf = d.login_failures,
+        lc = d.login_connections,
+        tc = d.target_cpu,
+        gap = d.gap_panes / 120,
+    )
+}
+
+/// The incident's name in the `alerts` table.
+pub const INCIDENT: &str = "bruteforce_incident";
+/// The threat-intelligence detection's name.
+pub const INTEL: &str = "threat_intel_match";
+
+/// What an indicator matches.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum IndicatorKey {
+    Ip(Addr),
+    /// A network: its address with the host bits cleared, and the prefix length
+    /// in the 128-bit form (an IPv4 /24 is 120).
+    Net(Addr, u8),
+    /// [`amoskys_schemas::domain_key`] of a domain name.
+    Domain(u64),
+}
+
+/// One line of an indicator file, parsed: the key and the line's text.
+pub type Indicator = (IndicatorKey, String);
+
+/// Clears the bits of `a` past `len` (of 128).
+fn masked(a: Addr, len: u8) -> Addr {
+    let mut b = a.0;
+    for (i, byte) in b.iter_mut().enumerate() {
+        let keep = (i32::from(len) - 8 * i as i32).clamp(0, 8);
+        *byte &= (0xffu16 << (8 - keep)) as u8;
+    }
+    Addr(b)
+}
+
+/// Parses an indicator file: one IP address, network (CIDR) or domain name per
+/// line; `#` starts a comment. Returns the indicators and, for each line that is
+/// none of these, its number and why.
+pub fn parse_indicators(text: &str) -> (Vec<Indicator>, Vec<(usize, String)>) {
+    let mut out = Vec::new();
+    let mut bad = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let t = line.split('#').next().unwrap_or("").trim();
+        if t.is_empty() {
+            continue;
+        }
+        match parse_indicator(t) {
+            Ok(k) => out.push((k, t.to_ascii_lowercase())),
+            Err(e) => bad.push((n + 1, e)),
+        }
+    }
+    out.sort();
+    out.dedup();
+    (out, bad)
+}
+
+fn parse_indicator(t: &str) -> Result<IndicatorKey, String> {
+    if let Ok(ip) = t.parse::<std::net::IpAddr>() {
+        return Ok(IndicatorKey::Ip(Addr::from(ip)));
+    }
+    if let Some((a, l)) = t.split_once('/') {
+        let ip: std::net::IpAddr = a
+            .parse()
+            .map_err(|_| format!("{a:?} is not an IP address"))?;
+        let max = if ip.is_ipv4() { 32 } else { 128 };
+        let len: u8 = l
+            .parse()
+            .ok()
+            .filter(|l| *l <= max)
+            .ok_or_else(|| format!("prefix length {l:?} is not 0..={max}"))?;
+        let len = if ip.is_ipv4() { len + 96 } else { len };
+        return Ok(if len == 128 {
+            IndicatorKey::Ip(Addr::from(ip))
+        } else {
+            IndicatorKey::Net(masked(Addr::from(ip), len), len)
+        });
+    }
+    let name = t.strip_suffix('.').unwrap_or(t);
+    let ok = name.len() <= 253
+        && name.contains('.')
+        && name.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && l.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
+        // A top-level domain is never all digits: that is a mistyped address.
+        && !name
+            .rsplit('.')
+            .next()
+            .is_some_and(|tld| tld.bytes().all(|b| b.is_ascii_digit()));
+    if !ok {
+        return Err(format!(
+            "{t:?} is not an IP address, a network (a.b.c.d/len) or a domain name"
+        ));
+    }
+    Ok(IndicatorKey::Domain(amoskys_schemas::domain_key(
+        name.as_bytes(),
+    )))
+}
+
+/// The prefix lengths the loaded networks use, so that an address is looked up
+/// only under those. Shared by the file loader and the dataflow.
+#[derive(Debug, Default)]
+pub struct IntelShared {
+    lengths: [AtomicU64; 3],
+    /// Indicators loaded now.
+    pub indicators: AtomicU64,
+    /// Times the file was (re)loaded.
+    pub loads: AtomicU64,
+    /// Lines that were not indicators, in the last load.
+    pub bad_lines: AtomicU64,
+    /// Alerts raised by indicator matches.
+    pub alerts: AtomicU64,
+}
+
+impl IntelShared {
+    fn set_lengths(&self, ind: &[Indicator]) {
+        let mut bits = [0u64; 3];
+        for (k, _) in ind {
+            if let IndicatorKey::Net(_, l) = k {
+                bits[usize::from(*l / 64)] |= 1 << (l % 64);
+            }
+        }
+        for (a, b) in self.lengths.iter().zip(bits) {
+            a.fetch_or(b, Ordering::Relaxed);
+        }
+    }
+
+    fn keys_of(&self, a: Addr, out: &mut Vec<IndicatorKey>) {
+        out.push(IndicatorKey::Ip(a));
+        for (i, w) in self.lengths.iter().enumerate() {
+            let mut bits = w.load(Ordering::Relaxed);
+            while bits != 0 {
+                let l = (i * 64) as u8 + bits.trailing_zeros() as u8;
+                bits &= bits - 1;
+                out.push(IndicatorKey::Net(masked(a, l), l));
+            }
+        }
+    }
+}
+
+/// Keeps the indicator collection equal to the file's lines: worker 0 calls
+/// [`IntelFeed::poll`] as it goes, and [`IntelFeed::advance`] with the time.
+pub struct IntelFeed {
+    path: std::path::PathBuf,
+    session: InputSession<u64, Indicator, isize>,
+    current: Vec<Indicator>,
+    stamp: Option<(std::time::SystemTime, u64)>,
+    /// Whether the first load is done: it applies at once, later ones from the
+    /// next pane.
+    loaded: bool,
+    shared: Arc<IntelShared>,
+    last_check: std::time::Instant,
+}
+
+impl IntelFeed {
+    /// Reads the file when it changed (by modification time and size, checked at
+    /// most every `every`) and applies the difference. A file that cannot be read
+    /// keeps the indicators loaded before, with a warning.
+    pub fn poll(&mut self, every: std::time::Duration) {
+        if self.last_check.elapsed() < every {
+            return;
+        }
+        self.last_check = std::time::Instant::now();
+        let stamp = std::fs::metadata(&self.path)
+            .ok()
+            .and_then(|m| Some((m.modified().ok()?, m.len())));
+        if stamp.is_none() || stamp == self.stamp {
+            if stamp.is_none() && self.stamp.is_some() {
+                tracing::warn!(path = %self.path.display(), "indicator file is gone; keeping the indicators loaded");
+                self.stamp = None;
+            }
+            return;
+        }
+        let text = match std::fs::read_to_string(&self.path) {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::warn!(path = %self.path.display(), error = %e, "cannot read the indicator file; keeping the indicators loaded");
+                return;
+            }
+        };
+        self.stamp = stamp;
+        let (new, bad) = parse_indicators(&text);
+        for (line, why) in bad.iter().take(5) {
+            tracing::warn!(path = %self.path.display(), line, "{why}");
+        }
+        self.shared.set_lengths(&new);
+        // A change made while the job runs applies from the next pane: contacts
+        // already in at this time are not matched against it (nor stop matching).
+        if self.loaded {
+            let next = *self.session.time() + 1;
+            self.session.advance_to(next);
+        }
+        self.loaded = true;
+        let old: std::collections::BTreeSet<&Indicator> = self.current.iter().collect();
+        let now: std::collections::BTreeSet<&Indicator> = new.iter().collect();
+        for i in old.difference(&now) {
+            self.session.remove((*i).clone());
+        }
+        for i in now.difference(&old) {
+            self.session.insert((*i).clone());
+        }
+        self.session.flush();
+        let sh = &self.shared;
+        sh.indicators.store(new.len() as u64, Ordering::Relaxed);
+        sh.bad_lines.store(bad.len() as u64, Ordering::Relaxed);
+        sh.loads.fetch_add(1, Ordering::Relaxed);
+        tracing::info!(path = %self.path.display(), indicators = new.len(), bad_lines = bad.len(), "indicators loaded");
+        self.current = new;
+    }
+
+    /// Moves the collection's time on to `time` (the input's).
+    pub fn advance(&mut self, time: u64) {
+        if time > *self.session.time() {
+            self.session.advance_to(time);
+            self.session.flush();
+        }
+    }
+}
+
+/// The threat-intelligence part of the dataflow's configuration.
+#[derive(Clone, Debug)]
+pub struct IntelSettings {
+    pub file: std::path::PathBuf,
+    pub severity: Severity,
+}
+
+/// Where a contact with an indicator was seen.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+enum Via {
+    /// Packets exchanged with the address.
+    Packets(Addr),
+    /// DNS queries for a name under the domain.
+    Dns,
+    /// Log lines naming the address (the remote of an authentication message).
+    Logs(Addr),
+}
+
+/// Who was in contact with a possible indicator, in which pane, and how.
+type ContactOf = (Entity, u64, Via);
+/// `(indicator key, contact)`, with the number of packets, queries or lines as
+/// the difference.
+type Contact = (IndicatorKey, ContactOf);
+/// `((source, window), target)` of a connection to a login service.
+type LoginContact = ((Entity, u64), Entity);
+/// `(kind, (entity, window), value bits)`: one threshold a feature row passed.
+type EvidenceOf = (u8, (Entity, u64), u64);
+/// Per entity and window: the attacker's evidence, and the busy hosts it reached.
+type IncidentWindow = (Option<(f64, f64)>, Vec<(Entity, f64)>);
+/// A stream of data with counts, at capability times.
+type Counted<'s, D> = Stream<'s, u64, Vec<(D, isize)>>;
+/// Updates waiting for their time to complete, with a capability for it.
+type Pending<D> = BTreeMap<u64, (Capability<u64>, Vec<(D, isize)>)>;
+
+/// Retracts every update `panes` later.
+fn transient<'s, D>(c: VecCollection<'s, u64, D>, panes: u64) -> VecCollection<'s, u64, D>
+where
+    D: differential_dataflow::Data,
+{
+    c.clone().concat(c.negate().delay(move |t| t + panes))
+}
+
+/// A stream of `(data, count)` at capability times into a collection.
+fn counted<'s, D>(s: Stream<'s, u64, Vec<(D, isize)>>) -> VecCollection<'s, u64, D>
+where
+    D: Clone + 'static,
+{
+    s.unary::<CapacityContainerBuilder<Vec<(D, u64, isize)>>, _, _, _>(
+        Pipeline,
+        "AtTime",
+        |_cap, _info| {
+            move |input, output| {
+                input.for_each(|cap, data| {
+                    let Some(&t) = cap.least() else { return };
+                    let mut v: Vec<(D, u64, isize)> =
+                        data.drain(..).map(|(d, n)| (d, t, n)).collect();
+                    output.session(&cap).give_container(&mut v);
+                });
+            }
+        },
+    )
+    .as_collection()
+}
+
+/// Per input batch: the login connections (SYN to a login port) as
+/// `((source, window), target)`, and, when `intel` is given, every address pair
+/// and DNS query as contacts to look up.
+fn packet_contacts<'s>(
+    packets: Stream<'s, u64, Vec<Packet>>,
+    intel: Option<Arc<IntelShared>>,
+) -> (Counted<'s, LoginContact>, Counted<'s, Contact>) {
+    use timely::dataflow::operators::generic::OutputBuilder;
+    use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
+    let mut builder = OperatorBuilder::new("Contacts".to_owned(), packets.scope());
+    let mut input = builder.new_input(packets, Pipeline);
+    let (logins_out, logins) = builder.new_output();
+    let (intel_out, contacts) = builder.new_output();
+    let mut logins_out = OutputBuilder::<_, CapacityContainerBuilder<_>>::from(logins_out);
+    let mut intel_out = OutputBuilder::<_, CapacityContainerBuilder<_>>::from(intel_out);
+    builder.build(move |_| {
+        let mut keys = Vec::new();
+        move |_frontiers| {
+            let mut logins_h = logins_out.activate();
+            let mut intel_h = intel_out.activate();
+            input.for_each(|cap, data| {
+                let mut pairs: Map<(Addr, Addr, u64), isize> = Map::default();
+                let mut names: Map<(Addr, u64, u64), isize> = Map::default();
+                let mut login: Set<(Addr, Addr, u64)> = Set::default();
+                for p in data.iter() {
+                    let pane = pane_of(p.ts_ns);
+                    if LOGIN_PORTS.contains(&p.dport)
+                        && p.has_flag(TcpFlags::SYN)
+                        && !p.has_flag(TcpFlags::ACK)
+                    {
+                        login.insert((p.src, p.dst, pane));
+                    }
+                    if intel.is_some() {
+                        *pairs.entry((p.src, p.dst, pane)).or_default() += 1;
+                        *pairs.entry((p.dst, p.src, pane)).or_default() += 1;
+                        if p.dns.kind == amoskys_schemas::DnsInfo::QUERY {
+                            for k in p.dns.domain_keys.iter().filter(|k| **k != 0) {
+                                *names.entry((p.src, *k, pane)).or_default() += 1;
+                            }
+                        }
+                    }
+                }
+                let mut out: Vec<(LoginContact, isize)> = Vec::new();
+                for (src, dst, pane) in login {
+                    for w in [pane.saturating_sub(1), pane] {
+                        out.push((((Entity::Ip(src), w), Entity::Ip(dst)), 1));
+                    }
+                }
+                if !out.is_empty() {
+                    logins_h.session(&cap).give_container(&mut out);
+                }
+                if let Some(sh) = &intel {
+                    let mut v: Vec<(Contact, isize)> = Vec::new();
+                    for ((x, peer, pane), n) in pairs {
+                        keys.clear();
+                        sh.keys_of(peer, &mut keys);
+                        for k in &keys {
+                            v.push(((*k, (Entity::Ip(x), pane, Via::Packets(peer))), n));
+                        }
+                    }
+                    for ((x, k, pane), n) in names {
+                        v.push((
+                            (IndicatorKey::Domain(k), (Entity::Ip(x), pane, Via::Dns)),
+                            n,
+                        ));
+                    }
+                    if !v.is_empty() {
+                        intel_h.session(&cap).give_container(&mut v);
+                    }
+                }
+            });
+        }
+    });
+    (logins, contacts)
+}
+
+/// Remote addresses named in authentication log lines, as contacts of the host
+/// that logged them.
+fn event_contacts<'s>(
+    events: Stream<'s, u64, Vec<EventRow>>,
+    intel: Arc<IntelShared>,
+) -> Stream<'s, u64, Vec<(Contact, isize)>> {
+    events.unary::<CapacityContainerBuilder<Vec<(Contact, isize)>>, _, _, _>(
+        Pipeline,
+        "LogContacts",
+        move |_cap, _info| {
+            let mut keys = Vec::new();
+            move |input, output| {
+                input.for_each(|cap, data| {
+                    let mut v = Vec::new();
+                    for e in data.iter() {
+                        let Record::Syslog(r) = &e.record else {
+                            continue;
+                        };
+                        let (Some(auth), Some(x)) = (&r.auth, e.entity()) else {
+                            continue;
+                        };
+                        let Some(remote) = auth.remote else { continue };
+                        let remote = Addr::from(remote);
+                        keys.clear();
+                        intel.keys_of(remote, &mut keys);
+                        let pane = pane_of(r.ts_ns.max(0));
+                        for k in &keys {
+                            v.push(((*k, (x.clone(), pane, Via::Logs(remote))), 1));
+                        }
+                    }
+                    if !v.is_empty() {
+                        output.session(&cap).give_container(&mut v);
+                    }
+                });
+            }
+        },
+    )
+}
+
+/// Evidence of an incident, as the join gives it.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+enum Piece {
+    /// Failed logins (syslog) and login connections (packets), as f64 bits.
+    Attacker(u64, u64),
+    /// A target's processor load (SNMP), as f64 bits.
+    Target(Entity, u64),
+}
+
+/// The alerts of the cross-source incidents and of indicator matches.
+pub struct Correlation {
+    pub settings: CorrelationSettings,
+    pub intel: Option<(IntelSettings, Arc<IntelShared>)>,
+    pub counters: Arc<crate::detect::DetectCounters>,
+}
+
+impl Correlation {
+    /// Builds the joins over feature rows, packets and (if any) events. Returns
+    /// the alerts, and on every worker an indicator feed that worker 0 keeps
+    /// feeding and the others drop.
+    pub fn build<'s>(
+        &self,
+        defs: &[FeatureDef],
+        rows: Stream<'s, u64, Vec<FeatureRow>>,
+        packets: Stream<'s, u64, Vec<Packet>>,
+        events: Option<Stream<'s, u64, Vec<EventRow>>>,
+    ) -> (Stream<'s, u64, Vec<Alert>>, Option<IntelFeed>) {
+        let col = |n: &str| defs.iter().position(|d| d.name == n);
+        let (fail_c, conn_c, cpu_c) = (
+            col("auth_failures_as_remote"),
+            col("auth_conn_attempts_out"),
+            col("snmp_hr_processor_load_mean"),
+        );
+        let s = self.settings.clone();
+        let (logins, contacts) = packet_contacts(packets, self.intel.as_ref().map(|i| i.1.clone()));
+        let scope = rows.scope();
+        let mut alerts: Vec<Stream<'s, u64, Vec<Alert>>> = Vec::new();
+        if s.enabled
+            && let (Some(fc), Some(cc), Some(uc)) = (fail_c, conn_c, cpu_c)
+        {
+            let evidence = rows
+                .clone()
+                .unary::<CapacityContainerBuilder<Vec<_>>, _, _, _>(
+                    Pipeline,
+                    "Evidence",
+                    move |_cap, _info| {
+                        move |input, output| {
+                            input.for_each(|cap, data| {
+                                let mut v: Vec<(EvidenceOf, isize)> = Vec::new();
+                                for r in data.iter() {
+                                    let key = (r.entity.clone(), r.window);
+                                    for (i, c, min) in [
+                                        (0u8, fc, s.login_failures),
+                                        (1, cc, s.login_connections),
+                                        (2, uc, s.target_cpu),
+                                    ] {
+                                        if let Some(x) = r.get(c).filter(|x| *x >= min) {
+                                            v.push(((i, key.clone(), x.to_bits()), 1));
+                                        }
+                                    }
+                                }
+                                if !v.is_empty() {
+                                    output.session(&cap).give_container(&mut v);
+                                }
+                            });
+                        }
+                    },
+                );
+            let evidence = transient(counted(evidence), HOLD_PANES);
+            let of = |i: u8| {
+                evidence
+                    .clone()
+                    .filter(move |(k, _, _)| *k == i)
+                    .map(|(_, key, v)| (key, v))
+            };
+            let (failed, conns, cpu) = (of(0), of(1), of(2));
+            let attacker = failed.join(conns);
+            let logins = transient(counted(logins), HOLD_PANES);
+            let targets = attacker
+                .clone()
+                .map(|(k, _)| (k, ()))
+                .join(logins)
+                .map(|((x, w), ((), t))| ((t, w), x))
+                .join(cpu)
+                .map(|((t, w), (x, load))| (x, (w, Piece::Target(t, load))));
+            let pieces = attacker
+                .map(|((x, w), (f, c))| (x, (w, Piece::Attacker(f, c))))
+                .concat(targets);
+            alerts.push(incidents(pieces, self.settings.clone()));
+        }
+        let mut feed = None;
+        if let Some((is, shared)) = &self.intel {
+            let mut session = InputSession::<u64, Indicator, isize>::new();
+            let indicators = session.to_collection(scope);
+            let mut all = counted(contacts);
+            if let Some(ev) = events {
+                all = all.concat(counted(event_contacts(ev, shared.clone())));
+            }
+            // A contact lives one pane: it meets the indicators of its own time only.
+            let matched = transient(all, 1).join(indicators);
+            alerts.push(intel_alerts(matched, is.severity, shared.clone()));
+            feed = Some(IntelFeed {
+                path: is.file.clone(),
+                session,
+                current: Vec::new(),
+                stamp: None,
+                loaded: false,
+                shared: shared.clone(),
+                last_check: std::time::Instant::now() - std::time::Duration::from_secs(3600),
+            });
+        }
+        let counters = self.counters.clone();
+        let mut it = alerts.into_iter();
+        let out = match it.next() {
+            Some(first) => {
+                use timely::dataflow::operators::Concat;
+                it.fold(first, |a, b| a.concat(b))
+            }
+            None => {
+                use timely::dataflow::operators::generic::operator::empty;
+                empty(scope)
+            }
+        };
+        let out = out.unary::<CapacityContainerBuilder<Vec<Alert>>, _, _, _>(
+            Pipeline,
+            "CountAlerts",
+            move |_cap, _info| {
+                move |input, output| {
+                    input.for_each(|cap, data| {
+                        counters
+                            .alerts
+                            .fetch_add(data.len() as u64, Ordering::Relaxed);
+                        output.session(&cap).give_container(data);
+                    });
+                }
+            },
+        );
+        (out, feed)
+    }
+}
+
+/// Releases, per complete time, the net insertions of `coll`'s updates, on the
+/// worker `route` picks.
+fn on_complete<'s, D, F, L>(
+    coll: VecCollection<'s, u64, D>,
+    name: &str,
+    route: F,
+    mut logic: L,
+) -> Stream<'s, u64, Vec<Alert>>
+where
+    D: differential_dataflow::ExchangeData,
+    F: Fn(&D) -> u64 + 'static,
+    L: FnMut(Vec<(D, isize)>, &mut Vec<Alert>) + 'static,
+{
+    let pact = Exchange::new(move |u: &(D, u64, isize)| route(&u.0));
+    coll.inner
+        .unary_frontier::<CapacityContainerBuilder<Vec<Alert>>, _, _, _>(
+            pact,
+            name,
+            move |_cap, _info| {
+                let mut pending: Pending<D> = BTreeMap::new();
+                move |(input, frontier), output| {
+                    let port = output.output_index();
+                    input.for_each(|cap, data| {
+                        for (d, t, r) in data.drain(..) {
+                            pending
+                                .entry(t)
+                                .or_insert_with(|| (cap.delayed(&t, port), Vec::new()))
+                                .1
+                                .push((d, r));
+                        }
+                    });
+                    while let Some(e) = pending.first_entry() {
+                        if frontier.less_equal(e.key()) {
+                            break;
+                        }
+                        let (_, (cap, mut upds)) = e.remove_entry();
+                        consolidate(&mut upds);
+                        upds.retain(|(_, r)| *r > 0);
+                        let mut out = Vec::new();
+                        logic(upds, &mut out);
+                        if !out.is_empty() {
+                            output.session(&cap).give_container(&mut out);
+                        }
+                    }
+                }
+            },
+        )
+}
+
+fn incidents<'s>(
+    pieces: VecCollection<'s, u64, (Entity, (u64, Piece))>,
+    s: CorrelationSettings,
+) -> Stream<'s, u64, Vec<Alert>> {
+    // Per entity: the first and last window of its open incident.
+    let mut open: Map<Entity, (u64, u64)> = Map::default();
+    let mut newest = 0u64;
+    on_complete(
+        pieces,
+        "Incidents",
+        |(x, _)| entity_hash(x),
+        move |mut upds, out| {
+            upds.sort();
+            let mut by: BTreeMap<(u64, Entity), IncidentWindow> = BTreeMap::new();
+            for ((x, (w, piece)), _) in upds {
+                let e = by.entry((w, x)).or_default();
+                match piece {
+                    Piece::Attacker(f, c) => e.0 = Some((f64::from_bits(f), f64::from_bits(c))),
+                    Piece::Target(t, load) => e.1.push((t, f64::from_bits(load))),
+                }
+            }
+            for ((w, x), (attacker, targets)) in by {
+                let Some((failed, conns)) = attacker else {
+                    continue;
+                };
+                newest = newest.max(w);
+                let continues = open
+                    .get(&x)
+                    .is_some_and(|&(_, last)| w <= last + s.gap_panes);
+                let entry = open.entry(x.clone()).or_insert((w, w));
+                if continues {
+                    entry.1 = entry.1.max(w);
+                    continue;
+                }
+                *entry = (w, w);
+                let mut evidence = vec![
+                    ("auth_failures_as_remote".to_string(), failed),
+                    ("auth_conn_attempts_out".to_string(), conns),
+                ];
+                let mut sources = vec!["syslog".to_string(), "pcap".to_string()];
+                let mut summary = format!(
+                    "{x}: {failed:.0} failed logins in the logs and {conns:.0} login connections on the wire"
+                );
+                if !targets.is_empty() {
+                    sources.push("snmp".into());
+                    for (t, load) in &targets {
+                        evidence.push((format!("snmp_hr_processor_load_mean@{t}"), *load));
+                        summary.push_str(&format!("; target {t} at {load:.0} % CPU"));
+                    }
+                }
+                out.push(Alert {
+                    id: alert_id(INCIDENT, &x, w),
+                    rule: INCIDENT.into(),
+                    severity: s.severity,
+                    entity: x,
+                    window: w,
+                    sources,
+                    evidence,
+                    summary,
+                });
+            }
+            let gap = s.gap_panes;
+            open.retain(|_, (_, last)| *last + gap >= newest);
+        },
+    )
+}
+
+fn intel_alerts<'s>(
+    matched: VecCollection<'s, u64, (IndicatorKey, (ContactOf, String))>,
+    severity: Severity,
+    shared: Arc<IntelShared>,
+) -> Stream<'s, u64, Vec<Alert>> {
+    // Per (entity, indicator): the last pane it matched in.
+    let mut last: Map<(Entity, String), u64> = Map::default();
+    let mut newest = 0u64;
+    let keyed = matched.map(|(_, ((x, pane, via), text))| (x, pane, text, via));
+    on_complete(
+        keyed,
+        "IndicatorMatches",
+        |(x, ..)| entity_hash(x),
+        move |mut upds, out| {
+            upds.sort();
+            // Per entity, pane and indicator: how it was seen, and how often.
+            let mut by: BTreeMap<(Entity, u64, String), Vec<(Via, isize)>> = BTreeMap::new();
+            for ((x, pane, text, via), n) in upds {
+                by.entry((x, pane, text)).or_default().push((via, n));
+            }
+            for ((x, pane, text), seen) in by {
+                newest = newest.max(pane);
+                // Matches in consecutive panes are one occurrence, alerted once.
+                let prev = last.insert((x.clone(), text.clone()), pane);
+                if let Some(p) = prev
+                    && pane <= p + 1
+                {
+                    if p > pane {
+                        last.insert((x.clone(), text.clone()), p);
+                    }
+                    continue;
+                }
+                let (mut packets, mut queries, mut lines) = (0isize, 0isize, 0isize);
+                let mut peers: Vec<Addr> = Vec::new();
+                for (via, n) in &seen {
+                    match via {
+                        Via::Packets(a) => {
+                            packets += n;
+                            peers.push(*a);
+                        }
+                        Via::Dns => queries += n,
+                        Via::Logs(a) => {
+                            lines += n;
+                            peers.push(*a);
+                        }
+                    }
+                }
+                peers.sort();
+                peers.dedup();
+                let mut parts = Vec::new();
+                let mut evidence = Vec::new();
+                let mut sources = Vec::new();
+                let peers_text = peers
+                    .iter()
+                    .map(Addr::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                if packets > 0 {
+                    parts.push(format!("exchanged {packets} packets with {peers_text}"));
+                    evidence.push(("packets".to_string(), packets as f64));
+                    sources.push("pcap".to_string());
+                }
+                if queries > 0 {
+                    parts.push(format!(
+                        "asked {queries} DNS quer{} for names under it",
+                        if queries == 1 { "y" } else { "ies" }
+                    ));
+                    evidence.push(("dns_queries".to_string(), queries as f64));
+                    if !sources.iter().any(|s| s == "pcap") {
+                        sources.push("pcap".to_string());
+                    }
+                }
+                if lines > 0 {
+                    parts.push(format!(
+                        "logged {lines} authentication message{} from {peers_text}",
+                        if lines == 1 { "" } else { "s" }
+                    ));
+                    evidence.push(("log_lines".to_string(), lines as f64));
+                    sources.push("syslog".to_string());
+                }
+                shared.alerts.fetch_add(1, Ordering::Relaxed);
+                // The window that starts at the pane of the match.
+                out.push(Alert {
+                    id: alert_id(&format!("{INTEL}\u{0}{text}"), &x, pane),
+                    rule: INTEL.into(),
+                    severity,
+                    summary: format!("{x} {} (indicator {text})", parts.join("; ")),
+                    entity: x,
+                    window: pane,
+                    sources,
+                    evidence,
+                });
+            }
+            last.retain(|_, p| *p + 1 >= newest);
+        },
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(s: &str) -> Addr {
+        Addr::from(s.parse::<std::net::IpAddr>().expect("ip"))
+    }
+
+    fn row(defs: &[FeatureDef], e: &str, window: u64, set: &[(&str, f64)]) -> FeatureRow {
+        let mut values = vec![f64::NAN; defs.len()].into_boxed_slice();
+        for (n, v) in set {
+            values[defs.iter().position(|d| d.name == *n).expect("feature")] = *v;
+        }
+        FeatureRow {
+            entity: Entity::Ip(ip(e)),
+            window,
+            values,
+        }
+    }
+
+    fn syn(src: &str, dst: &str, dport: u16, ts_s: i64) -> Packet {
+        Packet {
+            ts_ns: ts_s * 1_000_000_000,
+            src: ip(src),
+            dst: ip(dst),
+            sport: 40_000,
+            dport,
+            proto: 6,
+            tcp_flags: TcpFlags::SYN,
+            ..Packet::default()
+        }
+    }
+
+    /// Runs the joins over `rows` and `packets` (all at time 0) and returns the alerts.
+    fn run(rows: Vec<FeatureRow>, packets: Vec<Packet>) -> Vec<Alert> {
+        use timely::dataflow::operators::ToStream;
+        use timely::dataflow::operators::capture::{Capture, Event};
+        let defs = crate::features::defs();
+        let rx = timely::example(move |scope| {
+            let c = Correlation {
+                settings: CorrelationSettings::default(),
+                intel: None,
+                counters: Arc::default(),
+            };
+            let (alerts, _) = c.build(&defs, rows.to_stream(scope), packets.to_stream(scope), None);
+            alerts.capture()
+        });
+        rx.try_iter()
+            .filter_map(|e| match e {
+                Event::Messages(_, v) => Some(v),
+                Event::Progress(_) => None,
+            })
+            .flatten()
+            .collect()
+    }
+
+    #[test]
+    fn an_incident_joins_logs_packets_and_the_snmp_of_the_hosts_it_reached() {
+        let defs = crate::features::defs();
+        let w = 1000u64;
+        let t = |pane: u64| (pane * 30) as i64 + 5;
+        let attack = [
+            ("auth_failures_as_remote", 12.0),
+            ("auth_conn_attempts_out", 5.0),
+        ];
+        let rows = vec![
+            row(&defs, "203.0.113.5", w, &attack),
+            // The host it logged in to, busy; another host, busy but not reached.
+            row(
+                &defs,
+                "10.0.0.22",
+                w,
+                &[("snmp_hr_processor_load_mean", 97.0)],
+            ),
+            row(
+                &defs,
+                "10.0.0.23",
+                w,
+                &[("snmp_hr_processor_load_mean", 99.0)],
+            ),
+            // The same address two windows later: the same incident.
+            row(&defs, "203.0.113.5", w + 2, &attack),
+            // Failures in the logs only, or connections only: no incident.
+            row(
+                &defs,
+                "198.51.100.9",
+                w,
+                &[("auth_failures_as_remote", 40.0)],
+            ),
+            row(
+                &defs,
+                "198.51.100.10",
+                w,
+                &[("auth_conn_attempts_out", 40.0)],
+            ),
+            // Below the thresholds.
+            row(
+                &defs,
+                "198.51.100.11",
+                w,
+                &[
+                    ("auth_failures_as_remote", 2.0),
+                    ("auth_conn_attempts_out", 9.0),
+                ],
+            ),
+        ];
+        let packets = vec![
+            syn("203.0.113.5", "10.0.0.22", 22, t(w)),
+            syn("203.0.113.5", "10.0.0.23", 80, t(w)),
+            syn("198.51.100.9", "10.0.0.22", 22, t(w)),
+        ];
+        let alerts = run(rows, packets);
+        assert_eq!(alerts.len(), 1, "{alerts:?}");
+        let a = &alerts[0];
+        assert_eq!(
+            (a.rule.as_str(), a.window, a.severity),
+            (INCIDENT, w, Severity::Critical)
+        );
+        assert_eq!(a.entity.to_string(), "203.0.113.5");
+        assert_eq!(a.sources, ["syslog", "pcap", "snmp"]);
+        assert_eq!(
+            a.evidence,
+            [
+                ("auth_failures_as_remote".to_string(), 12.0),
+                ("auth_conn_attempts_out".to_string(), 5.0),
+                ("snmp_hr_processor_load_mean@10.0.0.22".to_string(), 97.0)
+            ]
+        );
+        assert!(
+            a.summary.contains("target 10.0.0.22 at 97 % CPU"),
+            "{}",
+            a.summary
+        );
+        // Without the busy target, the incident stands on the two sources.
+        let alerts = run(
+            vec![row(&defs, "203.0.113.5", w, &attack)],
+            vec![syn("203.0.113.5", "10.0.0.22", 22, t(w))],
+        );
+        assert_eq!(alerts.len(), 1);
+        assert_eq!(alerts[0].sources, ["syslog", "pcap"]);
+    }
+
+    #[test]
+    fn indicator_lines_parse_to_addresses_networks_and_domains() {
+        let (ind, bad) = parse_indicators(
+            "# feed\n198.51.100.7\n10.1.2.3/8 # a network\n2001:db8::/32\nEvil.Example.COM.\n\
+             10.0.0.1/33\nnot an indicator\n192.0.2.1/32\n10.0.0.300\n",
+        );
+        let keys: Vec<IndicatorKey> = ind.iter().map(|(k, _)| *k).collect();
+        let ip = |s: &str| Addr::from(s.parse::<std::net::IpAddr>().expect("ip"));
+        assert!(keys.contains(&IndicatorKey::Ip(ip("198.51.100.7"))));
+        assert!(keys.contains(&IndicatorKey::Net(ip("10.0.0.0"), 104)));
+        assert!(keys.contains(&IndicatorKey::Net(ip("2001:db8::"), 32)));
+        assert!(keys.contains(&IndicatorKey::Ip(ip("192.0.2.1"))));
+        assert!(
+            keys.contains(&IndicatorKey::Domain(amoskys_schemas::domain_key(
+                b"evil.example.com"
+            )))
+        );
+        assert_eq!(ind.len(), 5);
+        assert_eq!(bad.iter().map(|(n, _)| *n).collect::<Vec<_>>(), [6, 7, 9]);
+    }
+
+    #[test]
+    fn an_address_is_looked_up_under_the_networks_loaded() {
+        let sh = IntelShared::default();
+        let (ind, _) = parse_indicators("10.0.0.0/8\n10.1.0.0/16\n");
+        sh.set_lengths(&ind);
+        let mut keys = Vec::new();
+        let a = Addr::from("10.1.2.3".parse::<std::net::IpAddr>().expect("ip"));
+        sh.keys_of(a, &mut keys);
+        for (k, _) in &ind {
+            assert!(keys.contains(k), "{k:?} not in {keys:?}");
+        }
+        assert_eq!(keys.len(), 3);
+    }
+}

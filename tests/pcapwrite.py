@@ -1,0 +1,70 @@
+"""Writing small classic pcap files of TCP sessions from Python (no code shared with
+the pipeline): Ethernet, IPv4 and TCP headers built with struct, checksums right,
+so the capture reads the same in tshark as in the pipeline."""
+import ipaddress
+import struct
+
+
+def _checksum(data: bytes) -> int:
+    if len(data) % 2:
+        data += b"\0"
+    s = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    while s >> 16:
+        s = (s & 0xFFFF) + (s >> 16)
+    return ~s & 0xFFFF
+
+
+SYN, ACK, PSH, FIN, RST = 0x02, 0x10, 0x08, 0x01, 0x04
+
+
+def tcp_frame(src: str, dst: str, sport: int, dport: int, seq: int, ack: int, flags: int,
+              payload: bytes = b"") -> bytes:
+    s, d = ipaddress.IPv4Address(src).packed, ipaddress.IPv4Address(dst).packed
+    tcp = struct.pack("!HHIIBBHHH", sport, dport, seq & 0xFFFFFFFF, ack & 0xFFFFFFFF,
+                      5 << 4, flags, 64240, 0, 0) + payload
+    pseudo = s + d + struct.pack("!BBH", 0, 6, len(tcp))
+    tcp = tcp[:16] + struct.pack("!H", _checksum(pseudo + tcp)) + tcp[18:]
+    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(tcp), 0, 0x4000, 64, 6, 0, s, d)
+    ip = ip[:10] + struct.pack("!H", _checksum(ip)) + ip[12:]
+    eth = bytes.fromhex("020000000002") + bytes.fromhex("020000000001") + b"\x08\x00"
+    return eth + ip + tcp
+
+
+def ssh_login_attempt(client: str, server: str, sport: int, t: float):
+    """(time, frame) of one short SSH session that fails: handshake, banners, a
+    few bytes of key exchange and authentication, and the server's FIN."""
+    c, s = 1000, 5000
+    out = []
+
+    def add(dt, frm, flags, payload=b""):
+        nonlocal c, s
+        if frm == "c":
+            out.append((t + dt, tcp_frame(client, server, sport, 22, c, s, flags, payload)))
+            c += len(payload) + (1 if flags & (SYN | FIN) else 0)
+        else:
+            out.append((t + dt, tcp_frame(server, client, 22, sport, s, c, flags, payload)))
+            s += len(payload) + (1 if flags & (SYN | FIN) else 0)
+
+    add(0.000, "c", SYN)
+    add(0.001, "s", SYN | ACK)
+    add(0.002, "c", ACK)
+    add(0.010, "s", PSH | ACK, b"SSH-2.0-OpenSSH_7.2\r\n")
+    add(0.020, "c", PSH | ACK, b"SSH-2.0-libssh2_1.8\r\n")
+    add(0.100, "c", PSH | ACK, bytes(96))
+    add(0.300, "s", FIN | ACK)
+    add(0.301, "c", FIN | ACK)
+    add(0.302, "s", ACK)
+    return out
+
+
+def write_pcap(path, frames):
+    """Writes (time_s, frame) pairs, sorted by time, as a microsecond pcap."""
+    with open(path, "wb") as f:
+        f.write(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1))
+        for t, frame in sorted(frames, key=lambda x: x[0]):
+            sec = int(t)
+            usec = int(round((t - sec) * 1e6))
+            if usec >= 1_000_000:
+                sec, usec = sec + 1, usec - 1_000_000
+            f.write(struct.pack("<IIII", sec, usec, len(frame), len(frame)))
+            f.write(frame)
