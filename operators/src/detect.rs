@@ -314,6 +314,7 @@ pub fn markdown() -> String {
         }
         let _ = writeln!(s, "\nSummary: `{}`\n", d.summary);
     }
+    s.push_str(&crate::correlate::markdown());
     s
 }
 

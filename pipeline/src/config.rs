@@ -22,6 +22,84 @@ pub struct Config {
     pub sinks: SinksConfig,
     pub detections: DetectionsConfig,
     pub rules: Vec<RuleConfig>,
+    pub correlation: CorrelationConfig,
+    pub threat_intel: Option<ThreatIntelConfig>,
+}
+
+/// `[correlation]`: the cross-source incident (docs/DETECTIONS.md).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CorrelationConfig {
+    pub enabled: bool,
+    pub severity: amoskys_schemas::Severity,
+    /// Failed logins logged for the remote address in one window.
+    pub login_failures: f64,
+    /// Connections from it to login services seen in packets in the same window.
+    pub login_connections: f64,
+    /// Processor load (%) of a host it connected to, read by SNMP: named as
+    /// further evidence when reached.
+    pub target_cpu: f64,
+    /// Evidence of the same address within this long of the last is the same
+    /// incident.
+    pub incident_gap: PositiveSecs,
+}
+
+impl Default for CorrelationConfig {
+    fn default() -> Self {
+        let d = amoskys_operators::correlate::CorrelationSettings::default();
+        CorrelationConfig {
+            enabled: d.enabled,
+            severity: d.severity,
+            login_failures: d.login_failures,
+            login_connections: d.login_connections,
+            target_cpu: d.target_cpu,
+            incident_gap: PositiveSecs(Secs::from_secs(d.gap_panes * 30)),
+        }
+    }
+}
+
+impl CorrelationConfig {
+    pub fn settings(&self) -> amoskys_operators::correlate::CorrelationSettings {
+        amoskys_operators::correlate::CorrelationSettings {
+            enabled: self.enabled,
+            severity: self.severity,
+            login_failures: self.login_failures,
+            login_connections: self.login_connections,
+            target_cpu: self.target_cpu,
+            gap_panes: (self.incident_gap.0.0.as_secs() / 30).max(1),
+        }
+    }
+}
+
+/// `[threat_intel]`: indicators matched against what the sources see.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ThreatIntelConfig {
+    /// One IP address, network (CIDR) or domain per line; `#` comments. Re-read
+    /// when it changes.
+    pub file: PathBuf,
+    #[serde(default = "high")]
+    pub severity: amoskys_schemas::Severity,
+    /// How often the file is checked for changes.
+    #[serde(default = "one_second")]
+    pub reload: PositiveSecs,
+}
+
+fn high() -> amoskys_schemas::Severity {
+    amoskys_schemas::Severity::High
+}
+
+fn one_second() -> PositiveSecs {
+    PositiveSecs(Secs::from_secs(1))
+}
+
+impl ThreatIntelConfig {
+    pub fn settings(&self) -> amoskys_operators::correlate::IntelSettings {
+        amoskys_operators::correlate::IntelSettings {
+            file: self.file.clone(),
+            severity: self.severity,
+        }
+    }
 }
 
 /// `[[rules]]`: a detection written in the file (docs/DETECTIONS.md).
@@ -130,7 +208,8 @@ pub struct WindowConfig {
     /// watermark are late: counted, and left out of flows and features.
     pub lateness: Secs,
     /// A source with no record for this long (wall clock) stops holding the
-    /// watermark back, so one quiet listener never stalls the others.
+    /// watermark back, so one quiet listener never stalls the others. A source
+    /// not yet heard from holds it back for this long after the start.
     pub idle_timeout: PositiveSecs,
 }
 
@@ -512,6 +591,19 @@ impl Config {
         if let Some(w) = &self.sinks.webhook {
             w.settings(&self.sinks.parquet.path)?;
         }
+        if let Some(t) = &self.threat_intel {
+            let text = std::fs::read_to_string(&t.file).map_err(|e| {
+                format!("[threat_intel] file {}: cannot read: {e}", t.file.display())
+            })?;
+            let (_, bad) = amoskys_operators::correlate::parse_indicators(&text);
+            if let Some((line, why)) = bad.first() {
+                return Err(format!(
+                    "[threat_intel] file {}:{line}: {why} ({} such line(s))",
+                    t.file.display(),
+                    bad.len()
+                ));
+            }
+        }
         Ok(())
     }
 
@@ -531,6 +623,23 @@ impl Config {
             r.rule()
                 .check(&defs)
                 .map_err(|e| err(format!("[[rules]] {}: {e}", r.name)))?;
+        }
+        let c = &self.correlation;
+        for (k, v) in [
+            ("login_failures", c.login_failures),
+            ("login_connections", c.login_connections),
+            ("target_cpu", c.target_cpu),
+        ] {
+            if !v.is_finite() || v < 1e-9 {
+                return Err(err(format!(
+                    "[correlation] {k} = {v}: must be a number above 0"
+                )));
+            }
+        }
+        if c.incident_gap.0.0 < Duration::from_secs(30) {
+            return Err(err(
+                "[correlation] incident_gap must be at least 30s (one pane)".into(),
+            ));
         }
         if self.flows.active_timeout.0.0 < self.flows.idle_timeout.0.0 {
             return Err(err(format!(
@@ -583,11 +692,21 @@ impl Config {
             s.check().map_err(|e| err(e.to_string()))?;
         }
         for s in &src.pcap {
-            if s.interface.trim().is_empty() {
-                return Err(err(format!(
-                    "[[sources.pcap]] {}: interface is empty",
-                    s.name
-                )));
+            match (&s.interface, &s.file) {
+                (Some(i), None) if !i.trim().is_empty() => {}
+                (None, Some(f)) if !f.trim().is_empty() && s.filter.is_none() => {}
+                (None, Some(_)) if s.filter.is_some() => {
+                    return Err(err(format!(
+                        "[[sources.pcap]] {}: filter applies to an interface, not to files",
+                        s.name
+                    )));
+                }
+                _ => {
+                    return Err(err(format!(
+                        "[[sources.pcap]] {}: give either interface (a live capture) or file (recorded captures: a file, a directory or a glob)",
+                        s.name
+                    )));
+                }
             }
         }
         if self.window.lateness.0 > Duration::from_secs(3600) {
@@ -740,6 +859,63 @@ path = "data"
             assert!(e.contains(says), "{extra}: {e}");
         }
         assert!(parse("[sinks.webhook]\nurl = \"http://x\"\nretries = 3\n").is_err());
+    }
+
+    #[test]
+    fn correlation_and_threat_intel_parse_and_bad_values_are_refused() {
+        let c = parse("[correlation]\nlogin_failures = 5\nincident_gap = \"1h\"\n")
+            .unwrap_or_else(|e| panic!("{e}"));
+        let s = c.correlation.settings();
+        assert_eq!(
+            (s.login_failures, s.login_connections, s.gap_panes),
+            (5.0, 3.0, 120)
+        );
+        assert!(c.threat_intel.is_none());
+        for (bad, says) in [
+            ("[correlation]\nlogin_failures = 0\n", "above 0"),
+            ("[correlation]\nincident_gap = \"10s\"\n", "at least 30s"),
+            ("[correlation]\nthreshold = 3\n", "unknown field"),
+            (
+                "[threat_intel]\nseverity = \"high\"\n",
+                "missing field `file`",
+            ),
+        ] {
+            let e = parse(bad).expect_err(bad).to_string();
+            assert!(e.contains(says), "{bad}: {e}");
+        }
+        let dir = std::env::temp_dir().join(format!("amoskys-intel-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let f = dir.join("ind.txt");
+        std::fs::write(&f, "10.0.0.0/8\nevil.example\n").expect("write");
+        let c = parse(&format!(
+            "[threat_intel]\nfile = {:?}\n",
+            f.display().to_string()
+        ))
+        .unwrap_or_else(|e| panic!("{e}"));
+        c.check_files().expect("a good file");
+        std::fs::write(&f, "10.0.0.0/8\n10.0.0.300\n").expect("write");
+        let e = c.check_files().expect_err("a bad line");
+        assert!(e.contains("ind.txt:2") && e.contains("10.0.0.300"), "{e}");
+        std::fs::remove_file(&f).expect("rm");
+        assert!(c.check_files().expect_err("gone").contains("cannot read"));
+    }
+
+    #[test]
+    fn a_pcap_source_is_an_interface_or_files() {
+        let head = "[[sources.pcap]]\nname = \"p\"\n";
+        let c = parse(&format!("{head}file = \"x/*.pcap\"\n")).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.sources.pcap[0].file.as_deref(), Some("x/*.pcap"));
+        for (bad, says) in [
+            ("", "either interface"),
+            (
+                "interface = \"lo\"\nfile = \"a.pcap\"\n",
+                "either interface",
+            ),
+            ("file = \"a.pcap\"\nfilter = \"tcp\"\n", "not to files"),
+        ] {
+            let e = parse(&format!("{head}{bad}")).expect_err(bad).to_string();
+            assert!(e.contains(says), "{bad}: {e}");
+        }
     }
 
     #[test]

@@ -7,6 +7,7 @@ use std::sync::mpsc::{Receiver, TryRecvError, sync_channel};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use amoskys_operators::correlate::{Correlation, CorrelationSettings, IntelShared};
 use amoskys_operators::detect::{Detect, DetectCounters, Detector};
 use amoskys_operators::{
     AssembleFlows, Featurize, FlowConfig, FlowCounters, HistoryCounters, PacketFeaturesOnly,
@@ -18,6 +19,7 @@ use amoskys_sources::pcap::{DecodeStats, FileReader, ReadProgress, Skip, expand_
 use serde::Serialize;
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::operators::ActivateCapability;
+use timely::dataflow::operators::Concat;
 use timely::dataflow::operators::core::UnorderedInput;
 
 use crate::bridge::{channel_sink, spawn_table_sink};
@@ -187,6 +189,25 @@ pub fn replay(opts: ReplayOptions) -> Result<ReplayReport, PipelineError> {
     Detector::new(&features::defs(), &detections, &user_rules).map_err(PipelineError::Dataflow)?;
     let detect_counters = Arc::new(DetectCounters::default());
     let dc = detect_counters.clone();
+    // Replay reads packets only: of the joins, the indicator matches apply (the
+    // incidents need logs). The indicators are read once, at the start.
+    let correlation = match &cfg.threat_intel {
+        Some(t) => {
+            std::fs::metadata(&t.file).map_err(|source| PipelineError::Io {
+                context: format!("read the indicator file {}", t.file.display()),
+                source,
+            })?;
+            Some(Arc::new(Correlation {
+                settings: CorrelationSettings {
+                    enabled: false,
+                    ..cfg.correlation.settings()
+                },
+                intel: Some((t.settings(), Arc::new(IntelShared::default()))),
+                counters: detect_counters.clone(),
+            }))
+        }
+        None => None,
+    };
 
     // Source: the reader thread decodes into batches behind a bounded channel.
     let batch_size = cfg.runtime.batch_size.0 as usize;
@@ -237,18 +258,28 @@ pub fn replay(opts: ReplayOptions) -> Result<ReplayReport, PipelineError> {
     );
 
     let guards = timely::execute(timely::Config::process(workers), move |worker| {
+        let worker_index = worker.index();
         let (mut input, cap) = worker.dataflow::<u64, _, _>(|scope| {
             let ((input, cap), packets) =
                 scope.new_unordered_input::<CapacityContainerBuilder<Vec<Packet>>>();
             let flows = packets.clone().assemble_flows(flow_cfg, fc.clone());
-            let rows = packets.featurize(wc.clone());
+            let rows = packets.clone().featurize(wc.clone());
             let rows = match feature_set {
                 FeatureSet::All => {
                     let defs = features::defs();
                     let rows = rows.with_history(defs.clone(), history_cfg, hc.clone());
                     let detector = Detector::new(&defs, &detections, &user_rules)
                         .expect("checked before the dataflow");
-                    let (rows, alerts) = rows.detect(detector, dc.clone());
+                    let (rows, mut alerts) = rows.detect(detector, dc.clone());
+                    if let Some(c) = &correlation {
+                        let (joined, feed) = c.build(&defs, rows.clone(), packets.clone(), None);
+                        alerts = alerts.concat(joined);
+                        if let Some(mut feed) = feed
+                            && worker_index == 0
+                        {
+                            feed.poll(Duration::ZERO);
+                        }
+                    }
                     if let Some(tx) = &webhook_tx {
                         channel_sink(alerts.clone(), "AlertsToWebhook", tx.clone(), None);
                     }

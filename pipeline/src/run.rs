@@ -36,6 +36,7 @@ use crate::bridge::{channel_sink, spawn_table_sink};
 use crate::config::Config;
 use crate::error::PipelineError;
 use crate::replay::write_feature_metadata;
+use amoskys_operators::correlate::{Correlation, IntelFeed, IntelShared};
 use amoskys_operators::detect::{Detect, DetectCounters, Detector};
 
 /// Batches a source may have waiting for the dataflow.
@@ -184,6 +185,7 @@ async fn publish_metrics(
     history: Arc<HistoryCounters>,
     alerts: Arc<DetectCounters>,
     webhook: Option<Arc<amoskys_sinks::webhook::WebhookCounters>>,
+    intel: Option<Arc<IntelShared>>,
     sources: Vec<(String, Counters, Depth)>,
     mut done: watch::Receiver<bool>,
 ) {
@@ -252,6 +254,12 @@ async fn publish_metrics(
             metrics::counter!("amoskys_webhook_requests_total").absolute(g(&w.requests));
             metrics::counter!("amoskys_webhook_retries_total").absolute(g(&w.retries));
             metrics::counter!("amoskys_webhook_rejected_total").absolute(g(&w.rejected));
+        }
+        if let Some(t) = &intel {
+            metrics::gauge!("amoskys_threat_intel_indicators").set(g(&t.indicators) as f64);
+            metrics::gauge!("amoskys_threat_intel_bad_lines").set(g(&t.bad_lines) as f64);
+            metrics::counter!("amoskys_threat_intel_loads_total").absolute(g(&t.loads));
+            metrics::counter!("amoskys_threat_intel_alerts_total").absolute(g(&t.alerts));
         }
         metrics::counter!("amoskys_history_evicted_total").absolute(g(&history.evicted));
         metrics::gauge!("amoskys_history_entities").set(g(&history.entities) as f64);
@@ -361,7 +369,7 @@ pub fn run_job(
         ready.push((c.name.clone(), format!("snmp {}", c.agents.join(", "))));
     }
     for c in &s.pcap {
-        ready.push((c.name.clone(), format!("pcap {}", c.interface)));
+        ready.push((c.name.clone(), c.describe()));
     }
 
     let (source_stop_tx, source_stop) = watch::channel(false);
@@ -459,6 +467,26 @@ pub fn run_job(
     Detector::new(&defs, &detections, &user_rules).map_err(PipelineError::Dataflow)?;
     let detect_counters = Arc::new(DetectCounters::default());
     let dc = detect_counters.clone();
+    let intel_shared = cfg
+        .threat_intel
+        .as_ref()
+        .map(|_| Arc::new(IntelShared::default()));
+    let intel_every = cfg.threat_intel.as_ref().map(|t| t.reload.0.0);
+    if let Some(t) = &cfg.threat_intel {
+        std::fs::metadata(&t.file).map_err(|source| PipelineError::Io {
+            context: format!("read the indicator file {}", t.file.display()),
+            source,
+        })?;
+    }
+    let correlation = Arc::new(Correlation {
+        settings: cfg.correlation.settings(),
+        intel: cfg
+            .threat_intel
+            .as_ref()
+            .zip(intel_shared.clone())
+            .map(|(t, sh)| (t.settings(), sh)),
+        counters: detect_counters.clone(),
+    });
 
     let flow_cfg = FlowConfig {
         idle_ns: cfg.flows.idle_timeout.0.as_nanos_i64(),
@@ -485,6 +513,7 @@ pub fn run_job(
         history_counters.clone(),
         detect_counters.clone(),
         webhook.as_ref().map(|w| w.counters.clone()),
+        intel_shared.clone(),
         published,
         done,
     ));
@@ -496,34 +525,43 @@ pub fn run_job(
         event_window_counters.clone(),
     );
     let guards = timely::execute(timely::Config::process(workers), move |worker| {
-        let (mut rec_in, rec_cap, mut pkt_in, pkt_cap) = worker.dataflow::<u64, _, _>(|scope| {
-            let ((rec_in, rec_cap), records) =
-                scope.new_unordered_input::<CapacityContainerBuilder<Vec<EventRow>>>();
-            let ((pkt_in, pkt_cap), packets) =
-                scope.new_unordered_input::<CapacityContainerBuilder<Vec<Packet>>>();
-            channel_sink(
-                records.clone(),
-                "EventsToParquet",
-                event_tx.clone(),
-                Some(lv.delivered.clone()),
-            );
-            let flows = packets.clone().assemble_flows(flow_cfg, fc.clone());
-            channel_sink(flows, "FlowsToParquet", flow_tx.clone(), None);
-            let rows = packets
-                .featurize(wc.clone())
-                .concat(records.featurize_events(ewc.clone()))
-                .merge_rows()
-                .with_history(features::defs(), history_cfg, hc.clone());
-            let detector = Detector::new(&features::defs(), &detections, &user_rules)
-                .expect("checked before the dataflow");
-            let (rows, alerts) = rows.detect(detector, dc.clone());
-            if let Some(tx) = &webhook_tx {
-                channel_sink(alerts.clone(), "AlertsToWebhook", tx.clone(), None);
-            }
-            channel_sink(alerts, "AlertsToParquet", alert_tx.clone(), None);
-            channel_sink(rows, "FeaturesToParquet", feat_tx.clone(), None);
-            (rec_in, rec_cap, pkt_in, pkt_cap)
-        });
+        let (mut rec_in, rec_cap, mut pkt_in, pkt_cap, feed) =
+            worker.dataflow::<u64, _, _>(|scope| {
+                let ((rec_in, rec_cap), records) =
+                    scope.new_unordered_input::<CapacityContainerBuilder<Vec<EventRow>>>();
+                let ((pkt_in, pkt_cap), packets) =
+                    scope.new_unordered_input::<CapacityContainerBuilder<Vec<Packet>>>();
+                channel_sink(
+                    records.clone(),
+                    "EventsToParquet",
+                    event_tx.clone(),
+                    Some(lv.delivered.clone()),
+                );
+                let flows = packets.clone().assemble_flows(flow_cfg, fc.clone());
+                channel_sink(flows, "FlowsToParquet", flow_tx.clone(), None);
+                let rows = packets
+                    .clone()
+                    .featurize(wc.clone())
+                    .concat(records.clone().featurize_events(ewc.clone()))
+                    .merge_rows()
+                    .with_history(features::defs(), history_cfg, hc.clone());
+                let detector = Detector::new(&features::defs(), &detections, &user_rules)
+                    .expect("checked before the dataflow");
+                let (rows, alerts) = rows.detect(detector, dc.clone());
+                let (joined, feed) = correlation.build(
+                    &features::defs(),
+                    rows.clone(),
+                    packets.clone(),
+                    Some(records.clone()),
+                );
+                let alerts = alerts.concat(joined);
+                if let Some(tx) = &webhook_tx {
+                    channel_sink(alerts.clone(), "AlertsToWebhook", tx.clone(), None);
+                }
+                channel_sink(alerts, "AlertsToParquet", alert_tx.clone(), None);
+                channel_sink(rows, "FeaturesToParquet", feat_tx.clone(), None);
+                (rec_in, rec_cap, pkt_in, pkt_cap, feed)
+            });
         let mine = if worker.index() == 0 {
             inputs.lock().ok().and_then(|mut g| g.take())
         } else {
@@ -542,12 +580,14 @@ pub fn run_job(
                     flows: &fc,
                     windows: &wc,
                     packets_sent: 0,
+                    intel: feed.zip(intel_every),
                 };
                 d.drive(worker, &mut rec_in, &mut pkt_in);
             }
             None => {
                 drop(rec_cap);
                 drop(pkt_cap);
+                drop(feed);
             }
         }
         while worker.step_or_park(Some(Duration::from_millis(5))) {}
@@ -620,6 +660,8 @@ struct Driver<'a> {
     flows: &'a FlowCounters,
     windows: &'a WindowCounters,
     packets_sent: u64,
+    /// The indicator file's feed, and how often to look at the file.
+    intel: Option<(IntelFeed, Duration)>,
 }
 
 impl Driver<'_> {
@@ -705,6 +747,10 @@ impl Driver<'_> {
                 }
             }
             self.advance_watermark();
+            if let Some((feed, every)) = &mut self.intel {
+                feed.poll(*every);
+                feed.advance(*self.rec_cap.time());
+            }
             if got {
                 worker.step();
             } else {
@@ -760,10 +806,20 @@ impl Driver<'_> {
     }
 
     /// The watermark: the slowest source that is not idle, less the lateness.
+    /// Until every source has been heard from (or been idle for `idle`), none.
     /// When every source is idle, time goes on for them as on the wall clock
     /// since each was last heard from, so the last windows still close.
     fn advance_watermark(&mut self) {
         let idle = self.idle;
+        // A source not heard from yet holds everything back until it is idle, as
+        // if it might still send the oldest records.
+        if self
+            .inputs
+            .iter()
+            .any(|i| i.max_ts == i64::MIN && i.open && i.last_seen.elapsed() < idle)
+        {
+            return;
+        }
         let seen = self.inputs.iter().filter(|i| i.max_ts > i64::MIN);
         let active = seen
             .clone()

@@ -1,9 +1,12 @@
-//! Live capture from a network interface through libpcap.
+//! Capture sources of the long-running job: a network interface through libpcap,
+//! or recorded capture files.
 //!
 //! libpcap's reads block, so a capture runs on its own thread, with a short read
-//! timeout to notice a stop. A capture cannot be slowed down: a batch that finds
-//! the pipeline's channel full is dropped and counted, beside the kernel's own
-//! drop counters (`pcap_stats`), which are read once a second.
+//! timeout to notice a stop. A live capture cannot be slowed down: a batch that
+//! finds the pipeline's channel full is dropped and counted, beside the kernel's
+//! own drop counters (`pcap_stats`), which are read once a second. Recorded files
+//! can wait: their reader waits for room in the channel and loses nothing, and the
+//! source ends (its channel closes) after the last file.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -15,7 +18,7 @@ use serde::Deserialize;
 use tokio::sync::mpsc;
 
 use super::decode::{DecodeStats, decode};
-use super::file::ts_ns;
+use super::file::{CaptureFile, FileReader, expand_inputs, ts_ns};
 use crate::error::SourceError;
 
 fn default_snaplen() -> i32 {
@@ -31,14 +34,20 @@ fn default_batch() -> usize {
     1024
 }
 
-/// One `[[sources.pcap]]` section: a live capture.
+/// One `[[sources.pcap]]` section: a live capture (`interface`) or recorded
+/// files (`file`), one of the two.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LiveCaptureConfig {
     /// Names the source in metrics.
     pub name: String,
     /// Interface to capture on (`lo`, `eth0`, ...; `any` for all on Linux).
-    pub interface: String,
+    #[serde(default)]
+    pub interface: Option<String>,
+    /// Recorded captures to read instead: a file, a directory or a glob, read in
+    /// the order of their first packets, at full speed, with their own timestamps.
+    #[serde(default)]
+    pub file: Option<String>,
     /// BPF filter, as tcpdump takes it (`"tcp or udp"`); none captures everything.
     #[serde(default)]
     pub filter: Option<String>,
@@ -70,6 +79,8 @@ pub struct CaptureCounters {
     pub kernel_dropped: AtomicU64,
     /// libpcap: packets the interface or driver dropped.
     pub if_dropped: AtomicU64,
+    /// Recorded files that could not be opened or broke off before their end.
+    pub file_errors: AtomicU64,
 }
 
 impl CaptureCounters {
@@ -78,23 +89,72 @@ impl CaptureCounters {
     }
 }
 
-/// An open live capture.
+/// An open capture source.
 pub struct LiveCapture {
     pub name: String,
-    cap: Capture<Active>,
+    input: Input,
     batch: usize,
     counters: Arc<CaptureCounters>,
+}
+
+enum Input {
+    Interface(Capture<Active>),
+    Files(Vec<CaptureFile>),
 }
 
 impl LiveCaptureConfig {
     /// Opens the interface and sets the filter; fails with the reason libpcap gives
     /// (no such device, no permission, a filter that does not compile).
     pub fn open(&self) -> Result<LiveCapture, SourceError> {
+        if self.batch_size == 0 {
+            return Err(SourceError::Config(format!(
+                "pcap source {:?}: batch_size must be at least 1",
+                self.name
+            )));
+        }
+        let input = match (&self.interface, &self.file) {
+            (Some(i), None) => Input::Interface(self.open_interface(i)?),
+            (None, Some(f)) => {
+                if self.filter.is_some() {
+                    return Err(SourceError::Config(format!(
+                        "pcap source {:?}: filter applies to interfaces, not to files",
+                        self.name
+                    )));
+                }
+                Input::Files(expand_inputs(std::slice::from_ref(f)).map_err(|e| {
+                    SourceError::Config(format!("pcap source {:?}: {e}", self.name))
+                })?)
+            }
+            _ => {
+                return Err(SourceError::Config(format!(
+                    "pcap source {:?}: give either interface (live capture) or file (recorded captures)",
+                    self.name
+                )));
+            }
+        };
+        Ok(LiveCapture {
+            name: self.name.clone(),
+            input,
+            batch: self.batch_size,
+            counters: Arc::new(CaptureCounters::default()),
+        })
+    }
+
+    /// What `ready` lines and errors call this source.
+    pub fn describe(&self) -> String {
+        match (&self.interface, &self.file) {
+            (Some(i), _) => format!("pcap {i}"),
+            (None, Some(f)) => format!("pcap file {f}"),
+            (None, None) => "pcap".into(),
+        }
+    }
+
+    fn open_interface(&self, interface: &str) -> Result<Capture<Active>, SourceError> {
         let err = |what: &str, e: pcap::Error| {
             SourceError::Config(format!(
                 "pcap source {:?}: {what} {:?}: {e}{}",
                 self.name,
-                self.interface,
+                interface,
                 if matches!(e, pcap::Error::PcapError(ref m) if m.contains("ermission")) {
                     " (capturing needs root or CAP_NET_RAW)"
                 } else {
@@ -102,13 +162,13 @@ impl LiveCaptureConfig {
                 }
             ))
         };
-        if self.snaplen < 64 || self.batch_size == 0 || self.buffer_bytes < 65_536 {
+        if self.snaplen < 64 || self.buffer_bytes < 65_536 {
             return Err(SourceError::Config(format!(
-                "pcap source {:?}: snaplen must be at least 64, buffer_bytes at least 65536, batch_size at least 1",
+                "pcap source {:?}: snaplen must be at least 64, buffer_bytes at least 65536",
                 self.name
             )));
         }
-        let cap = Capture::from_device(self.interface.as_str())
+        let cap = Capture::from_device(interface)
             .map_err(|e| err("no interface", e))?
             .snaplen(self.snaplen)
             .promisc(self.promiscuous)
@@ -132,12 +192,7 @@ impl LiveCaptureConfig {
                 ))
             })?;
         }
-        Ok(LiveCapture {
-            name: self.name.clone(),
-            cap,
-            batch: self.batch_size,
-            counters: Arc::new(CaptureCounters::default()),
-        })
+        Ok(cap)
     }
 }
 
@@ -161,13 +216,83 @@ impl LiveCapture {
         self.counters.clone()
     }
 
-    /// Captures until `stop` is set, handing batches to `tx` (never waiting on it).
+    /// Captures until `stop` is set, handing batches to `tx` (never waiting on it
+    /// for an interface; waiting for room for files, which end by themselves).
     /// Blocking: run it on its own thread.
-    pub fn run(mut self, tx: mpsc::Sender<Vec<Packet>>, stop: Arc<AtomicBool>) {
-        let c = self.counters.clone();
-        let lt = self.cap.get_datalink().0;
+    pub fn run(self, tx: mpsc::Sender<Vec<Packet>>, stop: Arc<AtomicBool>) {
+        let LiveCapture {
+            name,
+            input,
+            batch,
+            counters,
+        } = self;
+        match input {
+            Input::Interface(cap) => capture(&name, cap, batch, &counters, &tx, &stop),
+            Input::Files(files) => read_files(&name, files, batch, &counters, &tx, &stop),
+        }
+    }
+}
+
+/// Reads recorded files into `tx`, waiting for room; stops early on `stop`.
+fn read_files(
+    name: &str,
+    files: Vec<CaptureFile>,
+    batch: usize,
+    c: &CaptureCounters,
+    tx: &mpsc::Sender<Vec<Packet>>,
+    stop: &AtomicBool,
+) {
+    let reader = FileReader::new(files, batch);
+    let progress = reader.progress();
+    let mut stopped = false;
+    let result = reader.run(|b| {
+        c.packets
+            .store(progress.packets.load(Ordering::Relaxed), Ordering::Relaxed);
+        c.ip_packets.fetch_add(b.len() as u64, Ordering::Relaxed);
+        c.bytes.fetch_add(
+            b.iter().map(|p| u64::from(p.wire_len)).sum(),
+            Ordering::Relaxed,
+        );
+        if stop.load(Ordering::Relaxed) || tx.blocking_send(b).is_err() {
+            stopped = true;
+            return Err(SourceError::Config("stopped".into()));
+        }
+        Ok(())
+    });
+    match result {
+        Ok(sum) => {
+            c.packets.store(sum.stats.packets, Ordering::Relaxed);
+            c.bytes.store(sum.stats.bytes, Ordering::Relaxed);
+            c.not_ip.store(
+                sum.stats.packets.saturating_sub(sum.stats.ip_packets),
+                Ordering::Relaxed,
+            );
+            for (path, why) in &sum.file_errors {
+                c.file_errors.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(source = %name, path = %path.display(), "{why}");
+            }
+            tracing::info!(source = %name, packets = sum.stats.packets, files = sum.files_read, "capture files read");
+        }
+        Err(e) if !stopped => {
+            tracing::error!(source = %name, error = %e, "reading capture files failed")
+        }
+        Err(_) => {}
+    }
+}
+
+/// Captures from an interface until `stop` is set.
+fn capture(
+    name: &str,
+    mut cap: Capture<Active>,
+    batch_size: usize,
+    c: &CaptureCounters,
+    tx: &mpsc::Sender<Vec<Packet>>,
+    stop: &AtomicBool,
+) {
+    {
+        let lt = cap.get_datalink().0;
         let mut stats = DecodeStats::default();
-        let mut batch: Vec<Packet> = Vec::with_capacity(self.batch);
+        let mut batch: Vec<Packet> = Vec::with_capacity(batch_size);
         let mut seq = 0u64;
         let mut last_flush = Instant::now();
         let mut last_stats = Instant::now();
@@ -187,7 +312,7 @@ impl LiveCapture {
             }
         };
         while !stop.load(Ordering::Relaxed) {
-            match self.cap.next_packet() {
+            match cap.next_packet() {
                 Ok(pkt) => {
                     let wire = pkt.header.len;
                     c.packets.fetch_add(1, Ordering::Relaxed);
@@ -210,32 +335,33 @@ impl LiveCapture {
                         c.not_ip.fetch_add(1, Ordering::Relaxed);
                     }
                 }
-                Err(pcap::Error::TimeoutExpired) => wait_readable(&self.cap, 100),
+                Err(pcap::Error::TimeoutExpired) => wait_readable(&cap, 100),
                 Err(e) => {
-                    tracing::error!(source = %self.name, error = %e, "capture stopped");
+                    tracing::error!(source = %name, error = %e, "capture stopped");
                     break;
                 }
             }
-            if (batch.len() >= self.batch || last_flush.elapsed() >= flush_every)
+            if (batch.len() >= batch_size || last_flush.elapsed() >= flush_every)
                 && !batch.is_empty()
             {
-                if !send(&mut batch, self.batch) {
+                if !send(&mut batch, batch_size) {
                     return;
                 }
                 last_flush = Instant::now();
             }
             if last_stats.elapsed() >= Duration::from_secs(1) {
-                self.read_stats();
+                read_stats(&mut cap, c);
                 last_stats = Instant::now();
             }
         }
-        send(&mut batch, self.batch);
-        self.read_stats();
+        send(&mut batch, batch_size);
+        read_stats(&mut cap, c);
     }
+}
 
-    fn read_stats(&mut self) {
-        if let Ok(s) = self.cap.stats() {
-            let c = &self.counters;
+fn read_stats(cap: &mut Capture<Active>, c: &CaptureCounters) {
+    {
+        if let Ok(s) = cap.stats() {
             c.kernel_dropped
                 .store(u64::from(s.dropped), Ordering::Relaxed);
             c.if_dropped
