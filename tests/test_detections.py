@@ -140,3 +140,38 @@ summary = "{entity} made {auth_conn_attempts_out} login connections"
     assert r.returncode == 1
     assert "[[rules]] typo" in r.stderr and "not a feature" in r.stderr, r.stderr
 
+
+
+def test_a_grouped_rule_alerts_per_network_as_duckdb_counts_its_hosts(tmp_path, generated):
+    """`group_by = "network/24"` with `min_entities`: one alert per /24 and run of
+    consecutive windows in which at least 4 of its hosts asked DNS, as DuckDB
+    counts them over the same run's features table."""
+    cfg = tmp_path / "flows.toml"
+    cfg.write_text('''
+[[rules]]
+name = "busy_resolvers"
+condition = "dns_queries_out >= 1"
+group_by = "network/24"
+min_entities = 4
+severity = "low"
+''')
+    out = tmp_path / "out"
+    replay(generated, out, "--config", cfg)
+    per = query(f"""
+        select regexp_replace(entity, '\\.[0-9]+$', '.0/24') as net, window_start, count(*) as n,
+               max(dns_queries_out) as top
+        from {table(out, 'features')}
+        where dns_queries_out >= 1 and entity like '%.%.%.%'
+        group by 1, 2 having count(*) >= 4 order by 1, 2""")
+    want, prev = [], {}
+    for net, ws, n, top in per:
+        w = int(ws.timestamp()) // 30
+        if prev.get(net) != w - 1:
+            want.append((net, w, n, top))
+        prev[net] = w
+    assert want, "the sample capture has networks with several resolving hosts"
+    got = query(f"select entity, epoch(window_start)::bigint // 30, evidence from {table(out, 'alerts')} "
+                f"where rule = 'busy_resolvers' order by 1, 2")
+    assert [(e, w) for e, w, _ in got] == [(n, w) for n, w, _, _ in want]
+    for (_, _, ev), (_, _, n, top) in zip(got, want):
+        assert json.loads(ev) == {"entities": n, "dns_queries_out": top}

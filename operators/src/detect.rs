@@ -295,6 +295,49 @@ pub fn markdown() -> String {
          sources = [\"pcap\"]                # optional: derived from the features\n\
          summary = \"{{entity}} failed {{conn_failed_out}} connections\"   # optional\n```\n"
     );
+    let _ = writeln!(
+        s,
+        "A rule may group its matches instead of alerting per entity: `group_by = \
+         \"network/24\"` (the entities of one IPv4 network of that prefix length; IPv6 hosts \
+         by /64; named devices belong to none) or `\"all\"`, with `min_entities` (default 1): \
+         one alert per group and window once that many of its entities match, named after \
+         the group (`10.0.0.0/24`, `all`), with the number of entities and the largest value \
+         of each feature among them as evidence (`{{entities}}` in a summary). Consecutive \
+         windows are one occurrence, as for single entities.\n"
+    );
+    let _ = writeln!(
+        s,
+        "```toml\n[[rules]]\nname = \"subnet_failing\"\n\
+         condition = \"conn_failed_out >= 5\"\ngroup_by = \"network/24\"\nmin_entities = 3\n```\n"
+    );
+    let _ = writeln!(
+        s,
+        "## Counting rules over events (`[[count_rules]]`)\n\n\
+         Sigma-style aggregations over the `events` table's rows (syslog messages, MQTT and \
+         SNMP samples), evaluated as the events arrive: the events whose fields match \
+         `filter` (each field one pattern or a list of them; a pattern matches the whole \
+         value, case-insensitively, `*` standing for any characters), grouped by the \
+         `group_by` fields, counted over a sliding `timespan` of event time — every event \
+         (`count = \"event_count\"`) or the distinct values of one field (`count = \
+         \"value_count\"`, `value = \"<field>\"`). A group whose count reaches `threshold` \
+         raises an alert, at most one per `timespan`; its entity is the group's value when it \
+         groups by one field (an address becomes that host), else the fields and values. \
+         Fields: {}. `validate` refuses an unknown field, a missing `value` for \
+         `value_count`, an empty pattern or a threshold of 0, naming the rule.\n",
+        crate::count_rules::FIELDS
+            .iter()
+            .map(|f| format!("`{f}`"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let _ = writeln!(
+        s,
+        "```toml\n[[count_rules]]\nname = \"user_enumeration\"\n\
+         filter = {{ appname = \"sshd\", message = \"Invalid user * from *\" }}\n\
+         group_by = [\"auth_remote\"]\ncount = \"value_count\"      # or \"event_count\"\n\
+         value = \"auth_user\"\ntimespan = \"10m\"\nthreshold = 5\nseverity = \"high\"\n\
+         summary = \"{{group}}: {{count}} users in {{timespan}}\"   # optional\n```\n"
+    );
     for d in DETECTIONS {
         let _ = writeln!(s, "## `{}`\n", d.name);
         let _ = writeln!(
@@ -341,6 +384,17 @@ impl DetectionSettings {
 #[derive(Debug, Default)]
 pub struct DetectCounters {
     pub alerts: AtomicU64,
+}
+
+impl DetectCounters {
+    /// Counts `alerts`, if any, and hands them to `give`.
+    pub fn emit(&self, alerts: &mut Vec<Alert>, give: impl FnOnce(&mut Vec<Alert>)) {
+        if !alerts.is_empty() {
+            self.alerts
+                .fetch_add(alerts.len() as u64, Ordering::Relaxed);
+            give(alerts);
+        }
+    }
 }
 
 /// A comparison operator of a rule's condition.
@@ -566,6 +620,40 @@ pub struct UserRule {
     pub sources: Vec<String>,
     /// One line; `{entity}` and `{feature}` placeholders as in the built-ins.
     pub summary: Option<String>,
+    /// `entity` (the default: one alert per entity), `network/<len>` (the
+    /// entities of one IPv4 network of that prefix length, IPv6 hosts by /64) or
+    /// `all`: with a group, one alert per group and window once `min_entities`
+    /// of its entities match.
+    pub group_by: Option<String>,
+    pub min_entities: u64,
+}
+
+/// How a rule's matches are grouped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Grouping {
+    Entity,
+    /// IPv4 prefix length (IPv6 hosts are grouped by /64).
+    Network(u8),
+    All,
+}
+
+impl Grouping {
+    pub fn parse(s: Option<&str>) -> Result<Grouping, String> {
+        match s {
+            None | Some("entity") => Ok(Grouping::Entity),
+            Some("all") => Ok(Grouping::All),
+            Some(n) => n
+                .strip_prefix("network/")
+                .and_then(|l| l.parse::<u8>().ok())
+                .filter(|l| *l <= 32)
+                .map(Grouping::Network)
+                .ok_or_else(|| {
+                    format!(
+                        "group_by = {n:?}: use \"entity\", \"all\" or \"network/<prefix length 0-32>\""
+                    )
+                }),
+        }
+    }
 }
 
 impl UserRule {
@@ -591,12 +679,74 @@ impl UserRule {
                 }
             }
         }
+        let grouping = Grouping::parse(self.group_by.as_deref())?;
         for n in self.summary.iter().flat_map(|s| placeholders(s)) {
-            if !defs.iter().any(|d| d.name == n) {
+            let extra = grouping != Grouping::Entity && n == "entities";
+            if !extra && !defs.iter().any(|d| d.name == n) {
                 return Err(format!("summary placeholder {{{n}}} is not a feature"));
             }
         }
+        if self.min_entities == 0 {
+            return Err("min_entities must be at least 1".into());
+        }
+        if grouping == Grouping::Entity && self.min_entities > 1 {
+            return Err("min_entities needs a group_by other than \"entity\"".into());
+        }
         Ok(())
+    }
+}
+
+impl UserRule {
+    /// The rule ready to evaluate (checked first by [`UserRule::check`]).
+    fn compile(&self, defs: &[FeatureDef]) -> Result<Rule, String> {
+        let (expr, features) = parse_condition(&self.condition, defs)?;
+        let sources = if self.sources.is_empty() {
+            let mut s: Vec<String> = Vec::new();
+            for f in &features {
+                let src = defs.iter().find(|d| d.name == *f).map_or("", |d| d.source);
+                for part in src.split('+').filter(|p| *p != "derived") {
+                    if !s.iter().any(|x| x == part) {
+                        s.push(part.to_string());
+                    }
+                }
+            }
+            s
+        } else {
+            self.sources.clone()
+        };
+        let grouped = Grouping::parse(self.group_by.as_deref())? != Grouping::Entity;
+        let summary = self.summary.clone().unwrap_or_else(|| {
+            if grouped {
+                format!(
+                    "{{entity}}: {{entities}} entities matched {}",
+                    self.condition
+                )
+            } else {
+                format!("{{entity}} matched {}", self.condition)
+            }
+        });
+        let mut evidence: Vec<(usize, String)> = Vec::new();
+        for n in features
+            .into_iter()
+            .chain(placeholders(&summary))
+            .filter(|n| !(grouped && n == "entities"))
+        {
+            if !evidence.iter().any(|(_, e)| *e == n) {
+                let col = defs
+                    .iter()
+                    .position(|d| d.name == n)
+                    .ok_or_else(|| format!("feature {n} is not in the catalogue"))?;
+                evidence.push((col, n));
+            }
+        }
+        Ok(Rule {
+            name: self.name.clone(),
+            severity: self.severity,
+            sources,
+            expr,
+            evidence,
+            summary,
+        })
     }
 }
 
@@ -685,34 +835,9 @@ impl Detector {
         }
         for r in user_rules {
             r.check(defs).map_err(|e| format!("rule {}: {e}", r.name))?;
-            let (expr, features) = parse_condition(&r.condition, defs)?;
-            let sources = if r.sources.is_empty() {
-                let mut s: Vec<String> = Vec::new();
-                for f in &features {
-                    let src = defs.iter().find(|d| d.name == *f).map_or("", |d| d.source);
-                    for part in src.split('+').filter(|p| *p != "derived") {
-                        if !s.iter().any(|x| x == part) {
-                            s.push(part.to_string());
-                        }
-                    }
-                }
-                s
-            } else {
-                r.sources.clone()
-            };
-            let summary = r
-                .summary
-                .clone()
-                .unwrap_or_else(|| format!("{{entity}} matched {}", r.condition));
-            let names = features.into_iter().chain(placeholders(&summary)).collect();
-            rules.push(Rule {
-                name: r.name.clone(),
-                severity: r.severity,
-                sources,
-                expr,
-                evidence: evidence(names)?,
-                summary,
-            });
+            if Grouping::parse(r.group_by.as_deref())? == Grouping::Entity {
+                rules.push(r.compile(defs)?);
+            }
         }
         Ok(Detector {
             rules,
@@ -843,18 +968,192 @@ impl<'scope> Detect<'scope> for Stream<'scope, u64, Vec<FeatureRow>> {
                     for r in data.iter() {
                         detector.observe(r, &mut raised);
                     }
-                    if !raised.is_empty() {
-                        counters
-                            .alerts
-                            .fetch_add(raised.len() as u64, Ordering::Relaxed);
-                        alerts_h.session(&cap).give_container(&mut raised);
-                    }
+                    counters.emit(&mut raised, |v| alerts_h.session(&cap).give_container(v));
                     rows_h.session(&cap).give_container(data);
                 });
             }
         });
         (rows, alerts)
     }
+}
+
+/// One entity's row matching a grouped rule, on its way to the group's worker.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+struct GroupMatch {
+    rule: usize,
+    group: String,
+    window: u64,
+    entity: String,
+    /// The rule's evidence features, in its order (NaN for null).
+    values: Vec<f64>,
+}
+
+/// Rules whose `group_by` is a network or `all`: matches of several entities in
+/// one window make one alert for the group, once `min_entities` of them match.
+pub struct GroupRules {
+    rules: Vec<(Rule, Grouping, u64)>,
+}
+
+impl GroupRules {
+    pub fn new(defs: &[FeatureDef], user_rules: &[UserRule]) -> Result<Self, String> {
+        let mut rules = Vec::new();
+        for r in user_rules {
+            r.check(defs).map_err(|e| format!("rule {}: {e}", r.name))?;
+            let g = Grouping::parse(r.group_by.as_deref())?;
+            if g != Grouping::Entity {
+                rules.push((r.compile(defs)?, g, r.min_entities));
+            }
+        }
+        Ok(GroupRules { rules })
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rules.is_empty()
+    }
+
+    /// The group an entity falls in; a named device is in no network.
+    fn group_of(g: Grouping, e: &Entity) -> Option<String> {
+        match (g, e) {
+            (Grouping::All, _) => Some("all".into()),
+            (Grouping::Network(len), Entity::Ip(a)) => {
+                let v4 = a.is_v4();
+                let bits = if v4 { 96 + u32::from(len) } else { 64 };
+                let mut b = a.0;
+                for (i, byte) in b.iter_mut().enumerate() {
+                    let keep = (bits as i32 - 8 * i as i32).clamp(0, 8);
+                    *byte &= (0xffu16 << (8 - keep)) as u8;
+                }
+                let net = amoskys_schemas::Addr(b);
+                Some(format!("{net}/{}", if v4 { u32::from(len) } else { 64 }))
+            }
+            _ => None,
+        }
+    }
+}
+
+/// Evaluates grouped rules over feature rows: the matches are sent to one
+/// worker per group, held until their window is complete, and counted.
+pub fn detect_groups<'s>(
+    rows: Stream<'s, u64, Vec<FeatureRow>>,
+    rules: GroupRules,
+    counters: Arc<DetectCounters>,
+) -> Stream<'s, u64, Vec<Alert>> {
+    use std::collections::BTreeMap;
+    use timely::container::CapacityContainerBuilder;
+    use timely::dataflow::channels::pact::Exchange;
+    use timely::dataflow::operators::{Capability, Operator};
+    let rules = Arc::new(rules);
+    let r1 = rules.clone();
+    let matches = rows.unary::<CapacityContainerBuilder<Vec<GroupMatch>>, _, _, _>(
+        Pipeline,
+        "GroupMatches",
+        move |_cap, _info| {
+            move |input, output| {
+                input.for_each(|cap, data| {
+                    let mut v = Vec::new();
+                    for row in data.iter() {
+                        for (k, (rule, g, _)) in r1.rules.iter().enumerate() {
+                            if rule.expr.eval(&row.values) != Some(true) {
+                                continue;
+                            }
+                            let Some(group) = GroupRules::group_of(*g, &row.entity) else {
+                                continue;
+                            };
+                            v.push(GroupMatch {
+                                rule: k,
+                                group,
+                                window: row.window,
+                                entity: row.entity.to_string(),
+                                values: rule
+                                    .evidence
+                                    .iter()
+                                    .map(|(c, _)| row.get(*c).unwrap_or(f64::NAN))
+                                    .collect(),
+                            });
+                        }
+                    }
+                    if !v.is_empty() {
+                        output.session(&cap).give_container(&mut v);
+                    }
+                });
+            }
+        },
+    );
+    let route =
+        |m: &GroupMatch| ahash::RandomState::with_seeds(1, 2, 3, 4).hash_one((m.rule, &m.group));
+    matches.unary_frontier::<CapacityContainerBuilder<Vec<Alert>>, _, _, _>(
+        Exchange::new(route),
+        "GroupRules",
+        move |_cap, _info| {
+            // Rows of window w come at time w or w + 1: a window is complete
+            // once the frontier has passed w + 1.
+            let mut pending: BTreeMap<u64, (Capability<u64>, Vec<GroupMatch>)> = BTreeMap::new();
+            let mut firing: Map<(usize, String), u64> = Map::default();
+            move |(input, frontier), output| {
+                let port = output.output_index();
+                input.for_each(|cap, data| {
+                    for m in data.drain(..) {
+                        let at = (m.window + 1).max(*cap.least().unwrap_or(&0));
+                        pending
+                            .entry(m.window)
+                            .or_insert_with(|| (cap.delayed(&at, port), Vec::new()))
+                            .1
+                            .push(m);
+                    }
+                });
+                while let Some(e) = pending.first_entry() {
+                    if frontier.less_equal(&(e.key() + 1)) {
+                        break;
+                    }
+                    let (w, (cap, ms)) = e.remove_entry();
+                    let mut by: BTreeMap<(usize, String), Vec<GroupMatch>> = BTreeMap::new();
+                    for m in ms {
+                        by.entry((m.rule, m.group.clone())).or_default().push(m);
+                    }
+                    let mut out = Vec::new();
+                    for ((k, group), mut ms) in by {
+                        let (rule, _, min) = &rules.rules[k];
+                        ms.sort_by(|a, b| a.entity.cmp(&b.entity));
+                        ms.dedup_by(|a, b| a.entity == b.entity);
+                        if (ms.len() as u64) < *min {
+                            continue;
+                        }
+                        let key = (k, group.clone());
+                        let continues = firing.get(&key).is_some_and(|&p| p + 1 >= w);
+                        firing.insert(key, w);
+                        if continues {
+                            continue;
+                        }
+                        let entity = Entity::Name(Arc::from(group.as_str()));
+                        let mut evidence = vec![("entities".to_string(), ms.len() as f64)];
+                        for (j, (_, n)) in rule.evidence.iter().enumerate() {
+                            let max = ms
+                                .iter()
+                                .map(|m| m.values[j])
+                                .filter(|v| !v.is_nan())
+                                .fold(f64::NAN, f64::max);
+                            if !max.is_nan() {
+                                evidence.push((n.clone(), max));
+                            }
+                        }
+                        let text = rule.summary.replace("{entities}", &ms.len().to_string());
+                        out.push(Alert {
+                            id: alert_id(&rule.name, &entity, w),
+                            rule: rule.name.clone(),
+                            severity: rule.severity,
+                            summary: summary(&text, &entity, &evidence),
+                            entity,
+                            window: w,
+                            sources: rule.sources.clone(),
+                            evidence,
+                        });
+                    }
+                    firing.retain(|_, p| *p + 1 >= w);
+                    counters.emit(&mut out, |v| output.session(&cap).give_container(v));
+                }
+            }
+        },
+    )
 }
 
 #[cfg(test)]
@@ -1005,6 +1304,8 @@ mod rule_tests {
             severity: Severity::Medium,
             sources: vec![],
             summary: None,
+            group_by: None,
+            min_entities: 1,
         }
     }
 
@@ -1095,6 +1396,83 @@ mod rule_tests {
         let mut r = rule("bytes_out > 1");
         r.name = "syn_flood".into();
         assert!(r.check(&defs).expect_err("name").contains("built-in"));
+    }
+
+    #[test]
+    fn a_grouped_rule_alerts_once_per_network_when_enough_hosts_match() {
+        use timely::dataflow::operators::ToStream;
+        use timely::dataflow::operators::capture::{Capture, Event};
+        let defs = crate::features::defs();
+        let mut r = rule("conn_failed_out >= 5");
+        r.group_by = Some("network/24".into());
+        r.min_entities = 3;
+        r.check(&defs).expect("valid");
+        let host = |ip: [u8; 4], window: u64, failed: f64| {
+            let mut x = row(&defs, &[("conn_failed_out", failed)]);
+            x.entity = Entity::Ip(Addr::from(std::net::IpAddr::from(ip)));
+            x.window = window;
+            x
+        };
+        let mut rows = Vec::new();
+        // Window 10: three hosts of 10.0.0.0/24 match (one twice as strongly), one
+        // of 10.0.1.0/24; window 11: the same three (the same occurrence); window
+        // 12: only two; window 13: three again (a new occurrence).
+        for w in [10, 11, 13] {
+            rows.push(host([10, 0, 0, 1], w, 5.0));
+            rows.push(host([10, 0, 0, 2], w, 9.0));
+            rows.push(host([10, 0, 0, 3], w, 6.0));
+        }
+        rows.push(host([10, 0, 0, 1], 12, 5.0));
+        rows.push(host([10, 0, 0, 2], 12, 5.0));
+        rows.push(host([10, 0, 0, 4], 12, 1.0));
+        rows.push(host([10, 0, 1, 1], 10, 50.0));
+        let rules = GroupRules::new(&defs, &[r.clone()]).expect("rules");
+        let rx = timely::example(move |scope| {
+            detect_groups(rows.to_stream(scope), rules, Arc::default()).capture()
+        });
+        let alerts: Vec<Alert> = rx
+            .try_iter()
+            .filter_map(|e| match e {
+                Event::Messages(_, v) => Some(v),
+                Event::Progress(_) => None,
+            })
+            .flatten()
+            .collect();
+        assert_eq!(
+            alerts
+                .iter()
+                .map(|a| (a.entity.to_string(), a.window))
+                .collect::<Vec<_>>(),
+            [
+                ("10.0.0.0/24".to_string(), 10),
+                ("10.0.0.0/24".to_string(), 13)
+            ]
+        );
+        assert_eq!(
+            alerts[0].evidence,
+            [
+                ("entities".to_string(), 3.0),
+                ("conn_failed_out".to_string(), 9.0)
+            ]
+        );
+        assert_eq!(
+            alerts[0].summary,
+            "10.0.0.0/24: 3 entities matched conn_failed_out >= 5"
+        );
+        // Per-entity detection leaves grouped rules alone.
+        let d = Detector::new(&defs, &[], &[r]).expect("detector");
+        assert!(d.rules.iter().all(|x| x.name != "mine"));
+        for (g, says) in [
+            (Some("network/33"), "network/"),
+            (Some("subnet"), "network/"),
+        ] {
+            let mut bad = rule("bytes_out > 1");
+            bad.group_by = g.map(str::to_string);
+            assert!(bad.check(&defs).expect_err(says).contains(says));
+        }
+        let mut bad = rule("bytes_out > 1");
+        bad.min_entities = 2;
+        assert!(bad.check(&defs).expect_err("min").contains("group_by"));
     }
 
     #[test]

@@ -6,6 +6,7 @@
 
 pub mod community_id;
 pub mod correlate;
+pub mod count_rules;
 pub mod detect;
 pub mod features;
 mod flow;

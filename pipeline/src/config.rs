@@ -24,6 +24,71 @@ pub struct Config {
     pub rules: Vec<RuleConfig>,
     pub correlation: CorrelationConfig,
     pub threat_intel: Option<ThreatIntelConfig>,
+    pub count_rules: Vec<CountRuleConfig>,
+}
+
+/// `[[count_rules]]`: events matching a filter, grouped and counted over a
+/// sliding timespan, Sigma-style (docs/DETECTIONS.md).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CountRuleConfig {
+    pub name: String,
+    /// Field = pattern (`*` for any characters, case-insensitive), or a list of
+    /// patterns; every field must match.
+    #[serde(default)]
+    pub filter: std::collections::BTreeMap<String, OneOrMany>,
+    #[serde(default)]
+    pub group_by: Vec<String>,
+    /// `event_count` or `value_count`.
+    #[serde(default = "event_count")]
+    pub count: String,
+    /// The field `value_count` counts distinct values of.
+    pub value: Option<String>,
+    pub timespan: PositiveSecs,
+    /// The count that fires it.
+    pub threshold: u64,
+    #[serde(default = "medium")]
+    pub severity: amoskys_schemas::Severity,
+    /// One line, with `{group}`, `{count}` and `{timespan}` placeholders.
+    pub summary: Option<String>,
+}
+
+/// A pattern, or a list of them.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+fn event_count() -> String {
+    "event_count".into()
+}
+
+impl CountRuleConfig {
+    pub fn spec(&self) -> amoskys_operators::count_rules::CountRuleSpec {
+        amoskys_operators::count_rules::CountRuleSpec {
+            name: self.name.clone(),
+            filter: self
+                .filter
+                .iter()
+                .map(|(k, v)| {
+                    let pats = match v {
+                        OneOrMany::One(p) => vec![p.clone()],
+                        OneOrMany::Many(ps) => ps.clone(),
+                    };
+                    (k.clone(), pats)
+                })
+                .collect(),
+            group_by: self.group_by.clone(),
+            count: self.count.clone(),
+            value: self.value.clone(),
+            timespan_ns: self.timespan.0.as_nanos_i64(),
+            threshold: self.threshold,
+            severity: self.severity,
+            summary: self.summary.clone(),
+        }
+    }
 }
 
 /// `[correlation]`: the cross-source incident (docs/DETECTIONS.md).
@@ -117,6 +182,15 @@ pub struct RuleConfig {
     pub sources: Vec<String>,
     /// One line, with `{entity}` and `{feature_name}` placeholders.
     pub summary: Option<String>,
+    /// `entity` (default), `network/<len>` or `all`.
+    pub group_by: Option<String>,
+    /// With a group: how many of its entities must match in one window.
+    #[serde(default = "one")]
+    pub min_entities: u64,
+}
+
+fn one() -> u64 {
+    1
 }
 
 fn medium() -> amoskys_schemas::Severity {
@@ -131,6 +205,8 @@ impl RuleConfig {
             severity: self.severity,
             sources: self.sources.clone(),
             summary: self.summary.clone(),
+            group_by: self.group_by.clone(),
+            min_entities: self.min_entities,
         }
     }
 }
@@ -624,6 +700,19 @@ impl Config {
                 .check(&defs)
                 .map_err(|e| err(format!("[[rules]] {}: {e}", r.name)))?;
         }
+        for (k, r) in self.count_rules.iter().enumerate() {
+            if self.count_rules[..k].iter().any(|o| o.name == r.name)
+                || self.rules.iter().any(|o| o.name == r.name)
+            {
+                return Err(err(format!(
+                    "[[count_rules]] {}: the name is used twice",
+                    r.name
+                )));
+            }
+            r.spec()
+                .check()
+                .map_err(|e| err(format!("[[count_rules]] {}: {e}", r.name)))?;
+        }
         let c = &self.correlation;
         for (k, v) in [
             ("login_failures", c.login_failures),
@@ -898,6 +987,42 @@ path = "data"
         assert!(e.contains("ind.txt:2") && e.contains("10.0.0.300"), "{e}");
         std::fs::remove_file(&f).expect("rm");
         assert!(c.check_files().expect_err("gone").contains("cannot read"));
+    }
+
+    #[test]
+    fn count_rules_parse_and_a_bad_one_is_rejected_with_its_name_and_reason() {
+        let c = parse(
+            "[[count_rules]]\nname = \"spray\"\nfilter = { appname = \"sshd\", auth_kind = [\"failure\", \"invalid_user\"] }\n\
+             group_by = [\"auth_remote\"]\ncount = \"value_count\"\nvalue = \"auth_user\"\n\
+             timespan = \"10m\"\nthreshold = 5\nseverity = \"high\"\n",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let s = c.count_rules[0].spec();
+        assert_eq!(s.filter.len(), 2);
+        assert_eq!(s.filter[1].1, ["failure", "invalid_user"]);
+        assert_eq!(s.timespan_ns, 600_000_000_000);
+        for (bad, says) in [
+            (
+                "count = \"value_count\"\n",
+                "[[count_rules]] r: count = \"value_count\" needs value",
+            ),
+            (
+                "group_by = [\"user\"]\n",
+                "[[count_rules]] r: \"user\" is not an event field",
+            ),
+            ("filter = { message = \"\" }\n", "empty pattern"),
+        ] {
+            let e = parse(&format!(
+                "[[count_rules]]\nname = \"r\"\ntimespan = \"1m\"\nthreshold = 3\n{bad}"
+            ))
+            .expect_err(bad)
+            .to_string();
+            assert!(e.contains(says), "{bad}: {e}");
+        }
+        let e = parse("[[count_rules]]\nname = \"r\"\nthreshold = 3\n")
+            .expect_err("timespan")
+            .to_string();
+        assert!(e.contains("timespan"), "{e}");
     }
 
     #[test]

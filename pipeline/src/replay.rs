@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use amoskys_operators::correlate::{Correlation, CorrelationSettings, IntelShared};
-use amoskys_operators::detect::{Detect, DetectCounters, Detector};
+use amoskys_operators::detect::{Detect, DetectCounters, Detector, GroupRules, detect_groups};
 use amoskys_operators::{
     AssembleFlows, Featurize, FlowConfig, FlowCounters, HistoryCounters, PacketFeaturesOnly,
     WindowCounters, WithHistory, features,
@@ -271,6 +271,11 @@ pub fn replay(opts: ReplayOptions) -> Result<ReplayReport, PipelineError> {
                     let detector = Detector::new(&defs, &detections, &user_rules)
                         .expect("checked before the dataflow");
                     let (rows, mut alerts) = rows.detect(detector, dc.clone());
+                    let groups =
+                        GroupRules::new(&defs, &user_rules).expect("checked before the dataflow");
+                    if !groups.is_empty() {
+                        alerts = alerts.concat(detect_groups(rows.clone(), groups, dc.clone()));
+                    }
                     if let Some(c) = &correlation {
                         let (joined, feed) = c.build(&defs, rows.clone(), packets.clone(), None);
                         alerts = alerts.concat(joined);

@@ -37,7 +37,8 @@ use crate::config::Config;
 use crate::error::PipelineError;
 use crate::replay::write_feature_metadata;
 use amoskys_operators::correlate::{Correlation, IntelFeed, IntelShared};
-use amoskys_operators::detect::{Detect, DetectCounters, Detector};
+use amoskys_operators::count_rules::{Counter, count_events};
+use amoskys_operators::detect::{Detect, DetectCounters, Detector, GroupRules, detect_groups};
 
 /// Batches a source may have waiting for the dataflow.
 const SOURCE_CHANNEL_BATCHES: usize = 64;
@@ -478,6 +479,7 @@ pub fn run_job(
             source,
         })?;
     }
+    let count_specs: Vec<_> = cfg.count_rules.iter().map(|r| r.spec()).collect();
     let correlation = Arc::new(Correlation {
         settings: cfg.correlation.settings(),
         intel: cfg
@@ -554,7 +556,24 @@ pub fn run_job(
                     packets.clone(),
                     Some(records.clone()),
                 );
-                let alerts = alerts.concat(joined);
+                let mut alerts = alerts.concat(joined);
+                let groups = GroupRules::new(&features::defs(), &user_rules)
+                    .expect("checked before the dataflow");
+                if !groups.is_empty() {
+                    alerts = alerts.concat(detect_groups(rows.clone(), groups, dc.clone()));
+                }
+                if !count_specs.is_empty() {
+                    let rules = count_specs
+                        .iter()
+                        .map(|s| s.check())
+                        .collect::<Result<Vec<_>, _>>()
+                        .expect("checked before the dataflow");
+                    alerts = alerts.concat(count_events(
+                        records.clone(),
+                        Counter::new(rules),
+                        dc.clone(),
+                    ));
+                }
                 if let Some(tx) = &webhook_tx {
                     channel_sink(alerts.clone(), "AlertsToWebhook", tx.clone(), None);
                 }
