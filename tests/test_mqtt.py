@@ -254,3 +254,38 @@ password = "not-the-password"
     finally:
         broker.terminate()
         broker.wait(timeout=15)
+
+
+def test_a_device_on_a_new_topic_or_out_of_its_learned_range_alerts(broker, tmp_path):
+    """mqtt_new_topic and mqtt_value_out_of_range with a 3 s learning span: what a
+    device does while learning is its normal; after it, a topic it never used and
+    a value outside its range (widened by half its width) alert, once each."""
+    extra = """
+[detections.mqtt_new_topic]
+learning_minutes = 0.05
+[detections.mqtt_value_out_of_range]
+learning_minutes = 0.05
+min_samples = 10
+"""
+    with Job(tmp_path, mqtt_source(broker), extra) as job:
+        n0 = subscribed(job, broker)
+        broker.publish("sensors/dev1/temp", *[str(20 + i % 6) for i in range(30)])
+        broker.publish("sensors/dev1/hum", "40")
+        job.wait_metric("amoskys_events_sent_total", n0 + 31)
+        time.sleep(3.5)
+        broker.publish("sensors/dev1/temp", "22", "27.4", "17.6")
+        broker.publish("sensors/dev1/temp", "80", "81")
+        broker.publish("sensors/dev1/cmd", "1", "1")
+        # A device first heard now is still learning: nothing it does alerts.
+        broker.publish("sensors/dev2/temp", "500", "-500")
+        broker.publish("sensors/dev2/other", "1")
+        job.wait_metric("amoskys_events_sent_total", n0 + 31 + 10)
+        job.wait_metric("amoskys_alerts_total", 2)
+    rows = sorted(job.rows(f"select rule, entity, summary, evidence from {job.table('alerts')}"))
+    assert [r[:3] for r in rows] == [
+        ("mqtt_new_topic", "dev1", "dev1 published on a new topic sensors/dev1/cmd (it had used 2)"),
+        ("mqtt_value_out_of_range", "dev1", "dev1 temp = 80, outside its learned range [20, 25]"),
+    ], rows
+    import json
+    assert json.loads(rows[1][3]) == {"value": 80, "learned_min": 20, "learned_max": 25,
+                                      "learned_samples": 30}

@@ -357,6 +357,22 @@ pub fn markdown() -> String {
         }
         let _ = writeln!(s, "\nSummary: `{}`\n", d.summary);
     }
+    for d in crate::device_watch::DEVICE_DETECTIONS {
+        let _ = writeln!(s, "## `{}`\n", d.name);
+        let _ = writeln!(
+            s,
+            "Severity **{}**; sources: {}; learned per device from its events, in the \
+             long-running job.\n\n{}\n",
+            d.severity,
+            d.sources.join(", "),
+            d.description
+        );
+        let _ = writeln!(s, "| key | default |\n|---|---|");
+        for c in d.conditions {
+            let _ = writeln!(s, "| `{}` | {} |", c.feature, c.default);
+        }
+        let _ = writeln!(s, "\nSummary: `{}`\n", d.summary);
+    }
     s.push_str(&crate::correlate::markdown());
     s
 }

@@ -8,6 +8,7 @@ pub mod community_id;
 pub mod correlate;
 pub mod count_rules;
 pub mod detect;
+pub mod device_watch;
 pub mod features;
 mod flow;
 mod hist;

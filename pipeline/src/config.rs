@@ -224,8 +224,13 @@ impl<'de> Deserialize<'de> for DetectionsConfig {
         let raw: std::collections::BTreeMap<String, toml::Table> = Deserialize::deserialize(d)?;
         let mut out = Vec::new();
         for (name, table) in raw {
-            let def = DETECTIONS.iter().find(|x| x.name == name).ok_or_else(|| {
-                let known: Vec<&str> = DETECTIONS.iter().map(|x| x.name).collect();
+            let all = || {
+                DETECTIONS
+                    .iter()
+                    .chain(amoskys_operators::device_watch::DEVICE_DETECTIONS)
+            };
+            let def = all().find(|x| x.name == name).ok_or_else(|| {
+                let known: Vec<&str> = all().map(|x| x.name).collect();
                 D::Error::custom(format!(
                     "[detections.{name}]: no such detection (known: {})",
                     known.join(", ")

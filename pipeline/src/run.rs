@@ -39,6 +39,7 @@ use crate::replay::write_feature_metadata;
 use amoskys_operators::correlate::{Correlation, IntelFeed, IntelShared};
 use amoskys_operators::count_rules::{Counter, count_events};
 use amoskys_operators::detect::{Detect, DetectCounters, Detector, GroupRules, detect_groups};
+use amoskys_operators::device_watch::{DeviceWatch, watch_devices};
 
 /// Batches a source may have waiting for the dataflow.
 const SOURCE_CHANNEL_BATCHES: usize = 64;
@@ -561,6 +562,10 @@ pub fn run_job(
                     .expect("checked before the dataflow");
                 if !groups.is_empty() {
                     alerts = alerts.concat(detect_groups(rows.clone(), groups, dc.clone()));
+                }
+                let watch = DeviceWatch::new(&detections);
+                if watch.is_enabled() {
+                    alerts = alerts.concat(watch_devices(records.clone(), watch, dc.clone()));
                 }
                 if !count_specs.is_empty() {
                     let rules = count_specs
