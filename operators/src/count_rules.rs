@@ -10,13 +10,9 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 
 use amoskys_schemas::{Addr, Alert, Entity, EventRow, Record, Severity, pane_of};
-use timely::container::CapacityContainerBuilder;
-use timely::dataflow::Stream;
-use timely::dataflow::channels::pact::Pipeline;
-use timely::dataflow::operators::Operator;
 
 use crate::Map;
-use crate::detect::{DetectCounters, alert_id};
+use crate::detect::{EventDetector, alert_id};
 
 /// The fields a counting rule may filter, group and count on.
 pub const FIELDS: &[&str] = &[
@@ -260,9 +256,10 @@ impl Counter {
     pub fn is_empty(&self) -> bool {
         self.rules.is_empty()
     }
+}
 
-    /// The alerts `row` raises.
-    pub fn observe(&mut self, row: &EventRow, out: &mut Vec<Alert>) {
+impl EventDetector for Counter {
+    fn observe(&mut self, row: &EventRow, out: &mut Vec<Alert>) {
         let (ts, samples): (i64, Vec<Option<&amoskys_schemas::Sample>>) = match &row.record {
             Record::Syslog(r) => (r.ts_ns, vec![None]),
             Record::Device(d) if d.samples.is_empty() => (d.ts_ns, vec![None]),
@@ -396,30 +393,6 @@ fn humantime_secs(ns: i64) -> String {
     } else {
         format!("{s}s")
     }
-}
-
-/// Runs counting rules over the events stream (on the worker that holds them:
-/// the events come in on worker 0, in arrival order).
-pub fn count_events<'s>(
-    events: Stream<'s, u64, Vec<EventRow>>,
-    mut counter: Counter,
-    counters: Arc<DetectCounters>,
-) -> Stream<'s, u64, Vec<Alert>> {
-    events.unary::<CapacityContainerBuilder<Vec<Alert>>, _, _, _>(
-        Pipeline,
-        "CountRules",
-        move |_cap, _info| {
-            move |input, output| {
-                input.for_each(|cap, data| {
-                    let mut out = Vec::new();
-                    for e in data.iter() {
-                        counter.observe(e, &mut out);
-                    }
-                    counters.emit(&mut out, |v| output.session(&cap).give_container(v));
-                });
-            }
-        },
-    )
 }
 
 #[cfg(test)]

@@ -993,6 +993,39 @@ impl<'scope> Detect<'scope> for Stream<'scope, u64, Vec<FeatureRow>> {
     }
 }
 
+/// A detection over events as they arrive, one at a time.
+pub trait EventDetector: 'static {
+    /// Appends the alerts `row` raises.
+    fn observe(&mut self, row: &amoskys_schemas::EventRow, out: &mut Vec<Alert>);
+}
+
+/// Runs `detector` over the events stream, on the worker that holds them (the
+/// events come in on worker 0, in arrival order).
+pub fn detect_events<'s, D: EventDetector>(
+    events: Stream<'s, u64, Vec<amoskys_schemas::EventRow>>,
+    name: &str,
+    mut detector: D,
+    counters: Arc<DetectCounters>,
+) -> Stream<'s, u64, Vec<Alert>> {
+    use timely::container::CapacityContainerBuilder;
+    use timely::dataflow::operators::Operator;
+    events.unary::<CapacityContainerBuilder<Vec<Alert>>, _, _, _>(
+        Pipeline,
+        name,
+        move |_cap, _info| {
+            move |input, output| {
+                input.for_each(|cap, data| {
+                    let mut out = Vec::new();
+                    for e in data.iter() {
+                        detector.observe(e, &mut out);
+                    }
+                    counters.emit(&mut out, |v| output.session(&cap).give_container(v));
+                });
+            }
+        },
+    )
+}
+
 /// One entity's row matching a grouped rule, on its way to the group's worker.
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 struct GroupMatch {

@@ -8,16 +8,10 @@
 //! `MAX_METRICS` values per device, `MAX_DEVICES` devices (the one heard from
 //! longest ago is forgotten first, counted).
 
-use std::sync::Arc;
-
 use amoskys_schemas::{Alert, DeviceKind, Entity, EventRow, Record, Severity, pane_of};
-use timely::container::CapacityContainerBuilder;
-use timely::dataflow::Stream;
-use timely::dataflow::channels::pact::Pipeline;
-use timely::dataflow::operators::Operator;
 
 use crate::Map;
-use crate::detect::{Cmp, Condition, DetectCounters, DetectionDef, DetectionSettings, alert_id};
+use crate::detect::{Cmp, Condition, DetectionDef, DetectionSettings, EventDetector, alert_id};
 
 const MAX_DEVICES: usize = 100_000;
 const MAX_TOPICS: usize = 1_000;
@@ -118,9 +112,10 @@ impl DeviceWatch {
     pub fn is_enabled(&self) -> bool {
         self.topic.is_some() || self.range.is_some()
     }
+}
 
-    /// The alerts `row` raises.
-    pub fn observe(&mut self, row: &EventRow, out: &mut Vec<Alert>) {
+impl EventDetector for DeviceWatch {
+    fn observe(&mut self, row: &EventRow, out: &mut Vec<Alert>) {
         let Record::Device(d) = &row.record else {
             return;
         };
@@ -243,34 +238,11 @@ impl DeviceWatch {
     }
 }
 
-/// Runs the learning detections over the events stream (on the worker that
-/// holds them: worker 0, in arrival order).
-pub fn watch_devices<'s>(
-    events: Stream<'s, u64, Vec<EventRow>>,
-    mut watch: DeviceWatch,
-    counters: Arc<DetectCounters>,
-) -> Stream<'s, u64, Vec<Alert>> {
-    events.unary::<CapacityContainerBuilder<Vec<Alert>>, _, _, _>(
-        Pipeline,
-        "DeviceWatch",
-        move |_cap, _info| {
-            move |input, output| {
-                input.for_each(|cap, data| {
-                    let mut out = Vec::new();
-                    for e in data.iter() {
-                        watch.observe(e, &mut out);
-                    }
-                    counters.emit(&mut out, |v| output.session(&cap).give_container(v));
-                });
-            }
-        },
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use amoskys_schemas::{DeviceRecord, Sample};
+    use std::sync::Arc;
 
     fn msg(ts_s: i64, device: &str, topic: &str, metric: &str, value: f64) -> EventRow {
         EventRow {

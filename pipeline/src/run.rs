@@ -37,9 +37,11 @@ use crate::config::Config;
 use crate::error::PipelineError;
 use crate::replay::write_feature_metadata;
 use amoskys_operators::correlate::{Correlation, IntelFeed, IntelShared};
-use amoskys_operators::count_rules::{Counter, count_events};
-use amoskys_operators::detect::{Detect, DetectCounters, Detector, GroupRules, detect_groups};
-use amoskys_operators::device_watch::{DeviceWatch, watch_devices};
+use amoskys_operators::count_rules::Counter;
+use amoskys_operators::detect::{
+    Detect, DetectCounters, Detector, GroupRules, detect_events, detect_groups,
+};
+use amoskys_operators::device_watch::DeviceWatch;
 
 /// Batches a source may have waiting for the dataflow.
 const SOURCE_CHANNEL_BATCHES: usize = 64;
@@ -565,7 +567,12 @@ pub fn run_job(
                 }
                 let watch = DeviceWatch::new(&detections);
                 if watch.is_enabled() {
-                    alerts = alerts.concat(watch_devices(records.clone(), watch, dc.clone()));
+                    alerts = alerts.concat(detect_events(
+                        records.clone(),
+                        "DeviceWatch",
+                        watch,
+                        dc.clone(),
+                    ));
                 }
                 if !count_specs.is_empty() {
                     let rules = count_specs
@@ -573,8 +580,9 @@ pub fn run_job(
                         .map(|s| s.check())
                         .collect::<Result<Vec<_>, _>>()
                         .expect("checked before the dataflow");
-                    alerts = alerts.concat(count_events(
+                    alerts = alerts.concat(detect_events(
                         records.clone(),
+                        "CountRules",
                         Counter::new(rules),
                         dc.clone(),
                     ));
