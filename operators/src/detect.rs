@@ -93,6 +93,22 @@ pub static DETECTIONS: &[DetectionDef] = &[
         summary: "{entity} sent to {distinct_peers_out} hosts on {distinct_dst_ports_out} port(s)",
     },
     DetectionDef {
+        name: "service_probe",
+        severity: Severity::Medium,
+        sources: &["pcap"],
+        description: "Connections to a few hosts that are accepted and then torn down by the \
+            client with RSTs, again and again: service and version probing (nmap -sV), which \
+            opens each service, sends a probe and aborts. Ordinary clients close with FIN. \
+            Raise `tcp_rst_out` for applications that abort their connections by design.",
+        conditions: &[
+            at_least("conn_attempts_out", 5.0),
+            at_least("tcp_rst_out", 10.0),
+            at_most("distinct_peers_out", 3.0),
+            at_least("tcp_synack_per_syn", 0.9),
+        ],
+        summary: "{entity} opened {conn_attempts_out} connections to {distinct_peers_out} host(s), all accepted, and sent {tcp_rst_out} RSTs",
+    },
+    DetectionDef {
         name: "syn_flood",
         severity: Severity::Critical,
         sources: &["pcap"],
