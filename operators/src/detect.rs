@@ -165,6 +165,19 @@ pub static DETECTIONS: &[DetectionDef] = &[
         summary: "{entity} failed {auth_failures_as_remote} logins on {auth_distinct_targets_as_remote} host(s) as {auth_distinct_users_as_remote} user(s)",
     },
     DetectionDef {
+        name: "dhcp_flood",
+        severity: Severity::High,
+        sources: &["pcap"],
+        description: "Many DHCP client messages with one hardware address in one window: a \
+            client asks a few times a minute at most, even retrying, while a flood (to \
+            exhaust the server's pool or load it) sends dozens a second. The entity is the \
+            client hardware address (`chaddr`). A flood that changes the hardware address \
+            with every message needs the link-layer source, which packets here are not keyed \
+            on.",
+        conditions: &[at_least("dhcp_client_messages", 50.0)],
+        summary: "{entity} sent {dhcp_client_messages} DHCP messages from {dhcp_client_ips} address(es)",
+    },
+    DetectionDef {
         name: "dns_tunnel",
         severity: Severity::High,
         sources: &["pcap"],

@@ -22,7 +22,10 @@ pub use history::{
     ZSCORE_MIN_HISTORY,
 };
 pub use stats::Moments;
-pub use window::{Featurize, FeaturizeEvents, MergeRows, Obs, PacketFeaturesOnly, WindowCounters};
+pub use window::{
+    DhcpObservations, EventWindows, Featurize, FeaturizeEvents, MergeRows, Obs, PacketFeaturesOnly,
+    WindowCounters,
+};
 
 /// Hash maps and sets of state keyed by data an attacker may choose: a fast hash
 /// with random keys, drawn once per process (drawing them per map costs more than

@@ -351,10 +351,39 @@ impl<'scope> Featurize<'scope> for Stream<'scope, u64, Vec<Packet>> {
 /// Turns log and device records into per-entity feature rows of the syslog, SNMP
 /// and MQTT families, one per entity per window.
 pub trait FeaturizeEvents<'scope> {
-    fn featurize_events(
-        self,
-        counters: Arc<WindowCounters>,
-    ) -> Stream<'scope, u64, Vec<FeatureRow>>;
+    /// What each record says about each entity.
+    fn observe_events(self) -> Stream<'scope, u64, Vec<EventObs>>;
+}
+
+/// The DHCP messages among packets, as observations of the clients' hardware
+/// addresses for the event windows.
+pub trait DhcpObservations<'scope> {
+    fn dhcp_observations(self) -> Stream<'scope, u64, Vec<EventObs>>;
+}
+
+impl<'scope> DhcpObservations<'scope> for Stream<'scope, u64, Vec<Packet>> {
+    fn dhcp_observations(self) -> Stream<'scope, u64, Vec<EventObs>> {
+        self.unary::<CapacityContainerBuilder<Vec<EventObs>>, _, _, _>(
+            Pipeline,
+            "ObserveDhcp",
+            |_cap, _info| {
+                move |input, output| {
+                    input.for_each(|cap, data| {
+                        let mut v: Vec<EventObs> =
+                            data.iter().filter_map(EventObs::of_dhcp).collect();
+                        if !v.is_empty() {
+                            output.session(&cap).give_container(&mut v);
+                        }
+                    });
+                }
+            },
+        )
+    }
+}
+
+/// Per-entity feature rows, one per entity per window, of event observations.
+pub trait EventWindows<'scope> {
+    fn event_windows(self, counters: Arc<WindowCounters>) -> Stream<'scope, u64, Vec<FeatureRow>>;
 }
 
 /// The worker-routing hash of an entity (fixed keys: the same on every worker).
@@ -366,11 +395,8 @@ pub(crate) fn entity_hash(e: &Entity) -> u64 {
 }
 
 impl<'scope> FeaturizeEvents<'scope> for Stream<'scope, u64, Vec<EventRow>> {
-    fn featurize_events(
-        self,
-        counters: Arc<WindowCounters>,
-    ) -> Stream<'scope, u64, Vec<FeatureRow>> {
-        let obs = self.unary::<CapacityContainerBuilder<Vec<EventObs>>, _, _, _>(
+    fn observe_events(self) -> Stream<'scope, u64, Vec<EventObs>> {
+        self.unary::<CapacityContainerBuilder<Vec<EventObs>>, _, _, _>(
             Pipeline,
             "ObserveEvents",
             |_cap, _info| {
@@ -384,9 +410,14 @@ impl<'scope> FeaturizeEvents<'scope> for Stream<'scope, u64, Vec<EventRow>> {
                     });
                 }
             },
-        );
+        )
+    }
+}
+
+impl<'scope> EventWindows<'scope> for Stream<'scope, u64, Vec<EventObs>> {
+    fn event_windows(self, counters: Arc<WindowCounters>) -> Stream<'scope, u64, Vec<FeatureRow>> {
         let pact = Exchange::new(|o: &EventObs| entity_hash(&o.entity));
-        obs.unary_frontier(pact, "EventWindow(60s/30s)", move |_cap, _info| {
+        self.unary_frontier(pact, "EventWindow(60s/30s)", move |_cap, _info| {
             let mut store = PaneStore::<Entity, EventAcc>::default();
             move |(input, frontier), output| {
                 input.for_each(|cap, data| {

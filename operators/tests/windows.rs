@@ -102,6 +102,7 @@ fn traffic(seed: u64, n: usize, minutes: i64) -> Vec<Packet> {
                     0
                 },
                 dns,
+                dhcp: Default::default(),
             }
         })
         .collect()

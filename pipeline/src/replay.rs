@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 use amoskys_operators::correlate::{Correlation, CorrelationSettings, IntelShared};
 use amoskys_operators::detect::{Detect, DetectCounters, Detector, GroupRules, detect_groups};
 use amoskys_operators::{
-    AssembleFlows, Featurize, FlowConfig, FlowCounters, HistoryCounters, PacketFeaturesOnly,
-    WindowCounters, WithHistory, features,
+    AssembleFlows, DhcpObservations, EventWindows, Featurize, FlowConfig, FlowCounters,
+    HistoryCounters, PacketFeaturesOnly, WindowCounters, WithHistory, features,
 };
 use amoskys_schemas::{FeatureStats, Packet, metadata_json, metadata_json_with_stats, pane_of};
 use amoskys_sinks::parquet::{AlertTable, FeatureTable, FlowTable, SinkSummary};
@@ -32,8 +32,9 @@ pub enum FeatureSet {
     /// The whole catalogue (docs/FEATURES.md).
     #[default]
     All,
-    /// Only the packet features (the first family set): no event families
-    /// (always null in a replay) and no history features; smaller output.
+    /// Only the per-host packet features (the first family set): no event
+    /// families (always null in a replay), no DHCP rows per hardware address and
+    /// no history features; smaller output.
     Packet,
 }
 
@@ -267,7 +268,15 @@ pub fn replay(opts: ReplayOptions) -> Result<ReplayReport, PipelineError> {
             let rows = match feature_set {
                 FeatureSet::All => {
                     let defs = features::defs();
-                    let rows = rows.with_history(defs.clone(), history_cfg, hc.clone());
+                    // DHCP messages are windowed per client hardware address,
+                    // entities of their own beside the IP addresses.
+                    let dhcp = packets
+                        .clone()
+                        .dhcp_observations()
+                        .event_windows(wc.clone());
+                    let rows =
+                        rows.concat(dhcp)
+                            .with_history(defs.clone(), history_cfg, hc.clone());
                     let detector = Detector::new(&defs, &detections, &user_rules)
                         .expect("checked before the dataflow");
                     let (rows, mut alerts) = rows.detect(detector, dc.clone());

@@ -17,8 +17,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use amoskys_operators::{
-    AssembleFlows, Featurize, FeaturizeEvents, FlowConfig, FlowCounters, HistoryCounters,
-    MergeRows, WindowCounters, WithHistory, features,
+    AssembleFlows, DhcpObservations, EventWindows, Featurize, FeaturizeEvents, FlowConfig,
+    FlowCounters, HistoryCounters, MergeRows, WindowCounters, WithHistory, features,
 };
 use amoskys_schemas::{EventRow, Packet, Record, pane_of};
 use amoskys_sinks::parquet::{AlertTable, EventTable, FeatureTable, FlowTable};
@@ -547,7 +547,13 @@ pub fn run_job(
                 let rows = packets
                     .clone()
                     .featurize(wc.clone())
-                    .concat(records.clone().featurize_events(ewc.clone()))
+                    .concat(
+                        records
+                            .clone()
+                            .observe_events()
+                            .concat(packets.clone().dhcp_observations())
+                            .event_windows(ewc.clone()),
+                    )
                     .merge_rows()
                     .with_history(features::defs(), history_cfg, hc.clone());
                 let detector = Detector::new(&features::defs(), &detections, &user_rules)

@@ -26,7 +26,7 @@ pub use feature::{
     features_to_batch, metadata_json, metadata_json_with_stats,
 };
 pub use flow::{EndReason, FlowRecord, Summary, flows_schema, flows_to_batch};
-pub use packet::{DnsInfo, Packet, Proto, TcpFlags, domain_key, domain_keys};
+pub use packet::{DhcpInfo, DnsInfo, Packet, Proto, TcpFlags, domain_key, domain_keys};
 pub use time::{
     HOP_NS, HOP_SECONDS, NS_PER_SEC, WINDOW_NS, WINDOW_SECONDS, pane_of, pane_start_ns,
 };

@@ -52,6 +52,37 @@ pub struct Packet {
     pub wire_len: u32,
     /// What a DNS message over UDP port 53 says (kind 0 for any other packet).
     pub dns: DnsInfo,
+    /// What a DHCP message over UDP ports 67/68 says (type 0 for any other packet).
+    pub dhcp: DhcpInfo,
+}
+
+/// The message type and client hardware address of a DHCP message.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
+)]
+pub struct DhcpInfo {
+    /// Option 53: 1 DISCOVER, 2 OFFER, 3 REQUEST, 4 DECLINE, 5 ACK, 6 NAK,
+    /// 7 RELEASE, 8 INFORM; 0 when the packet is not DHCP.
+    pub msg_type: u8,
+    /// `chaddr`: the client's Ethernet address.
+    pub chaddr: [u8; 6],
+}
+
+impl DhcpInfo {
+    /// Whether a client sent it (DISCOVER, REQUEST, DECLINE, RELEASE, INFORM)
+    /// rather than a server (OFFER, ACK, NAK).
+    pub fn from_client(&self) -> bool {
+        matches!(self.msg_type, 1 | 3 | 4 | 7 | 8)
+    }
+
+    /// The client's hardware address as text, `aa:bb:cc:dd:ee:ff`.
+    pub fn client(&self) -> String {
+        let c = self.chaddr;
+        format!(
+            "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+            c[0], c[1], c[2], c[3], c[4], c[5]
+        )
+    }
 }
 
 /// The header and first question of a DNS message.

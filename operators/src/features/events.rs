@@ -247,6 +247,24 @@ pub enum EventWhat {
         topic: u64,
         values: Vec<f64>,
     },
+    /// One DHCP message about the entity (a client's hardware address), seen in
+    /// packets: its type, and the IP address it came from.
+    Dhcp { msg_type: u8, src: Addr },
+}
+
+impl EventObs {
+    /// The DHCP observation of a packet, if it carries a DHCP message: about the
+    /// client's hardware address, whoever sent it.
+    pub fn of_dhcp(p: &amoskys_schemas::Packet) -> Option<EventObs> {
+        (p.dhcp.msg_type != 0).then(|| EventObs {
+            entity: Entity::Name(p.dhcp.client().into()),
+            ts_ns: p.ts_ns,
+            what: EventWhat::Dhcp {
+                msg_type: p.dhcp.msg_type,
+                src: p.src,
+            },
+        })
+    }
 }
 
 /// The authentication part of a syslog message.
@@ -426,6 +444,10 @@ pub struct Series {
 /// (merged) one window.
 #[derive(Clone, Debug, Default)]
 pub struct EventAcc {
+    /// DHCP messages about the hardware address: from the client, by type
+    /// (index = option 53 value), and the client's source addresses.
+    pub dhcp: [u64; 9],
+    pub dhcp_ips: Set<Addr>,
     pub syslog_seen: bool,
     pub messages: u64,
     pub by_severity: [u64; 9],
@@ -533,6 +555,12 @@ impl EventAcc {
                     }
                 }
             }
+            EventWhat::Dhcp { msg_type, src } => {
+                self.dhcp[usize::from((*msg_type).min(8))] += 1;
+                if matches!(msg_type, 1 | 3 | 4 | 7 | 8) && *src != Addr::v4([0, 0, 0, 0]) {
+                    self.dhcp_ips.insert(*src);
+                }
+            }
             EventWhat::Mqtt {
                 bytes,
                 topic,
@@ -568,6 +596,10 @@ impl EventAcc {
 
     /// Extends this pane with a later one.
     pub fn append(&mut self, l: &EventAcc) {
+        for (a, b) in self.dhcp.iter_mut().zip(l.dhcp) {
+            *a += b;
+        }
+        self.dhcp_ips.extend(l.dhcp_ips.iter().copied());
         self.syslog_seen |= l.syslog_seen;
         for (a, b) in self.by_facility.iter_mut().zip(l.by_facility) {
             *a += b;
@@ -986,6 +1018,82 @@ static POLL_FEATURES: &[EventFeature] = &[dspec(
     |a| (a.polls > 0).then_some(a.polls as f64),
 )];
 
+/// A DHCP feature: family `dhcp`, read from packets.
+const fn dhcp_spec(
+    name: &'static str,
+    unit: &'static str,
+    dtype: FeatureDtype,
+    description: &'static str,
+    compute: fn(&EventAcc) -> Option<f64>,
+) -> EventFeature {
+    EventFeature {
+        def: FeatureDef {
+            name,
+            family: "dhcp",
+            source: "pcap",
+            unit,
+            dtype,
+            description,
+            null_when: Some("no DHCP message about the hardware address in the window"),
+        },
+        compute,
+    }
+}
+
+fn dhcp_client(a: &EventAcc) -> u64 {
+    [1, 3, 4, 7, 8].iter().map(|&t| a.dhcp[t]).sum()
+}
+
+fn dh(a: &EventAcc, v: f64) -> Option<f64> {
+    (a.dhcp.iter().sum::<u64>() > 0).then_some(v)
+}
+
+/// Per client hardware address (`chaddr`): the entity is the address as text.
+static DHCP_FEATURES: &[EventFeature] = &[
+    dhcp_spec(
+        "dhcp_client_messages",
+        "messages",
+        C,
+        "DHCP messages the client sent (DISCOVER, REQUEST, DECLINE, RELEASE, INFORM) with this hardware address.",
+        |a| dh(a, dhcp_client(a) as f64),
+    ),
+    dhcp_spec(
+        "dhcp_client_messages_per_s",
+        "messages/s",
+        F,
+        "`dhcp_client_messages` per second of the window.",
+        |a| dh(a, dhcp_client(a) as f64 / W),
+    ),
+    dhcp_spec(
+        "dhcp_discovers",
+        "messages",
+        C,
+        "DHCPDISCOVER messages from the hardware address.",
+        |a| dh(a, a.dhcp[1] as f64),
+    ),
+    dhcp_spec(
+        "dhcp_informs",
+        "messages",
+        C,
+        "DHCPINFORM messages from the hardware address.",
+        |a| dh(a, a.dhcp[8] as f64),
+    ),
+    dhcp_spec(
+        "dhcp_server_replies",
+        "messages",
+        C,
+        "DHCP replies (OFFER, ACK, NAK) to the hardware address.",
+        |a| dh(a, (a.dhcp[2] + a.dhcp[5] + a.dhcp[6]) as f64),
+    ),
+    dhcp_spec(
+        "dhcp_client_ips",
+        "addresses",
+        C,
+        "Distinct IP source addresses (0.0.0.0 aside) of the client's messages: one host keeps one.",
+        |a| dh(a, a.dhcp_ips.len() as f64),
+    ),
+];
+
 static MQTT_FEATURES: &[EventFeature] = &[
     dspec(
         "mqtt_messages",
@@ -1219,6 +1327,7 @@ pub fn event_catalogue() -> impl Iterator<Item = &'static EventFeature> {
         .chain(SNMP_FEATURES)
         .chain(RATIO_FEATURES)
         .chain(MQTT_FEATURES)
+        .chain(DHCP_FEATURES)
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@
 //! bytes in front of an EtherType or IP packet.
 
 use amoskys_schemas::DnsInfo;
-use amoskys_schemas::{Addr, Packet};
+use amoskys_schemas::{Addr, DhcpInfo, Packet};
 use etherparse::{EtherType, LaxNetSlice, LaxSlicedPacket, TransportSlice};
 
 /// libpcap link-layer header types the decoder understands.
@@ -285,6 +285,8 @@ fn fill(s: &LaxSlicedPacket<'_>, out: &mut Packet, stats: &mut DecodeStats) -> R
             out.dport = u.destination_port();
             if out.sport == 53 || out.dport == 53 {
                 out.dns = dns_info(u.payload());
+            } else if matches!((out.sport, out.dport), (67 | 68, 67 | 68)) {
+                out.dhcp = dhcp_info(u.payload());
             }
         }
         Some(TransportSlice::Icmpv4(i)) => {
@@ -317,6 +319,37 @@ fn fill(s: &LaxSlicedPacket<'_>, out: &mut Packet, stats: &mut DecodeStats) -> R
         stats.fragments += 1;
     }
     Ok(())
+}
+
+/// The message type (option 53) and client hardware address of a DHCP message:
+/// a BOOTP header of 236 bytes, the magic cookie, then options. Anything else,
+/// or a hardware address that is not Ethernet's 6 bytes, gives type 0.
+pub fn dhcp_info(m: &[u8]) -> DhcpInfo {
+    let mut d = DhcpInfo::default();
+    if m.len() < 240 || m[1] != 1 || m[2] != 6 || m[236..240] != [0x63, 0x82, 0x53, 0x63] {
+        return d;
+    }
+    let mut i = 240;
+    while let Some(&code) = m.get(i) {
+        match code {
+            0 => i += 1,
+            255 => break,
+            _ => {
+                let Some(&len) = m.get(i + 1) else { break };
+                if code == 53 && len == 1 {
+                    if let Some(&t) = m.get(i + 2) {
+                        d.msg_type = if (1..=8).contains(&t) { t } else { 0 };
+                    }
+                    break;
+                }
+                i += 2 + usize::from(len);
+            }
+        }
+    }
+    if d.msg_type != 0 {
+        d.chaddr.copy_from_slice(&m[28..34]);
+    }
+    d
 }
 
 /// The header and first question of a DNS message. Read by hand: only these
@@ -414,6 +447,29 @@ mod tests {
         let d = dns_info(&m[..16]);
         assert_eq!((d.kind, d.qname_len), (DnsInfo::RESPONSE, 0));
         assert_eq!(dns_info(&[1, 2, 3]).kind, 0);
+    }
+
+    #[test]
+    fn dhcp_type_and_client_address() {
+        let mut m = vec![0u8; 240];
+        m[0] = 1; // BOOTREQUEST
+        m[1] = 1; // Ethernet
+        m[2] = 6;
+        m[28..34].copy_from_slice(&[0x90, 0xb1, 0x1c, 0x99, 0x49, 0x29]);
+        m[236..240].copy_from_slice(&[0x63, 0x82, 0x53, 0x63]);
+        m.extend_from_slice(&[0, 61, 2, 1, 2, 53, 1, 8, 255]);
+        let d = dhcp_info(&m);
+        assert_eq!(d.msg_type, 8);
+        assert!(d.from_client());
+        assert_eq!(d.client(), "90:b1:1c:99:49:29");
+        // No cookie, a truncated option or an unknown type: not DHCP.
+        let mut bad = m.clone();
+        bad[236] = 0;
+        assert_eq!(dhcp_info(&bad).msg_type, 0);
+        assert_eq!(dhcp_info(&m[..246]).msg_type, 0);
+        let mut odd = m.clone();
+        odd[247] = 42;
+        assert_eq!(dhcp_info(&odd).msg_type, 0);
     }
 
     fn tcp_ipv4(flags_syn: bool) -> Vec<u8> {
