@@ -59,12 +59,43 @@ def ssh_login_attempt(client: str, server: str, sport: int, t: float):
 
 def write_pcap(path, frames):
     """Writes (time_s, frame) pairs, sorted by time, as a microsecond pcap."""
+    write_pcap_records(path, [(t, f, len(f)) for t, f in frames])
+
+
+def udp_frame(src: str, dst: str, sport: int, dport: int, payload: bytes) -> bytes:
+    s, d = ipaddress.IPv4Address(src).packed, ipaddress.IPv4Address(dst).packed
+    udp = struct.pack("!HHHH", sport, dport, 8 + len(payload), 0) + payload
+    pseudo = s + d + struct.pack("!BBH", 0, 17, len(udp))
+    udp = udp[:6] + struct.pack("!H", _checksum(pseudo + udp) or 0xFFFF) + udp[8:]
+    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 0, 0x4000, 64, 17, 0, s, d)
+    ip = ip[:10] + struct.pack("!H", _checksum(ip)) + ip[12:]
+    eth = bytes.fromhex("020000000002") + bytes.fromhex("020000000001") + b"\x08\x00"
+    return eth + ip + udp
+
+
+def dns_message(qid: int, name: str, response: bool = False, rcode: int = 0, qtype: int = 1) -> bytes:
+    """A DNS message with one question (and, for a NOERROR response to an A
+    query, one answer)."""
+    flags = (0x8180 | rcode) if response else 0x0100
+    answers = 1 if response and rcode == 0 and qtype == 1 else 0
+    m = struct.pack("!HHHHHH", qid, flags, 1, answers, 0, 0)
+    for label in name.split("."):
+        m += bytes([len(label)]) + label.encode()
+    m += b"\0" + struct.pack("!HH", qtype, 1)
+    if answers:
+        m += struct.pack("!HHHIH", 0xC00C, 1, 1, 300, 4) + bytes([192, 0, 2, 1])
+    return m
+
+
+def write_pcap_records(path, records):
+    """Writes (time_s, frame, original length) records, sorted by time: a frame
+    may stand for a longer packet cut to its headers (original length > frame)."""
     with open(path, "wb") as f:
         f.write(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1))
-        for t, frame in sorted(frames, key=lambda x: x[0]):
+        for t, frame, orig in sorted(records, key=lambda x: x[0]):
             sec = int(t)
             usec = int(round((t - sec) * 1e6))
             if usec >= 1_000_000:
                 sec, usec = sec + 1, usec - 1_000_000
-            f.write(struct.pack("<IIII", sec, usec, len(frame), len(frame)))
+            f.write(struct.pack("<IIII", sec, usec, len(frame), max(orig, len(frame))))
             f.write(frame)

@@ -289,3 +289,15 @@ min_samples = 10
     import json
     assert json.loads(rows[1][3]) == {"value": 80, "learned_min": 20, "learned_max": 25,
                                       "learned_samples": 30}
+
+
+def test_a_device_flooding_the_broker_raises_mqtt_flood(broker, tmp_path):
+    """7,000 messages about one device within a minute (over 100 a second over
+    the window); a device publishing 20 stays quiet."""
+    with Job(tmp_path, mqtt_source(broker)) as job:
+        n0 = subscribed(job, broker)
+        broker.publish("sensors/noisy/temp", *[str(i % 50) for i in range(7000)])
+        broker.publish("sensors/calm/temp", *[str(i) for i in range(20)])
+        job.wait_metric("amoskys_events_sent_total", n0 + 7020)
+    rows = job.rows(f"select rule, entity, summary from {job.table('alerts')} where rule = 'mqtt_flood'")
+    assert [(r[0], r[1]) for r in rows] == [("mqtt_flood", "noisy")], rows

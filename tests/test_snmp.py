@@ -554,7 +554,7 @@ class Snmpsim:
         self.proc = None
         self.port = None
 
-    def start(self):
+    def start(self, port=None):
         exe = Path(sys.executable).with_name("snmpsim-command-responder")
         if not exe.exists():
             pytest.fail(f"{exe} is missing: run scripts/setup.sh --test "
@@ -563,8 +563,9 @@ class Snmpsim:
         env = {**os.environ, "SNMPSIM_ALLOW_ROOT": "true"}
         log = self.dir / "snmpsim.log"
         probe = self.files[0].stem
+        fixed = port
         for _ in range(3):
-            port = free_udp_port()
+            port = fixed or free_udp_port()
             with open(log, "w") as f:
                 self.proc = subprocess.Popen(
                     [str(exe), f"--data-dir={self.data}", f"--cache-dir={self.dir / 'cache'}",
@@ -691,3 +692,59 @@ def test_unreachable_agents_do_not_delay_the_live_one(tmp_path, snmpd):
         f"live agent polled {n} times in {elapsed:.1f} s at a {interval} s interval"
     print(f"live polls {n} in {elapsed:.1f} s, failures {later}, agents down {down}, "
           f"stopped in {stop_s:.2f} s")
+
+
+def device_recording(path: Path, uptime: int, oper: int, in_errors: int, cpu=(97, 95),
+                     mem=(1_000_000, 10_000)):
+    """A small agent of our own in snmpsim's format (OID|type|value, in OID order):
+    uptime, one interface, two processors, UCD memory."""
+    rows = {
+        "1.3.6.1.2.1.1.3.0": (67, uptime),
+        "1.3.6.1.2.1.2.2.1.1.1": (2, 1),
+        "1.3.6.1.2.1.2.2.1.2.1": (4, "eth0"),
+        "1.3.6.1.2.1.2.2.1.8.1": (2, oper),
+        "1.3.6.1.2.1.2.2.1.10.1": (65, 1000),
+        "1.3.6.1.2.1.2.2.1.14.1": (65, in_errors),
+        "1.3.6.1.2.1.2.2.1.16.1": (65, 2000),
+        "1.3.6.1.2.1.25.3.3.1.2.1": (2, cpu[0]),
+        "1.3.6.1.2.1.25.3.3.1.2.2": (2, cpu[1]),
+        "1.3.6.1.4.1.2021.4.5.0": (2, mem[0]),
+        "1.3.6.1.4.1.2021.4.6.0": (2, mem[1]),
+    }
+    key = lambda o: tuple(int(x) for x in o.split("."))
+    path.write_text("".join(f"{o}|{t}|{v}\n" for o, (t, v) in sorted(rows.items(), key=lambda r: key(r[0]))))
+
+
+def test_device_health_detections_fire_on_an_agent_that_saturates_restarts_and_loses_a_link(tmp_path):
+    """One agent (snmpsim serving recordings written here) seen in three states:
+    saturated (97/95 % CPU, 99 % of memory used); restarted (uptime back to 2 s)
+    with its interface down; then its input errors jumping by 499,000. Each
+    device detection fires once, naming the agent."""
+    rec = tmp_path / "dev.snmprec"
+    device_recording(rec, uptime=10_000_000, oper=1, in_errors=1000)
+    sim = Snmpsim(tmp_path, [rec]).start()
+    agent = f"127.0.0.1:{sim.port}"
+
+    def become(**state):
+        sim.stop()
+        device_recording(sim.data / "dev.snmprec", **state)
+        shutil.rmtree(sim.dir / "cache", ignore_errors=True)
+        sim.start(port=int(agent.rsplit(":", 1)[1]))
+
+    try:
+        with Job(tmp_path, snmp_source([agent], name="dev", community="dev",
+                                       extra='timeout = "2s"\nretries = 0\n')) as job:
+            job.wait_metric("amoskys_component_received_events_total", 2, component_id="dev")
+            n = job.metric("amoskys_component_received_events_total", component_id="dev")
+            become(uptime=200, oper=2, in_errors=1000)
+            n = job.wait_metric("amoskys_component_received_events_total", n + 2, component_id="dev")
+            become(uptime=400, oper=2, in_errors=500_000)
+            job.wait_metric("amoskys_component_received_events_total", n + 2, component_id="dev")
+    finally:
+        sim.stop()
+    rows = job.rows(f"select rule, entity, severity, summary from {job.table('alerts')} order by rule")
+    assert {r[0] for r in rows} == {"device_cpu_saturation", "device_memory_saturation",
+                                    "device_restart", "device_link_down",
+                                    "device_interface_errors"}, rows
+    assert len(rows) == 5 and all(r[1] == agent for r in rows), rows
+
