@@ -29,6 +29,7 @@ use amoskys_pipeline::replay::{FeatureSet, ReplayOptions, replay};
     amoskys-pipeline replay sample.pcap --out data\n  \
     amoskys-pipeline replay 'captures/*.pcap' --out data -w 2 --config flows.toml\n  \
     amoskys-pipeline validate --config flows.toml\n  \
+    amoskys-pipeline sql --data data \"SELECT * FROM alerts\"\n  \
     amoskys-pipeline --config flows.toml\n  \
     amoskys-pipeline --default    (syslog on 127.0.0.1:5514; try: logger -n 127.0.0.1 -P 5514 -d hello)")]
 struct Cli {
@@ -115,6 +116,33 @@ enum Command {
         #[arg(long, default_value_t = 0.2, value_name = "F")]
         val_fraction: f64,
     },
+    /// Query the Parquet output with SQL (DataFusion).
+    ///
+    /// Every folder of DIR holding Parquet files is a table: flows, events,
+    /// features, alerts, and any other the pipeline writes. Their `date` and
+    /// `hour` partition columns are text ('2024-01-15', '09'): a filter on them
+    /// reads only the matching folders. Without QUERY, queries are read from
+    /// standard input, separated by `;` (or one per line when there is none).
+    /// A query that fails prints DataFusion's message and exits 1.
+    #[command(after_help = "Examples:\n  \
+        amoskys-pipeline sql --data data \"SELECT entity, max(bytes_out) FROM features WHERE date = '2024-01-15' GROUP BY 1 ORDER BY 2 DESC LIMIT 10\"\n  \
+        amoskys-pipeline sql --data data --format csv \"SELECT * FROM alerts\" > alerts.csv\n  \
+        amoskys-pipeline sql --data data --format parquet --output top.parquet \"SELECT * FROM flows WHERE dport = 22\"\n  \
+        echo \"SHOW TABLES; DESCRIBE flows\" | amoskys-pipeline sql --data data")]
+    Sql {
+        /// Output root of a replay or a long-running job.
+        #[arg(long, value_name = "DIR")]
+        data: PathBuf,
+        /// The query; read from standard input when left out.
+        #[arg(value_name = "QUERY")]
+        query: Option<String>,
+        /// How rows are written.
+        #[arg(long, short, value_enum, default_value_t = amoskys_query::sql::Format::Table)]
+        format: amoskys_query::sql::Format,
+        /// Write to FILE instead of standard output.
+        #[arg(long, short, value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
     /// Create an Ed25519 key pair for signing alert deliveries.
     ///
     /// Writes the private key to FILE (64 hex digits, mode 0600; an existing file
@@ -200,6 +228,71 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+/// `sql`: runs the queries in order; stops at the first that fails, with its
+/// message and exit code 1.
+fn sql(
+    data: &std::path::Path,
+    query: Option<String>,
+    format: amoskys_query::sql::Format,
+    output: Option<&std::path::Path>,
+) -> anyhow::Result<ExitCode> {
+    use amoskys_query::sql::{Format, run, split_queries};
+    let queries = match query {
+        Some(q) => split_queries(&q),
+        None => {
+            let mut text = String::new();
+            std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)
+                .context("read queries from standard input")?;
+            split_queries(&text)
+        }
+    };
+    if queries.is_empty() {
+        eprintln!("error: no query: give one as an argument or on standard input");
+        return Ok(ExitCode::from(2));
+    }
+    if format == Format::Parquet && queries.len() > 1 {
+        eprintln!(
+            "error: parquet output holds one query's result; {} were given",
+            queries.len()
+        );
+        return Ok(ExitCode::from(2));
+    }
+    if !data.is_dir() {
+        eprintln!("error: {}: not a directory", data.display());
+        return Ok(ExitCode::from(2));
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("start the query runtime")?;
+    let mut out: Box<dyn Write + Send> = match output {
+        Some(p) => Box::new(std::io::BufWriter::new(
+            std::fs::File::create(p).with_context(|| format!("create {}", p.display()))?,
+        )),
+        None => Box::new(std::io::BufWriter::new(std::io::stdout())),
+    };
+    let code = rt.block_on(async {
+        let ctx = match amoskys_query::catalog::open(data).await {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(1);
+            }
+        };
+        for q in &queries {
+            if let Err(e) = run(&ctx, q, format, &mut *out).await {
+                let _ = out.flush();
+                eprintln!("error: {e}");
+                return ExitCode::from(1);
+            }
+        }
+        ExitCode::SUCCESS
+    });
+    out.flush().context("write the results")?;
+    Ok(code)
 }
 
 /// The configuration `--default` runs.
@@ -353,6 +446,12 @@ fn run(cmd: Command) -> anyhow::Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
+        Command::Sql {
+            data,
+            query,
+            format,
+            output,
+        } => sql(&data, query, format, output.as_deref()),
         Command::Keygen { out } => match amoskys_pipeline::keys::write_key_pair(&out) {
             Ok((key, pub_b64, pub_pem)) => {
                 println!("{}", amoskys_pipeline::keys::public_base64(&key));

@@ -1,0 +1,120 @@
+//! The tables under an output directory, registered with DataFusion.
+//!
+//! Every folder of `DIR` that holds Parquet files is a table named after it
+//! (`flows`, `events`, `features`, `alerts`, and any other the pipeline
+//! writes). Folders laid out in hive partitions (`date=YYYY-MM-DD/hour=HH`) get
+//! `date` and `hour` as text columns, so `WHERE date = '2024-01-15' AND hour =
+//! '09'` (or ranges on them) skips the other folders' files. Folders whose name
+//! starts with `_` or `.` (files being written, the webhook spool) are not
+//! tables.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::DataType;
+use datafusion::datasource::file_format::parquet::ParquetFormat;
+use datafusion::datasource::listing::{
+    ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
+};
+use datafusion::prelude::{SessionConfig, SessionContext};
+
+use crate::error::QueryError;
+
+/// The partition columns of the pipeline's tables.
+pub const PARTITIONS: [&str; 2] = ["date", "hour"];
+
+/// A session whose catalog holds the tables found under `dir`.
+pub async fn open(dir: &Path) -> Result<SessionContext, QueryError> {
+    let ctx = session();
+    for (name, path) in tables(dir)? {
+        register(&ctx, &name, &path).await?;
+    }
+    Ok(ctx)
+}
+
+/// A session configured as every query surface uses it: filters pushed into
+/// the Parquet scan, `information_schema` for tools that list tables.
+pub fn session() -> SessionContext {
+    let mut cfg = SessionConfig::new()
+        .with_information_schema(true)
+        .with_default_catalog_and_schema("amoskys", "public");
+    cfg.options_mut().execution.parquet.pushdown_filters = true;
+    SessionContext::new_with_config(cfg)
+}
+
+/// The folders of `dir` that hold Parquet files, by name.
+pub fn tables(dir: &Path) -> Result<Vec<(String, PathBuf)>, QueryError> {
+    let entries = std::fs::read_dir(dir).map_err(|e| QueryError::Io {
+        path: dir.to_path_buf(),
+        source: e,
+    })?;
+    let mut out = Vec::new();
+    for e in entries.filter_map(Result::ok) {
+        let path = e.path();
+        let Some(name) = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .map(str::to_string)
+        else {
+            continue;
+        };
+        if !path.is_dir() || name.starts_with(['_', '.']) || !has_parquet(&path) {
+            continue;
+        }
+        out.push((name, path));
+    }
+    out.sort();
+    Ok(out)
+}
+
+fn has_parquet(dir: &Path) -> bool {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return false;
+    };
+    rd.filter_map(Result::ok).any(|e| {
+        let p = e.path();
+        let hidden = p
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with(['_', '.']));
+        if hidden {
+            false
+        } else if p.is_dir() {
+            has_parquet(&p)
+        } else {
+            p.extension().is_some_and(|x| x == "parquet")
+        }
+    })
+}
+
+/// Whether the table's folder is laid out in `date=…/hour=…` partitions.
+fn partitioned(dir: &Path) -> bool {
+    std::fs::read_dir(dir).is_ok_and(|rd| {
+        rd.filter_map(Result::ok).any(|e| {
+            e.file_name()
+                .to_str()
+                .is_some_and(|n| n.starts_with("date="))
+        })
+    })
+}
+
+/// Registers the Parquet files under `dir` as table `name`.
+pub async fn register(ctx: &SessionContext, name: &str, dir: &Path) -> Result<(), QueryError> {
+    let url = ListingTableUrl::parse(format!("{}/", dir.display()))?;
+    let format = ParquetFormat::new().with_options(ctx.copied_table_options().parquet);
+    let mut opts = ListingOptions::new(Arc::new(format)).with_file_extension(".parquet");
+    if partitioned(dir) {
+        opts = opts.with_table_partition_cols(
+            PARTITIONS
+                .iter()
+                .map(|p| (p.to_string(), DataType::Utf8))
+                .collect(),
+        );
+    }
+    let schema = opts.infer_schema(&ctx.state(), &url).await?;
+    let config = ListingTableConfig::new(url)
+        .with_listing_options(opts)
+        .with_schema(schema);
+    ctx.register_table(name, Arc::new(ListingTable::try_new(config)?))?;
+    Ok(())
+}
