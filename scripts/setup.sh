@@ -32,7 +32,7 @@ if (( ${#missing[@]} )); then
 fi
 
 if (( want_test )); then
-  if [[ ! -x .venv/bin/python ]] || ! .venv/bin/python -c "import duckdb, pyarrow, pytest, snmpsim" 2>/dev/null; then
+  if [[ ! -x .venv/bin/python ]] || ! .venv/bin/python -c "import duckdb, pyarrow, pytest, snmpsim, adbc_driver_flightsql" 2>/dev/null; then
     echo "creating .venv with the test requirements" >&2
     python3 -m venv .venv
     .venv/bin/pip install -q --disable-pip-version-check -r tests/requirements.txt

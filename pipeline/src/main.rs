@@ -143,6 +143,39 @@ enum Command {
         #[arg(long, short, value_name = "FILE")]
         output: Option<PathBuf>,
     },
+    /// Serve the Parquet output over Arrow Flight and Flight SQL.
+    ///
+    /// Plain Flight: ListFlights lists the tables with their schemas; a
+    /// descriptor path [TABLE] (or [TABLE, AFTER], an RFC 3339 time) or a command
+    /// holding SQL gives a flight whose ticket DoGet reads; SQL text is a ticket
+    /// too. Flight SQL: statement queries and the catalog `amoskys`, schema
+    /// `public`, for ADBC and JDBC clients. Results stream batch by batch. Runs
+    /// until SIGINT or SIGTERM. docs/QUERY.md has connection examples.
+    #[command(after_help = "Examples:\n  \
+        amoskys-pipeline serve --data data --listen 127.0.0.1:8815\n  \
+        AMOSKYS_FLIGHT_TOKEN=s3cret amoskys-pipeline serve --data data --listen 0.0.0.0:8815 \\\n      \
+        --tls-cert server.pem --tls-key server.key --tls-client-ca clients-ca.pem")]
+    Serve {
+        /// Output root of a replay or a long-running job.
+        #[arg(long, value_name = "DIR")]
+        data: PathBuf,
+        /// Address to listen on.
+        #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8815")]
+        listen: std::net::SocketAddr,
+        /// A bearer token clients must send (`authorization: Bearer <token>`);
+        /// repeat for several. Without any, calls are not authenticated.
+        #[arg(long = "token", value_name = "TOKEN", env = "AMOSKYS_FLIGHT_TOKEN")]
+        tokens: Vec<String>,
+        /// Server certificate (PEM): serve over TLS.
+        #[arg(long, value_name = "FILE", requires = "tls_key")]
+        tls_cert: Option<PathBuf>,
+        /// Server private key (PEM).
+        #[arg(long, value_name = "FILE", requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
+        /// CA (PEM) that client certificates must chain to: mutual TLS.
+        #[arg(long, value_name = "FILE", requires = "tls_cert")]
+        tls_client_ca: Option<PathBuf>,
+    },
     /// Create an Ed25519 key pair for signing alert deliveries.
     ///
     /// Writes the private key to FILE (64 hex digits, mode 0600; an existing file
@@ -295,6 +328,54 @@ fn sql(
     Ok(code)
 }
 
+/// Completes on SIGINT or SIGTERM.
+async fn interrupted() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    let term = async {
+        match term.as_mut() {
+            Some(t) => {
+                t.recv().await;
+            }
+            None => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term => {}
+    }
+}
+
+/// `serve`: the Flight endpoint until SIGINT or SIGTERM.
+fn serve(s: amoskys_query::flight::FlightSettings) -> anyhow::Result<ExitCode> {
+    if !s.data.is_dir() {
+        eprintln!("error: {}: not a directory", s.data.display());
+        return Ok(ExitCode::from(2));
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("start the Flight runtime")?;
+    let scheme = if s.tls.is_some() { "grpc+tls" } else { "grpc" };
+    eprintln!(
+        "serving {} over Arrow Flight on {scheme}://{}{}",
+        s.data.display(),
+        s.listen,
+        if s.tokens.is_empty() {
+            ""
+        } else {
+            " (bearer token required)"
+        }
+    );
+    match rt.block_on(amoskys_query::flight::serve(s, interrupted())) {
+        Ok(()) => Ok(ExitCode::SUCCESS),
+        Err(e) => {
+            eprintln!("error: {e}");
+            Ok(ExitCode::from(1))
+        }
+    }
+}
+
 /// The configuration `--default` runs.
 const DEFAULT_CONFIG: &str = include_str!("../../examples/default.toml");
 
@@ -330,23 +411,7 @@ fn run_long(
                 .enable_all()
                 .build();
             if let Ok(rt) = rt {
-                rt.block_on(async {
-                    let mut term =
-                        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                            .ok();
-                    let term = async {
-                        match term.as_mut() {
-                            Some(t) => {
-                                t.recv().await;
-                            }
-                            None => std::future::pending::<()>().await,
-                        }
-                    };
-                    tokio::select! {
-                        _ = tokio::signal::ctrl_c() => {}
-                        _ = term => {}
-                    }
-                });
+                rt.block_on(interrupted());
             }
             eprintln!("stopping: closing sources, flushing sinks");
             let _ = stop_tx.send(true);
@@ -452,6 +517,20 @@ fn run(cmd: Command) -> anyhow::Result<ExitCode> {
             format,
             output,
         } => sql(&data, query, format, output.as_deref()),
+        Command::Serve {
+            data,
+            listen,
+            tokens,
+            tls_cert,
+            tls_key,
+            tls_client_ca,
+        } => serve(amoskys_query::flight::FlightSettings {
+            data,
+            listen,
+            tokens,
+            tls: tls_cert.zip(tls_key),
+            client_ca: tls_client_ca,
+        }),
         Command::Keygen { out } => match amoskys_pipeline::keys::write_key_pair(&out) {
             Ok((key, pub_b64, pub_pem)) => {
                 println!("{}", amoskys_pipeline::keys::public_base64(&key));

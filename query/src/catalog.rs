@@ -39,6 +39,9 @@ pub fn session() -> SessionContext {
         .with_information_schema(true)
         .with_default_catalog_and_schema("amoskys", "public");
     cfg.options_mut().execution.parquet.pushdown_filters = true;
+    // Text as plain Utf8, as written: string views would be new to many Flight
+    // SQL and JDBC clients.
+    cfg.options_mut().execution.parquet.schema_force_view_types = false;
     SessionContext::new_with_config(cfg)
 }
 

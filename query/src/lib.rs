@@ -3,6 +3,7 @@
 
 pub mod catalog;
 mod error;
+pub mod flight;
 pub mod sql;
 
 pub use error::QueryError;
