@@ -227,3 +227,44 @@ def test_a_large_read_streams_without_holding_the_table(tmp_path):
         assert growth_mib < in_memory_mib / 4, (growth_mib, in_memory_mib)
     finally:
         s.stop()
+
+
+def test_the_running_job_serves_rows_not_yet_in_a_finished_file(tmp_path):
+    """The long-running job with [sinks.flight]: syslog messages are read over
+    Flight while their file is still open (so only in memory), then again once
+    the 3 s roll has finished the file — the same rows, none twice."""
+    import datetime
+    import socket as so
+    from livejob import Job, syslog_source
+    port, fport = free_port(), free_port()
+    job = Job(tmp_path, syslog_source(port),
+              f'[sinks.flight]\nlisten = "127.0.0.1:{fport}"\ntokens = ["{TOKEN}"]\n')
+    # The helper's file ends in [sinks.parquet]: roll its files every 3 s.
+    job.cfg.write_text(job.cfg.read_text() + 'roll_interval = "3s"\n')
+    with job:
+        now = datetime.datetime.now(datetime.timezone.utc)
+        lines = [f"<14>1 {now.strftime('%Y-%m-%dT%H:%M:%S.%fZ')} web app 1 - - message {k}\n"
+                 for k in range(30)]
+        with so.create_connection(("127.0.0.1", port)) as s:
+            s.sendall("".join(lines).encode())
+        job.wait_metric("amoskys_events_sent_total", 30)
+        c = fl.FlightClient(f"grpc://127.0.0.1:{fport}")
+        finished = lambda: list((job.data / "events").glob("date=*/hour=*/*.parquet"))
+        deadline = time.time() + 5
+        while time.time() < deadline:
+            got = c.do_get(fl.Ticket(b'{"table": "events"}'), AUTH).read_all()
+            if got.num_rows == 30:
+                break
+            time.sleep(0.1)
+        assert got.num_rows == 30 and not finished(), (got.num_rows, finished())
+        assert sorted(got.column("message").to_pylist()) == sorted(f"message {k}" for k in range(30))
+        deadline = time.time() + 10
+        while not finished() and time.time() < deadline:
+            time.sleep(0.2)
+        assert finished(), "the 3 s roll did not finish the file"
+        again = c.do_get(fl.Ticket(b"SELECT count(*) AS n, count(DISTINCT message) AS d FROM events"),
+                         AUTH).read_all().to_pylist()
+        assert again == [{"n": 30, "d": 30}], again
+        with pytest.raises(fl.FlightUnauthenticatedError):
+            c.do_get(fl.Ticket(b"SELECT 1")).read_all()
+    assert job.rows(f"select count(*) from {job.table('events')}") == [(30,)]

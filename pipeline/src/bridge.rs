@@ -14,7 +14,7 @@ use timely::dataflow::operators::Capability;
 use timely::dataflow::operators::generic::Operator;
 
 use amoskys_sinks::SinkError;
-use amoskys_sinks::parquet::{ParquetSettings, SinkSummary, TableRows, run_table};
+use amoskys_sinks::parquet::{ParquetSettings, SinkSummary, TableRows, run_table_live};
 
 use crate::config::ParquetConfig;
 use crate::error::PipelineError;
@@ -31,6 +31,7 @@ impl ParquetConfig {
             row_group_rows: self.row_group_rows.0 as usize,
             max_open_files: self.max_open_files.0 as usize,
             run_id: crate::replay::run_id(),
+            roll_after: None,
         };
         s.validate()?;
         Ok(s)
@@ -47,10 +48,19 @@ pub fn spawn_table_sink<T: TableRows>(
     table: T,
     settings: ParquetSettings,
 ) -> Result<(RowSender<T>, SinkThread), PipelineError> {
+    spawn_live_table_sink(table, settings, None)
+}
+
+/// [`spawn_table_sink`], keeping the rows of unfinished files in `recent`.
+pub fn spawn_live_table_sink<T: TableRows>(
+    table: T,
+    settings: ParquetSettings,
+    recent: Option<Arc<amoskys_sinks::parquet::Recent>>,
+) -> Result<(RowSender<T>, SinkThread), PipelineError> {
     let (tx, rx) = sync_channel::<Vec<T::Row>>(SINK_CHANNEL_BATCHES);
     let handle = std::thread::Builder::new()
         .name(format!("sink-{}", table.name()))
-        .spawn(move || run_table(table, settings, rx))
+        .spawn(move || run_table_live(table, settings, rx, recent))
         .map_err(|source| PipelineError::Io {
             context: "spawn sink thread".into(),
             source,

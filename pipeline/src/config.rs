@@ -409,6 +409,65 @@ pub struct SinksConfig {
     pub parquet: ParquetConfig,
     /// Off unless a `[sinks.webhook]` section names a `url`.
     pub webhook: Option<WebhookConfig>,
+    /// The tables over Arrow Flight from the long-running job (docs/QUERY.md).
+    pub flight: Option<FlightConfig>,
+}
+
+/// `[sinks.flight]`: the output, and the rows not yet in a finished file, over
+/// Arrow Flight and Flight SQL while the job runs.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FlightConfig {
+    pub listen: std::net::SocketAddr,
+    /// Bearer tokens clients may send; none means no authentication.
+    #[serde(default)]
+    pub tokens: Vec<String>,
+    /// An environment variable holding one more token (kept out of the file).
+    pub token_env: Option<String>,
+    /// Server certificate and key (PEM): TLS.
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    /// CA (PEM) client certificates must chain to: mutual TLS.
+    pub tls_client_ca: Option<PathBuf>,
+}
+
+impl FlightConfig {
+    /// The endpoint's settings over the output root `data`.
+    pub fn settings(&self, data: PathBuf) -> Result<amoskys_query::flight::FlightSettings, String> {
+        let mut tokens = self.tokens.clone();
+        if let Some(v) = &self.token_env {
+            tokens.push(std::env::var(v).map_err(|_| {
+                format!("[sinks.flight] token_env: the environment variable {v} is not set")
+            })?);
+        }
+        if tokens
+            .iter()
+            .any(|t| t.is_empty() || t.chars().any(char::is_whitespace))
+        {
+            return Err("[sinks.flight] tokens: a token is empty or holds white space".into());
+        }
+        let tls = match (&self.tls_cert, &self.tls_key) {
+            (Some(c), Some(k)) => Some((c.clone(), k.clone())),
+            (None, None) if self.tls_client_ca.is_some() => {
+                return Err("[sinks.flight] tls_client_ca needs tls_cert and tls_key".into());
+            }
+            (None, None) => None,
+            _ => return Err("[sinks.flight] tls_cert and tls_key go together".into()),
+        };
+        for f in [&self.tls_cert, &self.tls_key, &self.tls_client_ca]
+            .into_iter()
+            .flatten()
+        {
+            std::fs::metadata(f).map_err(|e| format!("[sinks.flight] {}: {e}", f.display()))?;
+        }
+        Ok(amoskys_query::flight::FlightSettings {
+            data,
+            listen: self.listen,
+            tokens,
+            tls,
+            client_ca: self.tls_client_ca.clone(),
+        })
+    }
 }
 
 /// `[sinks.webhook]`: alerts POSTed as JSON (docs/WEBHOOK.md).
@@ -538,6 +597,9 @@ pub struct ParquetConfig {
     pub row_group_rows: Bounded<1, 16_777_216>,
     /// Files open at once per table.
     pub max_open_files: Bounded<1, 1024>,
+    /// The long-running job closes each file after this long, so readers of the
+    /// directory see rows at most this old; a replay closes files when done.
+    pub roll_interval: PositiveSecs,
 }
 
 impl Default for ParquetConfig {
@@ -547,6 +609,7 @@ impl Default for ParquetConfig {
             zstd_level: Bounded(3),
             row_group_rows: Bounded(131_072),
             max_open_files: Bounded(16),
+            roll_interval: PositiveSecs(Secs::from_secs(60)),
         }
     }
 }
@@ -671,6 +734,9 @@ impl Config {
     pub fn check_files(&self) -> Result<(), String> {
         if let Some(w) = &self.sinks.webhook {
             w.settings(&self.sinks.parquet.path)?;
+        }
+        if let Some(f) = &self.sinks.flight {
+            f.settings(self.sinks.parquet.path.clone())?;
         }
         if let Some(t) = &self.threat_intel {
             let text = std::fs::read_to_string(&t.file).map_err(|e| {

@@ -21,7 +21,7 @@ use amoskys_operators::{
     FlowCounters, HistoryCounters, MergeRows, WindowCounters, WithHistory, features,
 };
 use amoskys_schemas::{EventRow, Packet, Record, pane_of};
-use amoskys_sinks::parquet::{AlertTable, EventTable, FeatureTable, FlowTable};
+use amoskys_sinks::parquet::{AlertTable, EventTable, FeatureTable, FlowTable, TableRows};
 use amoskys_sources::mqtt::MqttCounters;
 use amoskys_sources::pcap::CaptureCounters;
 use amoskys_sources::snmp::SnmpCounters;
@@ -32,7 +32,7 @@ use timely::dataflow::operators::core::UnorderedInput;
 use timely::dataflow::operators::{ActivateCapability, Concat};
 use tokio::sync::{mpsc, watch};
 
-use crate::bridge::{channel_sink, spawn_table_sink};
+use crate::bridge::{channel_sink, spawn_live_table_sink};
 use crate::config::Config;
 use crate::error::PipelineError;
 use crate::replay::write_feature_metadata;
@@ -457,13 +457,40 @@ pub fn run_job(
     let out = cfg.sinks.parquet.path.clone();
     let defs = features::defs();
     write_feature_metadata(&out, &defs, None)?;
-    let settings = cfg.sinks.parquet.settings(out.clone())?;
-    let (event_tx, event_sink) = spawn_table_sink(EventTable, settings.clone())?;
-    let (flow_tx, flow_sink) = spawn_table_sink(FlowTable, settings.clone())?;
+    let mut settings = cfg.sinks.parquet.settings(out.clone())?;
+    settings.roll_after = Some(cfg.sinks.parquet.roll_interval.0.0);
+    // With a Flight endpoint, each table keeps the rows of its unfinished files
+    // for it; the endpoint is bound now so a taken port fails the start.
+    let flight = match &cfg.sinks.flight {
+        Some(f) => {
+            let s = f
+                .settings(out.clone())
+                .map_err(|e| PipelineError::Source(amoskys_sources::SourceError::Config(e)))?;
+            let listener = rt
+                .block_on(amoskys_query::flight::bind(s.listen))
+                .map_err(|e| PipelineError::Dataflow(e.to_string()))?;
+            Some((s, listener))
+        }
+        None => None,
+    };
+    let recent = |name: &'static str, schema| {
+        flight
+            .as_ref()
+            .map(|_| Arc::new(amoskys_sinks::parquet::Recent::new(name, schema)))
+    };
     let feature_table = FeatureTable::new(features::defs());
     let feature_stats = feature_table.stats();
-    let (feat_tx, feat_sink) = spawn_table_sink(feature_table, settings.clone())?;
-    let (alert_tx, alert_sink) = spawn_table_sink(AlertTable, settings)?;
+    let recents = [
+        recent(EventTable.name(), EventTable.schema()),
+        recent(FlowTable.name(), FlowTable.schema()),
+        recent(feature_table.name(), feature_table.schema()),
+        recent(AlertTable.name(), AlertTable.schema()),
+    ];
+    let [r_events, r_flows, r_features, r_alerts] = recents.clone();
+    let (event_tx, event_sink) = spawn_live_table_sink(EventTable, settings.clone(), r_events)?;
+    let (flow_tx, flow_sink) = spawn_live_table_sink(FlowTable, settings.clone(), r_flows)?;
+    let (feat_tx, feat_sink) = spawn_live_table_sink(feature_table, settings.clone(), r_features)?;
+    let (alert_tx, alert_sink) = spawn_live_table_sink(AlertTable, settings, r_alerts)?;
     let webhook = crate::bridge::spawn_webhook(&cfg, &out)?;
     let webhook_tx = webhook.as_ref().map(|w| w.tx.clone());
     let detections = cfg.detections.0.clone();
@@ -508,6 +535,32 @@ pub fn run_job(
     let window_counters = Arc::new(WindowCounters::default());
     let event_window_counters = Arc::new(WindowCounters::default());
     let (done_tx, done) = watch::channel(false);
+    // The Flight endpoint serves until the sinks have closed their files.
+    let flight_task = match flight {
+        Some((fs, listener)) => {
+            let tables = amoskys_query::flight::Tables::live(
+                out.clone(),
+                recents.iter().flatten().cloned().collect(),
+            )
+            .map_err(|e| PipelineError::Dataflow(e.to_string()))?;
+            let scheme = if fs.tls.is_some() { "grpc+tls" } else { "grpc" };
+            eprintln!("flight: {scheme}://{}", fs.listen);
+            let mut until = done.clone();
+            Some(rt.spawn(amoskys_query::flight::serve_tables(
+                fs,
+                listener,
+                Some(tables),
+                async move {
+                    while !*until.borrow() {
+                        if until.changed().await.is_err() {
+                            break;
+                        }
+                    }
+                },
+            )))
+        }
+        None => None,
+    };
     let history_cfg = cfg.features.history(workers);
     let history_counters = Arc::new(HistoryCounters::default());
     let hc = history_counters.clone();
@@ -663,6 +716,13 @@ pub fn run_job(
     }
     let _ = done_tx.send(true);
     let _ = rt.block_on(publisher);
+    if let Some(t) = flight_task {
+        match rt.block_on(t) {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "the Flight endpoint failed"),
+            Err(e) => tracing::error!(error = %e, "the Flight endpoint panicked"),
+        }
+    }
     rt.shutdown_timeout(Duration::from_secs(5));
     let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
     Ok(RunReport {

@@ -121,3 +121,65 @@ pub async fn register(ctx: &SessionContext, name: &str, dir: &Path) -> Result<()
     ctx.register_table(name, Arc::new(ListingTable::try_new(config)?))?;
     Ok(())
 }
+
+/// Registers table `recent.table` of the long-running job as what is finished
+/// under `dir` (files) and what is not (`recent`'s batches, as of now) together.
+/// Call it holding [`Recent::reading`] until the query's plan is made.
+pub async fn register_live(
+    ctx: &SessionContext,
+    recent: &amoskys_sinks::parquet::Recent,
+    dir: &Path,
+) -> Result<(), QueryError> {
+    use datafusion::arrow::array::{ArrayRef, RecordBatch, StringArray};
+    use datafusion::catalog::MemorySchemaProvider;
+    use datafusion::datasource::MemTable;
+    let name = recent.table;
+    let internal = match ctx.catalog("amoskys").and_then(|c| c.schema("internal")) {
+        Some(s) => s,
+        None => {
+            let s: Arc<dyn datafusion::catalog::SchemaProvider> =
+                Arc::new(MemorySchemaProvider::new());
+            if let Some(c) = ctx.catalog("amoskys") {
+                c.register_schema("internal", s.clone())?;
+            }
+            s
+        }
+    };
+    let path = dir.join(name);
+    std::fs::create_dir_all(&path).map_err(|source| QueryError::Io {
+        path: path.clone(),
+        source,
+    })?;
+    let url = ListingTableUrl::parse(format!("{}/", path.display()))?;
+    let format = ParquetFormat::new().with_options(ctx.copied_table_options().parquet);
+    let parts: Vec<(String, DataType)> = PARTITIONS
+        .iter()
+        .map(|p| (p.to_string(), DataType::Utf8))
+        .collect();
+    let opts = ListingOptions::new(Arc::new(format))
+        .with_file_extension(".parquet")
+        .with_table_partition_cols(parts);
+    let config = ListingTableConfig::new(url)
+        .with_listing_options(opts)
+        .with_schema(recent.schema.clone());
+    let files = Arc::new(ListingTable::try_new(config)?);
+    let schema = datafusion::catalog::TableProvider::schema(files.as_ref());
+    let mut batches = Vec::new();
+    for (hour, b) in recent.snapshot() {
+        let t = amoskys_sinks::parquet::hour_partition(hour);
+        let n = b.num_rows();
+        let mut cols: Vec<ArrayRef> = b.columns().to_vec();
+        cols.push(Arc::new(StringArray::from(vec![t.0.as_str(); n])));
+        cols.push(Arc::new(StringArray::from(vec![t.1.as_str(); n])));
+        batches.push(RecordBatch::try_new(schema.clone(), cols)?);
+    }
+    let mem = Arc::new(MemTable::try_new(schema, vec![batches])?);
+    internal.register_table(format!("{name}_files"), files)?;
+    internal.register_table(format!("{name}_recent"), mem)?;
+    ctx.sql(&format!(
+        "CREATE VIEW public.\"{name}\" AS SELECT * FROM internal.\"{name}_files\" \
+         UNION ALL SELECT * FROM internal.\"{name}_recent\""
+    ))
+    .await?;
+    Ok(())
+}

@@ -41,6 +41,8 @@ use futures::{Stream, StreamExt, TryStreamExt};
 use prost::Message;
 use tonic::{Request, Response, Status, Streaming};
 
+use amoskys_sinks::parquet::Recent;
+
 use crate::catalog;
 use crate::error::QueryError;
 
@@ -145,11 +147,13 @@ fn ticket_sql(bytes: &[u8]) -> Result<String, Status> {
     Ok(text.to_string())
 }
 
-/// The endpoint's state: the directory it serves.
+/// The endpoint's state: the directory it serves, and in the long-running job
+/// the rows of each table not yet in a finished file.
 #[derive(Clone)]
 pub struct Tables {
     data: PathBuf,
     info: Arc<SqlInfoData>,
+    live: Option<Arc<Vec<Arc<Recent>>>>,
 }
 
 impl Tables {
@@ -163,11 +167,42 @@ impl Tables {
         Ok(Tables {
             data,
             info: Arc::new(info),
+            live: None,
+        })
+    }
+
+    /// The tables of the running job: finished files under `data` and the rows
+    /// in `recent` together.
+    pub fn live(data: PathBuf, recent: Vec<Arc<Recent>>) -> Result<Self, QueryError> {
+        let mut t = Tables::new(data)?;
+        t.live = Some(Arc::new(recent));
+        Ok(t)
+    }
+
+    fn table_names(&self) -> Result<Vec<String>, Status> {
+        Ok(match &self.live {
+            Some(l) => l.iter().map(|r| r.table.to_string()).collect(),
+            None => catalog::tables(&self.data)
+                .map_err(to_status)?
+                .into_iter()
+                .map(|(n, _)| n)
+                .collect(),
         })
     }
 
     async fn ctx(&self) -> Result<SessionContext, Status> {
-        catalog::open(&self.data).await.map_err(to_status)
+        match &self.live {
+            None => catalog::open(&self.data).await.map_err(to_status),
+            Some(l) => {
+                let ctx = catalog::session();
+                for r in l.iter() {
+                    catalog::register_live(&ctx, r, &self.data)
+                        .await
+                        .map_err(to_status)?;
+                }
+                Ok(ctx)
+            }
+        }
     }
 
     /// Plans `sql` and gives its result schema.
@@ -178,17 +213,25 @@ impl Tables {
         Ok((ctx, schema))
     }
 
-    /// Runs `sql`, streaming its batches as Flight data.
+    /// Runs `sql`, streaming its batches as Flight data. In the running job the
+    /// rows not yet in files are copied and the files listed under the tables'
+    /// read locks, so no row is seen twice or missed as a file is finished.
     async fn stream(
         &self,
         sql: &str,
     ) -> Result<BoxStream<'static, Result<FlightData, Status>>, Status> {
+        let mut guards = Vec::new();
+        if let Some(l) = &self.live {
+            for r in l.iter() {
+                guards.push(r.reading().await);
+            }
+        }
         let ctx = self.ctx().await?;
         let df = ctx.sql(sql).await.map_err(to_status)?;
         let schema = Arc::new(df.schema().as_arrow().clone());
-        let batches = df
-            .execute_stream()
-            .await
+        let plan = df.create_physical_plan().await.map_err(to_status)?;
+        drop(guards);
+        let batches = datafusion::physical_plan::execute_stream(plan, ctx.task_ctx())
             .map_err(to_status)?
             .map_err(|e| FlightError::ExternalError(Box::new(e)));
         Ok(FlightDataEncoderBuilder::new()
@@ -326,7 +369,7 @@ impl FlightSqlService for Tables {
     ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
         let ctx = self.ctx().await?;
         let mut b = query.into_builder();
-        for (name, _) in catalog::tables(&self.data).map_err(to_status)? {
+        for name in self.table_names()? {
             let t = ctx.table_provider(name.as_str()).await.map_err(to_status)?;
             b.append(CATALOG, SCHEMA, &name, "TABLE", &t.schema())
                 .map_err(|e| Status::internal(e.to_string()))?;
@@ -420,7 +463,7 @@ impl FlightService for Endpoint {
     ) -> Result<Response<Self::ListFlightsStream>, Status> {
         let ctx = self.0.ctx().await?;
         let mut infos = Vec::new();
-        for (name, _) in catalog::tables(&self.0.data).map_err(to_status)? {
+        for name in self.0.table_names()? {
             let t = ctx.table_provider(name.as_str()).await.map_err(to_status)?;
             let ticket = serde_json::json!({ "table": name })
                 .to_string()
@@ -560,6 +603,28 @@ pub async fn serve(
     s: FlightSettings,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), QueryError> {
+    let listener = bind(s.listen).await?;
+    serve_tables(s, listener, None, shutdown).await
+}
+
+/// Binds the endpoint's address (so that a taken port fails a start at once).
+pub async fn bind(addr: std::net::SocketAddr) -> Result<tokio::net::TcpListener, QueryError> {
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| QueryError::Io {
+            path: format!("listen on {addr}").into(),
+            source,
+        })
+}
+
+/// Serves `tables` (by default the directory's) on `listener` until `shutdown`
+/// completes.
+pub async fn serve_tables(
+    s: FlightSettings,
+    listener: tokio::net::TcpListener,
+    tables: Option<Tables>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), QueryError> {
     use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
     let read = |p: &PathBuf| {
         std::fs::read(p).map_err(|source| QueryError::Io {
@@ -578,12 +643,15 @@ pub async fn serve(
             .map_err(|e| QueryError::Usage(format!("TLS: {e}")))?;
     }
     let svc = FlightServiceServer::with_interceptor(
-        Endpoint(Tables::new(s.data.clone())?),
+        Endpoint(tables.unwrap_or(Tables::new(s.data.clone())?)),
         Auth(Arc::new(s.tokens.clone())),
     );
     builder
         .add_service(svc)
-        .serve_with_shutdown(s.listen, shutdown)
+        .serve_with_incoming_shutdown(
+            tokio_stream::wrappers::TcpListenerStream::new(listener),
+            shutdown,
+        )
         .await
         .map_err(|e| QueryError::Usage(format!("serve Flight on {}: {e}", s.listen)))
 }

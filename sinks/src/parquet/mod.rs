@@ -1,7 +1,13 @@
 //! Partitioned Parquet tables.
 
+mod recent;
 mod table;
 mod writer;
 
+pub use recent::Recent;
+
 pub use table::{AlertTable, EventTable, FeatureTable, FlowTable, TableRows};
-pub use writer::{ParquetSettings, SinkSummary, TableWriter, run_table};
+pub use writer::{
+    MAX_RECENT_ROWS, ParquetSettings, SinkSummary, TableWriter, hour_partition, run_table,
+    run_table_live,
+};

@@ -1,7 +1,9 @@
 use std::collections::HashMap;
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::Receiver;
+use std::sync::Arc;
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::time::{Duration, Instant};
 
 use arrow_array::RecordBatch;
 use arrow_schema::{DataType, SchemaRef};
@@ -10,6 +12,7 @@ use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 
+use super::recent::Recent;
 use super::table::TableRows;
 use crate::error::SinkError;
 
@@ -31,6 +34,10 @@ pub struct ParquetSettings {
     pub max_open_files: usize,
     /// Goes into every file name, so runs writing to one root never collide.
     pub run_id: String,
+    /// Close a file once it has been open this long, so readers of the
+    /// directory see recent rows (the long-running job); none keeps files open
+    /// until their hour is done with.
+    pub roll_after: Option<Duration>,
 }
 
 impl ParquetSettings {
@@ -58,6 +65,16 @@ struct OpenFile {
     dest: PathBuf,
     writer: ArrowWriter<File>,
     last_used: u64,
+    opened: Instant,
+}
+
+/// The `date` and `hour` partition values of an hour (its index since the epoch).
+pub fn hour_partition(hour: i64) -> (String, String) {
+    let dt = DateTime::from_timestamp_micros(hour.saturating_mul(US_PER_HOUR)).unwrap_or_default();
+    (
+        format!("{:04}-{:02}-{:02}", dt.year(), dt.month(), dt.day()),
+        format!("{:02}", dt.hour()),
+    )
 }
 
 /// Writes one table's batches into hour partitions.
@@ -70,6 +87,7 @@ pub struct TableWriter {
     seq: u64,
     tick: u64,
     summary: SinkSummary,
+    recent: Option<Arc<Recent>>,
 }
 
 impl TableWriter {
@@ -121,7 +139,39 @@ impl TableWriter {
             seq: 0,
             tick: 0,
             summary: SinkSummary::default(),
+            recent: None,
         })
+    }
+
+    /// Keeps the rows of open files in `recent` for readers, until each file is
+    /// finished.
+    pub fn with_recent(mut self, recent: Arc<Recent>) -> Self {
+        self.recent = Some(recent);
+        self
+    }
+
+    /// Closes the files open for longer than `roll_after`, and every file when
+    /// the rows kept for readers reach `max_recent_rows`.
+    pub fn roll(&mut self, max_recent_rows: u64) -> Result<(), SinkError> {
+        let full = self
+            .recent
+            .as_ref()
+            .is_some_and(|r| r.rows() >= max_recent_rows);
+        let old: Vec<i64> = self
+            .open
+            .iter()
+            .filter(|(_, f)| {
+                full || self
+                    .settings
+                    .roll_after
+                    .is_some_and(|d| f.opened.elapsed() >= d)
+            })
+            .map(|(h, _)| *h)
+            .collect();
+        for h in old {
+            self.close(h)?;
+        }
+        Ok(())
     }
 
     /// Appends a batch whose rows all belong to the hour starting at `hour * 1h`.
@@ -144,21 +194,17 @@ impl TableWriter {
         if let Some(f) = self.open.get_mut(&hour) {
             f.writer.write(batch)?;
             f.last_used = self.tick;
+            if let Some(r) = &self.recent {
+                r.push(hour, batch);
+            }
         }
         self.summary.rows += batch.num_rows() as u64;
         Ok(())
     }
 
     fn create(&mut self, hour: i64) -> Result<OpenFile, SinkError> {
-        let dt =
-            DateTime::from_timestamp_micros(hour.saturating_mul(US_PER_HOUR)).unwrap_or_default();
-        let part = format!(
-            "date={:04}-{:02}-{:02}/hour={:02}",
-            dt.year(),
-            dt.month(),
-            dt.day(),
-            dt.hour()
-        );
+        let (date, hh) = hour_partition(hour);
+        let part = format!("date={date}/hour={hh}");
         self.seq += 1;
         let name = format!("part-{}-{:05}.parquet", self.settings.run_id, self.seq);
         let root = self.settings.root.join(self.table);
@@ -173,6 +219,7 @@ impl TableWriter {
             dest,
             writer,
             last_used: self.tick,
+            opened: Instant::now(),
         })
     }
 
@@ -180,7 +227,10 @@ impl TableWriter {
         let Some(f) = self.open.remove(&hour) else {
             return Ok(());
         };
-        finish(f)?;
+        match &self.recent {
+            Some(r) => r.closing(hour, || finish(f))?,
+            None => finish(f)?,
+        }
         self.summary.files += 1;
         Ok(())
     }
@@ -229,8 +279,31 @@ pub fn run_table<T: TableRows>(
     settings: ParquetSettings,
     rx: Receiver<Vec<T::Row>>,
 ) -> Result<SinkSummary, SinkError> {
+    run_table_live(table, settings, rx, None)
+}
+
+/// Rows kept for readers, at most, before every open file is closed.
+pub const MAX_RECENT_ROWS: u64 = 500_000;
+
+/// How often buffered rows are written out and old files rolled when rows
+/// are kept for readers or files roll.
+const TICK: Duration = Duration::from_millis(500);
+
+/// [`run_table`], also keeping the rows of unfinished files in `recent` (when
+/// given): every half second the buffered rows are written (so they are among
+/// `recent`'s batches) and files open for `roll_after` are closed.
+pub fn run_table_live<T: TableRows>(
+    table: T,
+    settings: ParquetSettings,
+    rx: Receiver<Vec<T::Row>>,
+    recent: Option<Arc<Recent>>,
+) -> Result<SinkSummary, SinkError> {
     let rows_per_batch = settings.row_group_rows.min(WRITE_BATCH_ROWS);
+    let ticking = recent.is_some() || settings.roll_after.is_some();
     let mut w = TableWriter::new(settings, table.name(), table.schema())?;
+    if let Some(r) = recent {
+        w = w.with_recent(r);
+    }
     let mut buffers: HashMap<i64, Vec<T::Row>> = HashMap::new();
     let flush = |w: &mut TableWriter, hour: i64, rows: &mut Vec<T::Row>| -> Result<(), SinkError> {
         if rows.is_empty() {
@@ -240,14 +313,35 @@ pub fn run_table<T: TableRows>(
         rows.clear();
         w.write(hour, &batch)
     };
-    for rows in rx {
-        for r in rows {
+    let mut last_tick = Instant::now();
+    loop {
+        let got = if ticking {
+            match rx.recv_timeout(TICK) {
+                Ok(rows) => Some(rows),
+                Err(RecvTimeoutError::Timeout) => None,
+                Err(RecvTimeoutError::Disconnected) => break,
+            }
+        } else {
+            match rx.recv() {
+                Ok(rows) => Some(rows),
+                Err(_) => break,
+            }
+        };
+        for r in got.into_iter().flatten() {
             let hour = T::partition_us(&r).div_euclid(US_PER_HOUR);
             let buf = buffers.entry(hour).or_default();
             buf.push(r);
             if buf.len() >= rows_per_batch {
                 flush(&mut w, hour, buf)?;
             }
+        }
+        if ticking && last_tick.elapsed() >= TICK {
+            for (h, rows) in buffers.iter_mut() {
+                flush(&mut w, *h, rows)?;
+            }
+            buffers.clear();
+            w.roll(MAX_RECENT_ROWS)?;
+            last_tick = Instant::now();
         }
     }
     let mut hours: Vec<i64> = buffers.keys().copied().collect();
@@ -307,6 +401,7 @@ mod tests {
             row_group_rows: 2,
             max_open_files: 1,
             run_id: "t".into(),
+            roll_after: None,
         };
         let (tx, rx) = std::sync::mpsc::sync_channel(4);
         // 2024-01-15 09:59:59, 10:00:00 (x2), then 09:xx again after 10:00 was opened.
