@@ -20,7 +20,7 @@ QUERIES = {
         "WHERE hour = '12' AND packets_out > 0 GROUP BY entity ORDER BY p DESC, entity LIMIT 10"),
     "per-host hourly trend (window function)": (
         "SELECT entity, hour, b, b - lag(b) OVER (PARTITION BY entity ORDER BY hour) AS change FROM "
-        "(SELECT entity, hour, sum(bytes_out) AS b FROM features GROUP BY entity, hour) "
+        "(SELECT entity, hour, CAST(sum(bytes_out) AS BIGINT) AS b FROM features GROUP BY entity, hour) "
         "ORDER BY entity, hour LIMIT 50"),
 }
 
