@@ -38,7 +38,7 @@ use timely::dataflow::Stream;
 use timely::dataflow::channels::pact::{Exchange, Pipeline};
 use timely::dataflow::operators::{Capability, Operator};
 
-use crate::detect::alert_id;
+use crate::detect::{DetectCounters, alert_id};
 use crate::window::entity_hash;
 use crate::{Map, Set};
 
@@ -150,16 +150,6 @@ pub enum IndicatorKey {
 /// One line of an indicator file, parsed: the key and the line's text.
 pub type Indicator = (IndicatorKey, String);
 
-/// Clears the bits of `a` past `len` (of 128).
-fn masked(a: Addr, len: u8) -> Addr {
-    let mut b = a.0;
-    for (i, byte) in b.iter_mut().enumerate() {
-        let keep = (i32::from(len) - 8 * i as i32).clamp(0, 8);
-        *byte &= (0xffu16 << (8 - keep)) as u8;
-    }
-    Addr(b)
-}
-
 /// Parses an indicator file: one IP address, network (CIDR) or domain name per
 /// line; `#` starts a comment. Returns the indicators and, for each line that is
 /// none of these, its number and why.
@@ -199,7 +189,7 @@ fn parse_indicator(t: &str) -> Result<IndicatorKey, String> {
         return Ok(if len == 128 {
             IndicatorKey::Ip(Addr::from(ip))
         } else {
-            IndicatorKey::Net(masked(Addr::from(ip), len), len)
+            IndicatorKey::Net(Addr::from(ip).masked(len), len)
         });
     }
     let name = t.strip_suffix('.').unwrap_or(t);
@@ -261,7 +251,7 @@ impl IntelShared {
             while bits != 0 {
                 let l = (i * 64) as u8 + bits.trailing_zeros() as u8;
                 bits &= bits - 1;
-                out.push(IndicatorKey::Net(masked(a, l), l));
+                out.push(IndicatorKey::Net(a.masked(l), l));
             }
         }
     }
@@ -613,7 +603,11 @@ impl Correlation {
             let pieces = attacker
                 .map(|((x, w), (f, c))| (x, (w, Piece::Attacker(f, c))))
                 .concat(targets);
-            alerts.push(incidents(pieces, self.settings.clone()));
+            alerts.push(incidents(
+                pieces,
+                self.settings.clone(),
+                self.counters.clone(),
+            ));
         }
         let mut feed = None;
         if let Some((is, shared)) = &self.intel {
@@ -625,7 +619,12 @@ impl Correlation {
             }
             // A contact lives one pane: it meets the indicators of its own time only.
             let matched = transient(all, 1).join(indicators);
-            alerts.push(intel_alerts(matched, is.severity, shared.clone()));
+            alerts.push(intel_alerts(
+                matched,
+                is.severity,
+                shared.clone(),
+                self.counters.clone(),
+            ));
             feed = Some(IntelFeed {
                 path: is.file.clone(),
                 session,
@@ -636,7 +635,6 @@ impl Correlation {
                 last_check: std::time::Instant::now() - std::time::Duration::from_secs(3600),
             });
         }
-        let counters = self.counters.clone();
         let mut it = alerts.into_iter();
         let out = match it.next() {
             Some(first) => {
@@ -648,20 +646,6 @@ impl Correlation {
                 empty(scope)
             }
         };
-        let out = out.unary::<CapacityContainerBuilder<Vec<Alert>>, _, _, _>(
-            Pipeline,
-            "CountAlerts",
-            move |_cap, _info| {
-                move |input, output| {
-                    input.for_each(|cap, data| {
-                        counters
-                            .alerts
-                            .fetch_add(data.len() as u64, Ordering::Relaxed);
-                        output.session(&cap).give_container(data);
-                    });
-                }
-            },
-        );
         (out, feed)
     }
 }
@@ -672,6 +656,7 @@ fn on_complete<'s, D, F, L>(
     coll: VecCollection<'s, u64, D>,
     name: &str,
     route: F,
+    counters: Arc<DetectCounters>,
     mut logic: L,
 ) -> Stream<'s, u64, Vec<Alert>>
 where
@@ -706,9 +691,7 @@ where
                         upds.retain(|(_, r)| *r > 0);
                         let mut out = Vec::new();
                         logic(upds, &mut out);
-                        if !out.is_empty() {
-                            output.session(&cap).give_container(&mut out);
-                        }
+                        counters.emit(&mut out, |v| output.session(&cap).give_container(v));
                     }
                 }
             },
@@ -718,6 +701,7 @@ where
 fn incidents<'s>(
     pieces: VecCollection<'s, u64, (Entity, (u64, Piece))>,
     s: CorrelationSettings,
+    counters: Arc<DetectCounters>,
 ) -> Stream<'s, u64, Vec<Alert>> {
     // Per entity: the first and last window of its open incident.
     let mut open: Map<Entity, (u64, u64)> = Map::default();
@@ -726,6 +710,7 @@ fn incidents<'s>(
         pieces,
         "Incidents",
         |(x, _)| entity_hash(x),
+        counters,
         move |mut upds, out| {
             upds.sort();
             let mut by: BTreeMap<(u64, Entity), IncidentWindow> = BTreeMap::new();
@@ -786,6 +771,7 @@ fn intel_alerts<'s>(
     matched: VecCollection<'s, u64, (IndicatorKey, (ContactOf, String))>,
     severity: Severity,
     shared: Arc<IntelShared>,
+    counters: Arc<DetectCounters>,
 ) -> Stream<'s, u64, Vec<Alert>> {
     // Per (entity, indicator): the last pane it matched in.
     let mut last: Map<(Entity, String), u64> = Map::default();
@@ -795,6 +781,7 @@ fn intel_alerts<'s>(
         keyed,
         "IndicatorMatches",
         |(x, ..)| entity_hash(x),
+        counters,
         move |mut upds, out| {
             upds.sort();
             // Per entity, pane and indicator: how it was seen, and how often.

@@ -1095,14 +1095,9 @@ impl GroupRules {
             (Grouping::All, _) => Some("all".into()),
             (Grouping::Network(len), Entity::Ip(a)) => {
                 let v4 = a.is_v4();
-                let bits = if v4 { 96 + u32::from(len) } else { 64 };
-                let mut b = a.0;
-                for (i, byte) in b.iter_mut().enumerate() {
-                    let keep = (bits as i32 - 8 * i as i32).clamp(0, 8);
-                    *byte &= (0xffu16 << (8 - keep)) as u8;
-                }
-                let net = amoskys_schemas::Addr(b);
-                Some(format!("{net}/{}", if v4 { u32::from(len) } else { 64 }))
+                let shown = if v4 { len } else { 64 };
+                let net = a.masked(if v4 { 96 + len } else { 64 });
+                Some(format!("{net}/{shown}"))
             }
             _ => None,
         }

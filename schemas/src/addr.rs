@@ -26,6 +26,17 @@ impl Addr {
         self.0[..10] == [0u8; 10] && self.0[10] == 0xff && self.0[11] == 0xff
     }
 
+    /// The address with the bits past `len` (of the 128-bit form: an IPv4 /24 is
+    /// 120) cleared: its network.
+    pub fn masked(&self, len: u8) -> Addr {
+        let mut b = self.0;
+        for (i, byte) in b.iter_mut().enumerate() {
+            let keep = (i32::from(len) - 8 * i as i32).clamp(0, 8);
+            *byte &= (0xffu16 << (8 - keep)) as u8;
+        }
+        Addr(b)
+    }
+
     /// The address as the standard library sees it (IPv4 for mapped addresses).
     pub fn ip(&self) -> IpAddr {
         if self.is_v4() {
