@@ -2,9 +2,18 @@
 //!
 //! Two framings exist in the wild: octet counting (`LEN SP MSG`, what RFC 5425/6587
 //! senders such as rsyslog's `omfwd` with `TCP_Framing="octet-counted"` use) and
-//! non-transparent framing (a message per line). A frame that starts with a
-//! non-zero digit run followed by a space is octet-counted; anything else runs to
-//! the next newline. The choice is made per frame, so a sender may switch.
+//! non-transparent framing (a message per line). A frame is octet-counted when
+//! it starts with a non-zero digit run, a space and a `<` (the PRI of the message
+//! the count announces). Without the PRI (senders of PRI-less logs exist) a count
+//! is believed only where the framing says so: on a connection already counting
+//! octets, or when the frame holds no newline and another count follows right
+//! after it. Anything else runs to the next newline. So a line that happens to
+//! start with a number and a space (an epoch timestamp, a message whose first
+//! word is a number) is one line, never a length that swallows the lines after
+//! it. Once a connection has shown its framing, that framing is preferred: on a
+//! newline-framed connection a line is a line even when it looks like `LEN
+//! <PRI>...`; on an octet-counted one, a frame that is no count runs to the next
+//! newline, so one malformed message costs only itself.
 //! Written here because it is a small state machine tied to our limits, and no
 //! maintained crate offers both framings with per-frame detection.
 
@@ -39,6 +48,8 @@ pub struct FrameDecoder {
     buf: Vec<u8>,
     max_len: usize,
     state: State,
+    /// The framing this connection has used so far, once seen.
+    seen: Option<Framing>,
 }
 
 /// Longest length prefix accepted: 10 digits already exceed any sane limit.
@@ -50,6 +61,7 @@ impl FrameDecoder {
             buf: Vec::new(),
             max_len: max_len.max(1),
             state: State::Idle,
+            seen: None,
         }
     }
 
@@ -112,8 +124,19 @@ impl FrameDecoder {
             if rest.is_empty() {
                 break false;
             }
-            match octet_count(rest) {
-                Prefix::Len(len, digits) => {
+            let prefix = match (self.seen, octet_count(rest)) {
+                (Some(Framing::NonTransparent), _) => Prefix::None,
+                (seen, Prefix::Len(len, digits, pri)) if !pri => {
+                    match self.counted_without_pri(rest, len, digits, seen) {
+                        Some(true) => Prefix::Len(len, digits, pri),
+                        Some(false) => Prefix::None,
+                        None => break false, // wait for the byte that tells
+                    }
+                }
+                (_, p) => p,
+            };
+            match prefix {
+                Prefix::Len(len, digits, _) => {
                     if len > self.max_len {
                         let have = rest.len() - digits - 1;
                         out.push(Frame::Oversized(len));
@@ -130,6 +153,7 @@ impl FrameDecoder {
                     }
                     let msg = rest[digits + 1..digits + 1 + len].to_vec();
                     out.push(Frame::Message(msg, Framing::OctetCounting));
+                    self.seen = Some(Framing::OctetCounting);
                     start += digits + 1 + len;
                 }
                 Prefix::Incomplete => break false,
@@ -140,6 +164,16 @@ impl FrameDecoder {
                             line = &line[..line.len() - 1];
                         }
                         out.push(Frame::Message(line.to_vec(), Framing::NonTransparent));
+                        // A line that starts with a PRI or a word sets the connection's
+                        // framing; one that starts with a number does not, nor does
+                        // a stray line in an octet-counted stream.
+                        if self.seen.is_none()
+                            && line
+                                .first()
+                                .is_some_and(|b| *b == b'<' || b.is_ascii_alphabetic())
+                        {
+                            self.seen = Some(Framing::NonTransparent);
+                        }
                         start += i + 1;
                     }
                     Some(i) => {
@@ -172,20 +206,64 @@ impl FrameDecoder {
         self.state = State::Idle;
         let rest = std::mem::take(&mut self.buf);
         let rest = rest.strip_suffix(b"\r").unwrap_or(&rest);
-        if !rest.is_empty() && octet_count(rest) == Prefix::None {
-            out.push(Frame::Message(rest.to_vec(), Framing::NonTransparent));
+        if rest.is_empty() {
+            return;
+        }
+        match octet_count(rest) {
+            // A whole frame left waiting for the byte after it: the stream ended.
+            Prefix::Len(len, digits, _)
+                if self.seen != Some(Framing::NonTransparent) && rest.len() == digits + 1 + len =>
+            {
+                out.push(Frame::Message(
+                    rest[digits + 1..].to_vec(),
+                    Framing::OctetCounting,
+                ));
+            }
+            // The start of a frame the stream cut short: nothing to hand over.
+            Prefix::Len(_, _, pri)
+                if self.seen != Some(Framing::NonTransparent)
+                    && (pri || self.seen == Some(Framing::OctetCounting)) => {}
+            _ => out.push(Frame::Message(rest.to_vec(), Framing::NonTransparent)),
         }
     }
 }
 
 #[derive(Debug, PartialEq, Eq)]
 enum Prefix {
-    /// Length and number of digits; a space follows the digits.
-    Len(usize, usize),
-    /// Digits so far, but no space yet.
+    /// Length and number of digits; a space follows the digits. True when the
+    /// frame starts with `<`, a PRI, as every syslog message should.
+    Len(usize, usize, bool),
+    /// Digits so far, but no space yet, or no byte after the space yet.
     Incomplete,
     /// Not an octet-counted frame.
     None,
+}
+
+impl FrameDecoder {
+    /// Whether `LEN SP` before a frame that does not start with a PRI is an octet
+    /// count (`None`: not known until more bytes come). On a connection that has
+    /// used octet counting it is; on one whose framing is not known yet, it is
+    /// when the frame holds no newline and the next frame starts right after it
+    /// with another count. A number too large for a message never is.
+    fn counted_without_pri(
+        &self,
+        rest: &[u8],
+        len: usize,
+        digits: usize,
+        seen: Option<Framing>,
+    ) -> Option<bool> {
+        if len > self.max_len {
+            return Some(false);
+        }
+        if seen == Some(Framing::OctetCounting) {
+            return Some(true);
+        }
+        let end = digits + 1 + len;
+        if rest[..end.min(rest.len())].contains(&b'\n') {
+            return Some(false);
+        }
+        rest.get(end).map(|b| b.is_ascii_digit())
+    }
 }
 
 fn octet_count(b: &[u8]) -> Prefix {
@@ -195,12 +273,15 @@ fn octet_count(b: &[u8]) -> Prefix {
     }
     match b.get(digits) {
         None => Prefix::Incomplete,
-        Some(b' ') => {
-            let len = b[..digits]
-                .iter()
-                .fold(0usize, |n, d| n * 10 + usize::from(d - b'0'));
-            Prefix::Len(len, digits)
-        }
+        Some(b' ') => match b.get(digits + 1) {
+            None => Prefix::Incomplete,
+            Some(first) => {
+                let len = b[..digits]
+                    .iter()
+                    .fold(0usize, |n, d| n * 10 + usize::from(d - b'0'));
+                Prefix::Len(len, digits, *first == b'<')
+            }
+        },
         Some(_) => Prefix::None,
     }
 }
@@ -240,7 +321,7 @@ mod tests {
 
     #[test]
     fn oversized_frames_are_reported_and_skipped() {
-        let long = "x".repeat(50);
+        let long = format!("<1>{}", "x".repeat(47));
         let counted = format!("50 {long}5 <1>ok");
         assert_eq!(
             decode(&[counted.as_bytes()], 10),
@@ -266,6 +347,66 @@ mod tests {
             vec![
                 msg("2024-01-15T10:00:00Z host app: hi", Framing::NonTransparent),
                 msg("0 zero", Framing::NonTransparent)
+            ]
+        );
+    }
+
+    #[test]
+    fn a_number_and_a_space_do_not_swallow_the_lines_after_them() {
+        // An epoch timestamp without PRI, a message whose first word is a number
+        // (here one larger than the limit), then ordinary lines: every one arrives.
+        let stream = b"1705312800 host app: epoch first\n<13>ok one\n42 apples\n<13>ok two\n99999999 x\n<13>ok three\n";
+        let want = vec![
+            msg("1705312800 host app: epoch first", Framing::NonTransparent),
+            msg("<13>ok one", Framing::NonTransparent),
+            msg("42 apples", Framing::NonTransparent),
+            msg("<13>ok two", Framing::NonTransparent),
+            msg("99999999 x", Framing::NonTransparent),
+            msg("<13>ok three", Framing::NonTransparent),
+        ];
+        assert_eq!(decode(&[stream], 100), want);
+        let bytes: Vec<&[u8]> = stream.chunks(1).collect();
+        assert_eq!(decode(&bytes, 100), want);
+    }
+
+    #[test]
+    fn a_connection_keeps_the_framing_it_showed() {
+        // Newline-framed: a line that looks like `LEN <PRI>` is still one line.
+        let got = decode(&[b"<13>first\n5 <13>abc\n<13>next\n"], 100);
+        assert_eq!(
+            got,
+            vec![
+                msg("<13>first", Framing::NonTransparent),
+                msg("5 <13>abc", Framing::NonTransparent),
+                msg("<13>next", Framing::NonTransparent),
+            ]
+        );
+        // Octet-counted: a malformed frame costs only itself (up to its newline).
+        let got = decode(&[b"6 <13>abgarbage here\n6 <13>cd"], 100);
+        assert_eq!(
+            got,
+            vec![
+                msg("<13>ab", Framing::OctetCounting),
+                msg("garbage here", Framing::NonTransparent),
+                msg("<13>cd", Framing::OctetCounting),
+            ]
+        );
+        // Counts before PRI-less messages (a log without PRIs, octet-counted):
+        // believed where another count follows, or the stream ends, right after.
+        let stream = b"9 Dec 10 ab12 Dec 10 abcde";
+        let want = vec![
+            msg("Dec 10 ab", Framing::OctetCounting),
+            msg("Dec 10 abcde", Framing::OctetCounting),
+        ];
+        assert_eq!(decode(&[stream], 100), want);
+        let bytes: Vec<&[u8]> = stream.chunks(1).collect();
+        assert_eq!(decode(&bytes, 100), want);
+        // A trailing partial line is a message at close, digits or not.
+        assert_eq!(
+            decode(&[b"<13>a\n123"], 100),
+            vec![
+                msg("<13>a", Framing::NonTransparent),
+                msg("123", Framing::NonTransparent)
             ]
         );
     }
