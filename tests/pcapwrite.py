@@ -30,6 +30,16 @@ def tcp_frame(src: str, dst: str, sport: int, dport: int, seq: int, ack: int, fl
     return eth + ip + tcp
 
 
+def cut_to_headers(frame: bytes, wire_len: int) -> bytes:
+    """An Ethernet/IPv4 frame as a capture with a short snap length keeps it: its
+    IP header says the packet was `wire_len` bytes on the wire (total length
+    `wire_len` - 14), while the record holds only the bytes given."""
+    ip = frame[14:34]
+    ip = ip[:2] + struct.pack("!H", wire_len - 14) + ip[4:10] + b"\0\0" + ip[12:]
+    ip = ip[:10] + struct.pack("!H", _checksum(ip)) + ip[12:]
+    return frame[:14] + ip + frame[34:]
+
+
 def ssh_login_attempt(client: str, server: str, sport: int, t: float):
     """(time, frame) of one short SSH session that fails: handshake, banners, a
     few bytes of key exchange and authentication, and the server's FIN."""

@@ -5,14 +5,18 @@ rest (test_detections.py); these are the ones no shared capture shows."""
 import random
 
 from conftest import query, replay, table
-from pcapwrite import (ACK, FIN, PSH, RST, SYN, dns_message, tcp_frame, udp_frame,
-                       write_pcap_records)
+from pcapwrite import (ACK, FIN, PSH, RST, SYN, cut_to_headers, dns_message, tcp_frame,
+                       udp_frame, write_pcap_records)
 
 T0 = 1_700_000_000  # 2023-11-14 22:13:20 UTC
 
 
 def rec(t, frame, orig=None):
-    return (t, frame, orig or len(frame))
+    """A record; with `orig`, of a packet that was `orig` bytes on the wire and
+    is kept cut to `frame`, as a short snap length keeps it."""
+    if orig:
+        return (t, cut_to_headers(frame, orig), orig)
+    return (t, frame, len(frame))
 
 
 def session(client, server, sport, dport, t, out_payload=b"", orig_out=None):

@@ -62,7 +62,7 @@ filter = "{bpf}"
     summary = job.summary
     assert summary_counter(summary, "wire", "dropped") == 0
     assert summary_counter(summary, "wire", "kernel_dropped") == 0
-    fields = subprocess.run([need("tshark"), "-r", str(reference), "-T", "fields", "-e", "frame.len",
+    fields = subprocess.run([need("tshark"), "-r", str(reference), "-T", "fields", "-e", "ip.len",
                              "-e", "tcp.flags", "-e", "tcp.srcport", "-e", "tcp.dstport"],
                             capture_output=True, text=True, check=True).stdout.split("\n")
     pkts = [line.split("\t") for line in fields if line]

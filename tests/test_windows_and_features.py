@@ -8,7 +8,7 @@ from collections import defaultdict
 
 import pytest
 
-from conftest import DATA, captures, close, query, replay, table, tshark_packets
+from conftest import DATA, captures, close, ip_bytes, query, replay, table, tshark_packets
 
 HOP_NS = 30 * 10**9
 SYN, RST, PSH, ACK, FIN = 0x02, 0x04, 0x08, 0x10, 0x01
@@ -43,7 +43,7 @@ def parse(p):
         dns = (2 if response else 1, int(p.get("dns.flags.rcode") or 0), qtype,
                "" if name == "<Root>" else name)
     window = int(p["tcp.window_size_value"]) if proto == 6 and p.get("tcp.window_size_value") else 0
-    return ts, src, dst, proto, sp, dp, flags, int(p["frame.len"]), dns, window
+    return ts, src, dst, proto, sp, dp, flags, ip_bytes(p), dns, window
 
 
 def name_entropy(name):

@@ -22,10 +22,9 @@ fn load() -> (Vec<Vec<u8>>, Vec<Packet>) {
         while let Ok(p) = cap.next_packet() {
             let mut pk = Packet {
                 ts_ns: p.header.ts.tv_sec * 1_000_000_000 + p.header.ts.tv_usec * 1000,
-                wire_len: p.header.len,
                 ..Default::default()
             };
-            if decode(linktype::ETHERNET, p.data, &mut pk, &mut st).is_ok() {
+            if decode(linktype::ETHERNET, p.data, p.header.len, &mut pk, &mut st).is_ok() {
                 packets.push(pk);
             }
             frames.push(p.data.to_vec());
@@ -47,7 +46,13 @@ fn kernels(c: &mut Criterion) {
             let mut st = DecodeStats::default();
             let mut p = Packet::default();
             for f in &frames {
-                let _ = black_box(decode(linktype::ETHERNET, f, &mut p, &mut st));
+                let _ = black_box(decode(
+                    linktype::ETHERNET,
+                    f,
+                    f.len() as u32,
+                    &mut p,
+                    &mut st,
+                ));
             }
         })
     });

@@ -85,9 +85,9 @@ impl Dir {
     #[inline]
     fn add(&mut self, p: &Packet) {
         self.packets += 1;
-        self.bytes += u64::from(p.wire_len);
+        self.bytes += u64::from(p.ip_len);
         self.flags |= p.tcp_flags;
-        self.size.push(f64::from(p.wire_len));
+        self.size.push(f64::from(p.ip_len));
         if let Some(l) = self.last_ns {
             self.iat.push((p.ts_ns - l).max(0) as f64 / 1e9);
         }
@@ -425,7 +425,7 @@ mod tests {
             dport,
             proto: Proto::TCP,
             tcp_flags: flags,
-            wire_len: 60,
+            ip_len: 60,
             ..Default::default()
         }
     }

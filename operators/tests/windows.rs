@@ -95,7 +95,7 @@ fn traffic(seed: u64, n: usize, minutes: i64) -> Vec<Packet> {
                 proto,
                 tcp_flags: flags,
                 fragment: false,
-                wire_len: rng.random_range(40..1500),
+                ip_len: rng.random_range(40..1500),
                 tcp_window: if proto == Proto::TCP {
                     [0u16, 1024, 65535][rng.random_range(0..3)]
                 } else {
@@ -169,7 +169,7 @@ fn oracle(packets: &[Packet]) -> BTreeMap<(u64, String), BTreeMap<&'static str, 
         let cnt = |v: &[&Packet], pred: &dyn Fn(&Packet) -> bool| {
             v.iter().filter(|p| pred(p)).count() as f64
         };
-        let bytes = |v: &[&Packet]| v.iter().map(|p| f64::from(p.wire_len)).sum::<f64>();
+        let bytes = |v: &[&Packet]| v.iter().map(|p| f64::from(p.ip_len)).sum::<f64>();
         let stats = |xs: Vec<f64>| -> [Option<f64>; 4] {
             if xs.is_empty() {
                 return [None; 4];
@@ -181,7 +181,7 @@ fn oracle(packets: &[Packet]) -> BTreeMap<(u64, String), BTreeMap<&'static str, 
             let max = xs.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
             [Some(min), Some(max), Some(mean), Some(var.sqrt())]
         };
-        let sizes = |v: &[&Packet]| v.iter().map(|p| f64::from(p.wire_len)).collect::<Vec<_>>();
+        let sizes = |v: &[&Packet]| v.iter().map(|p| f64::from(p.ip_len)).collect::<Vec<_>>();
         let gaps = |v: &[&Packet]| {
             v.windows(2)
                 .map(|w| (w[1].ts_ns - w[0].ts_ns) as f64 / 1e9)
@@ -331,7 +331,7 @@ fn oracle(packets: &[Packet]) -> BTreeMap<(u64, String), BTreeMap<&'static str, 
         let mut bins = [(0.0f64, 0.0f64); 12];
         for (_, p) in &list {
             let b = ((p.ts_ns - w as i64 * HOP_NS) / 5_000_000_000) as usize;
-            bins[b].0 += f64::from(p.wire_len);
+            bins[b].0 += f64::from(p.ip_len);
             bins[b].1 += f64::from(u8::from(syn(p)));
         }
         let mx = bins.iter().map(|b| b.0).sum::<f64>() / 12.0;
@@ -568,7 +568,7 @@ fn a_packet_on_a_window_edge_lands_in_the_two_windows_that_contain_it() {
         proto: Proto::UDP,
         sport: 1,
         dport: 2,
-        wire_len: 100,
+        ip_len: 100,
         ..Default::default()
     };
     let rows = run(&[mk(edge - 1, 0), mk(edge, 1)], 1);

@@ -15,7 +15,9 @@ use amoskys_operators::{
 };
 use amoskys_schemas::{FeatureStats, Packet, metadata_json, metadata_json_with_stats, pane_of};
 use amoskys_sinks::parquet::{AlertTable, FeatureTable, FlowTable, SinkSummary};
-use amoskys_sources::pcap::{DecodeStats, FileReader, ReadProgress, Skip, expand_inputs};
+use amoskys_sources::pcap::{
+    DecodeStats, FileReader, ReadProgress, Skip, check_readable, expand_inputs,
+};
 use serde::Serialize;
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::operators::ActivateCapability;
@@ -102,6 +104,9 @@ impl ReplayReport {
         if d.fragments > 0 {
             reasons.push(format!("ip_fragments={}", d.fragments));
         }
+        if d.length_mismatch > 0 {
+            reasons.push(format!("length_mismatch={}", d.length_mismatch));
+        }
         let reasons = if reasons.is_empty() {
             String::new()
         } else {
@@ -172,6 +177,7 @@ pub fn replay(opts: ReplayOptions) -> Result<ReplayReport, PipelineError> {
         .unwrap_or(cfg.runtime.workers.0 as usize)
         .max(1);
     let files = expand_inputs(&opts.inputs)?;
+    check_readable(&files)?;
     let defs = opts.feature_set.defs();
     write_feature_metadata(&opts.out, &defs, None)?;
 

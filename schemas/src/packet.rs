@@ -48,8 +48,14 @@ pub struct Packet {
     pub tcp_window: u16,
     /// True when this is an IP fragment (a non-first fragment has no ports).
     pub fragment: bool,
-    /// Length of the packet on the wire, in bytes (the pcap "original length").
-    pub wire_len: u32,
+    /// Length of the IP packet, in bytes: the IP header's total length (IPv6: 40 +
+    /// payload length), bounded by what the capture record says was on the wire.
+    /// What flows and features count, as NetFlow/IPFIX and Zeek's `ip_bytes` do:
+    /// link headers, Ethernet padding and trailers are not the hosts' traffic, and
+    /// a record that claims more than its IP header does is not believed. Only
+    /// where the header gives no length (an IPv6 jumbogram) is the record's own
+    /// figure (less the link header) used.
+    pub ip_len: u32,
     /// What a DNS message over UDP port 53 says (kind 0 for any other packet).
     pub dns: DnsInfo,
     /// What a DHCP message over UDP ports 67/68 says (type 0 for any other packet).

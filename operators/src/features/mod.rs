@@ -158,7 +158,7 @@ pub struct Obs {
     pub tcp_window: u16,
     /// True when the entity sent the packet.
     pub outbound: bool,
-    pub wire_len: u32,
+    pub ip_len: u32,
     pub dns: DnsInfo,
 }
 
@@ -175,7 +175,7 @@ impl Obs {
             tcp_flags: p.tcp_flags,
             tcp_window: p.tcp_window,
             outbound: true,
-            wire_len: p.wire_len,
+            ip_len: p.ip_len,
             dns: p.dns,
         };
         let inbound = Obs {
@@ -223,9 +223,9 @@ impl DirAcc {
     #[inline]
     fn add(&mut self, o: &Obs) {
         self.packets += 1;
-        self.bytes += u64::from(o.wire_len);
-        self.size.push(f64::from(o.wire_len));
-        self.size_hist.add(o.wire_len, 1);
+        self.bytes += u64::from(o.ip_len);
+        self.size.push(f64::from(o.ip_len));
+        self.size_hist.add(o.ip_len, 1);
         if let Some(l) = self.last_ns {
             self.push_gap(o.ts_ns - l);
         }
@@ -369,7 +369,7 @@ impl PaneAcc {
         let syn = o.proto == Proto::TCP && o.tcp_flags & TcpFlags::SYN != 0;
         let ack = o.tcp_flags & TcpFlags::ACK != 0;
         let bin = &mut self.bins[(o.ts_ns.rem_euclid(HOP_NS) / BIN_NS) as usize];
-        bin.bytes += u64::from(o.wire_len);
+        bin.bytes += u64::from(o.ip_len);
         bin.conns += u64::from(syn && !ack);
         if o.outbound {
             self.out.add(o);

@@ -82,6 +82,9 @@ pub struct DecodeStats {
     pub fragments: u64,
     /// IP packets whose transport header was cut short (counted in `ip_packets`).
     pub truncated_transport: u64,
+    /// IP packets whose record's length disagrees with their IP header's (see
+    /// `Packet::ip_len`): counted by the header, bounded by the record.
+    pub length_mismatch: u64,
     /// Packets that did not become records, by reason (serialised as a map).
     #[serde(serialize_with = "skipped_by_reason")]
     pub skipped: [u64; Skip::ALL.len()],
@@ -116,6 +119,7 @@ impl DecodeStats {
         self.ip_bytes += o.ip_bytes;
         self.fragments += o.fragments;
         self.truncated_transport += o.truncated_transport;
+        self.length_mismatch += o.length_mismatch;
         for (a, b) in self.skipped.iter_mut().zip(o.skipped) {
             *a += b;
         }
@@ -126,9 +130,16 @@ const ETH_PPPOE_SESSION: u16 = 0x8864;
 const ETH_ARP: u16 = 0x0806;
 const ETH_RARP: u16 = 0x8035;
 
-/// Decodes one frame of link type `lt` into `out` (whose `ts_ns`, `seq` and
-/// `wire_len` the caller sets). Never panics, whatever the bytes.
-pub fn decode(lt: i32, data: &[u8], out: &mut Packet, stats: &mut DecodeStats) -> Result<(), Skip> {
+/// Decodes one frame of link type `lt` into `out` (whose `ts_ns` and `seq` the
+/// caller sets), `wire_len` bytes long on the wire as its record says. Never
+/// panics, whatever the bytes.
+pub fn decode(
+    lt: i32,
+    data: &[u8],
+    wire_len: u32,
+    out: &mut Packet,
+    stats: &mut DecodeStats,
+) -> Result<(), Skip> {
     let sliced = match lt {
         linktype::ETHERNET => match LaxSlicedPacket::from_ethernet(data) {
             Ok(s) => s,
@@ -170,7 +181,43 @@ pub fn decode(lt: i32, data: &[u8], out: &mut Packet, stats: &mut DecodeStats) -
         linktype::NFLOG => nflog(data)?,
         _ => return Err(Skip::UnsupportedLinktype),
     };
-    fill(&sliced, out, stats)
+    fill(&sliced, out, stats)?;
+    out.ip_len = ip_length(&sliced, data, wire_len, stats);
+    Ok(())
+}
+
+/// The IP packet's length: its header's total length (IPv6: 40 + payload
+/// length), bounded by what the record says was on the wire past the link
+/// header. A record that says otherwise (more than the IP packet beyond
+/// Ethernet's minimum-frame padding and a frame check sequence, or less) is
+/// counted in `length_mismatch`. An IPv6 jumbogram (payload length 0) gives no
+/// length: the record's figure is all there is.
+fn ip_length(s: &LaxSlicedPacket<'_>, frame: &[u8], wire_len: u32, stats: &mut DecodeStats) -> u32 {
+    let (header, total) = match &s.net {
+        Some(LaxNetSlice::Ipv4(v4)) => (v4.header().slice(), u32::from(v4.header().total_len())),
+        Some(LaxNetSlice::Ipv6(v6)) => {
+            let plen = v6.header().payload_length();
+            (
+                v6.header().slice(),
+                if plen == 0 { 0 } else { 40 + u32::from(plen) },
+            )
+        }
+        _ => return wire_len,
+    };
+    // Where the IP header starts in the frame: the link header's length (PPPoE
+    // and NFLOG included). A header outside the frame cannot happen; then 0.
+    let link = (header.as_ptr() as usize)
+        .checked_sub(frame.as_ptr() as usize)
+        .filter(|o| *o <= frame.len())
+        .unwrap_or(0) as u32;
+    let on_wire = wire_len.saturating_sub(link);
+    if total == 0 {
+        return on_wire;
+    }
+    if on_wire < total || on_wire > (total + 4).max(64u32.saturating_sub(link)) {
+        stats.length_mismatch += 1;
+    }
+    total.min(on_wire)
 }
 
 fn from_ether_type(et: u16, payload: &[u8]) -> Result<LaxSlicedPacket<'_>, Skip> {
@@ -485,7 +532,7 @@ mod tests {
     fn run(lt: i32, data: &[u8]) -> Result<Packet, Skip> {
         let mut p = Packet::default();
         let mut st = DecodeStats::default();
-        decode(lt, data, &mut p, &mut st).map(|_| p)
+        decode(lt, data, data.len() as u32, &mut p, &mut st).map(|_| p)
     }
 
     fn eth(et: u16, payload: &[u8]) -> Vec<u8> {
@@ -601,10 +648,41 @@ mod tests {
         ip[7] = 0x10; // fragment offset 16 * 8 bytes, no more-fragments flag
         let mut p = Packet::default();
         let mut st = DecodeStats::default();
-        decode(linktype::RAW, &ip, &mut p, &mut st).expect("decoded");
+        decode(linktype::RAW, &ip, ip.len() as u32, &mut p, &mut st).expect("decoded");
         assert!(p.fragment);
         assert_eq!((p.sport, p.dport), (0, 0));
         assert_eq!(st.fragments, 1);
+    }
+
+    /// Bytes are the IP header's, bounded by the record: padding, trailers and a
+    /// record that claims more are not counted, and the mismatch is.
+    #[test]
+    fn bytes_come_from_the_ip_header_bounded_by_the_record() {
+        let ip = tcp_ipv4(false); // 20 + 20 + 5 = 45 bytes
+        let frame = eth(0x0800, &ip);
+        let len = |data: &[u8], wire: u32| {
+            let mut p = Packet::default();
+            let mut st = DecodeStats::default();
+            decode(linktype::ETHERNET, data, wire, &mut p, &mut st).expect("decoded");
+            (p.ip_len, st.length_mismatch)
+        };
+        assert_eq!(len(&frame, frame.len() as u32), (45, 0));
+        // Padded to Ethernet's 60-byte minimum: the padding is no traffic.
+        let mut padded = frame.clone();
+        padded.resize(60, 0);
+        assert_eq!(len(&padded, 60), (45, 0));
+        // A record that says 262,144 bytes of a 45-byte packet.
+        assert_eq!(len(&frame, 262_144), (45, 1));
+        // A record shorter than the IP header says: the record bounds it.
+        assert_eq!(len(&frame, 40), (26, 1));
+        // IPv6: 40 + payload length.
+        let mut v6 = Vec::new();
+        PacketBuilder::ipv6([1; 16], [2; 16], 64)
+            .udp(5353, 53)
+            .write(&mut v6, &[0u8; 12])
+            .expect("write");
+        let f6 = eth(0x86dd, &v6);
+        assert_eq!(len(&f6, f6.len() as u32 + 200), (60, 1));
     }
 
     #[test]

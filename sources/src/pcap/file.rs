@@ -112,6 +112,25 @@ pub(crate) fn ts_ns(h: &pcap::PacketHeader) -> Option<i64> {
     sec.checked_mul(NS_PER_SEC)?.checked_add(frac)
 }
 
+/// Fails unless at least one of `files` opens as a capture, with the reason the
+/// first one did not: nothing is worth starting (or creating an output for)
+/// when no input can be read.
+pub fn check_readable(files: &[CaptureFile]) -> Result<(), SourceError> {
+    let mut first = None;
+    for f in files {
+        match open(&f.path) {
+            Ok(_) => return Ok(()),
+            Err(e) => {
+                first.get_or_insert(e);
+            }
+        }
+    }
+    Err(SourceError::Config(match first {
+        Some(e) => format!("no capture could be read: {e}"),
+        None => "no capture could be read: no input given".into(),
+    }))
+}
+
 fn first_timestamp(path: &Path) -> Option<i64> {
     let mut cap = open(path).ok()?;
     let pkt = cap.next_packet().ok()?;
@@ -207,14 +226,13 @@ impl FileReader {
                 let mut p = Packet {
                     ts_ns: ts,
                     seq,
-                    wire_len: wire,
                     ..Packet::default()
                 };
-                match decode(lt, pkt.data, &mut p, &mut sum.stats) {
+                match decode(lt, pkt.data, wire, &mut p, &mut sum.stats) {
                     Ok(()) => {
                         seq += 1;
                         sum.stats.ip_packets += 1;
-                        sum.stats.ip_bytes += u64::from(wire);
+                        sum.stats.ip_bytes += u64::from(p.ip_len);
                         sum.first_ns = Some(sum.first_ns.map_or(ts, |f| f.min(ts)));
                         sum.last_ns = Some(sum.last_ns.map_or(ts, |l| l.max(ts)));
                         batch.push(p);

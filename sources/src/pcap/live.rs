@@ -250,7 +250,7 @@ fn read_files(
             .store(progress.packets.load(Ordering::Relaxed), Ordering::Relaxed);
         c.ip_packets.fetch_add(b.len() as u64, Ordering::Relaxed);
         c.bytes.fetch_add(
-            b.iter().map(|p| u64::from(p.wire_len)).sum(),
+            b.iter().map(|p| u64::from(p.ip_len)).sum(),
             Ordering::Relaxed,
         );
         if stop.load(Ordering::Relaxed) || tx.blocking_send(b).is_err() {
@@ -324,10 +324,9 @@ fn capture(
                     let mut p = Packet {
                         ts_ns: ts,
                         seq,
-                        wire_len: wire,
                         ..Packet::default()
                     };
-                    if decode(lt, pkt.data, &mut p, &mut stats).is_ok() {
+                    if decode(lt, pkt.data, wire, &mut p, &mut stats).is_ok() {
                         seq += 1;
                         c.ip_packets.fetch_add(1, Ordering::Relaxed);
                         batch.push(p);
