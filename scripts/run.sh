@@ -12,8 +12,10 @@ Feed it from another terminal, for example:
   logger -n 127.0.0.1 -P 5514 -d -t sshd "Failed password for root from 203.0.113.9 port 4242 ssh2"
   logger -n 127.0.0.1 -P 5514 -T --rfc5424 -t app "hello over TCP"
   curl -s 127.0.0.1:9898/metrics | grep amoskys_
-Stop it with Ctrl-C: every accepted record is written, then it exits. Read the output with
-  duckdb -c "SELECT ts, entity, appname, message, auth_kind, auth_remote FROM read_parquet('data/events/**/*.parquet', hive_partitioning=true)"
-  duckdb -c "SELECT entity, window_start, syslog_messages, auth_failures_as_remote FROM read_parquet('data/features/**/*.parquet', hive_partitioning=true)"
+Files are finished every minute and at Ctrl-C (every accepted record is written, then
+it exits). Read them with the job's own SQL, or with DuckDB (installed in .venv):
+  target/release/amoskys-pipeline sql --data data "SELECT ts, entity, appname, auth_kind, auth_remote FROM events"
+  target/release/amoskys-pipeline sql --data data "SELECT entity, window_start, syslog_messages, auth_failures_as_remote FROM features"
+  .venv/bin/duckdb -c "SELECT ts, entity, appname, message, auth_kind, auth_remote FROM read_parquet('data/events/**/*.parquet', hive_partitioning=true)"
 MSG
 exec target/release/amoskys-pipeline --default "$@"

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Installs what amoskys-pipeline needs on Debian/Ubuntu, and nothing that is there.
-#   scripts/setup.sh          build and run: a C toolchain and libpcap's headers
+#   scripts/setup.sh          build and run: a C toolchain, libpcap's headers,
+#                             and the DuckDB command-line tool (.venv/bin/duckdb,
+#                             PyPI's duckdb-cli) to read the output
 #   scripts/setup.sh --test   also the test tools: tshark/capinfos, net-snmp's
 #                             snmpd and snmpget, mosquitto and its clients, curl,
 #                             and a Python venv (.venv) with DuckDB, pyarrow and
@@ -12,8 +14,8 @@ cd "$(dirname "$0")/.."
 want_test=0
 [[ ${1:-} == --test ]] && want_test=1
 
-packages=(gcc libc6-dev pkg-config libpcap-dev)
-(( want_test )) && packages+=(tshark bsdutils python3 python3-venv snmpd snmp mosquitto mosquitto-clients curl openssl)
+packages=(gcc libc6-dev pkg-config libpcap-dev python3 python3-venv)
+(( want_test )) && packages+=(tshark bsdutils snmpd snmp mosquitto mosquitto-clients curl openssl)
 
 missing=()
 for p in "${packages[@]}"; do
@@ -31,10 +33,14 @@ if (( ${#missing[@]} )); then
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
+if [[ ! -x .venv/bin/duckdb ]]; then
+  echo "installing the DuckDB command-line tool into .venv" >&2
+  [[ -x .venv/bin/python ]] || python3 -m venv .venv
+  .venv/bin/pip install -q --disable-pip-version-check "$(grep '^duckdb-cli==' tests/requirements.txt)"
+fi
 if (( want_test )); then
-  if [[ ! -x .venv/bin/python ]] || ! .venv/bin/python -c "import duckdb, pyarrow, pytest, snmpsim, adbc_driver_flightsql" 2>/dev/null; then
-    echo "creating .venv with the test requirements" >&2
-    python3 -m venv .venv
+  if ! .venv/bin/python -c "import duckdb, pyarrow, pytest, snmpsim, adbc_driver_flightsql" 2>/dev/null; then
+    echo "installing the test requirements into .venv" >&2
     .venv/bin/pip install -q --disable-pip-version-check -r tests/requirements.txt
   fi
 fi

@@ -72,7 +72,7 @@ def test_counting_rules_fire_where_loghubs_parse_says(tmp_path):
     assert len(want_enum) >= 2 and len(want_burst) >= 2, (want_enum, want_burst)
     cfg = tmp_path / "rules.toml"
     cfg.write_text(RULES)
-    assert run_bin("validate", "--config", cfg).returncode == 0
+    assert run_bin("validate", "--config", cfg, "--replay").returncode == 0
     port = free_port()
     with Job(tmp_path, syslog_source(port), RULES) as job:
         with socket.create_connection(("127.0.0.1", port)) as s:

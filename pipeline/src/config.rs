@@ -629,12 +629,7 @@ impl Secs {
 
 impl<'de> Deserialize<'de> for Secs {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        humantime::parse_duration(&s).map(Secs).map_err(|e| {
-            serde::de::Error::custom(format!(
-                "invalid duration {s:?}: {e} (write e.g. \"30s\", \"2m\", \"1h\")"
-            ))
-        })
+        amoskys_sources::duration::deserialize(d).map(Secs)
     }
 }
 
@@ -725,7 +720,7 @@ impl Config {
                 reason: e.message().trim().to_string(),
             }
         })?;
-        cfg.check(path)?;
+        cfg.check(path, text)?;
         Ok(cfg)
     }
 
@@ -755,34 +750,35 @@ impl Config {
     }
 
     /// Checks that need more than one key.
-    fn check(&self, path: &Path) -> Result<(), ConfigError> {
-        let err = |reason: String| ConfigError {
-            file: path.to_path_buf(),
-            line: None,
-            column: None,
-            reason,
-        };
+    fn check(&self, path: &Path, text: &str) -> Result<(), ConfigError> {
+        // Every problem is found, then reported in the order of the file.
+        let mut errs: Vec<(usize, String)> = Vec::new();
+        let at = |header: &str, nth: usize| section_offset(text, header, nth);
         let defs = amoskys_operators::features::defs();
         for (k, r) in self.rules.iter().enumerate() {
             if self.rules[..k].iter().any(|o| o.name == r.name) {
-                return Err(err(format!("[[rules]] {}: the name is used twice", r.name)));
+                errs.push((
+                    at("[[rules]]", k),
+                    format!("[[rules]] {}: the name is used twice", r.name),
+                ));
+            } else if let Err(e) = r.rule().check(&defs) {
+                errs.push((at("[[rules]]", k), format!("[[rules]] {}: {e}", r.name)));
             }
-            r.rule()
-                .check(&defs)
-                .map_err(|e| err(format!("[[rules]] {}: {e}", r.name)))?;
         }
         for (k, r) in self.count_rules.iter().enumerate() {
             if self.count_rules[..k].iter().any(|o| o.name == r.name)
                 || self.rules.iter().any(|o| o.name == r.name)
             {
-                return Err(err(format!(
-                    "[[count_rules]] {}: the name is used twice",
-                    r.name
-                )));
+                errs.push((
+                    at("[[count_rules]]", k),
+                    format!("[[count_rules]] {}: the name is used twice", r.name),
+                ));
+            } else if let Err(e) = r.spec().check() {
+                errs.push((
+                    at("[[count_rules]]", k),
+                    format!("[[count_rules]] {}: {e}", r.name),
+                ));
             }
-            r.spec()
-                .check()
-                .map_err(|e| err(format!("[[count_rules]] {}: {e}", r.name)))?;
         }
         let c = &self.correlation;
         for (k, v) in [
@@ -791,78 +787,100 @@ impl Config {
             ("target_cpu", c.target_cpu),
         ] {
             if !v.is_finite() || v < 1e-9 {
-                return Err(err(format!(
-                    "[correlation] {k} = {v}: must be a number above 0"
-                )));
+                errs.push((
+                    at("[correlation]", 0),
+                    format!("[correlation] {k} = {v}: must be a number above 0"),
+                ));
             }
         }
         if c.incident_gap.0.0 < Duration::from_secs(30) {
-            return Err(err(
+            errs.push((
+                at("[correlation]", 0),
                 "[correlation] incident_gap must be at least 30s (one pane)".into(),
             ));
         }
         if self.flows.active_timeout.0.0 < self.flows.idle_timeout.0.0 {
-            return Err(err(format!(
-                "[flows] active_timeout ({:?}) is shorter than idle_timeout ({:?})",
-                self.flows.active_timeout.0.0, self.flows.idle_timeout.0.0
-            )));
+            errs.push((
+                at("[flows]", 0),
+                format!(
+                    "[flows] active_timeout ({:?}) is shorter than idle_timeout ({:?})",
+                    self.flows.active_timeout.0.0, self.flows.idle_timeout.0.0
+                ),
+            ));
         }
         let mut names = std::collections::BTreeSet::new();
         let mut addrs = std::collections::BTreeSet::new();
-        for s in &self.sources.syslog {
+        for (k, s) in self.sources.syslog.iter().enumerate() {
+            let here = at("[[sources.syslog]]", k);
             if s.name.trim().is_empty() || !names.insert(s.name.clone()) {
-                return Err(err(format!(
+                errs.push((here, format!(
                     "[[sources.syslog]] name {:?} is empty or used twice: every source needs its own name",
                     s.name
                 )));
             }
             for l in &s.listen {
                 if !addrs.insert(l.to_string()) {
-                    return Err(err(format!(
-                        "[[sources.syslog]] {}: {l} is listened on twice",
-                        s.name
-                    )));
+                    errs.push((
+                        here,
+                        format!("[[sources.syslog]] {}: {l} is listened on twice", s.name),
+                    ));
                 }
             }
             if s.max_message_bytes < 480 || s.max_connections == 0 || s.batch_size == 0 {
-                return Err(err(format!(
+                errs.push((here, format!(
                     "[[sources.syslog]] {}: max_message_bytes must be at least 480, max_connections and batch_size at least 1",
                     s.name
                 )));
             }
         }
         let src = &self.sources;
-        let other_names = src
-            .mqtt
-            .iter()
-            .map(|s| ("mqtt", &s.name))
-            .chain(src.snmp.iter().map(|s| ("snmp", &s.name)))
-            .chain(src.pcap.iter().map(|s| ("pcap", &s.name)));
-        for (kind, name) in other_names {
+        let other_names = (src.mqtt.iter().enumerate())
+            .map(|(k, s)| ("mqtt", k, &s.name))
+            .chain(
+                src.snmp
+                    .iter()
+                    .enumerate()
+                    .map(|(k, s)| ("snmp", k, &s.name)),
+            )
+            .chain(
+                src.pcap
+                    .iter()
+                    .enumerate()
+                    .map(|(k, s)| ("pcap", k, &s.name)),
+            );
+        for (kind, k, name) in other_names {
             if name.trim().is_empty() || !names.insert(name.clone()) {
-                return Err(err(format!(
+                errs.push((at(&format!("[[sources.{kind}]]"), k), format!(
                     "[[sources.{kind}]] name {name:?} is empty or used twice: every source needs its own name"
                 )));
             }
         }
-        for s in &src.mqtt {
-            s.check().map_err(|e| err(e.to_string()))?;
+        for (k, s) in src.mqtt.iter().enumerate() {
+            if let Err(e) = s.check() {
+                errs.push((at("[[sources.mqtt]]", k), e.to_string()));
+            }
         }
-        for s in &src.snmp {
-            s.check().map_err(|e| err(e.to_string()))?;
+        for (k, s) in src.snmp.iter().enumerate() {
+            if let Err(e) = s.check() {
+                errs.push((at("[[sources.snmp]]", k), e.to_string()));
+            }
         }
-        for s in &src.pcap {
+        for (k, s) in src.pcap.iter().enumerate() {
+            let here = at("[[sources.pcap]]", k);
             match (&s.interface, &s.file) {
                 (Some(i), None) if !i.trim().is_empty() => {}
                 (None, Some(f)) if !f.trim().is_empty() && s.filter.is_none() => {}
                 (None, Some(_)) if s.filter.is_some() => {
-                    return Err(err(format!(
-                        "[[sources.pcap]] {}: filter applies to an interface, not to files",
-                        s.name
-                    )));
+                    errs.push((
+                        here,
+                        format!(
+                            "[[sources.pcap]] {}: filter applies to an interface, not to files",
+                            s.name
+                        ),
+                    ));
                 }
                 _ => {
-                    return Err(err(format!(
+                    errs.push((here, format!(
                         "[[sources.pcap]] {}: give either interface (a live capture) or file (recorded captures: a file, a directory or a glob)",
                         s.name
                     )));
@@ -870,13 +888,93 @@ impl Config {
             }
         }
         if self.window.lateness.0 > Duration::from_secs(3600) {
-            return Err(err(
+            errs.push((
+                at("[window]", 0),
                 "[window] lateness may be at most 1h: state for every open pane is kept that long"
                     .into(),
             ));
         }
-        Ok(())
+        if errs.is_empty() {
+            return Ok(());
+        }
+        errs.sort_by_key(|e| e.0);
+        let line = |off: usize| text[..off.min(text.len())].matches('\n').count() + 1;
+        let (first, _) = errs[0];
+        let reason = errs
+            .iter()
+            .enumerate()
+            .map(|(i, (off, r))| {
+                if i == 0 {
+                    r.clone()
+                } else {
+                    format!("\n{}:{}: {r}", path.display(), line(*off))
+                }
+            })
+            .collect();
+        Err(ConfigError {
+            file: path.to_path_buf(),
+            line: (first < text.len()).then(|| line(first)),
+            column: None,
+            reason,
+        })
     }
+
+    /// What the long-running job needs beyond a valid file, checked by
+    /// `validate` too: at least one source, and an output directory it can write.
+    pub fn check_job(&self) -> Result<(), String> {
+        let s = &self.sources;
+        if s.syslog.is_empty() && s.mqtt.is_empty() && s.snmp.is_empty() && s.pcap.is_empty() {
+            return Err(NO_SOURCES.into());
+        }
+        writable(&self.sinks.parquet.path).map_err(|e| {
+            format!(
+                "[sinks.parquet] path {}: {e}",
+                self.sinks.parquet.path.display()
+            )
+        })
+    }
+}
+
+/// Why a configuration without sources cannot run as the long-running job.
+pub const NO_SOURCES: &str = "no sources configured: add a [[sources.syslog]], [[sources.mqtt]], [[sources.snmp]] or [[sources.pcap]] section (see examples/flows.toml), or use `replay` for captures";
+
+/// Where the `nth` (0-based) `header` line starts in `text`; the end of the
+/// text when there is no such line (a default that was never written).
+fn section_offset(text: &str, header: &str, nth: usize) -> usize {
+    let mut found = 0;
+    let mut off = 0;
+    for line in text.split_inclusive('\n') {
+        if line.trim_start().starts_with(header) {
+            if found == nth {
+                return off;
+            }
+            found += 1;
+        }
+        off += line.len();
+    }
+    text.len()
+}
+
+/// Whether files can be written in `dir` (or in the directory that would hold
+/// it, when it does not exist yet): a probe file is made and removed.
+pub fn writable(dir: &Path) -> Result<(), String> {
+    let mut d = dir;
+    while !d.exists() {
+        match d.parent() {
+            Some(p) if !p.as_os_str().is_empty() => d = p,
+            _ => {
+                d = Path::new(".");
+                break;
+            }
+        }
+    }
+    if !d.is_dir() {
+        return Err(format!("{} is not a directory", d.display()));
+    }
+    let probe = d.join(format!(".amoskys-write-check-{}", std::process::id()));
+    std::fs::File::create(&probe).map_err(|e| format!("cannot write in {}: {e}", d.display()))?;
+    let _ = std::fs::remove_file(&probe);
+    Ok(())
 }
 
 #[cfg(test)]

@@ -123,11 +123,15 @@ enum Command {
     /// `hour` partition columns are text ('2024-01-15', '09'): a filter on them
     /// reads only the matching folders. Without QUERY, queries are read from
     /// standard input, separated by `;` (or one per line when there is none).
-    /// A query that fails prints DataFusion's message and exits 1.
+    /// A query that fails prints DataFusion's message and exits 1. The tables a
+    /// run can produce are there even when it wrote no rows to them (a run
+    /// without alerts has an empty `alerts`). A running job finishes its files
+    /// every `roll_interval`; rows of files still open are served by its Flight
+    /// endpoint (`[sinks.flight]`, docs/QUERY.md), not here.
     #[command(after_help = "Examples:\n  \
         amoskys-pipeline sql --data data \"SELECT entity, max(bytes_out) FROM features WHERE date = '2024-01-15' GROUP BY 1 ORDER BY 2 DESC LIMIT 10\"\n  \
         amoskys-pipeline sql --data data --format csv \"SELECT * FROM alerts\" > alerts.csv\n  \
-        amoskys-pipeline sql --data data --format parquet --output top.parquet \"SELECT * FROM flows WHERE dport = 22\"\n  \
+        amoskys-pipeline sql --data data --format parquet --output top.parquet \"SELECT * FROM flows WHERE dst_port = 22\"\n  \
         echo \"SHOW TABLES; DESCRIBE flows\" | amoskys-pipeline sql --data data")]
     Sql {
         /// Output root of a replay or a long-running job.
@@ -189,12 +193,21 @@ enum Command {
     },
     /// Check a configuration file without running anything.
     ///
-    /// Reports the first problem with file, line and column; exits 0 when the file
-    /// is valid, 1 when it is not.
+    /// Checks what the long-running job checks before it starts: the file, the
+    /// files it names (keys, certificates, indicators), that it has a source and
+    /// that its output directory can be written. Reports every problem in the
+    /// order of the file, the first with its line (and column); exits 0 when the
+    /// file is valid, 1 when it is not.
+    #[command(after_help = "Examples:\n  \
+        amoskys-pipeline validate --config flows.toml\n  \
+        amoskys-pipeline validate --config replay.toml --replay")]
     Validate {
         /// Configuration file (flows.toml).
         #[arg(long, short, value_name = "FILE")]
         config: PathBuf,
+        /// Check it as `replay --config` uses it: sources are not needed there.
+        #[arg(long)]
+        replay: bool,
     },
     /// Write a sample capture: a small office network over a few minutes.
     ///
@@ -227,9 +240,13 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let filter = tracing_subscriber::EnvFilter::try_new(&cli.log)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    // Colour only for a person at a terminal: a log file or journal gets text.
+    let colour = std::io::IsTerminal::is_terminal(&std::io::stderr())
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(colour)
         .init();
     let result = match (cli.command, cli.config) {
         (Some(cmd), _) => run(cmd),
@@ -257,10 +274,26 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", report(e.as_ref()));
             ExitCode::from(2)
         }
     }
+}
+
+/// An error and its causes on one line, each cause only where its text is not
+/// already said (many errors repeat their cause in their own message).
+fn report(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let s = c.to_string();
+        if !text.contains(&s) {
+            text.push_str(": ");
+            text.push_str(&s);
+        }
+        cause = c.source();
+    }
+    text
 }
 
 /// `sql`: runs the queries in order; stops at the first that fails, with its
@@ -315,6 +348,31 @@ fn sql(
                 return ExitCode::from(1);
             }
         };
+        let tables = [
+            ("flows", amoskys_schemas::flows_schema()),
+            ("events", amoskys_schemas::events_schema()),
+            (
+                "features",
+                amoskys_schemas::features_schema(&amoskys_operators::features::defs()),
+            ),
+            ("alerts", amoskys_schemas::alerts_schema()),
+        ];
+        for (name, schema) in tables {
+            if let Err(e) = amoskys_query::catalog::register_empty(&ctx, name, schema) {
+                eprintln!("error: {e}");
+                return ExitCode::from(1);
+            }
+        }
+        let open = amoskys_query::catalog::unfinished(data);
+        if !open.is_empty() {
+            let list: Vec<String> = open.iter().map(|(t, n)| format!("{t} ({n})")).collect();
+            eprintln!(
+                "note: a running job is still writing files of {}: their rows appear here once \
+                 each file is finished (every roll_interval, and at its stop); its Flight \
+                 endpoint ([sinks.flight], see docs/QUERY.md) serves them now",
+                list.join(", ")
+            );
+        }
         for q in &queries {
             if let Err(e) = run(&ctx, q, format, &mut *out).await {
                 let _ = out.flush();
@@ -547,8 +605,9 @@ fn run(cmd: Command) -> anyhow::Result<ExitCode> {
                 Ok(ExitCode::from(1))
             }
         },
-        Command::Validate { config } => match Config::load(&config).and_then(|c| {
+        Command::Validate { config, replay } => match Config::load(&config).and_then(|c| {
             c.check_files()
+                .and_then(|()| if replay { Ok(()) } else { c.check_job() })
                 .map_err(|reason| amoskys_pipeline::config::ConfigError {
                     file: config.clone(),
                     line: None,

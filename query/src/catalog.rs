@@ -122,6 +122,56 @@ pub async fn register(ctx: &SessionContext, name: &str, dir: &Path) -> Result<()
     Ok(())
 }
 
+/// Registers `name` as an empty table of `schema` (with the partition columns)
+/// unless the catalog has it: a run that produced no alerts still has an
+/// `alerts` table, with no rows.
+pub fn register_empty(
+    ctx: &SessionContext,
+    name: &str,
+    schema: datafusion::arrow::datatypes::SchemaRef,
+) -> Result<(), QueryError> {
+    use datafusion::arrow::datatypes::{Field, Schema};
+    use datafusion::datasource::MemTable;
+    if ctx.table_exist(name)? {
+        return Ok(());
+    }
+    let mut fields: Vec<Field> = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
+    fields.extend(
+        PARTITIONS
+            .iter()
+            .map(|p| Field::new(*p, DataType::Utf8, false)),
+    );
+    let mem = MemTable::try_new(Arc::new(Schema::new(fields)), vec![vec![]])?;
+    ctx.register_table(name, Arc::new(mem))?;
+    Ok(())
+}
+
+/// Files a running job is still writing under `dir`, by table: their rows are
+/// in no table here until the file is finished (each `roll_interval`).
+pub fn unfinished(dir: &Path) -> Vec<(String, usize)> {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut out: Vec<(String, usize)> = rd
+        .filter_map(Result::ok)
+        .filter_map(|e| {
+            let table = e.file_name().to_str()?.to_string();
+            let n = std::fs::read_dir(e.path().join(amoskys_sinks::parquet::IN_PROGRESS_DIR))
+                .ok()?
+                .filter_map(Result::ok)
+                .filter(|f| {
+                    f.file_name()
+                        .to_str()
+                        .is_some_and(|n| n.ends_with(".inprogress"))
+                })
+                .count();
+            (n > 0).then_some((table, n))
+        })
+        .collect();
+    out.sort();
+    out
+}
+
 /// Registers table `recent.table` of the long-running job as what is finished
 /// under `dir` (files) and what is not (`recent`'s batches, as of now) together.
 /// Call it holding [`Recent::reading`] until the query's plan is made.

@@ -8,6 +8,6 @@ pub use recent::Recent;
 
 pub use table::{AlertTable, EventTable, FeatureTable, FlowTable, TableRows};
 pub use writer::{
-    MAX_RECENT_ROWS, ParquetSettings, SinkSummary, TableWriter, hour_partition, run_table,
-    run_table_live,
+    IN_PROGRESS_DIR, MAX_RECENT_ROWS, ParquetSettings, SinkSummary, TableWriter, hour_partition,
+    run_table, run_table_live,
 };

@@ -145,7 +145,10 @@ pub struct MqttSourceConfig {
     #[serde(default)]
     pub clean_session: bool,
     /// How long the broker keeps the session while disconnected (MQTT 5).
-    #[serde(default = "default_session_expiry", with = "humantime_serde")]
+    #[serde(
+        default = "default_session_expiry",
+        deserialize_with = "crate::duration::deserialize"
+    )]
     pub session_expiry: Duration,
     #[serde(default)]
     pub username: Option<String>,
@@ -162,12 +165,21 @@ pub struct MqttSourceConfig {
     pub client_cert: Option<PathBuf>,
     #[serde(default)]
     pub client_key: Option<PathBuf>,
-    #[serde(default = "default_keep_alive", with = "humantime_serde")]
+    #[serde(
+        default = "default_keep_alive",
+        deserialize_with = "crate::duration::deserialize"
+    )]
     pub keep_alive: Duration,
     /// First wait before reconnecting; doubles on each failure up to `reconnect_max`.
-    #[serde(default = "default_backoff_min", with = "humantime_serde")]
+    #[serde(
+        default = "default_backoff_min",
+        deserialize_with = "crate::duration::deserialize"
+    )]
     pub reconnect_min: Duration,
-    #[serde(default = "default_backoff_max", with = "humantime_serde")]
+    #[serde(
+        default = "default_backoff_max",
+        deserialize_with = "crate::duration::deserialize"
+    )]
     pub reconnect_max: Duration,
     /// Larger messages are refused by the client (counted as errors).
     #[serde(default = "default_max_payload")]

@@ -113,10 +113,16 @@ pub struct SnmpSourceConfig {
     #[serde(default = "default_community")]
     pub community: String,
     /// Time between two polls of one agent, e.g. `"10s"`; 30 s unless set.
-    #[serde(default = "default_interval", with = "humantime_serde")]
+    #[serde(
+        default = "default_interval",
+        deserialize_with = "crate::duration::deserialize"
+    )]
     pub interval: Duration,
     /// How long one request waits for its response; 2 s unless set.
-    #[serde(default = "default_timeout", with = "humantime_serde")]
+    #[serde(
+        default = "default_timeout",
+        deserialize_with = "crate::duration::deserialize"
+    )]
     pub timeout: Duration,
     /// Requests re-sent after a timeout before the poll counts as failed; 1
     /// unless set (at most 10). A dead agent's poll so fails after
