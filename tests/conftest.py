@@ -6,8 +6,10 @@ independent tools (capinfos, tshark).
 """
 import json
 import os
+import re
 import shutil
 import subprocess
+from collections import defaultdict
 from pathlib import Path
 
 import duckdb
@@ -107,7 +109,7 @@ def classic_pcap_records(path: Path):
     return n, total
 
 
-TSHARK_FIELDS = ["frame.time_epoch", "frame.len", "ip.src", "ip.dst", "ipv6.src", "ipv6.dst",
+TSHARK_FIELDS = ["frame.time_epoch", "frame.len", "frame.protocols", "ip.len", "ipv6.plen", "ip.src", "ip.dst", "ipv6.src", "ipv6.dst",
                  "ip.proto", "tcp.srcport", "tcp.dstport", "udp.srcport", "udp.dstport",
                  "tcp.flags", "icmp.type", "icmpv6.type", "communityid",
                  "dns.flags.response", "dns.flags.rcode", "dns.qry.name", "dns.qry.type",
@@ -127,6 +129,50 @@ def tshark_packets(path: Path):
         v = dict(zip(TSHARK_FIELDS, line.split("\t")))
         rows.append(v)
     return rows
+
+
+def loghub_failed_by_window(epoch):
+    """{remote: {window: failed logins}} for OpenSSH_2k.log as
+    `auth_failures_as_remote` counts them, from loghub's structured CSV (its own
+    parse of the log, not ours): each line counts in the two 60 s windows (start
+    pane, 30 s each) that hold it, and per window the more of sshd's own `Failed
+    <method>` lines (repeats included, `Failed none` not) and pam_unix's failures
+    (`PAM N more` counting N), since one attempt is logged by both.
+    `epoch(day, h, m, s)` is a line's time in seconds."""
+    own = defaultdict(lambda: defaultdict(int))
+    pam = defaultdict(lambda: defaultdict(int))
+    for line in (DATA / "syslog" / "loghub" / "OpenSSH_2k.log_structured.csv").read_text().splitlines()[1:]:
+        _, _, day, clock, _, _, rest = line.split(",", 6)
+        event_id = re.search(r",(E\d+),", line).group(1)
+        content = rest.rsplit(",", 2)[0]
+        if event_id in ("E9", "E10", "E14"):
+            remote, into = content.split(" from ")[1].split()[0], own
+            n = int(content.split()[2]) if event_id == "E14" else 1
+        elif event_id in ("E15", "E16", "E17", "E19", "E20"):
+            remote, into = content.split("rhost=")[1].split()[0], pam
+            n = int(content.split()[1]) if event_id in ("E15", "E16", "E17") else 1
+        else:
+            continue
+        pane = int(epoch(int(day), *map(int, clock.split(":")))) // 30
+        for w in (pane - 1, pane):
+            into[remote][w] += n
+    return {r: {w: max(own[r][w], pam[r][w]) for w in set(own[r]) | set(pam[r])}
+            for r in set(own) | set(pam)}
+
+
+def ip_bytes(p):
+    """The bytes the pipeline counts for a packet tshark decoded: its outer IP
+    header's total length (IPv6: 40 + payload length), at most the frame."""
+    layers = (p.get("frame.protocols") or "").split(":")
+    v4 = layers.index("ip") if "ip" in layers else None
+    v6 = layers.index("ipv6") if "ipv6" in layers else None
+    if v4 is not None and (v6 is None or v4 < v6) and p.get("ip.len"):
+        n = int(p["ip.len"])
+    elif v6 is not None and p.get("ipv6.plen") and int(p["ipv6.plen"]):
+        n = 40 + int(p["ipv6.plen"])
+    else:
+        return int(p["frame.len"])
+    return min(n, int(p["frame.len"]))
 
 
 @pytest.fixture(scope="session")

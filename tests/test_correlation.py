@@ -12,7 +12,7 @@ from collections import defaultdict
 
 import pytest
 
-from conftest import DATA
+from conftest import DATA, loghub_failed_by_window
 from livejob import Job, free_port, syslog_source
 from pcapwrite import ssh_login_attempt, write_pcap
 
@@ -47,6 +47,12 @@ def failures(year: int):
     return out
 
 
+def failed_by_window(year: int):
+    """{remote: {window: failed logins}} as `auth_failures_as_remote` counts them."""
+    return loghub_failed_by_window(lambda day, h, m, s: datetime.datetime(
+        year, 12, day, h, m, s, tzinfo=datetime.timezone.utc).timestamp())
+
+
 def sessions(fails):
     """The SSH connections behind the failures: one per (remote, source port), as
     sshd allows several passwords per connection, opened a second before its first
@@ -57,17 +63,12 @@ def sessions(fails):
     return sorted((t, remote, port) for (remote, port), t in first.items())
 
 
-def expected_incidents(fails, gap_panes=GAP_PANES):
+def expected_incidents(fails, failed, gap_panes=GAP_PANES):
     """Per remote: windows (start pane; a window is two 30 s panes) where the log
-    has at least MIN_FAILURES failures and the capture at least MIN_CONNECTIONS
-    connection attempts; runs of such windows no more than GAP_PANES apart are one
-    incident."""
-    failed = defaultdict(lambda: defaultdict(int))
+    has at least MIN_FAILURES failures (`failed`, from failed_by_window) and the
+    capture at least MIN_CONNECTIONS connection attempts; runs of such windows no
+    more than GAP_PANES apart are one incident."""
     conns = defaultdict(lambda: defaultdict(int))
-    for remote, _, t, n in fails:
-        pane = int(t) // 30
-        for w in (pane - 1, pane):
-            failed[remote][w] += n
     for t, remote, _ in sessions(fails):
         pane = int(t) // 30
         for w in (pane - 1, pane):
@@ -75,7 +76,7 @@ def expected_incidents(fails, gap_panes=GAP_PANES):
     out = {}
     for remote, windows in failed.items():
         firing = sorted(w for w, k in windows.items()
-                        if k >= MIN_FAILURES and conns[remote][w] >= MIN_CONNECTIONS)
+                        if k >= MIN_FAILURES and conns.get(remote, {}).get(w, 0) >= MIN_CONNECTIONS)
         if firing:
             out[remote] = 1 + sum(1 for a, b in zip(firing, firing[1:]) if b - a > gap_panes)
     return out
@@ -100,7 +101,7 @@ def test_failed_logins_in_logs_and_their_connections_on_the_wire_make_one_incide
             s.sendall(LOG.read_bytes())
         job.wait_metric("amoskys_events_sent_total", 2000)
         job.wait_metric("amoskys_component_received_events_total", len(frames), component_id="recorded")
-    want = expected_incidents(fails, 60 if gap else GAP_PANES)
+    want = expected_incidents(fails, failed_by_window(year), 60 if gap else GAP_PANES)
     assert len(want) >= 5 and "183.62.140.253" in want, want
     assert want["103.99.0.122"] == (2 if gap else 1), want
     rows = job.rows(f"select entity, severity, sources, evidence, summary, id from {job.table('alerts')} "

@@ -8,7 +8,7 @@ from collections import defaultdict
 
 import pytest
 
-from conftest import DATA, query, replay, run_bin, table
+from conftest import DATA, loghub_failed_by_window, query, replay, run_bin, table
 from livejob import Job, free_port, syslog_source
 
 # Per capture: the (detection, entity) alerts expected, from the data's own ground truth.
@@ -81,24 +81,8 @@ def test_the_other_captures_raise_nothing_above_low(tmp_path):
 
 
 def loghub_failures_by_window():
-    """{remote: {window_start_s_of_day: failed logins}} from loghub's structured CSV
-    (its own parse of the log, not ours): sshd's `Failed <method> for` lines,
-    repeats included, each counted in the two 60 s windows that contain it."""
-    out = defaultdict(lambda: defaultdict(int))
-    for line in (DATA / "syslog" / "loghub" / "OpenSSH_2k.log_structured.csv").read_text().splitlines()[1:]:
-        _, _, day, clock, _, _, rest = line.split(",", 6)
-        event_id = re.search(r",(E\d+),", line).group(1)
-        if event_id not in ("E8", "E9", "E10", "E14"):
-            continue
-        content = rest.rsplit(",", 2)[0]
-        remote = content.split(" from ")[1].split()[0]
-        n = int(content.split()[2]) if event_id == "E14" else 1
-        h, m, s = map(int, clock.split(":"))
-        secs = int(day) * 86400 + h * 3600 + m * 60 + s
-        pane = secs // 30
-        for w in (pane - 1, pane):
-            out[remote][w] += n
-    return out
+    """{remote: {window: failed logins}}, times as seconds of the log's days."""
+    return loghub_failed_by_window(lambda day, h, m, s: day * 86400 + h * 3600 + m * 60 + s)
 
 
 def test_sshd_failures_in_logs_raise_one_alert_per_attacking_address_and_burst(tmp_path):

@@ -611,6 +611,18 @@ def test_snmpsim_recordings_land_in_events_as_recorded(tmp_path, snmpsim):
             job.wait_metric("amoskys_component_received_events_total", 2, timeout=60,
                             component_id=f.stem)
     rows = snmp_events(job)
+    # Five agents (one per community) on one address are one entity, but each is
+    # compared only with its own previous poll: the recordings never change, so
+    # no restart and no link going down, whatever order their polls came in.
+    entity = f"127.0.0.1:{snmpsim.port}"
+    health = job.rows(f"select max(snmp_polls), coalesce(max(snmp_agent_restarts), 0), "
+                      f"coalesce(max(snmp_links_down), 0) "
+                      f"from {job.table('features')} where entity = '{entity}'")
+    assert health[0][0] and health[0][0] >= len(snmpsim.files) and health[0][1:] == (0, 0), health
+    if list(job.data.glob("alerts/**/*.parquet")):
+        wrong = job.rows(f"select rule, entity from {job.table('alerts')} "
+                         f"where rule in ('device_restart', 'device_link_down')")
+        assert wrong == [], wrong
     summary = []
     for f in snmpsim.files:
         want = expected_from_recording(read_snmprec(f))

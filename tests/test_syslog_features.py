@@ -30,6 +30,10 @@ LOGGER_LINES = [
     ("authpriv.alert", "sudo",
      "bob : 3 incorrect password attempts ; TTY=pts/1 ; PWD=/home/bob ; USER=root ; COMMAND=/bin/sh"),
     ("local7.emerg", "app", "disk /dev/sda1 failing"),
+    ("authpriv.notice", "sudo",
+     "carol : user NOT in sudoers ; TTY=pts/2 ; PWD=/home/carol ; USER=root ; COMMAND=/bin/sh"),
+    ("auth.info", "sshd", "User bin from 127.0.0.1 not allowed because not listed in AllowUsers"),
+    ("auth.info", "sshd", "Invalid user x from 10.9.9.9 port 1 from 127.0.0.1 port 40024"),
 ]
 
 
@@ -60,8 +64,9 @@ def expected(events):
     for e in events:
         pane = e["ts"] // HOP_US
         targets = [(e["entity"], "self")]
-        if ip(e["auth_remote"]):
-            targets.append((ip(e["auth_remote"]), "remote"))
+        if e["auth_remote"]:
+            # An address, or the host name the log gave.
+            targets.append((ip(e["auth_remote"]) or e["auth_remote"].lower(), "remote"))
         templates_by_pane[(e["entity"], pane)].add(template(e["appname"], e["message"]))
         for w in (pane - 1, pane):
             for entity, role in targets:
@@ -85,26 +90,42 @@ def expected(events):
         f["syslog_template_entropy"] = entropy(list(tcount.values())) if own else None
         f["syslog_new_templates"] = len(set(tcount) - before) if own else None
 
-        def kind(e):
-            k = e["auth_kind"]
-            if k == "failure" and not re.search(r"\bFailed \S+ for ", e["message"]):
-                return "pam_failure"  # pam_unix's line, which sshd repeats as its own
-            return k
+        def total(es, *kinds):
+            return sum(e["auth_count"] or 1 for e in es if e["auth_kind"] in kinds)
 
-        def total(es, k):
-            return sum(e["auth_count"] or 1 for e in es if kind(e) == k)
+        def failures(es):
+            """Per service (SSH, FTP, other), the most any one writer logged: the
+            service's own line, sshd relaying PAM, or PAM itself."""
+            slots = defaultdict(int)
+            for e in es:
+                k, form = e["auth_kind"], e["auth_form"]
+                if k == "failure" and form != "sshd_failed_none":
+                    writer = 0
+                elif k == "pam_failure":
+                    writer = 1 if form == "sshd_pam_error" else 2
+                else:
+                    continue
+                svc = e["auth_service"] or ""
+                service = 0 if svc.startswith("ssh") or svc == "dropbear" else 1 if "ftp" in svc else 2
+                slots[(service, writer)] += e["auth_count"] or 1
+            return sum(max(slots[(s, w)] for w in range(3)) for s in range(3))
 
-        f.update(auth_failures=total(own, "failure"), auth_pam_failures=total(own, "pam_failure"),
+        f.update(auth_failures=failures(own), auth_pam_failures=total(own, "pam_failure"),
                  auth_successes=total(own, "success"), auth_invalid_users=total(own, "invalid_user"),
-                 sudo_failures=total(own, "sudo_failure"), sudo_commands=total(own, "sudo"))
+                 sudo_failures=total(own, "sudo_failure"), sudo_refusals=total(own, "sudo_refused"),
+                 sudo_commands=total(own, "sudo"),
+                 auth_injection_lines=sum(1 for e in own if e["auth_injection"]))
         f["auth_distinct_users"] = len({e["auth_user"] for e in own if e["auth_kind"] and e["auth_user"]})
         f["auth_distinct_remotes"] = len({ip(e["auth_remote"]) for e in own if ip(e["auth_remote"])})
         d = f["auth_failures"] + f["auth_successes"]
         f["auth_failure_ratio"] = f["auth_failures"] / d if d else None
-        f.update(auth_failures_as_remote=total(remote, "failure"),
+        f.update(auth_failures_as_remote=failures(remote),
                  auth_pam_failures_as_remote=total(remote, "pam_failure"),
                  auth_successes_as_remote=total(remote, "success"),
                  auth_invalid_users_as_remote=total(remote, "invalid_user"),
+                 auth_refusals_as_remote=total(remote, "not_allowed", "root_refused", "max_attempts"),
+                 auth_preauth_drops_as_remote=total(remote, "preauth_closed", "no_ident",
+                                                    "negotiation_failed"),
                  auth_distinct_users_as_remote=len({e["auth_user"] for e in remote if e["auth_user"]}),
                  auth_distinct_targets_as_remote=len({e["entity"] for e in remote}))
         out[(entity, w * HOP_US)] = f
@@ -129,8 +150,8 @@ def test_every_syslog_feature_equals_its_definition_recomputed_from_events(tmp_p
                      ("127.0.0.1", port))
         job.wait_metric("amoskys_events_sent_total", 2001 + len(LOGGER_LINES))
     assert "(0 behind the watermark)" in job.summary, job.summary
-    cols = ["ts", "entity", "facility", "severity", "appname", "message", "auth_kind", "auth_user",
-            "auth_remote", "auth_count"]
+    cols = ["ts", "entity", "facility", "severity", "appname", "message", "auth_kind", "auth_form",
+            "auth_service", "auth_user", "auth_remote", "auth_count", "auth_injection"]
     events = [dict(zip(cols, r)) for r in job.rows(
         f"select epoch_us(ts), {', '.join(cols[1:])} from {job.table('events')} order by ts")]
     assert len(events) == 2001 + len(LOGGER_LINES)

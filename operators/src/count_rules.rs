@@ -28,7 +28,10 @@ pub const FIELDS: &[&str] = &[
     "procid",
     "msgid",
     "message",
+    "parse_error",
     "auth_kind",
+    "auth_form",
+    "auth_service",
     "auth_method",
     "auth_user",
     "auth_remote",
@@ -209,7 +212,10 @@ impl Fields<'_> {
             (Record::Syslog(r), "procid") => text(&r.procid),
             (Record::Syslog(r), "msgid") => text(&r.msgid),
             (Record::Syslog(r), "message") => Some(r.message.clone()),
+            (Record::Syslog(r), "parse_error") => r.parse_error.map(str::to_string),
             (Record::Syslog(r), "auth_kind") => r.auth.as_ref().map(|a| a.kind.as_str().into()),
+            (Record::Syslog(r), "auth_form") => r.auth.as_ref().map(|a| a.form.into()),
+            (Record::Syslog(r), "auth_service") => r.auth.as_ref().and_then(|a| a.service.clone()),
             (Record::Syslog(r), "auth_method") => r.auth.as_ref().and_then(|a| a.method.clone()),
             (Record::Syslog(r), "auth_user") => r.auth.as_ref().and_then(|a| a.user.clone()),
             (Record::Syslog(r), "auth_remote") => r.auth.as_ref().and_then(|a| {
@@ -416,15 +422,14 @@ mod tests {
                 msgid: None,
                 structured_data: None,
                 message: format!("Failed password for {user} from {remote} port 4000 ssh2"),
-                auth: Some(AuthEvent {
-                    kind,
+                parse_error: None,
+                auth: Some(Box::new(AuthEvent {
                     method: Some("password".into()),
                     user: Some(user.into()),
                     remote: remote.parse().ok(),
-                    remote_host: None,
                     port: Some(4000),
-                    count: 1,
-                }),
+                    ..AuthEvent::new(kind, "sshd_failed")
+                })),
             }),
         }
     }

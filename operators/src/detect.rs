@@ -159,10 +159,23 @@ pub static DETECTIONS: &[DetectionDef] = &[
         name: "login_bruteforce_logs",
         severity: Severity::High,
         sources: &["syslog"],
-        description: "Failed logins from one remote address, as logged by the hosts it tried \
-            (sshd). Lower `auth_failures_as_remote` to catch slow guessing.",
+        description: "Failed logins from one remote address (or host name), as logged by \
+            the hosts it tried: sshd, PAM, dropbear, FTP servers, each attempt counted once \
+            however many lines it gave. Lower `auth_failures_as_remote` to catch slow guessing.",
         conditions: &[at_least("auth_failures_as_remote", 10.0)],
         summary: "{entity} failed {auth_failures_as_remote} logins on {auth_distinct_targets_as_remote} host(s) as {auth_distinct_users_as_remote} user(s)",
+    },
+    DetectionDef {
+        name: "log_injection",
+        severity: Severity::High,
+        sources: &["syslog"],
+        description: "Authentication lines whose client-chosen text (a user name, a reason) \
+            carries the line's own address structure (` from A port P`, ` rhost=A`): a client \
+            trying to have another host blamed in the entity's log, or to hide. No legitimate \
+            user name looks like that. The alert is on the host whose log was targeted; a line \
+            with two readings blames no remote host at all.",
+        conditions: &[at_least("auth_injection_lines", 1.0)],
+        summary: "{entity} logged {auth_injection_lines} authentication line(s) with an address in client-chosen text",
     },
     DetectionDef {
         name: "dhcp_flood",

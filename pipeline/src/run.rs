@@ -25,7 +25,7 @@ use amoskys_sinks::parquet::{AlertTable, EventTable, FeatureTable, FlowTable, Ta
 use amoskys_sources::mqtt::MqttCounters;
 use amoskys_sources::pcap::CaptureCounters;
 use amoskys_sources::snmp::SnmpCounters;
-use amoskys_sources::syslog::SyslogCounters;
+use amoskys_sources::syslog::{RecordTime, SyslogCounters};
 use serde::Serialize;
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::operators::core::UnorderedInput;
@@ -110,7 +110,7 @@ impl Counters {
                 ("received", g(&c.messages)),
                 ("bytes", g(&c.bytes)),
                 ("oversized", g(&c.oversized)),
-                ("unparseable", g(&c.unparseable)),
+                ("empty", g(&c.empty)),
                 ("dropped", g(&c.dropped)),
                 ("kernel_dropped", c.udp_kernel_drops()),
                 ("connections", g(&c.connections)),
@@ -212,7 +212,7 @@ async fn publish_metrics(
                         metrics::counter!("amoskys_component_received_bytes_total", &labels)
                             .absolute(v)
                     }
-                    "oversized" | "unparseable" | "dropped" | "kernel_dropped"
+                    "oversized" | "empty" | "dropped" | "kernel_dropped"
                     | "if_dropped" | "truncated" | "truncated_walks" | "cut_at_stop" => {
                         let reason = if k == "dropped" { "channel_full" } else { k };
                         metrics::counter!("amoskys_component_discarded_events_total",
@@ -293,6 +293,8 @@ enum Rx {
 struct Input {
     name: Arc<str>,
     rx: Rx,
+    /// Records are timed by their reception (`time = "received"`).
+    received_time: bool,
     max_ts: i64,
     last_seen: Instant,
     open: bool,
@@ -317,11 +319,8 @@ pub fn run_job(
     on_ready: impl FnOnce(&[(String, String)]),
 ) -> Result<RunReport, PipelineError> {
     let s = &cfg.sources;
-    if s.syslog.is_empty() && s.mqtt.is_empty() && s.snmp.is_empty() && s.pcap.is_empty() {
-        return Err(PipelineError::Source(amoskys_sources::SourceError::Config(
-            "no sources configured: add a [[sources.syslog]], [[sources.mqtt]], [[sources.snmp]] or [[sources.pcap]] section (see examples/flows.toml), or use `replay` for captures".into(),
-        )));
-    }
+    cfg.check_job()
+        .map_err(|e| PipelineError::Source(amoskys_sources::SourceError::Config(e)))?;
     let workers = workers.max(1);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -382,12 +381,13 @@ pub fn run_job(
     let mut tasks = Vec::new();
     let mut threads = Vec::new();
     let mut published: Vec<(String, Counters, Depth)> = Vec::new();
-    let mut add_records = |name: &str, c: Counters| {
+    let mut add_records = |name: &str, c: Counters, received_time: bool| {
         let (tx, rx) = mpsc::channel::<Vec<Record>>(SOURCE_CHANNEL_BATCHES);
         published.push((name.to_string(), c, Depth::Records(tx.downgrade())));
         inputs.push(Input {
             name: name.into(),
             rx: Rx::Records(rx),
+            received_time,
             max_ts: i64::MIN,
             last_seen: Instant::now(),
             open: true,
@@ -395,18 +395,19 @@ pub fn run_job(
         tx
     };
     let mut record_sources = Vec::new();
-    for src in syslog {
-        let tx = add_records(&src.name, Counters::Syslog(src.counters()));
+    for (src, c) in syslog.into_iter().zip(&s.syslog) {
+        let received = c.time == RecordTime::Received;
+        let tx = add_records(&src.name, Counters::Syslog(src.counters()), received);
         let st = source_stop.clone();
         record_sources.push(rt.spawn(async move { src.run(tx, st).await }));
     }
     for src in mqtt {
-        let tx = add_records(&src.name, Counters::Mqtt(src.counters()));
+        let tx = add_records(&src.name, Counters::Mqtt(src.counters()), false);
         let st = source_stop.clone();
         record_sources.push(rt.spawn(async move { src.run(tx, st).await }));
     }
     for src in snmp {
-        let tx = add_records(&src.name, Counters::Snmp(src.counters()));
+        let tx = add_records(&src.name, Counters::Snmp(src.counters()), false);
         let st = source_stop.clone();
         record_sources.push(rt.spawn(async move { src.run(tx, st).await }));
     }
@@ -421,6 +422,7 @@ pub fn run_job(
         inputs.push(Input {
             name: cap.name.as_str().into(),
             rx: Rx::Packets(rx),
+            received_time: false,
             max_ts: i64::MIN,
             last_seen: Instant::now(),
             open: true,
@@ -805,7 +807,10 @@ impl Driver<'_> {
                             let name = inp.name.clone();
                             let mut rows = Vec::with_capacity(batch.len());
                             let mut behind = 0;
-                            for r in batch {
+                            for mut r in batch {
+                                if inp.received_time {
+                                    r.use_received_time();
+                                }
                                 let ts = r.ts_ns();
                                 inp.max_ts = inp.max_ts.max(ts);
                                 if pane_of(ts.max(0)) < *self.rec_cap.time() {

@@ -5,7 +5,8 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use arrow_array::builder::{
-    Float64Builder, StringBuilder, TimestampMicrosecondBuilder, UInt8Builder, UInt32Builder,
+    BooleanBuilder, Float64Builder, StringBuilder, TimestampMicrosecondBuilder, UInt8Builder,
+    UInt32Builder,
 };
 use arrow_array::{ArrayRef, RecordBatch};
 use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
@@ -17,25 +18,76 @@ use crate::feature::Entity;
 /// The kind of authentication fact.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum AuthKind {
-    /// A failed login (password or another method), from `remote` if known.
+    /// A failed login logged by the service itself (sshd's `Failed <method>`,
+    /// dropbear, vsftpd, proftpd, su), from `remote` if known.
     Failure,
+    /// A failure reported by PAM: pam_unix's `authentication failure` (and its
+    /// `N more authentication failures`), or sshd relaying PAM's verdict
+    /// (`error: PAM: Authentication failure for`). Usually a second line for an
+    /// attempt the service logs too.
+    PamFailure,
     /// A successful login.
     Success,
     /// A login attempt for a user that does not exist.
     InvalidUser,
+    /// A user refused by the server's policy (`User U from A not allowed because`).
+    NotAllowed,
+    /// A root login refused (`ROOT LOGIN REFUSED FROM`).
+    RootRefused,
+    /// A connection cut for too many attempts (`maximum authentication attempts
+    /// exceeded`, `Too many authentication failures`, proftpd's `Maximum login
+    /// attempts`, dropbear's `Max auth tries reached`).
+    MaxAttempts,
+    /// A client that left before authenticating (`Connection closed by
+    /// authenticating user`, `Disconnected from invalid user` ... `[preauth]`).
+    PreauthClosed,
+    /// A connection that never said it was SSH (`Did not receive identification
+    /// string`, a banner in the wrong format): port scanners and probes.
+    NoIdent,
+    /// A client whose algorithms the server refused (`Unable to negotiate with`):
+    /// old scanners and bots.
+    NegotiationFailed,
     /// sudo refused after wrong passwords.
     SudoFailure,
+    /// sudo refused a user or command by policy (`user NOT in sudoers`,
+    /// `command not allowed`).
+    SudoRefused,
     /// sudo ran a command.
     Sudo,
 }
 
 impl AuthKind {
+    /// Every kind, in code order.
+    pub const ALL: [AuthKind; 13] = [
+        AuthKind::Failure,
+        AuthKind::PamFailure,
+        AuthKind::Success,
+        AuthKind::InvalidUser,
+        AuthKind::NotAllowed,
+        AuthKind::RootRefused,
+        AuthKind::MaxAttempts,
+        AuthKind::PreauthClosed,
+        AuthKind::NoIdent,
+        AuthKind::NegotiationFailed,
+        AuthKind::SudoFailure,
+        AuthKind::SudoRefused,
+        AuthKind::Sudo,
+    ];
+
     pub fn as_str(&self) -> &'static str {
         match self {
             AuthKind::Failure => "failure",
+            AuthKind::PamFailure => "pam_failure",
             AuthKind::Success => "success",
             AuthKind::InvalidUser => "invalid_user",
+            AuthKind::NotAllowed => "not_allowed",
+            AuthKind::RootRefused => "root_refused",
+            AuthKind::MaxAttempts => "max_attempts",
+            AuthKind::PreauthClosed => "preauth_closed",
+            AuthKind::NoIdent => "no_ident",
+            AuthKind::NegotiationFailed => "negotiation_failed",
             AuthKind::SudoFailure => "sudo_failure",
+            AuthKind::SudoRefused => "sudo_refused",
             AuthKind::Sudo => "sudo",
         }
     }
@@ -45,6 +97,12 @@ impl AuthKind {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AuthEvent {
     pub kind: AuthKind,
+    /// The message form recognised (`sshd_failed`, `pam_unix_failure`, ...): the
+    /// catalogue in `sources::syslog::auth` names them all.
+    pub form: &'static str,
+    /// The service that handled the login: `sshd`, `dropbear`, `vsftpd`,
+    /// `proftpd`, `su`, `sudo`, or the PAM service named in the line.
+    pub service: Option<String>,
     /// The login method for SSH (`password`, `publickey`, ...) or the PAM service.
     pub method: Option<String>,
     pub user: Option<String>,
@@ -54,6 +112,30 @@ pub struct AuthEvent {
     pub port: Option<u16>,
     /// How many attempts the message stands for (`message repeated N times`).
     pub count: u32,
+    /// The client-chosen text of the line (a user name, a reason) embeds the
+    /// address structure of the line (` from A port P`, ` rhost=A`): an attempt
+    /// to put another host in the log. When that leaves the line with more than
+    /// one reading, `remote` and `remote_host` are empty: no one is blamed on a
+    /// guess.
+    pub injection: bool,
+}
+
+impl AuthEvent {
+    /// A fact of `kind` in message form `form`, every other field empty.
+    pub fn new(kind: AuthKind, form: &'static str) -> Self {
+        AuthEvent {
+            kind,
+            form,
+            service: None,
+            method: None,
+            user: None,
+            remote: None,
+            remote_host: None,
+            port: None,
+            count: 1,
+            injection: false,
+        }
+    }
 }
 
 /// A parsed syslog message with everything the `events` table keeps.
@@ -77,8 +159,12 @@ pub struct SyslogRecord {
     /// RFC 5424 structured data as a JSON object of objects, if any.
     pub structured_data: Option<String>,
     pub message: String,
-    /// What an authentication message says, if it is one.
-    pub auth: Option<AuthEvent>,
+    /// Why the line is not syslog as RFC 3164 or 5424 describe it, when it is
+    /// not: it is kept whole in `message`, timed by its reception.
+    pub parse_error: Option<&'static str>,
+    /// What an authentication message says, if it is one (boxed: most messages
+    /// are not).
+    pub auth: Option<Box<AuthEvent>>,
 }
 
 /// The kind of source a device record came from.
@@ -148,6 +234,14 @@ impl Record {
             Record::Device(r) => r.ts_ns,
         }
     }
+
+    /// Times the record by its reception instead of its own timestamp.
+    pub fn use_received_time(&mut self) {
+        match self {
+            Record::Syslog(r) => r.ts_ns = r.received_ns,
+            Record::Device(r) => r.ts_ns = r.received_ns,
+        }
+    }
 }
 
 impl From<SyslogRecord> for Record {
@@ -214,11 +308,15 @@ pub fn events_schema() -> SchemaRef {
         text("msgid", true),
         text("structured_data", true),
         text("message", true),
+        text("parse_error", true),
         text("auth_kind", true),
+        text("auth_form", true),
+        text("auth_service", true),
         text("auth_method", true),
         text("auth_user", true),
         text("auth_remote", true),
         Field::new("auth_count", DataType::UInt32, true),
+        Field::new("auth_injection", DataType::Boolean, true),
         // SNMP and MQTT
         text("topic", true),
         text("metric", true),
@@ -231,7 +329,7 @@ pub fn events_schema() -> SchemaRef {
 }
 
 /// Text columns of the `events` table, in schema order.
-const TEXT_COLS: [&str; 18] = [
+const TEXT_COLS: [&str; 21] = [
     "source_kind",
     "source",
     "entity",
@@ -243,7 +341,10 @@ const TEXT_COLS: [&str; 18] = [
     "msgid",
     "structured_data",
     "message",
+    "parse_error",
     "auth_kind",
+    "auth_form",
+    "auth_service",
     "auth_method",
     "auth_user",
     "auth_remote",
@@ -259,6 +360,7 @@ pub fn events_to_batch(rows: &[EventRow]) -> Result<RecordBatch, SchemaError> {
     let mut received = TimestampMicrosecondBuilder::with_capacity(n).with_timezone("UTC");
     let mut severity = UInt8Builder::with_capacity(n);
     let mut count = UInt32Builder::with_capacity(n);
+    let mut injection = BooleanBuilder::with_capacity(n);
     let mut value = Float64Builder::with_capacity(n);
     let mut raw = Float64Builder::with_capacity(n);
     let mut oid = StringBuilder::with_capacity(n, 0);
@@ -283,12 +385,13 @@ pub fn events_to_batch(rows: &[EventRow]) -> Result<RecordBatch, SchemaError> {
                 severity.append_option(r.severity);
                 let auth = r.auth.as_ref();
                 count.append_option(auth.map(|a| a.count));
+                injection.append_option(auth.map(|a| a.injection));
                 let remote = auth.and_then(|a| {
                     a.remote
                         .map(|ip| ip.to_string())
                         .or_else(|| a.remote_host.clone())
                 });
-                let values: [Option<&str>; 18] = [
+                let values: [Option<&str>; 21] = [
                     Some("syslog"),
                     Some(&row.source),
                     ent,
@@ -300,7 +403,10 @@ pub fn events_to_batch(rows: &[EventRow]) -> Result<RecordBatch, SchemaError> {
                     r.msgid.as_deref(),
                     r.structured_data.as_deref(),
                     Some(&r.message),
+                    r.parse_error,
                     auth.map(|a| a.kind.as_str()),
+                    auth.map(|a| a.form),
+                    auth.and_then(|a| a.service.as_deref()),
                     auth.and_then(|a| a.method.as_deref()),
                     auth.and_then(|a| a.user.as_deref()),
                     remote.as_deref(),
@@ -334,11 +440,15 @@ pub fn events_to_batch(rows: &[EventRow]) -> Result<RecordBatch, SchemaError> {
                     received.append_value(d.received_ns.div_euclid(1000));
                     severity.append_null();
                     count.append_null();
-                    let values: [Option<&str>; 18] = [
+                    injection.append_null();
+                    let values: [Option<&str>; 21] = [
                         Some(d.kind.as_str()),
                         Some(&row.source),
                         ent,
                         Some(d.protocol),
+                        None,
+                        None,
+                        None,
                         None,
                         None,
                         None,
@@ -373,8 +483,9 @@ pub fn events_to_batch(rows: &[EventRow]) -> Result<RecordBatch, SchemaError> {
     cols.extend(text.by_ref().take(5));
     cols.push(Arc::new(severity.finish()));
     // hostname .. auth_remote
-    cols.extend(text.by_ref().take(10));
+    cols.extend(text.by_ref().take(13));
     cols.push(Arc::new(count.finish()));
+    cols.push(Arc::new(injection.finish()));
     // topic, metric, instance
     cols.extend(text);
     cols.push(Arc::new(value.finish()));
@@ -403,15 +514,14 @@ mod tests {
             msgid: None,
             structured_data: None,
             message: "Failed password for root from 1.2.3.4 port 22 ssh2".into(),
-            auth: Some(AuthEvent {
-                kind: AuthKind::Failure,
+            parse_error: None,
+            auth: Some(Box::new(AuthEvent {
                 method: Some("password".into()),
                 user: Some("root".into()),
                 remote: "1.2.3.4".parse().ok(),
-                remote_host: None,
                 port: Some(22),
-                count: 1,
-            }),
+                ..AuthEvent::new(AuthKind::Failure, "sshd_failed")
+            })),
         };
         let b = events_to_batch(&[EventRow {
             source: "edge".into(),
@@ -430,6 +540,7 @@ mod tests {
         assert_eq!(col("auth_user"), "root");
         assert_eq!(col("source"), "edge");
         assert_eq!(col("appname"), "sshd");
+        assert_eq!(col("auth_form"), "sshd_failed");
         assert_eq!(b.column_by_name("msgid").expect("msgid").null_count(), 1);
     }
 }

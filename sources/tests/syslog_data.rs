@@ -52,7 +52,7 @@ fn pam_failures_name_the_hosts_fail2ban_expects() {
         let a = r
             .auth
             .unwrap_or_else(|| panic!("no authentication fact in {msg}"));
-        assert_eq!(a.kind, AuthKind::Failure, "{msg}");
+        assert_eq!(a.kind, AuthKind::PamFailure, "{msg}");
         let host = truth["host"].as_str().expect("host");
         let got = a
             .remote

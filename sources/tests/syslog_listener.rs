@@ -251,9 +251,10 @@ async fn oversized_and_garbage_are_counted_and_the_listener_keeps_serving() {
     c.write_all(format!("<13>{}\n", "y".repeat(5000)).as_bytes())
         .await
         .expect("write");
-    // An octet-counted frame over the limit, delivered whole, then a line that is
-    // not syslog: both skipped, the stream stays in step.
-    c.write_all(format!("3000 {}", "z".repeat(3000)).as_bytes())
+    // An octet-counted frame over the limit, delivered whole (skipped), then a
+    // line that is not syslog (kept, with its parse error): the stream stays in
+    // step.
+    c.write_all(format!("3000 <13>{}", "z".repeat(2996)).as_bytes())
         .await
         .expect("write");
     c.write_all(b"junk line without a priority\n")
@@ -269,11 +270,22 @@ async fn oversized_and_garbage_are_counted_and_the_listener_keeps_serving() {
     )
     .await
     .expect("send");
-    let got = collect(&mut r.rx, 2).await;
+    let got = collect(&mut r.rx, 4).await;
     let msgs: Vec<&str> = got.iter().map(|g| g.message.as_str()).collect();
     assert!(
         msgs.contains(&"still here") && msgs.contains(&"udp still here"),
         "{msgs:?}"
+    );
+    // What is no syslog is kept whole, saying so.
+    let kept: Vec<(&str, Option<&str>)> = got
+        .iter()
+        .filter(|g| g.parse_error.is_some())
+        .map(|g| (g.message.as_str(), g.parse_error))
+        .collect();
+    assert_eq!(kept.len(), 2, "{kept:?}");
+    assert!(
+        kept.contains(&("junk line without a priority", Some("not_syslog"))),
+        "{kept:?}"
     );
     tokio::time::sleep(Duration::from_millis(200)).await;
     let c = &r.counters;
@@ -282,7 +294,7 @@ async fn oversized_and_garbage_are_counted_and_the_listener_keeps_serving() {
         3,
         "5000-byte datagram, line and counted frame"
     );
-    assert_eq!(c.unparseable.load(Ordering::Relaxed), 2);
+    assert_eq!(c.empty.load(Ordering::Relaxed), 0);
     r.shut_down().await;
 }
 

@@ -240,7 +240,13 @@ pub enum EventWhat {
         reporter: Option<Addr>,
     },
     /// One poll of the entity (an SNMP agent): per metric, its instances combined.
-    SnmpPoll { values: Vec<(u8, f64)> },
+    SnmpPoll {
+        values: Vec<(u8, f64)>,
+        /// The configured agent (hash of its source section): two agents on
+        /// one address (other communities, contexts or SNMP versions, so other
+        /// sections) are one entity but two series of polls.
+        agent: u64,
+    },
     /// One MQTT message about the entity (a device).
     Mqtt {
         bytes: u32,
@@ -270,14 +276,19 @@ impl EventObs {
 /// The authentication part of a syslog message.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct AuthObs {
-    /// [`AuthKind`] as a number: failure 0, success 1, invalid user 2, sudo
-    /// failure 3, sudo 4, and 5 for a failure reported by PAM (which sshd
-    /// follows with its own `Failed password` line: counted apart, not twice).
+    /// [`AuthKind`] as its index in [`AuthKind::ALL`].
     pub kind: u8,
+    /// For a failed login: which service (0 SSH, 1 FTP, 2 any other) and which
+    /// writer (0 the service's own line, 1 sshd relaying PAM, 2 PAM itself), as
+    /// `service * 3 + writer`. One attempt is often logged by two or three of
+    /// them, so each service's failures are the most any one writer logged.
+    pub fail: Option<u8>,
     /// Hash of the user name.
     pub user: Option<u64>,
     pub remote: Option<Addr>,
     pub count: u32,
+    /// The line's client-chosen text embeds its address structure.
+    pub injection: bool,
 }
 
 /// One observation for the event windows.
@@ -324,17 +335,41 @@ fn facility_group(f: Option<&str>) -> u8 {
     }
 }
 
-const PAM_FAILURE: u8 = 5;
-const AUTH_KINDS: usize = 6;
+const AUTH_KINDS: usize = AuthKind::ALL.len();
+/// Failure slots: 3 services times 3 writers (see [`AuthObs::fail`]).
+const FAIL_SLOTS: usize = 9;
 
 fn auth_code(k: AuthKind) -> u8 {
-    match k {
-        AuthKind::Failure => 0,
-        AuthKind::Success => 1,
-        AuthKind::InvalidUser => 2,
-        AuthKind::SudoFailure => 3,
-        AuthKind::Sudo => 4,
-    }
+    AuthKind::ALL.iter().position(|x| *x == k).unwrap_or(0) as u8
+}
+
+fn kind_at(a: &[u64; AUTH_KINDS], k: AuthKind) -> u64 {
+    a[usize::from(auth_code(k))]
+}
+
+/// The failure slot of an authentication fact (see [`AuthObs::fail`]).
+fn fail_slot(a: &amoskys_schemas::AuthEvent) -> Option<u8> {
+    let writer = match (a.kind, a.form) {
+        // A client asking which methods exist is no guess.
+        (AuthKind::Failure, "sshd_failed_none") => return None,
+        (AuthKind::Failure, _) => 0,
+        (AuthKind::PamFailure, "sshd_pam_error") => 1,
+        (AuthKind::PamFailure, _) => 2,
+        _ => return None,
+    };
+    let service = match a.service.as_deref().unwrap_or("") {
+        s if s.starts_with("ssh") || s == "dropbear" => 0,
+        s if s.contains("ftp") => 1,
+        _ => 2,
+    };
+    Some(service * 3 + writer)
+}
+
+/// Failed logins: per service, the most any one writer logged.
+fn failures(f: &[u64; FAIL_SLOTS]) -> u64 {
+    f.chunks(3)
+        .map(|w| w.iter().copied().max().unwrap_or(0))
+        .sum()
 }
 
 impl EventObs {
@@ -343,19 +378,26 @@ impl EventObs {
         match &row.record {
             Record::Syslog(r) => {
                 let auth = r.auth.as_ref().map(|a| AuthObs {
-                    kind: if a.kind == AuthKind::Failure && a.port.is_none() {
-                        PAM_FAILURE
-                    } else {
-                        auth_code(a.kind)
-                    },
+                    kind: auth_code(a.kind),
+                    fail: fail_slot(a),
                     user: a.user.as_deref().map(hash_str),
                     remote: a.remote.map(Addr::from),
                     count: a.count.max(1),
+                    injection: a.injection,
                 });
                 let sender = r.sender.map(Addr::from);
-                if let (Some(a), Some(remote)) = (&auth, auth.as_ref().and_then(|a| a.remote)) {
+                // The remote side: its address, or the name it was logged by.
+                let remote = r
+                    .auth
+                    .as_ref()
+                    .and_then(|a| match (a.remote, &a.remote_host) {
+                        (Some(ip), _) => Some(Entity::Ip(Addr::from(ip))),
+                        (None, Some(h)) => Some(Entity::Name(h.to_ascii_lowercase().into())),
+                        _ => None,
+                    });
+                if let (Some(a), Some(remote)) = (&auth, remote) {
                     out.push(EventObs {
-                        entity: Entity::Ip(remote),
+                        entity: remote,
                         ts_ns: r.ts_ns,
                         what: EventWhat::AuthAsRemote {
                             auth: a.clone(),
@@ -409,7 +451,10 @@ impl EventObs {
                                 _ => (i, sum),
                             })
                             .collect();
-                        EventWhat::SnmpPoll { values }
+                        EventWhat::SnmpPoll {
+                            values,
+                            agent: hash_str(&row.source),
+                        }
                     }
                     DeviceKind::Mqtt => EventWhat::Mqtt {
                         bytes: d.payload_bytes.unwrap_or(0),
@@ -440,6 +485,9 @@ pub struct Series {
     pub max: f64,
 }
 
+/// What a poll said of sysUpTime and of the interfaces up (NaN when it did not).
+pub type Poll = (f64, f64);
+
 /// Everything the log and device sources said about one entity in one pane, or
 /// (merged) one window.
 #[derive(Clone, Debug, Default)]
@@ -453,10 +501,15 @@ pub struct EventAcc {
     pub by_severity: [u64; 9],
     /// Authentication facts logged by this host, by kind.
     pub auth: [u64; AUTH_KINDS],
+    /// Failed logins logged by this host, by service and writer.
+    pub fails: [u64; FAIL_SLOTS],
+    /// Lines this host logged whose client-chosen text embeds an address.
+    pub injections: u64,
     pub users: Set<u64>,
     pub remotes: Set<Addr>,
     /// Authentication facts naming this entity as the remote side, by kind.
     pub auth_as_remote: [u64; AUTH_KINDS],
+    pub fails_as_remote: [u64; FAIL_SLOTS],
     pub users_as_remote: Set<u64>,
     pub reporters_as_remote: Set<Addr>,
     pub polls: u64,
@@ -469,8 +522,8 @@ pub struct EventAcc {
     /// Per poll, in order: sysUpTime and interfaces up, at the first and last
     /// poll, and how often consecutive polls saw uptime go back (a restart) and
     /// interfaces go down (the sum of decreases).
-    pub first_poll: Option<(f64, f64)>,
-    pub last_poll: Option<(f64, f64)>,
+    /// Per configured agent: its key, first and last poll.
+    pub agents: Vec<(u64, Poll, Poll)>,
     pub restarts: u64,
     pub links_down: f64,
     pub mqtt_messages: u64,
@@ -509,19 +562,27 @@ impl EventAcc {
                     self.apps.insert(*app);
                 }
                 if let Some(a) = auth {
-                    self.auth[usize::from(a.kind.min(PAM_FAILURE))] += u64::from(a.count);
+                    let n = u64::from(a.count);
+                    self.auth[usize::from(a.kind).min(AUTH_KINDS - 1)] += n;
+                    if let Some(f) = a.fail {
+                        self.fails[usize::from(f).min(FAIL_SLOTS - 1)] += n;
+                    }
+                    self.injections += u64::from(a.injection);
                     self.users.extend(a.user);
                     self.remotes.extend(a.remote);
                 }
             }
             EventWhat::AuthAsRemote { auth, reporter } => {
                 self.syslog_seen = true;
-                self.auth_as_remote[usize::from(auth.kind.min(PAM_FAILURE))] +=
-                    u64::from(auth.count);
+                let n = u64::from(auth.count);
+                self.auth_as_remote[usize::from(auth.kind).min(AUTH_KINDS - 1)] += n;
+                if let Some(f) = auth.fail {
+                    self.fails_as_remote[usize::from(f).min(FAIL_SLOTS - 1)] += n;
+                }
                 self.users_as_remote.extend(auth.user);
                 self.reporters_as_remote.extend(*reporter);
             }
-            EventWhat::SnmpPoll { values } => {
+            EventWhat::SnmpPoll { values, agent } => {
                 self.polls += 1;
                 let get = |name| {
                     let i = snmp_metric_index(name)?;
@@ -531,11 +592,14 @@ impl EventAcc {
                     get("sys_uptime").unwrap_or(f64::NAN),
                     get("if_oper_status").unwrap_or(f64::NAN),
                 );
-                if let Some(prev) = self.last_poll {
-                    self.step(prev, now);
+                match self.agents.iter().position(|a| a.0 == *agent) {
+                    Some(k) => {
+                        let prev = self.agents[k].2;
+                        self.step(prev, now);
+                        self.agents[k].2 = now;
+                    }
+                    None => self.agents.push((*agent, now, now)),
                 }
-                self.first_poll.get_or_insert(now);
-                self.last_poll = Some(now);
                 if let (Some(i), Some(o)) = (get("if_in_octets"), get("if_out_octets")) {
                     if let Some(c) = get("hr_processor_load") {
                         self.cpu_net.push((c, i + o));
@@ -624,6 +688,13 @@ impl EventAcc {
         for (a, b) in self.auth_as_remote.iter_mut().zip(l.auth_as_remote) {
             *a += b;
         }
+        for (a, b) in self.fails.iter_mut().zip(l.fails) {
+            *a += b;
+        }
+        for (a, b) in self.fails_as_remote.iter_mut().zip(l.fails_as_remote) {
+            *a += b;
+        }
+        self.injections += l.injections;
         self.users.extend(l.users.iter().copied());
         self.remotes.extend(l.remotes.iter().copied());
         self.users_as_remote
@@ -632,13 +703,18 @@ impl EventAcc {
             .extend(l.reporters_as_remote.iter().copied());
         self.polls += l.polls;
         self.cpu_net.extend_from_slice(&l.cpu_net);
-        if let (Some(prev), Some(next)) = (self.last_poll, l.first_poll) {
-            self.step(prev, next);
+        for &(key, first, last) in &l.agents {
+            match self.agents.iter().position(|a| a.0 == key) {
+                Some(k) => {
+                    let prev = self.agents[k].2;
+                    self.step(prev, first);
+                    self.agents[k].2 = last;
+                }
+                None => self.agents.push((key, first, last)),
+            }
         }
         self.restarts += l.restarts;
         self.links_down += l.links_down;
-        self.first_poll = self.first_poll.or(l.first_poll);
-        self.last_poll = l.last_poll.or(self.last_poll);
         self.load_net.extend_from_slice(&l.load_net);
         if !l.snmp.is_empty() {
             if self.snmp.is_empty() {
@@ -872,19 +948,23 @@ static SYSLOG_FEATURES: &[EventFeature] = &[
         "syslog",
         "attempts",
         C,
-        "Failed logins the entity's sshd logged (`Failed <method> for`), repeats included.",
+        "Failed logins the entity logged, repeats included: sshd's `Failed <method>` (not \
+         `Failed none`), dropbear, vsftpd, proftpd and su failures, and PAM's. One attempt \
+         is often logged two or three times (sshd, sshd relaying PAM, pam_unix), so per \
+         service (SSH, FTP, other) the most any one of them logged counts.",
         SYSLOG_NULL,
-        |a| sys(a, a.auth[0]),
+        |a| sys(a, failures(&a.fails)),
     ),
     dspec(
         "auth_pam_failures",
         "syslog",
         "attempts",
         C,
-        "Authentication failures the entity's PAM (pam_unix) logged, repeats included; sshd \
-         logs most of these again as its own failures, so they are kept apart.",
+        "Authentication failures PAM reported in the entity's log: pam_unix's `authentication \
+         failure` (and `N more authentication failures`) and sshd's `error: PAM:` lines, \
+         repeats included. Already part of `auth_failures`.",
         SYSLOG_NULL,
-        |a| sys(a, a.auth[5]),
+        |a| sys(a, kind_at(&a.auth, AuthKind::PamFailure)),
     ),
     dspec(
         "auth_successes",
@@ -893,7 +973,7 @@ static SYSLOG_FEATURES: &[EventFeature] = &[
         C,
         "Successful logins the entity logged.",
         SYSLOG_NULL,
-        |a| sys(a, a.auth[1]),
+        |a| sys(a, kind_at(&a.auth, AuthKind::Success)),
     ),
     dspec(
         "auth_invalid_users",
@@ -902,7 +982,7 @@ static SYSLOG_FEATURES: &[EventFeature] = &[
         C,
         "Login attempts for users that do not exist, logged by the entity.",
         SYSLOG_NULL,
-        |a| sys(a, a.auth[2]),
+        |a| sys(a, kind_at(&a.auth, AuthKind::InvalidUser)),
     ),
     dspec(
         "sudo_failures",
@@ -911,7 +991,17 @@ static SYSLOG_FEATURES: &[EventFeature] = &[
         C,
         "sudo refusals after wrong passwords, logged by the entity.",
         SYSLOG_NULL,
-        |a| sys(a, a.auth[3]),
+        |a| sys(a, kind_at(&a.auth, AuthKind::SudoFailure)),
+    ),
+    dspec(
+        "sudo_refusals",
+        "syslog",
+        "events",
+        C,
+        "sudo refusals by policy (`user NOT in sudoers`, `command not allowed`), logged by \
+         the entity.",
+        SYSLOG_NULL,
+        |a| sys(a, kind_at(&a.auth, AuthKind::SudoRefused)),
     ),
     dspec(
         "sudo_commands",
@@ -920,7 +1010,19 @@ static SYSLOG_FEATURES: &[EventFeature] = &[
         C,
         "Commands run through sudo, logged by the entity.",
         SYSLOG_NULL,
-        |a| sys(a, a.auth[4]),
+        |a| sys(a, kind_at(&a.auth, AuthKind::Sudo)),
+    ),
+    dspec(
+        "auth_injection_lines",
+        "syslog",
+        "messages",
+        C,
+        "Authentication lines the entity logged whose client-chosen text (a user name, a \
+         reason) embeds the line's own address structure (` from A port P`, ` rhost=A`): \
+         someone trying to put another host in this log. A line with more than one reading \
+         blames no one.",
+        SYSLOG_NULL,
+        |a| sys(a, a.injections),
     ),
     dspec(
         "auth_distinct_users",
@@ -948,8 +1050,9 @@ static SYSLOG_FEATURES: &[EventFeature] = &[
         "Failed logins over failed plus successful logins the entity logged.",
         Some("the entity logged no failed or successful login"),
         |a| {
-            let d = a.auth[0] + a.auth[1];
-            (d > 0).then(|| a.auth[0] as f64 / d as f64)
+            let f = failures(&a.fails);
+            let d = f + kind_at(&a.auth, AuthKind::Success);
+            (d > 0).then(|| f as f64 / d as f64)
         },
     ),
     dspec(
@@ -957,18 +1060,20 @@ static SYSLOG_FEATURES: &[EventFeature] = &[
         "syslog",
         "attempts",
         C,
-        "Failed sshd logins from the entity, as logged by the hosts it tried.",
+        "Failed logins from the entity, as logged by the hosts it tried: the same count as \
+         `auth_failures`, for the remote side (an address, or the host name a log gave).",
         SYSLOG_NULL,
-        |a| sys(a, a.auth_as_remote[0]),
+        |a| sys(a, failures(&a.fails_as_remote)),
     ),
     dspec(
         "auth_pam_failures_as_remote",
         "syslog",
         "attempts",
         C,
-        "PAM authentication failures naming the entity as rhost.",
+        "PAM authentication failures naming the entity as rhost (or as sshd's `from`). \
+         Already part of `auth_failures_as_remote`.",
         SYSLOG_NULL,
-        |a| sys(a, a.auth_as_remote[5]),
+        |a| sys(a, kind_at(&a.auth_as_remote, AuthKind::PamFailure)),
     ),
     dspec(
         "auth_successes_as_remote",
@@ -977,7 +1082,7 @@ static SYSLOG_FEATURES: &[EventFeature] = &[
         C,
         "Successful logins from the entity, as logged by the hosts it logged into.",
         SYSLOG_NULL,
-        |a| sys(a, a.auth_as_remote[1]),
+        |a| sys(a, kind_at(&a.auth_as_remote, AuthKind::Success)),
     ),
     dspec(
         "auth_invalid_users_as_remote",
@@ -986,7 +1091,40 @@ static SYSLOG_FEATURES: &[EventFeature] = &[
         C,
         "Attempts from the entity for users that do not exist.",
         SYSLOG_NULL,
-        |a| sys(a, a.auth_as_remote[2]),
+        |a| sys(a, kind_at(&a.auth_as_remote, AuthKind::InvalidUser)),
+    ),
+    dspec(
+        "auth_refusals_as_remote",
+        "syslog",
+        "events",
+        C,
+        "Logins from the entity the server refused or cut by policy: users not allowed, root \
+         refused, too many attempts on one connection.",
+        SYSLOG_NULL,
+        |a| {
+            let k = |x| kind_at(&a.auth_as_remote, x);
+            sys(
+                a,
+                k(AuthKind::NotAllowed) + k(AuthKind::RootRefused) + k(AuthKind::MaxAttempts),
+            )
+        },
+    ),
+    dspec(
+        "auth_preauth_drops_as_remote",
+        "syslog",
+        "connections",
+        C,
+        "Connections from the entity that ended before any login: closed before \
+         authenticating, no SSH identification sent, no common algorithm — scanners and \
+         banner grabbers.",
+        SYSLOG_NULL,
+        |a| {
+            let k = |x| kind_at(&a.auth_as_remote, x);
+            sys(
+                a,
+                k(AuthKind::PreauthClosed) + k(AuthKind::NoIdent) + k(AuthKind::NegotiationFailed),
+            )
+        },
     ),
     dspec(
         "auth_distinct_users_as_remote",
@@ -1288,8 +1426,9 @@ static RATIO_FEATURES: &[EventFeature] = &[
         "snmp",
         "restarts",
         C,
-        "Times sysUpTime went back between consecutive polls in the window: the agent \
-         (or its device) restarted.",
+        "Times sysUpTime went back between consecutive polls of one configured agent in \
+         the window: the agent (or its device) restarted. Agents of several sections on \
+         one address are compared each with its own polls.",
         Some("the agent was not polled in the window"),
         |a| (a.polls > 0).then_some(a.restarts as f64),
     ),
@@ -1298,8 +1437,9 @@ static RATIO_FEATURES: &[EventFeature] = &[
         "snmp",
         "interfaces",
         C,
-        "Interfaces that went from up to not up between consecutive polls in the window \
-         (sum of the decreases in the number of interfaces whose ifOperStatus is up).",
+        "Interfaces that went from up to not up between consecutive polls of one \
+         configured agent in the window (sum of the decreases in the number of interfaces \
+         whose ifOperStatus is up).",
         Some("the agent was not polled in the window"),
         |a| (a.polls > 0).then_some(a.links_down),
     ),
@@ -1346,6 +1486,7 @@ mod tests {
                     (i("if_in_octets"), if_in),
                     (i("if_out_octets"), if_out),
                 ],
+                agent: 0,
             },
         }
     }
@@ -1381,14 +1522,47 @@ mod tests {
     }
 
     fn poll_of(uptime: f64, up: f64) -> EventObs {
+        poll_by(0, uptime, up)
+    }
+
+    fn poll_by(agent: u64, uptime: f64, up: f64) -> EventObs {
         let i = |n| snmp_metric_index(n).expect("metric") as u8;
         EventObs {
             entity: Entity::Name("agent".into()),
             ts_ns: 0,
             what: EventWhat::SnmpPoll {
                 values: vec![(i("sys_uptime"), uptime), (i("if_oper_status"), up)],
+                agent,
             },
         }
+    }
+
+    /// Two agents on one address (two sections: other communities or ports)
+    /// interleave their polls; each is compared with its own previous poll.
+    #[test]
+    fn agents_sharing_an_address_keep_their_own_series() {
+        let mut a = EventAcc::default();
+        a.observe(&poll_by(1, 5000.0, 4.0));
+        a.observe(&poll_by(2, 90.0, 1.0));
+        a.observe(&poll_by(1, 5030.0, 4.0));
+        let mut b = EventAcc::default();
+        b.observe(&poll_by(2, 120.0, 1.0));
+        b.observe(&poll_by(1, 5060.0, 4.0));
+        b.observe(&poll_by(2, 150.0, 1.0));
+        a.append(&b);
+        assert_eq!(feature(&a, "snmp_agent_restarts"), Some(0.0));
+        assert_eq!(feature(&a, "snmp_links_down"), Some(0.0));
+        // A real restart of one of them still counts once.
+        let mut c = EventAcc::default();
+        c.observe(&poll_by(3, 10.0, 1.0));
+        a.append(&c);
+        b.observe(&poll_by(2, 7.0, 1.0));
+        let mut d = EventAcc::default();
+        d.observe(&poll_by(1, 6000.0, 4.0));
+        d.observe(&poll_by(2, 10.0, 1.0));
+        d.observe(&poll_by(2, 3.0, 0.0));
+        assert_eq!(feature(&d, "snmp_agent_restarts"), Some(1.0));
+        assert_eq!(feature(&d, "snmp_links_down"), Some(1.0));
     }
 
     #[test]

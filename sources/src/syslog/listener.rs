@@ -4,7 +4,8 @@
 //! TCP connections are read only as fast as the channel takes their batches, so a
 //! fast sender is slowed, never buffered without bound. UDP cannot be slowed: a
 //! batch that finds the channel full is dropped and counted. Messages longer than
-//! `max_message_bytes` and messages that are not syslog are counted and skipped;
+//! `max_message_bytes` and empty ones are counted and skipped (a line that is not
+//! syslog is kept, with its parse error);
 //! the listener keeps serving. Connections past `max_connections` are closed at
 //! once and counted.
 //!
@@ -110,6 +111,20 @@ fn default_batch() -> usize {
     256
 }
 
+/// Which time a source's records are windowed by.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RecordTime {
+    /// The time the message itself carries (the time of reception when it has
+    /// none): right for live senders, whose clocks agree with this host's.
+    #[default]
+    Event,
+    /// The time the message arrived: for senders that forward old logs (a day's
+    /// file sent at once, a relay catching up), whose own times would fall
+    /// behind the watermark and be left out of every window.
+    Received,
+}
+
 /// One `[[sources.syslog]]` section.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -128,6 +143,11 @@ pub struct SyslogSourceConfig {
     /// Records per batch handed to the pipeline.
     #[serde(default = "default_batch")]
     pub batch_size: usize,
+    /// `"event"` (the message's own time, the default) or `"received"` (the time
+    /// it arrived): which time windows, features and alerts use. The `events`
+    /// table keeps both (`ts`, `received_ts`) either way.
+    #[serde(default)]
+    pub time: RecordTime,
     /// Kernel receive buffer of the UDP sockets, in bytes (the system default
     /// unless set). A larger one rides out longer bursts.
     #[serde(default)]
@@ -149,7 +169,8 @@ pub struct SyslogCounters {
     pub messages: AtomicU64,
     pub bytes: AtomicU64,
     pub oversized: AtomicU64,
-    pub unparseable: AtomicU64,
+    /// Messages with nothing in them (only NULs and white space): nothing to keep.
+    pub empty: AtomicU64,
     /// UDP messages dropped because the pipeline's channel was full.
     pub dropped: AtomicU64,
     pub connections: AtomicU64,
@@ -423,7 +444,7 @@ fn accept_record<T: From<SyslogRecord>>(
     match parse_message(bytes, now_ns(), Some(sender.ip().to_canonical())) {
         Ok(r) => batch.push(T::from(r)),
         Err(_) => {
-            counters.unparseable.fetch_add(1, Ordering::Relaxed);
+            counters.empty.fetch_add(1, Ordering::Relaxed);
         }
     }
 }

@@ -10,5 +10,5 @@ mod parse;
 pub use amoskys_schemas::{AuthEvent, AuthKind, SyslogRecord};
 pub use auth::auth_event;
 pub use framing::{Frame, FrameDecoder, Framing};
-pub use listener::{ListenAddr, SyslogCounters, SyslogSource, SyslogSourceConfig};
+pub use listener::{ListenAddr, RecordTime, SyslogCounters, SyslogSource, SyslogSourceConfig};
 pub use parse::{ParseError, parse_message};

@@ -9,22 +9,26 @@ use amoskys_schemas::SyslogRecord;
 
 use super::auth::auth_event;
 
-/// Why a message was rejected.
+/// Why a message was rejected: only an empty one is. A line that is not
+/// syslog is still kept, whole, with a `parse_error` saying why.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ParseError {
     Empty,
-    /// Neither RFC 5424 nor RFC 3164 (with or without PRI) fits.
-    NotSyslog,
 }
 
 impl ParseError {
     pub fn as_str(&self) -> &'static str {
         match self {
             ParseError::Empty => "empty",
-            ParseError::NotSyslog => "not_syslog",
         }
     }
 }
+
+/// `parse_error` of a message behind a valid PRI in no RFC layout.
+pub const NO_HEADER: &str = "no_header";
+/// `parse_error` of a line with no PRI that no RFC layout fits (auditd records,
+/// ISO or bracketed timestamps, application logs sent as they are).
+pub const NOT_SYSLOG: &str = "not_syslog";
 
 const NS: i64 = 1_000_000_000;
 
@@ -65,7 +69,7 @@ pub fn parse_message(
         Variant::Either,
     ) {
         Ok(m) => m,
-        Err(_) => return unstructured(text, received_ns, sender),
+        Err(_) => return Ok(unstructured(text, received_ns, sender)),
     };
     let ts_ns = m
         .timestamp
@@ -87,7 +91,7 @@ pub fn parse_message(
         serde_json::Value::Object(obj).to_string()
     });
     let message = m.msg.to_string();
-    let auth = auth_event(m.appname, &message);
+    let auth = find_auth(m.appname, &message, text).map(Box::new);
     Ok(SyslogRecord {
         ts_ns,
         received_ns,
@@ -104,6 +108,7 @@ pub fn parse_message(
         msgid: m.msgid.map(str::to_string),
         structured_data,
         message,
+        parse_error: None,
         auth,
     })
 }
@@ -127,31 +132,118 @@ fn split_pri(text: &str) -> Option<(u8, &str)> {
     Some((n, &rest[end + 1..]))
 }
 
-/// Neither RFC fits: a message with a valid PRI is syslog in a vendor's own layout
-/// (Cisco sequence numbers, key=value firewalls). Its PRI is kept, the rest is the
-/// message and the time is that of reception — as syslog daemons treat them.
-fn unstructured(
-    text: &str,
-    received_ns: i64,
-    sender: Option<IpAddr>,
-) -> Result<SyslogRecord, ParseError> {
-    let (pri, rest) = split_pri(text).ok_or(ParseError::NotSyslog)?;
-    let message = rest.trim().to_string();
-    Ok(SyslogRecord {
+/// Words that every authentication form of the catalogue holds one of: a line
+/// with none is not searched further than its message.
+const AUTH_WORDS: [&str; 14] = [
+    "fail",
+    "FAIL",
+    "nvalid",
+    "llegal",
+    "REFUSED",
+    "not allowed",
+    "identification",
+    "negotiate",
+    "preauth",
+    "sudoers",
+    "incorrect",
+    "auth",
+    "Accepted",
+    "maximum",
+];
+
+/// How many words into a line a header (date, host, program tag) may reach.
+const HEADER_WORDS: usize = 7;
+
+/// The authentication fact of a message: read as the message of `app`, or, when
+/// the header was not what it seemed (a host field of `[sshd]` or `<4.3>`, a
+/// program tag inside the text), after each header-like word (`name:`,
+/// `name[pid]:`, `[name]`, `<x.y>`) among the first few of the message and of
+/// the whole line. Never further in: text deeper in a line (a URL, a user's
+/// input echoed by an application) may be anyone's, and must not be read as
+/// another program's authentication line.
+fn find_auth(app: Option<&str>, msg: &str, line: &str) -> Option<amoskys_schemas::AuthEvent> {
+    if let Some(a) = auth_event(app, msg) {
+        return Some(a);
+    }
+    if !AUTH_WORDS.iter().any(|w| line.contains(w)) {
+        return None;
+    }
+    for text in [msg, line] {
+        let mut words = 0;
+        let mut start = 0;
+        for (i, c) in text.char_indices() {
+            if c != ' ' {
+                continue;
+            }
+            let word = &text[start..i];
+            start = i + 1;
+            if word.is_empty() {
+                continue;
+            }
+            words += 1;
+            if words > HEADER_WORDS {
+                break;
+            }
+            if !word.ends_with([':', ']', '>']) {
+                continue;
+            }
+            let tag =
+                word.trim_matches(|c: char| !c.is_ascii_alphanumeric() && c != '-' && c != '_');
+            let app = tag.split('[').next().filter(|t| !t.is_empty());
+            if let Some(a) = auth_event(app, &text[i + 1..]) {
+                return Some(a);
+            }
+        }
+    }
+    None
+}
+
+/// The program tag in a line no RFC layout fits: the first `name[pid]: ` or
+/// `name: ` (a name starts with a letter), and the text after it.
+fn program_tag(text: &str) -> (Option<&str>, Option<&str>, &str) {
+    static TAG: std::sync::OnceLock<regex::Regex> = std::sync::OnceLock::new();
+    let re = TAG.get_or_init(|| {
+        regex::Regex::new(r"(?:^|\s)\[?([A-Za-z][\w.\-/]*)(?:\[(\d+)\])?\]?: ")
+            .expect("built-in pattern compiles")
+    });
+    match re.captures(text) {
+        Some(c) => (
+            c.get(1).map(|m| m.as_str()),
+            c.get(2).map(|m| m.as_str()),
+            &text[c.get(0).map_or(0, |m| m.end())..],
+        ),
+        None => (None, None, text),
+    }
+}
+
+/// Neither RFC fits. A message with a valid PRI is syslog in a vendor's own
+/// layout (Cisco sequence numbers, key=value firewalls): its PRI is kept. Any
+/// other line (auditd, ISO or bracketed dates, a file sent as it is) is kept
+/// whole. Either way the message is the text as received, the time is that of
+/// reception (as syslog daemons treat them), `parse_error` says why, and the
+/// authentication facts are read after the program tag, if one is found.
+fn unstructured(text: &str, received_ns: i64, sender: Option<IpAddr>) -> SyslogRecord {
+    let (pri, rest, error) = match split_pri(text) {
+        Some((pri, rest)) => (Some(pri), rest.trim(), NO_HEADER),
+        None => (None, text, NOT_SYSLOG),
+    };
+    let (app, procid, after) = program_tag(rest);
+    SyslogRecord {
         ts_ns: received_ns,
         received_ns,
         sender,
         protocol: "unstructured",
-        facility: FACILITIES.get(usize::from(pri / 8)).copied(),
-        severity: Some(pri % 8),
+        facility: pri.and_then(|p| FACILITIES.get(usize::from(p / 8)).copied()),
+        severity: pri.map(|p| p % 8),
         hostname: None,
-        appname: None,
-        procid: None,
+        appname: app.map(str::to_string),
+        procid: procid.map(str::to_string),
         msgid: None,
         structured_data: None,
-        auth: auth_event(None, &message),
-        message,
-    })
+        auth: find_auth(app, after, rest).map(Box::new),
+        message: rest.to_string(),
+        parse_error: Some(error),
+    }
 }
 
 #[cfg(test)]
@@ -218,9 +310,10 @@ mod tests {
         ] {
             let _ = parse_message(junk, NOW, None);
         }
+        let r = parse_message(b"<999>x", NOW, None).expect("kept");
         assert_eq!(
-            parse_message(b"<999>x", NOW, None).err(),
-            Some(ParseError::NotSyslog)
+            (r.message.as_str(), r.parse_error, r.ts_ns),
+            ("<999>x", Some(NOT_SYSLOG), NOW)
         );
         // A vendor layout behind a valid PRI is kept with its priority.
         let r = parse_message(
@@ -230,8 +323,47 @@ mod tests {
         )
         .expect("kept");
         assert_eq!(
-            (r.facility, r.severity, r.ts_ns),
-            (Some("local7"), Some(5), NOW)
+            (r.facility, r.severity, r.ts_ns, r.parse_error),
+            (Some("local7"), Some(5), NOW, Some(NO_HEADER))
         );
+    }
+
+    /// Lines no RFC layout fits are kept whole, timed by their reception, and
+    /// their authentication facts are still read.
+    #[test]
+    fn lines_that_are_not_syslog_are_kept() {
+        let lines: [(&[u8], Option<&str>, Option<&str>); 4] = [
+            (
+                b"type=USER_AUTH msg=audit(1705312790.123:77): pid=4242 uid=0 auid=4294967295 ses=4294967295 msg='op=PAM:authentication grantors=? acct=\"root\" exe=\"/usr/sbin/sshd\" hostname=198.51.100.7 addr=198.51.100.7 terminal=ssh res=failed'",
+                Some("pam_failure"),
+                Some("198.51.100.7"),
+            ),
+            (
+                b"2024-01-15 09:59:59 bastion sshd[812]: Failed password for root from 198.51.100.8 port 4022 ssh2",
+                Some("failure"),
+                Some("198.51.100.8"),
+            ),
+            (
+                b"[2024-01-15T09:59:59.123] [sshd] Invalid user admin from 198.51.100.9 port 4023",
+                Some("invalid_user"),
+                Some("198.51.100.9"),
+            ),
+            (b"just some application output", None, None),
+        ];
+        for (line, kind, remote) in lines {
+            let r = parse_message(line, NOW, None).expect("kept");
+            let text = String::from_utf8_lossy(line);
+            assert_eq!(r.ts_ns, NOW, "{text}");
+            assert!(r.message.len() + 40 >= text.len(), "{text}: {}", r.message);
+            let auth = r.auth.as_ref();
+            assert_eq!(auth.map(|a| a.kind.as_str()), kind, "{text}");
+            assert_eq!(
+                auth.and_then(|a| a.remote)
+                    .map(|a| a.to_string())
+                    .as_deref(),
+                remote,
+                "{text}"
+            );
+        }
     }
 }
