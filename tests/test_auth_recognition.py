@@ -84,8 +84,15 @@ def test_every_authentication_failure_line_is_recognised_with_its_remote(name, t
     assert len(got) == len(cases)
     right = [(line, want, g) for (line, want), g in zip(cases, got)
              if g[0] in ("failure", "pam_failure") and canon(g[1]) == want]
+    # A line whose client-chosen text holds a second address and leaves two
+    # readings blames no one (fail2ban's pam-generic has one, annotated with
+    # the first reading): recognised, with no remote.
+    unblamed = [(line, want, g) for (line, want), g in zip(cases, got)
+                if g[0] in ("failure", "pam_failure") and g[1] == "-" and line.count(" rhost=") > 1]
     wrong = [(line, want, g) for (line, want), g in zip(cases, got)
-             if not (g[0] in ("failure", "pam_failure") and canon(g[1]) == want)]
+             if not (g[0] in ("failure", "pam_failure") and canon(g[1]) in (want, "-"))]
     print(f"{name}: {len(right)} of {len(cases)} failure lines recognised with the right remote "
-          f"({100 * len(right) / len(cases):.1f} %)")
+          f"({100 * len(right) / len(cases):.1f} %), {len(unblamed)} with two readings left unblamed")
     assert not wrong, wrong[:10]
+    assert len(right) + len(unblamed) == len(cases)
+    assert len(unblamed) <= 1

@@ -95,11 +95,13 @@ def expected(events):
 
         def failures(es):
             """Per service (SSH, FTP, other), the most any one writer logged: the
-            service's own line, sshd relaying PAM, or PAM itself."""
+            service's own line, sshd relaying PAM, PAM itself, or the audit trail."""
             slots = defaultdict(int)
             for e in es:
                 k, form = e["auth_kind"], e["auth_form"]
-                if k == "failure" and form != "sshd_failed_none":
+                if k in ("failure", "pam_failure") and (form or "").startswith("auditd"):
+                    writer = 3
+                elif k == "failure" and form != "sshd_failed_none":
                     writer = 0
                 elif k == "pam_failure":
                     writer = 1 if form == "sshd_pam_error" else 2
@@ -108,7 +110,7 @@ def expected(events):
                 svc = e["auth_service"] or ""
                 service = 0 if svc.startswith("ssh") or svc == "dropbear" else 1 if "ftp" in svc else 2
                 slots[(service, writer)] += e["auth_count"] or 1
-            return sum(max(slots[(s, w)] for w in range(3)) for s in range(3))
+            return sum(max(slots[(s, w)] for w in range(4)) for s in range(3))
 
         f.update(auth_failures=failures(own), auth_pam_failures=total(own, "pam_failure"),
                  auth_successes=total(own, "success"), auth_invalid_users=total(own, "invalid_user"),

@@ -903,12 +903,10 @@ impl Config {
         let reason = errs
             .iter()
             .enumerate()
-            .map(|(i, (off, r))| {
-                if i == 0 {
-                    r.clone()
-                } else {
-                    format!("\n{}:{}: {r}", path.display(), line(*off))
-                }
+            .map(|(i, (off, r))| match (i, *off < text.len()) {
+                (0, _) => r.clone(),
+                (_, true) => format!("\n{}:{}: {r}", path.display(), line(*off)),
+                (_, false) => format!("\n{}: {r}", path.display()),
             })
             .collect();
         Err(ConfigError {
@@ -944,7 +942,8 @@ fn section_offset(text: &str, header: &str, nth: usize) -> usize {
     let mut found = 0;
     let mut off = 0;
     for line in text.split_inclusive('\n') {
-        if line.trim_start().starts_with(header) {
+        let bare: String = line.chars().filter(|c| !c.is_whitespace()).collect();
+        if bare.starts_with(header) {
             if found == nth {
                 return off;
             }
@@ -972,7 +971,11 @@ pub fn writable(dir: &Path) -> Result<(), String> {
         return Err(format!("{} is not a directory", d.display()));
     }
     let probe = d.join(format!(".amoskys-write-check-{}", std::process::id()));
-    std::fs::File::create(&probe).map_err(|e| format!("cannot write in {}: {e}", d.display()))?;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&probe)
+        .map_err(|e| format!("cannot write in {}: {e}", d.display()))?;
     let _ = std::fs::remove_file(&probe);
     Ok(())
 }

@@ -38,7 +38,7 @@ fn openssh_failed_passwords_per_address_match_loghub() {
 fn pam_failures_name_the_hosts_fail2ban_expects() {
     let log = std::fs::read_to_string(data("syslog/fail2ban/pam-generic.log")).expect("log");
     let mut lines = log.lines();
-    let mut checked = 0;
+    let (mut checked, mut ambiguous) = (0, 0);
     while let Some(line) = lines.next() {
         let Some(json) = line.strip_prefix("# failJSON:") else {
             continue;
@@ -57,8 +57,16 @@ fn pam_failures_name_the_hosts_fail2ban_expects() {
         let got = a
             .remote
             .map(|ip| ip.to_string())
-            .or(a.remote_host)
+            .or(a.remote_host.clone())
             .unwrap_or_default();
+        // fail2ban reads `ruser= rhost=A user=x rhost=B` as from A. Where ruser
+        // may be the client's (any service but sshd), it may also be ` rhost=A
+        // user=x`, and the line from B: with two readings no one is blamed, and
+        // the line is marked as the injection it is.
+        if a.injection && got.is_empty() && !msg.contains("pam_unix(sshd") {
+            ambiguous += 1;
+            continue;
+        }
         assert_eq!(got, host, "{msg}");
         if let Some(user) = truth["user"].as_str() {
             assert_eq!(a.user.as_deref(), Some(user), "{msg}");
@@ -66,6 +74,7 @@ fn pam_failures_name_the_hosts_fail2ban_expects() {
         checked += 1;
     }
     assert!(checked >= 7, "{checked} annotated failures checked");
+    assert_eq!(ambiguous, 1, "one annotated line has two readings");
 }
 
 #[test]

@@ -279,8 +279,8 @@ pub struct AuthObs {
     /// [`AuthKind`] as its index in [`AuthKind::ALL`].
     pub kind: u8,
     /// For a failed login: which service (0 SSH, 1 FTP, 2 any other) and which
-    /// writer (0 the service's own line, 1 sshd relaying PAM, 2 PAM itself), as
-    /// `service * 3 + writer`. One attempt is often logged by two or three of
+    /// writer (0 the service's own line, 1 sshd relaying PAM, 2 PAM itself, 3
+    /// the kernel's audit records), as `service * 4 + writer`. One attempt is often logged by two or three of
     /// them, so each service's failures are the most any one writer logged.
     pub fail: Option<u8>,
     /// Hash of the user name.
@@ -336,8 +336,10 @@ fn facility_group(f: Option<&str>) -> u8 {
 }
 
 const AUTH_KINDS: usize = AuthKind::ALL.len();
-/// Failure slots: 3 services times 3 writers (see [`AuthObs::fail`]).
-const FAIL_SLOTS: usize = 9;
+/// Writers of one failed attempt: the service, sshd relaying PAM, PAM, audit.
+const WRITERS: u8 = 4;
+/// Failure slots: 3 services times 4 writers (see [`AuthObs::fail`]).
+const FAIL_SLOTS: usize = 3 * WRITERS as usize;
 
 fn auth_code(k: AuthKind) -> u8 {
     AuthKind::ALL.iter().position(|x| *x == k).unwrap_or(0) as u8
@@ -352,6 +354,8 @@ fn fail_slot(a: &amoskys_schemas::AuthEvent) -> Option<u8> {
     let writer = match (a.kind, a.form) {
         // A client asking which methods exist is no guess.
         (AuthKind::Failure, "sshd_failed_none") => return None,
+        // The kernel's audit trail records the same attempts once more.
+        (AuthKind::Failure | AuthKind::PamFailure, f) if f.starts_with("auditd") => 3,
         (AuthKind::Failure, _) => 0,
         (AuthKind::PamFailure, "sshd_pam_error") => 1,
         (AuthKind::PamFailure, _) => 2,
@@ -362,12 +366,12 @@ fn fail_slot(a: &amoskys_schemas::AuthEvent) -> Option<u8> {
         s if s.contains("ftp") => 1,
         _ => 2,
     };
-    Some(service * 3 + writer)
+    Some(service * WRITERS + writer)
 }
 
 /// Failed logins: per service, the most any one writer logged.
 fn failures(f: &[u64; FAIL_SLOTS]) -> u64 {
-    f.chunks(3)
+    f.chunks(usize::from(WRITERS))
         .map(|w| w.iter().copied().max().unwrap_or(0))
         .sum()
 }

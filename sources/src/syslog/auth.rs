@@ -70,6 +70,7 @@ struct Catalogue {
     repeated: Regex,
     solaris: Regex,
     pam_more: Regex,
+    pam_tag: Regex,
     dropbear: Vec<(Regex, AuthKind, &'static str)>,
     vsftpd: Regex,
     proftpd: Regex,
@@ -79,6 +80,11 @@ struct Catalogue {
     sudo_ran: Regex,
     auditd: Regex,
 }
+
+/// The most retries one PAM handle is given (sshd's MaxAuthTries, pam_unix's
+/// retry option are single digits); `N more authentication failures` above it
+/// is not believed.
+const MAX_PAM_RETRIES: u32 = 100;
 
 fn re(s: &str) -> Regex {
     Regex::new(s).expect("built-in pattern compiles")
@@ -264,7 +270,8 @@ fn catalogue() -> &'static Catalogue {
             forms,
             repeated: re(r"(?s)^message repeated (\d+) times: \[ ?(.*?) ?\]$"),
             solaris: re(r"^\[ID \d+ [a-z0-9]+\.[a-z]+\] "),
-            pam_more: re(r"^(?:PAM )?(\d+) more authentication failures?;"),
+            pam_more: re(r"^PAM (\d+) more authentication failures?;"),
+            pam_tag: re(r"^(?:pam_unix(?:\([\w.@-]*(?::\w+)?\))?:|\(pam_unix\)) ?$"),
             dropbear: vec![
                 (
                     re(r"(?s)^Bad password attempt for '(.*)' from (\S+):(\d+)$"),
@@ -293,7 +300,7 @@ fn catalogue() -> &'static Catalogue {
             sudo_failed: re(r"(?s)^\s*(\S+) : (?:(\d+) )?incorrect password attempts?\b.*?\bUSER=(\S+)"),
             sudo_refused: re(r"(?s)^\s*(\S+) : (?:user NOT in sudoers|user NOT authorized on host|command not allowed) ; "),
             sudo_ran: re(r"(?s)^\s*(\S+) : (?:TTY=\S+ ; )?PWD=.*? ; USER=(\S+) ; COMMAND="),
-            auditd: re(r#"\btype=(USER_AUTH|USER_LOGIN) msg=audit\([^)]*\): .*?\bop=(\S+) .*?\bacct=("[^"]*"|[0-9A-Fa-f]+) exe="([^"]*)" hostname=(\S+) addr=(\S+) terminal=\S+ res=(success|failed)"#),
+            auditd: re(r#"^(?:node=\S+ )?type=(USER_AUTH|USER_LOGIN) msg=audit\([^)]*\): .*?\bop=(\S+) .*?\bacct=("[^"]*"|[0-9A-Fa-f]+) exe="([^"]*)" hostname=(\S+) addr=(\S+) terminal=\S+ res=(success|failed)"#),
         }
     })
 }
@@ -306,13 +313,16 @@ fn addr(s: &str) -> Option<IpAddr> {
     Some(ip.to_canonical())
 }
 
-/// A host name as resolvers write them (what `UseDNS` and PAM's rhost may log).
+/// A host name as resolvers write them (what `UseDNS` and PAM's rhost may log):
+/// dotted, so a bare word of the text (`from from`) is never taken for one.
 fn host_name(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 253
         && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-' || b == b'_')
         && s.bytes().any(|b| b.is_ascii_alphabetic())
+        && s.contains('.')
+        && !s.starts_with('.')
 }
 
 /// Sets `remote` or `remote_host` from the text of an address field.
@@ -342,7 +352,10 @@ fn read_form(form: &Form, msg: &str) -> Option<AuthEvent> {
         // `from` may end with the whitespace after the address: the tail
         // starts right after the address (or the port).
         let end = c.get(2).or(c.get(1)).map_or(m.end(), |g| g.end());
-        pos = end.max(m.start() + 1);
+        // Every structure starts with a space: the next search starts inside
+        // this match, so a word of the client's (` from from A`, ` x port A`)
+        // cannot hide the structure that follows it.
+        pos = m.start() + 1;
         let a = c.get(1).map_or("", |g| g.as_str());
         if addr(a).is_some() || form.names && host_name(a) {
             found.push((m.start(), c, end));
@@ -393,16 +406,21 @@ fn read_form(form: &Form, msg: &str) -> Option<AuthEvent> {
 fn pam_failure(app: Option<&str>, msg: &str) -> Option<AuthEvent> {
     let c = catalogue();
     let (at, count, form) = if let Some(m) = c.pam_more.captures(msg) {
-        let n: u32 = m[1].parse().ok()?;
+        // pam_unix counts one handle's retries, a handful: a larger number is
+        // no count of attempts.
+        let n: u32 = m[1].parse().ok().filter(|n| *n <= MAX_PAM_RETRIES)?;
         (0, n.max(1), "pam_unix_more")
     } else {
         let i = msg.find("authentication failure;")?;
         (i, 1, "pam_unix_failure")
     };
+    // The line must be pam_unix's own: its tag opens the message (or is the
+    // program), never words further in, which another program's client may
+    // have chosen.
     let head = &msg[..at];
-    let pam_named = head.contains("pam_unix")
-        || app.is_some_and(|a| a.contains("pam_unix"))
-        || form == "pam_unix_more";
+    let pam_named = form == "pam_unix_more"
+        || c.pam_tag.is_match(head)
+        || head.trim().is_empty() && app.is_some_and(|a| a.contains("pam_unix"));
     if !pam_named {
         return None;
     }
@@ -437,7 +455,10 @@ fn pam_failure(app: Option<&str>, msg: &str) -> Option<AuthEvent> {
         [first, ..] => {
             e.injection = true;
             let fitting: Vec<usize> = rhosts.iter().copied().filter(|r| fits(*r)).collect();
-            if tail[..*first].ends_with(" ruser=") && fits(*first) {
+            // sshd leaves ruser empty and lets the client choose only the user,
+            // which comes last: there the first rhost is sshd's.
+            let sshd = e.service.as_deref() == Some("sshd");
+            if sshd && tail[..*first].ends_with(" ruser=") && fits(*first) {
                 Some(*first)
             } else if let [one] = fitting.as_slice() {
                 Some(*one)
@@ -1155,6 +1176,37 @@ mod tests {
             assert_eq!((e.remote, e.remote_host.as_deref()), (None, None), "{line}");
             assert!(e.injection, "{line}");
         }
+        // A word of the client's where the address would be does not hide it.
+        for line in [
+            "Failed password for invalid user x from from 203.0.113.5 port 22 ssh2",
+            "Invalid user x from from 203.0.113.5 port 22",
+            "Disconnecting invalid user a x port 203.0.113.5 port 22: Too many authentication failures",
+            "Connection closed by invalid user a x port 203.0.113.5 port 22 [preauth]",
+        ] {
+            let e = ev("sshd", line).unwrap_or_else(|| panic!("not recognised: {line}"));
+            assert_eq!((e.remote, e.remote_host), (ip(real), None), "{line}");
+        }
+        // A client-chosen ruser that fakes an empty one (vsftpd puts the FTP
+        // user name there) blames no one.
+        let e = ev("vsftpd", "pam_unix(vsftpd:auth): authentication failure; logname= uid=0 euid=0 tty=ftp ruser=a ruser= rhost=6.6.6.6 user=y rhost=203.0.113.5  user=a ruser= rhost=6.6.6.6 user=y")
+            .expect("spoofed ruser");
+        assert_eq!((e.remote, e.injection), (None, true));
+        // PAM's and the audit trail's words inside another program's line are
+        // the client's, not PAM's.
+        for line in [
+            "Received disconnect from 203.0.113.5 port 53722:11: pam_unix authentication failure; rhost=6.6.6.6 [preauth]",
+            "Received disconnect from 203.0.113.5 port 53722:11: PAM 400 more authentication failures; rhost=6.6.6.6 [preauth]",
+            "Received disconnect from 203.0.113.5 port 53722:11: type=USER_LOGIN msg=audit(0): op=login acct=\"r\" exe=\"/usr/sbin/sshd\" hostname=? addr=6.6.6.6 terminal=ssh res=failed",
+        ] {
+            assert_eq!(ev("sshd", line), None, "{line}");
+        }
+        assert_eq!(
+            ev(
+                "sshd",
+                "PAM 4000000 more authentication failures; logname= uid=0 euid=0 tty=ssh ruser= rhost=6.6.6.6"
+            ),
+            None
+        );
         // A newline is no ` from `: the one structure is sshd's.
         let e = ev(
             "sshd",

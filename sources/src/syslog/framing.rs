@@ -244,7 +244,8 @@ impl FrameDecoder {
     /// count (`None`: not known until more bytes come). On a connection that has
     /// used octet counting it is; on one whose framing is not known yet, it is
     /// when the frame holds no newline and the next frame starts right after it
-    /// with another count. A number too large for a message never is.
+    /// with another count (digits and a space). A number too large for a
+    /// message never is.
     fn counted_without_pri(
         &self,
         rest: &[u8],
@@ -262,7 +263,15 @@ impl FrameDecoder {
         if rest[..end.min(rest.len())].contains(&b'\n') {
             return Some(false);
         }
-        rest.get(end).map(|b| b.is_ascii_digit())
+        // The next frame must open with a count of its own: digits, a space.
+        let next = rest.get(end..)?;
+        let d = next.iter().take_while(|b| b.is_ascii_digit()).count();
+        match next.get(d) {
+            _ if d > MAX_LEN_DIGITS || next.first() == Some(&b'0') => Some(false),
+            None => None,
+            Some(b' ') => Some(d > 0),
+            Some(_) => Some(false),
+        }
     }
 }
 
@@ -389,6 +398,14 @@ mod tests {
                 msg("<13>ab", Framing::OctetCounting),
                 msg("garbage here", Framing::NonTransparent),
                 msg("<13>cd", Framing::OctetCounting),
+            ]
+        );
+        // A small number that is the start of an address is no count.
+        assert_eq!(
+            decode(&[b"1 10.0.0.5 login failed\n<13>next\n"], 100),
+            vec![
+                msg("1 10.0.0.5 login failed", Framing::NonTransparent),
+                msg("<13>next", Framing::NonTransparent),
             ]
         );
         // Counts before PRI-less messages (a log without PRIs, octet-counted):

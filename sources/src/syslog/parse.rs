@@ -91,7 +91,7 @@ pub fn parse_message(
         serde_json::Value::Object(obj).to_string()
     });
     let message = m.msg.to_string();
-    let auth = find_auth(m.appname, &message, text).map(Box::new);
+    let auth = find_auth(m.hostname, m.appname, &message, text).map(Box::new);
     Ok(SyslogRecord {
         ts_ns,
         received_ns,
@@ -132,88 +132,86 @@ fn split_pri(text: &str) -> Option<(u8, &str)> {
     Some((n, &rest[end + 1..]))
 }
 
-/// Words that every authentication form of the catalogue holds one of: a line
-/// with none is not searched further than its message.
-const AUTH_WORDS: [&str; 14] = [
-    "fail",
-    "FAIL",
-    "nvalid",
-    "llegal",
-    "REFUSED",
-    "not allowed",
-    "identification",
-    "negotiate",
-    "preauth",
-    "sudoers",
-    "incorrect",
-    "auth",
-    "Accepted",
-    "maximum",
-];
-
 /// How many words into a line a header (date, host, program tag) may reach.
 const HEADER_WORDS: usize = 7;
 
-/// The authentication fact of a message: read as the message of `app`, or, when
-/// the header was not what it seemed (a host field of `[sshd]` or `<4.3>`, a
-/// program tag inside the text), after each header-like word (`name:`,
-/// `name[pid]:`, `[name]`, `<x.y>`) among the first few of the message and of
-/// the whole line. Never further in: text deeper in a line (a URL, a user's
-/// input echoed by an application) may be anyone's, and must not be read as
-/// another program's authentication line.
-fn find_auth(app: Option<&str>, msg: &str, line: &str) -> Option<amoskys_schemas::AuthEvent> {
+/// The authentication fact of a parsed message. When the header was not what it
+/// seemed — a host field like `[sshd]` or `<4.3>` (a syslogd's own layout), or
+/// no program at all — the message may begin later, after the real program tag:
+/// the line is read again from there. A well-formed header is never second-
+/// guessed, so text in a message (a reason a client sent, a URL) is never read
+/// as another program's line.
+fn find_auth(
+    host: Option<&str>,
+    app: Option<&str>,
+    msg: &str,
+    line: &str,
+) -> Option<amoskys_schemas::AuthEvent> {
     if let Some(a) = auth_event(app, msg) {
         return Some(a);
     }
-    if !AUTH_WORDS.iter().any(|w| line.contains(w)) {
+    let odd_header = app.is_none_or(|a| !is_program(a))
+        || host.is_some_and(|h| {
+            h.starts_with(['[', '<']) || !h.bytes().any(|b| b.is_ascii_alphanumeric())
+        });
+    if !odd_header {
         return None;
     }
-    for text in [msg, line] {
-        let mut words = 0;
-        let mut start = 0;
-        for (i, c) in text.char_indices() {
-            if c != ' ' {
-                continue;
-            }
-            let word = &text[start..i];
-            start = i + 1;
-            if word.is_empty() {
-                continue;
-            }
-            words += 1;
-            if words > HEADER_WORDS {
-                break;
-            }
-            if !word.ends_with([':', ']', '>']) {
-                continue;
-            }
-            let tag =
-                word.trim_matches(|c: char| !c.is_ascii_alphanumeric() && c != '-' && c != '_');
-            let app = tag.split('[').next().filter(|t| !t.is_empty());
-            if let Some(a) = auth_event(app, &text[i + 1..]) {
-                return Some(a);
-            }
-        }
+    match program_tag(line) {
+        (Some(app), _, rest) => auth_event(Some(app), rest),
+        _ => None,
     }
-    None
 }
 
-/// The program tag in a line no RFC layout fits: the first `name[pid]: ` or
-/// `name: ` (a name starts with a letter), and the text after it.
+/// A program name as syslog tags carry them.
+fn is_program(s: &str) -> bool {
+    s.bytes().next().is_some_and(|b| b.is_ascii_alphabetic())
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_' | b'/'))
+}
+
+/// The program tag of a line no RFC layout fits: the first word among its first
+/// few that is shaped `name[pid]:`, `name:` or `[name]` (a name starts with a
+/// letter), and the text after it. None further in: the rest of a line may be
+/// anyone's words.
 fn program_tag(text: &str) -> (Option<&str>, Option<&str>, &str) {
-    static TAG: std::sync::OnceLock<regex::Regex> = std::sync::OnceLock::new();
-    let re = TAG.get_or_init(|| {
-        regex::Regex::new(r"(?:^|\s)\[?([A-Za-z][\w.\-/]*)(?:\[(\d+)\])?\]?: ")
-            .expect("built-in pattern compiles")
-    });
-    match re.captures(text) {
-        Some(c) => (
-            c.get(1).map(|m| m.as_str()),
-            c.get(2).map(|m| m.as_str()),
-            &text[c.get(0).map_or(0, |m| m.end())..],
-        ),
-        None => (None, None, text),
+    let mut start = 0;
+    let mut words = 0;
+    for (i, c) in text
+        .char_indices()
+        .chain(std::iter::once((text.len(), ' ')))
+    {
+        if c != ' ' {
+            continue;
+        }
+        let word = &text[start..i];
+        let next = (i + 1).min(text.len());
+        start = next;
+        if word.is_empty() {
+            continue;
+        }
+        words += 1;
+        if words > HEADER_WORDS {
+            break;
+        }
+        let tag = if let Some(w) = word.strip_prefix('[').and_then(|w| w.strip_suffix(']')) {
+            Some((w, None))
+        } else if let Some(w) = word.strip_suffix(':') {
+            match w.strip_suffix(']').and_then(|w| w.split_once('[')) {
+                Some((name, pid)) if pid.bytes().all(|b| b.is_ascii_digit()) => {
+                    Some((name, Some(pid)))
+                }
+                Some(_) => None,
+                None => Some((w, None)),
+            }
+        } else {
+            None
+        };
+        if let Some((name, pid)) = tag.filter(|(n, _)| is_program(n)) {
+            return (Some(name), pid, &text[next..]);
+        }
     }
+    (None, None, text)
 }
 
 /// Neither RFC fits. A message with a valid PRI is syslog in a vendor's own
@@ -240,7 +238,12 @@ fn unstructured(text: &str, received_ns: i64, sender: Option<IpAddr>) -> SyslogR
         procid: procid.map(str::to_string),
         msgid: None,
         structured_data: None,
-        auth: find_auth(app, after, rest).map(Box::new),
+        auth: match app {
+            Some(_) => auth_event(app, after),
+            // No tag: a record that is its own message (auditd's `type=...`).
+            None => auth_event(None, rest),
+        }
+        .map(Box::new),
         message: rest.to_string(),
         parse_error: Some(error),
     }
@@ -326,6 +329,30 @@ mod tests {
             (r.facility, r.severity, r.ts_ns, r.parse_error),
             (Some("local7"), Some(5), NOW, Some(NO_HEADER))
         );
+    }
+
+    /// Text deep in a line is never read as another program's line: only a
+    /// header that was not what it seemed is read again from the real tag.
+    #[test]
+    fn text_inside_a_message_is_not_another_programs_line() {
+        for line in [
+            &b"<38>Jan 15 09:00:00 gw sshd[7]: Received disconnect from 203.0.113.5 port 53722:11: x: PAM 40 more authentication failures; rhost=6.6.6.6 [preauth]"[..],
+            b"<38>Jan 15 09:00:00 gw sshd[7]: Received disconnect from 203.0.113.5 port 53722:11: sshd[1]: Failed password for root from 6.6.6.6 port 22 ssh2",
+            b"203.0.113.5 - - [15/Jan/2024:09:00:00 +0000] \"GET / HTTP/1.1\" 200 5 \"-\" \"x sshd: Failed password for root from 6.6.6.6 port 22 ssh2\"",
+        ] {
+            let r = parse_message(line, NOW, None).expect("kept");
+            let remote = r.auth.as_ref().and_then(|a| a.remote);
+            assert_ne!(remote, "6.6.6.6".parse().ok(), "{}", String::from_utf8_lossy(line));
+        }
+        // fail2ban's BSD syslogd layouts: the real tag is found after them.
+        for line in [
+            &b"Apr  2 17:51:27 <4.3> pancake sshd[55624]: error: PAM: authentication error for nick from example.com"[..],
+            b"Dec 31 11:59:59 [sshd] error: PAM: Authentication failure for kevin from 193.168.0.128",
+            b"Mar 19 23:48:18 <auth.info> pancake sshd[55517]: Invalid user r00t from 183.60.159.20",
+        ] {
+            let r = parse_message(line, NOW, None).expect("kept");
+            assert!(r.auth.is_some(), "{}", String::from_utf8_lossy(line));
+        }
     }
 
     /// Lines no RFC layout fits are kept whole, timed by their reception, and
