@@ -200,7 +200,7 @@ pub struct DirAcc {
     pub packets: u64,
     pub bytes: u64,
     pub size: Moments,
-    /// Packets by size (wire length): exact size percentiles.
+    /// Packets by size (IP length): exact size percentiles.
     pub size_hist: Hist,
     /// Gaps between consecutive packets in this direction, seconds.
     pub iat: Moments,
