@@ -18,6 +18,21 @@ def send_tcp(port, data: bytes):
         s.sendall(data)
 
 
+def fed(tmp_path, payloads, expect):
+    """A job whose syslog TCP listener got each payload on a connection of its
+    own, stopped once `expect` events have gone into the dataflow."""
+    port = free_port()
+    with Job(tmp_path, syslog_source(port)) as job:
+        for p in payloads:
+            send_tcp(port, p)
+        job.wait_metric("amoskys_events_sent_total", expect)
+    return job
+
+
+def lines_of(lines):
+    return ("\n".join(lines) + "\n").encode()
+
+
 def events(job, where="true"):
     return job.rows(f"select message, parse_error, auth_kind, auth_form, auth_remote, auth_injection, "
                     f"epoch(ts), epoch(received_ts) from {job.table('events', where)} order by message")
@@ -30,7 +45,6 @@ def alerts(job):
 
 
 def test_lines_that_start_with_a_number_do_not_swallow_the_lines_after_them(tmp_path):
-    port = free_port()
     lines = [
         "<13>Jan 15 09:00:00 gw app: first",
         "1705312800 gw app: an epoch first, no PRI",
@@ -39,12 +53,9 @@ def test_lines_that_start_with_a_number_do_not_swallow_the_lines_after_them(tmp_
         "99999999999 more",
         "<13>Jan 15 09:00:02 gw app: last",
     ]
-    with Job(tmp_path, syslog_source(port)) as job:
-        send_tcp(port, ("\n".join(lines) + "\n").encode())
-        # And an octet-counted connection with one malformed frame in it.
-        counted = b"".join(f"{len(m)} {m}".encode() for m in ["<13>oc one", "<13>oc two"])
-        send_tcp(port, counted[:13] + b"7 garbage\n" + counted[13:])
-        job.wait_metric("amoskys_events_sent_total", len(lines) + 3)
+    # And an octet-counted connection with one malformed frame in it.
+    counted = b"".join(f"{len(m)} {m}".encode() for m in ["<13>oc one", "<13>oc two"])
+    job = fed(tmp_path, [lines_of(lines), counted[:13] + b"7 garbage\n" + counted[13:]], len(lines) + 3)
     got = [r[0] for r in events(job)]
     assert len(got) == len(lines) + 3, got
     for want in ["first", "an epoch first", "apples", "after the numbers", "more",
@@ -53,7 +64,6 @@ def test_lines_that_start_with_a_number_do_not_swallow_the_lines_after_them(tmp_
 
 
 def test_lines_that_are_not_syslog_are_kept_with_their_authentication_facts(tmp_path):
-    port = free_port()
     lines = [
         "type=USER_AUTH msg=audit(1705312790.123:77): pid=4242 uid=0 auid=4294967295 ses=4294967295 "
         "msg='op=PAM:authentication grantors=? acct=\"root\" exe=\"/usr/sbin/sshd\" "
@@ -62,9 +72,7 @@ def test_lines_that_are_not_syslog_are_kept_with_their_authentication_facts(tmp_
         "[2024-01-15T09:59:59.123] [sshd] Invalid user admin from 198.51.100.9 port 4023",
         "plain application output with no header at all",
     ]
-    with Job(tmp_path, syslog_source(port)) as job:
-        send_tcp(port, ("\n".join(lines) + "\n").encode())
-        job.wait_metric("amoskys_events_sent_total", len(lines))
+    job = fed(tmp_path, [lines_of(lines)], len(lines))
     rows = events(job)
     assert len(rows) == len(lines), rows
     by_remote = {r[4]: r for r in rows if r[4]}
@@ -77,16 +85,13 @@ def test_lines_that_are_not_syslog_are_kept_with_their_authentication_facts(tmp_
 
 
 def test_pam_failures_alone_are_a_brute_force_and_host_names_are_kept(tmp_path):
-    port = free_port()
     pam = ("<86>Jan 15 09:00:{s:02d} web1 sshd[{pid}]: pam_unix(sshd:auth): authentication failure; "
            "logname= uid=0 euid=0 tty=ssh ruser= rhost={host}  user=root")
     lines = [pam.format(s=i, pid=100 + i, host=REMOTE) for i in range(12)]
     lines += [pam.format(s=i, pid=200 + i, host=NAMED) for i in range(12)]
     lines.append(f"<86>Jan 15 09:00:30 web1 sshd[999]: PAM 5 more authentication failures; logname= "
                  f"uid=0 euid=0 tty=ssh ruser= rhost={REMOTE}  user=root")
-    with Job(tmp_path, syslog_source(port)) as job:
-        send_tcp(port, ("\n".join(lines) + "\n").encode())
-        job.wait_metric("amoskys_events_sent_total", len(lines))
+    job = fed(tmp_path, [lines_of(lines)], len(lines))
     feats = dict(job.rows(f"select entity, max(auth_failures_as_remote) from {job.table('features')} "
                           f"where entity in ('{REMOTE}', '{NAMED}') group by 1"))
     assert feats == {REMOTE: 17, NAMED: 12}, feats

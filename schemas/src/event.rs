@@ -15,8 +15,9 @@ use crate::addr::Addr;
 use crate::error::SchemaError;
 use crate::feature::Entity;
 
-/// The kind of authentication fact.
+/// The kind of authentication fact; `kind as u8` is its index in [`AuthKind::ALL`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[repr(u8)]
 pub enum AuthKind {
     /// A failed login logged by the service itself (sshd's `Failed <method>`,
     /// dropbear, vsftpd, proftpd, su), from `remote` if known.
@@ -542,6 +543,18 @@ mod tests {
         assert_eq!(col("appname"), "sshd");
         assert_eq!(col("auth_form"), "sshd_failed");
         assert_eq!(b.column_by_name("msgid").expect("msgid").null_count(), 1);
+    }
+}
+
+#[cfg(test)]
+mod auth_kind_tests {
+    use super::AuthKind;
+
+    #[test]
+    fn all_is_in_code_order() {
+        for (i, k) in AuthKind::ALL.iter().enumerate() {
+            assert_eq!(*k as usize, i, "{k:?}");
+        }
     }
 }
 

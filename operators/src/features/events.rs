@@ -342,7 +342,7 @@ const WRITERS: u8 = 4;
 const FAIL_SLOTS: usize = 3 * WRITERS as usize;
 
 fn auth_code(k: AuthKind) -> u8 {
-    AuthKind::ALL.iter().position(|x| *x == k).unwrap_or(0) as u8
+    k as u8
 }
 
 fn kind_at(a: &[u64; AUTH_KINDS], k: AuthKind) -> u64 {
