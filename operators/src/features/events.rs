@@ -7,12 +7,13 @@
 //! its source did not see in the window.
 
 use amoskys_schemas::{
-    Addr, AuthKind, DeviceKind, Entity, EventRow, FeatureDef, FeatureDtype, Record, WINDOW_SECONDS,
+    Addr, DeviceKind, Entity, EventRow, FeatureDef, FeatureDtype, Record, WINDOW_SECONDS,
 };
 use serde::{Deserialize, Serialize};
 
 use crate::{Map, Moments, Set};
 
+use super::auth::{AUTH_FEATURES, AUTH_KINDS, AuthObs, FAIL_SLOTS, auth_code, fail_slot};
 use super::entropy_bits;
 
 const W: f64 = WINDOW_SECONDS as f64;
@@ -273,24 +274,6 @@ impl EventObs {
     }
 }
 
-/// The authentication part of a syslog message.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct AuthObs {
-    /// [`AuthKind`] as its index in [`AuthKind::ALL`].
-    pub kind: u8,
-    /// For a failed login: which service (0 SSH, 1 FTP, 2 any other) and which
-    /// writer (0 the service's own line, 1 sshd relaying PAM, 2 PAM itself, 3
-    /// the kernel's audit records), as `service * 4 + writer`. One attempt is often logged by two or three of
-    /// them, so each service's failures are the most any one writer logged.
-    pub fail: Option<u8>,
-    /// Hash of the user name.
-    pub user: Option<u64>,
-    pub remote: Option<Addr>,
-    pub count: u32,
-    /// The line's client-chosen text embeds its address structure.
-    pub injection: bool,
-}
-
 /// One observation for the event windows.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct EventObs {
@@ -319,7 +302,7 @@ pub fn template_hash(app: Option<&str>, message: &str) -> u64 {
     h.finish()
 }
 
-fn hash_str(s: &str) -> u64 {
+pub(super) fn hash_str(s: &str) -> u64 {
     // Fixed keys: the same user or topic hashes alike on every worker.
     ahash::RandomState::with_seeds(1, 2, 3, 4).hash_one(s)
 }
@@ -333,47 +316,6 @@ fn facility_group(f: Option<&str>) -> u8 {
         Some(l) if l.starts_with("local") => 3,
         _ => 4,
     }
-}
-
-const AUTH_KINDS: usize = AuthKind::ALL.len();
-/// Writers of one failed attempt: the service, sshd relaying PAM, PAM, audit.
-const WRITERS: u8 = 4;
-/// Failure slots: 3 services times 4 writers (see [`AuthObs::fail`]).
-const FAIL_SLOTS: usize = 3 * WRITERS as usize;
-
-fn auth_code(k: AuthKind) -> u8 {
-    k as u8
-}
-
-fn kind_at(a: &[u64; AUTH_KINDS], k: AuthKind) -> u64 {
-    a[usize::from(auth_code(k))]
-}
-
-/// The failure slot of an authentication fact (see [`AuthObs::fail`]).
-fn fail_slot(a: &amoskys_schemas::AuthEvent) -> Option<u8> {
-    let writer = match (a.kind, a.form) {
-        // A client asking which methods exist is no guess.
-        (AuthKind::Failure, "sshd_failed_none") => return None,
-        // The kernel's audit trail records the same attempts once more.
-        (AuthKind::Failure | AuthKind::PamFailure, f) if f.starts_with("auditd") => 3,
-        (AuthKind::Failure, _) => 0,
-        (AuthKind::PamFailure, "sshd_pam_error") => 1,
-        (AuthKind::PamFailure, _) => 2,
-        _ => return None,
-    };
-    let service = match a.service.as_deref().unwrap_or("") {
-        s if s.starts_with("ssh") || s == "dropbear" => 0,
-        s if s.contains("ftp") => 1,
-        _ => 2,
-    };
-    Some(service * WRITERS + writer)
-}
-
-/// Failed logins: per service, the most any one writer logged.
-fn failures(f: &[u64; FAIL_SLOTS]) -> u64 {
-    f.chunks(usize::from(WRITERS))
-        .map(|w| w.iter().copied().max().unwrap_or(0))
-        .sum()
 }
 
 impl EventObs {
@@ -741,7 +683,7 @@ impl EventAcc {
     }
 }
 
-const fn dspec(
+pub(super) const fn dspec(
     name: &'static str,
     family: &'static str,
     unit: &'static str,
@@ -779,7 +721,8 @@ fn snmp_max<const I: usize>(a: &EventAcc) -> Option<f64> {
     (s.n > 0).then_some(s.max)
 }
 
-const SYSLOG_NULL: Option<&str> = Some("no syslog message from or about the entity in the window");
+pub(super) const SYSLOG_NULL: Option<&str> =
+    Some("no syslog message from or about the entity in the window");
 const MQTT_NULL: Option<&str> = Some("no MQTT message about the entity in the window");
 use FeatureDtype::{Count as C, Float as F};
 
@@ -791,7 +734,7 @@ fn logged(a: &EventAcc, v: f64) -> Option<f64> {
     (a.messages > 0).then_some(v)
 }
 
-fn sys(a: &EventAcc, v: u64) -> Option<f64> {
+pub(super) fn sys(a: &EventAcc, v: u64) -> Option<f64> {
     a.syslog_seen.then_some(v as f64)
 }
 fn mq(a: &EventAcc, v: f64) -> Option<f64> {
@@ -946,207 +889,6 @@ static SYSLOG_FEATURES: &[EventFeature] = &[
         LOGGED_NULL,
         // Filled by the window operator, which remembers the entity's recent templates.
         |_| None,
-    ),
-    dspec(
-        "auth_failures",
-        "syslog",
-        "attempts",
-        C,
-        "Failed logins the entity logged, repeats included: sshd's `Failed <method>` (not \
-         `Failed none`), dropbear, vsftpd, proftpd and su failures, and PAM's. One attempt \
-         is often logged two or three times (sshd, sshd relaying PAM, pam_unix), so per \
-         service (SSH, FTP, other) the most any one of them logged counts.",
-        SYSLOG_NULL,
-        |a| sys(a, failures(&a.fails)),
-    ),
-    dspec(
-        "auth_pam_failures",
-        "syslog",
-        "attempts",
-        C,
-        "Authentication failures PAM reported in the entity's log: pam_unix's `authentication \
-         failure` (and `N more authentication failures`) and sshd's `error: PAM:` lines, \
-         repeats included. Already part of `auth_failures`.",
-        SYSLOG_NULL,
-        |a| sys(a, kind_at(&a.auth, AuthKind::PamFailure)),
-    ),
-    dspec(
-        "auth_successes",
-        "syslog",
-        "logins",
-        C,
-        "Successful logins the entity logged.",
-        SYSLOG_NULL,
-        |a| sys(a, kind_at(&a.auth, AuthKind::Success)),
-    ),
-    dspec(
-        "auth_invalid_users",
-        "syslog",
-        "attempts",
-        C,
-        "Login attempts for users that do not exist, logged by the entity.",
-        SYSLOG_NULL,
-        |a| sys(a, kind_at(&a.auth, AuthKind::InvalidUser)),
-    ),
-    dspec(
-        "sudo_failures",
-        "syslog",
-        "events",
-        C,
-        "sudo refusals after wrong passwords, logged by the entity.",
-        SYSLOG_NULL,
-        |a| sys(a, kind_at(&a.auth, AuthKind::SudoFailure)),
-    ),
-    dspec(
-        "sudo_refusals",
-        "syslog",
-        "events",
-        C,
-        "sudo refusals by policy (`user NOT in sudoers`, `command not allowed`), logged by \
-         the entity.",
-        SYSLOG_NULL,
-        |a| sys(a, kind_at(&a.auth, AuthKind::SudoRefused)),
-    ),
-    dspec(
-        "sudo_commands",
-        "syslog",
-        "commands",
-        C,
-        "Commands run through sudo, logged by the entity.",
-        SYSLOG_NULL,
-        |a| sys(a, kind_at(&a.auth, AuthKind::Sudo)),
-    ),
-    dspec(
-        "auth_injection_lines",
-        "syslog",
-        "messages",
-        C,
-        "Authentication lines the entity logged whose client-chosen text (a user name, a \
-         reason) embeds the line's own address structure (` from A port P`, ` rhost=A`): \
-         someone trying to put another host in this log. A line with more than one reading \
-         blames no one.",
-        SYSLOG_NULL,
-        |a| sys(a, a.injections),
-    ),
-    dspec(
-        "auth_distinct_users",
-        "syslog",
-        "users",
-        C,
-        "Distinct user names in the entity's authentication messages.",
-        SYSLOG_NULL,
-        |a| sys(a, a.users.len() as u64),
-    ),
-    dspec(
-        "auth_distinct_remotes",
-        "syslog",
-        "hosts",
-        C,
-        "Distinct remote addresses in the entity's authentication messages.",
-        SYSLOG_NULL,
-        |a| sys(a, a.remotes.len() as u64),
-    ),
-    dspec(
-        "auth_failure_ratio",
-        "syslog",
-        "ratio",
-        F,
-        "Failed logins over failed plus successful logins the entity logged.",
-        Some("the entity logged no failed or successful login"),
-        |a| {
-            let f = failures(&a.fails);
-            let d = f + kind_at(&a.auth, AuthKind::Success);
-            (d > 0).then(|| f as f64 / d as f64)
-        },
-    ),
-    dspec(
-        "auth_failures_as_remote",
-        "syslog",
-        "attempts",
-        C,
-        "Failed logins from the entity, as logged by the hosts it tried: the same count as \
-         `auth_failures`, for the remote side (an address, or the host name a log gave).",
-        SYSLOG_NULL,
-        |a| sys(a, failures(&a.fails_as_remote)),
-    ),
-    dspec(
-        "auth_pam_failures_as_remote",
-        "syslog",
-        "attempts",
-        C,
-        "PAM authentication failures naming the entity as rhost (or as sshd's `from`). \
-         Already part of `auth_failures_as_remote`.",
-        SYSLOG_NULL,
-        |a| sys(a, kind_at(&a.auth_as_remote, AuthKind::PamFailure)),
-    ),
-    dspec(
-        "auth_successes_as_remote",
-        "syslog",
-        "logins",
-        C,
-        "Successful logins from the entity, as logged by the hosts it logged into.",
-        SYSLOG_NULL,
-        |a| sys(a, kind_at(&a.auth_as_remote, AuthKind::Success)),
-    ),
-    dspec(
-        "auth_invalid_users_as_remote",
-        "syslog",
-        "attempts",
-        C,
-        "Attempts from the entity for users that do not exist.",
-        SYSLOG_NULL,
-        |a| sys(a, kind_at(&a.auth_as_remote, AuthKind::InvalidUser)),
-    ),
-    dspec(
-        "auth_refusals_as_remote",
-        "syslog",
-        "events",
-        C,
-        "Logins from the entity the server refused or cut by policy: users not allowed, root \
-         refused, too many attempts on one connection.",
-        SYSLOG_NULL,
-        |a| {
-            let k = |x| kind_at(&a.auth_as_remote, x);
-            sys(
-                a,
-                k(AuthKind::NotAllowed) + k(AuthKind::RootRefused) + k(AuthKind::MaxAttempts),
-            )
-        },
-    ),
-    dspec(
-        "auth_preauth_drops_as_remote",
-        "syslog",
-        "connections",
-        C,
-        "Connections from the entity that ended before any login: closed before \
-         authenticating, no SSH identification sent, no common algorithm — scanners and \
-         banner grabbers.",
-        SYSLOG_NULL,
-        |a| {
-            let k = |x| kind_at(&a.auth_as_remote, x);
-            sys(
-                a,
-                k(AuthKind::PreauthClosed) + k(AuthKind::NoIdent) + k(AuthKind::NegotiationFailed),
-            )
-        },
-    ),
-    dspec(
-        "auth_distinct_users_as_remote",
-        "syslog",
-        "users",
-        C,
-        "Distinct user names the entity tried.",
-        SYSLOG_NULL,
-        |a| sys(a, a.users_as_remote.len() as u64),
-    ),
-    dspec(
-        "auth_distinct_targets_as_remote",
-        "syslog",
-        "hosts",
-        C,
-        "Distinct hosts that logged the entity's login attempts.",
-        SYSLOG_NULL,
-        |a| sys(a, a.reporters_as_remote.len() as u64),
     ),
 ];
 
@@ -1467,6 +1209,7 @@ static RATIO_FEATURES: &[EventFeature] = &[
 pub fn event_catalogue() -> impl Iterator<Item = &'static EventFeature> {
     SYSLOG_FEATURES
         .iter()
+        .chain(AUTH_FEATURES)
         .chain(POLL_FEATURES)
         .chain(SNMP_FEATURES)
         .chain(RATIO_FEATURES)

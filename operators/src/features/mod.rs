@@ -4,14 +4,16 @@
 //! dtype, description — everything downstream derives from it) plus `compute`, a
 //! function of the entity's window accumulator. One file per source family.
 
+mod auth;
 mod cross;
 mod events;
 mod pcap;
 
+pub use auth::AuthObs;
 pub use cross::{CROSS, fill_cross};
 pub use events::{
-    AuthObs, Combine, EventAcc, EventFeature, EventObs, EventWhat, SNMP_METRICS,
-    SYSLOG_NEW_TEMPLATES, SnmpMetricDef, event_catalogue, snmp_metric_index, template_hash,
+    Combine, EventAcc, EventFeature, EventObs, EventWhat, SNMP_METRICS, SYSLOG_NEW_TEMPLATES,
+    SnmpMetricDef, event_catalogue, snmp_metric_index, template_hash,
 };
 pub use pcap::NEW_PEERS_OUT;
 
