@@ -329,30 +329,112 @@ pub fn events_schema() -> SchemaRef {
     ]))
 }
 
-/// Text columns of the `events` table, in schema order.
-const TEXT_COLS: [&str; 21] = [
-    "source_kind",
-    "source",
-    "entity",
-    "protocol",
-    "facility",
-    "hostname",
-    "appname",
-    "procid",
-    "msgid",
-    "structured_data",
-    "message",
-    "parse_error",
-    "auth_kind",
-    "auth_form",
-    "auth_service",
-    "auth_method",
-    "auth_user",
-    "auth_remote",
-    "topic",
-    "metric",
-    "instance",
-];
+macro_rules! event_fields {
+    ($($variant:ident = $name:literal,)*) => {
+        /// A field of an event, as the `events` table names it: the one list the
+        /// table's text columns, the counting rules (`[[count_rules]]`) and their
+        /// docs read.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+        pub enum EventField {
+            $($variant,)*
+        }
+
+        impl EventField {
+            /// Every field, in the table's column order.
+            pub const ALL: &[EventField] = &[$(EventField::$variant,)*];
+
+            /// The column's name.
+            pub fn name(self) -> &'static str {
+                match self {
+                    $(EventField::$variant => $name,)*
+                }
+            }
+        }
+    };
+}
+
+event_fields! {
+    SourceKind = "source_kind",
+    Source = "source",
+    Entity = "entity",
+    Protocol = "protocol",
+    Facility = "facility",
+    Severity = "severity",
+    Hostname = "hostname",
+    Appname = "appname",
+    Procid = "procid",
+    Msgid = "msgid",
+    StructuredData = "structured_data",
+    Message = "message",
+    ParseError = "parse_error",
+    AuthKind = "auth_kind",
+    AuthForm = "auth_form",
+    AuthService = "auth_service",
+    AuthMethod = "auth_method",
+    AuthUser = "auth_user",
+    AuthRemote = "auth_remote",
+    Topic = "topic",
+    Metric = "metric",
+    Instance = "instance",
+}
+
+impl EventField {
+    pub fn from_name(name: &str) -> Option<EventField> {
+        EventField::ALL.iter().copied().find(|f| f.name() == name)
+    }
+
+    /// Whether the table writes it as text (severity is a number).
+    pub fn is_text(self) -> bool {
+        self != EventField::Severity
+    }
+
+    /// The field's value in one row of the table, as text: a device record
+    /// gives a row per `sample`. `entity` is the row's entity, written out.
+    pub fn text<'a>(
+        self,
+        row: &'a EventRow,
+        sample: Option<&'a Sample>,
+        entity: Option<&'a str>,
+    ) -> Option<std::borrow::Cow<'a, str>> {
+        use EventField::*;
+        use std::borrow::Cow::{Borrowed, Owned};
+        let s = |v: &'a Option<String>| v.as_deref().map(Borrowed);
+        match (&row.record, self) {
+            (_, Source) => Some(Borrowed(&row.source)),
+            (_, Entity) => entity.map(Borrowed),
+            (Record::Syslog(_), SourceKind) => Some(Borrowed("syslog")),
+            (Record::Device(d), SourceKind) => Some(Borrowed(d.kind.as_str())),
+            (Record::Syslog(r), Protocol) => Some(Borrowed(r.protocol)),
+            (Record::Device(d), Protocol) => Some(Borrowed(d.protocol)),
+            (Record::Syslog(r), Facility) => r.facility.map(Borrowed),
+            (Record::Syslog(r), Severity) => r.severity.map(|v| Owned(v.to_string())),
+            (Record::Syslog(r), Hostname) => s(&r.hostname),
+            (Record::Syslog(r), Appname) => s(&r.appname),
+            (Record::Syslog(r), Procid) => s(&r.procid),
+            (Record::Syslog(r), Msgid) => s(&r.msgid),
+            (Record::Syslog(r), StructuredData) => s(&r.structured_data),
+            (Record::Syslog(r), Message) => Some(Borrowed(&r.message)),
+            (Record::Syslog(r), ParseError) => r.parse_error.map(Borrowed),
+            (Record::Syslog(r), AuthKind) => r.auth.as_ref().map(|a| Borrowed(a.kind.as_str())),
+            (Record::Syslog(r), AuthForm) => r.auth.as_ref().map(|a| Borrowed(a.form)),
+            (Record::Syslog(r), AuthService) => r.auth.as_ref().and_then(|a| s(&a.service)),
+            (Record::Syslog(r), AuthMethod) => r.auth.as_ref().and_then(|a| s(&a.method)),
+            (Record::Syslog(r), AuthUser) => r.auth.as_ref().and_then(|a| s(&a.user)),
+            (Record::Syslog(r), AuthRemote) => r.auth.as_ref().and_then(|a| {
+                a.remote
+                    .map(|ip| Owned(ip.to_string()))
+                    .or_else(|| s(&a.remote_host))
+            }),
+            (Record::Device(d), Topic) => s(&d.topic),
+            (Record::Device(_), Metric) => sample
+                .map(|x| x.metric.as_str())
+                .filter(|m| !m.is_empty())
+                .map(Borrowed),
+            (Record::Device(_), Instance) => sample.and_then(|x| s(&x.instance)),
+            _ => None,
+        }
+    }
+}
 
 /// Converts event rows into one Arrow batch with [`events_schema`].
 pub fn events_to_batch(rows: &[EventRow]) -> Result<RecordBatch, SchemaError> {
@@ -366,7 +448,12 @@ pub fn events_to_batch(rows: &[EventRow]) -> Result<RecordBatch, SchemaError> {
     let mut raw = Float64Builder::with_capacity(n);
     let mut oid = StringBuilder::with_capacity(n, 0);
     let mut payload = UInt32Builder::with_capacity(n);
-    let mut text: Vec<StringBuilder> = TEXT_COLS
+    let fields: Vec<EventField> = EventField::ALL
+        .iter()
+        .copied()
+        .filter(|f| f.is_text())
+        .collect();
+    let mut text: Vec<StringBuilder> = fields
         .iter()
         .map(|_| StringBuilder::with_capacity(n, n * 8))
         .collect();
@@ -387,36 +474,8 @@ pub fn events_to_batch(rows: &[EventRow]) -> Result<RecordBatch, SchemaError> {
                 let auth = r.auth.as_ref();
                 count.append_option(auth.map(|a| a.count));
                 injection.append_option(auth.map(|a| a.injection));
-                let remote = auth.and_then(|a| {
-                    a.remote
-                        .map(|ip| ip.to_string())
-                        .or_else(|| a.remote_host.clone())
-                });
-                let values: [Option<&str>; 21] = [
-                    Some("syslog"),
-                    Some(&row.source),
-                    ent,
-                    Some(r.protocol),
-                    r.facility,
-                    r.hostname.as_deref(),
-                    r.appname.as_deref(),
-                    r.procid.as_deref(),
-                    r.msgid.as_deref(),
-                    r.structured_data.as_deref(),
-                    Some(&r.message),
-                    r.parse_error,
-                    auth.map(|a| a.kind.as_str()),
-                    auth.map(|a| a.form),
-                    auth.and_then(|a| a.service.as_deref()),
-                    auth.and_then(|a| a.method.as_deref()),
-                    auth.and_then(|a| a.user.as_deref()),
-                    remote.as_deref(),
-                    None,
-                    None,
-                    None,
-                ];
-                for (b, v) in text.iter_mut().zip(values) {
-                    b.append_option(v);
+                for (b, f) in text.iter_mut().zip(&fields) {
+                    b.append_option(f.text(row, None, ent));
                 }
                 value.append_null();
                 raw.append_null();
@@ -442,31 +501,8 @@ pub fn events_to_batch(rows: &[EventRow]) -> Result<RecordBatch, SchemaError> {
                     severity.append_null();
                     count.append_null();
                     injection.append_null();
-                    let values: [Option<&str>; 21] = [
-                        Some(d.kind.as_str()),
-                        Some(&row.source),
-                        ent,
-                        Some(d.protocol),
-                        None,
-                        None,
-                        None,
-                        None,
-                        None,
-                        None,
-                        None,
-                        None,
-                        None,
-                        None,
-                        None,
-                        None,
-                        None,
-                        None,
-                        d.topic.as_deref(),
-                        Some(s.metric.as_str()).filter(|m| !m.is_empty()),
-                        s.instance.as_deref(),
-                    ];
-                    for (b, v) in text.iter_mut().zip(values) {
-                        b.append_option(v);
+                    for (b, f) in text.iter_mut().zip(&fields) {
+                        b.append_option(f.text(row, Some(s), ent));
                     }
                     value.append_option(s.value.filter(|v| v.is_finite()));
                     raw.append_option(s.raw.filter(|v| v.is_finite()));

@@ -81,14 +81,14 @@ pub struct FlowRecord {
 pub fn flows_schema() -> SchemaRef {
     let ts = || DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()));
     let mut fields = vec![
-        Field::new("community_id", DataType::Utf8, false),
+        Field::new(crate::cols::COMMUNITY_ID, DataType::Utf8, false),
         Field::new("proto", DataType::UInt8, false),
         Field::new("src_ip", DataType::Utf8, false),
         Field::new("src_port", DataType::UInt16, false),
         Field::new("dst_ip", DataType::Utf8, false),
         Field::new("dst_port", DataType::UInt16, false),
-        Field::new("first_ts", ts(), false),
-        Field::new("last_ts", ts(), false),
+        Field::new(crate::cols::FIRST_TS, ts(), false),
+        Field::new(crate::cols::LAST_TS, ts(), false),
         Field::new("duration_s", DataType::Float64, false),
         Field::new("packets_fwd", DataType::UInt64, false),
         Field::new("packets_bwd", DataType::UInt64, false),

@@ -11,21 +11,24 @@ mod error;
 mod event;
 mod feature;
 mod flow;
+mod hash;
 mod packet;
+mod snmp;
 mod time;
 
 pub use addr::Addr;
 pub use alert::{Alert, Severity, alerts_schema, alerts_to_batch};
 pub use error::SchemaError;
 pub use event::{
-    AuthEvent, AuthKind, DeviceKind, DeviceRecord, EventRow, Record, Sample, SyslogRecord,
-    events_schema, events_to_batch,
+    AuthEvent, AuthKind, DeviceKind, DeviceRecord, EventField, EventRow, Record, Sample,
+    SyslogRecord, events_schema, events_to_batch,
 };
 pub use feature::{
     ColumnStats, Entity, FeatureDef, FeatureDtype, FeatureRow, FeatureStats, features_schema,
     features_to_batch, metadata_json, metadata_json_with_stats,
 };
 pub use flow::{EndReason, FlowRecord, Summary, flows_schema, flows_to_batch};
+pub use hash::{stable_hash, stable_hasher};
 pub use packet::{DhcpInfo, DnsInfo, Packet, Proto, TcpFlags, domain_key, domain_keys};
 pub use time::{
     HOP_NS, HOP_SECONDS, NS_PER_SEC, WINDOW_NS, WINDOW_SECONDS, pane_of, pane_start_ns,

@@ -25,6 +25,9 @@ pub enum SourceError {
     Config(String),
     #[error("cannot listen on {addr}: {reason}")]
     Bind { addr: String, reason: String },
+    /// A source's task or thread failed outside its own error handling.
+    #[error("{0}")]
+    Failed(String),
 }
 
 impl SourceError {
@@ -39,6 +42,7 @@ impl SourceError {
             SourceError::Closed => "closed",
             SourceError::Config(_) => "config",
             SourceError::Bind { .. } => "bind",
+            SourceError::Failed(_) => "failed",
         }
     }
 

@@ -9,6 +9,11 @@ mod error;
 pub mod mqtt;
 pub mod pcap;
 pub mod snmp;
+mod source;
 pub mod syslog;
 
 pub use error::SourceError;
+pub use source::{
+    Carries, Clock, Counter, Counters, Meaning, Output, Running, Source, SourceConfig,
+    SourcesConfig, Stop,
+};

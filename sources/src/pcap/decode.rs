@@ -456,7 +456,7 @@ pub fn dns_info(m: &[u8]) -> DnsInfo {
         })
         .sum();
     d.qname_entropy_bits = (h.max(0.0) as f32).to_bits();
-    d.qname_hash = ahash::RandomState::with_seeds(9, 10, 11, 12).hash_one(&name);
+    d.qname_hash = amoskys_schemas::stable_hash(&name);
     d.domain_keys = amoskys_schemas::domain_keys(&name);
     d
 }

@@ -100,6 +100,26 @@ fn open(path: &Path) -> Result<Capture<Offline>, SourceError> {
     })
 }
 
+/// One capture record as a packet (its time, its decoded headers, its place
+/// `seq` in the input), or why it is none. Recorded files and live capture
+/// both read records through here.
+pub(crate) fn to_packet(
+    lt: i32,
+    header: &pcap::PacketHeader,
+    data: &[u8],
+    seq: u64,
+    stats: &mut DecodeStats,
+) -> Result<Packet, Skip> {
+    let ts_ns = ts_ns(header).ok_or(Skip::BadTimestamp)?;
+    let mut p = Packet {
+        ts_ns,
+        seq,
+        ..Packet::default()
+    };
+    decode(lt, data, header.len, &mut p, stats)?;
+    Ok(p)
+}
+
 // time_t and suseconds_t are i64 here but narrower on 32-bit targets.
 #[allow(clippy::useless_conversion)]
 pub(crate) fn ts_ns(h: &pcap::PacketHeader) -> Option<i64> {
@@ -219,17 +239,9 @@ impl FileReader {
                 sum.stats.bytes += u64::from(wire);
                 pk += 1;
                 by += 16 + u64::from(pkt.header.caplen);
-                let Some(ts) = ts_ns(pkt.header) else {
-                    sum.stats.skip(Skip::BadTimestamp);
-                    continue;
-                };
-                let mut p = Packet {
-                    ts_ns: ts,
-                    seq,
-                    ..Packet::default()
-                };
-                match decode(lt, pkt.data, wire, &mut p, &mut sum.stats) {
-                    Ok(()) => {
+                match to_packet(lt, pkt.header, pkt.data, seq, &mut sum.stats) {
+                    Ok(p) => {
+                        let ts = p.ts_ns;
                         seq += 1;
                         sum.stats.ip_packets += 1;
                         sum.stats.ip_bytes += u64::from(p.ip_len);
@@ -256,5 +268,93 @@ impl FileReader {
             emit(batch)?;
         }
         Ok(sum)
+    }
+}
+
+impl crate::Counters for ReadProgress {
+    fn snapshot(&self) -> Vec<crate::Counter> {
+        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        vec![
+            crate::Counter::new("received", g(&self.packets), crate::Meaning::Received),
+            crate::Counter::new("input_bytes", g(&self.input_bytes), crate::Meaning::Bytes),
+        ]
+    }
+}
+
+/// Recorded captures as a [`crate::Source`] of the batch replay: read at full
+/// speed, waiting for room in the channel, their timestamps the only clock.
+pub struct RecordedCaptures {
+    name: String,
+    reader: FileReader,
+    summary: Arc<std::sync::Mutex<Option<Result<ReadSummary, SourceError>>>>,
+}
+
+/// Where a replay finds what the reader saw, once it has returned.
+pub type SummarySlot = Arc<std::sync::Mutex<Option<Result<ReadSummary, SourceError>>>>;
+
+impl RecordedCaptures {
+    pub fn new(name: &str, files: Vec<CaptureFile>, batch_size: usize) -> Self {
+        RecordedCaptures {
+            name: name.into(),
+            reader: FileReader::new(files, batch_size),
+            summary: Arc::default(),
+        }
+    }
+
+    pub fn progress(&self) -> Arc<ReadProgress> {
+        self.reader.progress()
+    }
+
+    /// Holds the read's summary (or why it failed) once the source has returned.
+    pub fn summary(&self) -> SummarySlot {
+        self.summary.clone()
+    }
+}
+
+impl crate::Source for RecordedCaptures {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn kind(&self) -> &'static str {
+        "pcap"
+    }
+
+    fn serves(&self) -> Vec<String> {
+        vec![format!("{} capture file(s)", self.reader.files.len())]
+    }
+
+    fn carries(&self) -> crate::Carries {
+        crate::Carries::Packets
+    }
+
+    fn clock(&self) -> crate::Clock {
+        crate::Clock::Recorded
+    }
+
+    fn counters(&self) -> Arc<dyn crate::Counters> {
+        self.reader.progress()
+    }
+
+    fn start(
+        self: Box<Self>,
+        out: crate::Output,
+        _stop: crate::Stop,
+        _rt: &tokio::runtime::Handle,
+    ) -> Result<crate::Running, SourceError> {
+        let RecordedCaptures {
+            name,
+            reader,
+            summary,
+        } = *self;
+        let tx = out.into_packets(&name)?;
+        crate::Running::thread("pcap-reader".into(), move || {
+            let r = reader.run(|batch| tx.blocking_send(batch).map_err(|_| SourceError::Closed));
+            let failed = r.as_ref().err().map(|e| SourceError::Failed(e.to_string()));
+            if let Ok(mut slot) = summary.lock() {
+                *slot = Some(r);
+            }
+            failed.map_or(Ok(()), Err)
+        })
     }
 }

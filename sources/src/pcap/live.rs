@@ -17,8 +17,8 @@ use pcap::{Active, Capture, Precision};
 use serde::Deserialize;
 use tokio::sync::mpsc;
 
-use super::decode::{DecodeStats, decode};
-use super::file::{CaptureFile, FileReader, expand_inputs, ts_ns};
+use super::decode::{DecodeStats, Skip};
+use super::file::{CaptureFile, FileReader, expand_inputs, to_packet};
 use crate::error::SourceError;
 
 fn default_snaplen() -> i32 {
@@ -73,6 +73,8 @@ pub struct CaptureCounters {
     pub ip_packets: AtomicU64,
     /// Packets that did not decode to IP (ARP, other link types, damage).
     pub not_ip: AtomicU64,
+    /// Packets whose timestamp is out of range (before 1970, or past 2262).
+    pub bad_timestamp: AtomicU64,
     /// Packets dropped because the pipeline's channel was full.
     pub dropped: AtomicU64,
     /// libpcap: packets the kernel dropped for lack of buffer space.
@@ -263,8 +265,12 @@ fn read_files(
         Ok(sum) => {
             c.packets.store(sum.stats.packets, Ordering::Relaxed);
             c.bytes.store(sum.stats.bytes, Ordering::Relaxed);
+            let bad_ts = sum.stats.skipped(Skip::BadTimestamp);
+            c.bad_timestamp.store(bad_ts, Ordering::Relaxed);
             c.not_ip.store(
-                sum.stats.packets.saturating_sub(sum.stats.ip_packets),
+                sum.stats
+                    .packets
+                    .saturating_sub(sum.stats.ip_packets + bad_ts),
                 Ordering::Relaxed,
             );
             for (path, why) in &sum.file_errors {
@@ -317,21 +323,18 @@ fn capture(
                     let wire = pkt.header.len;
                     c.packets.fetch_add(1, Ordering::Relaxed);
                     c.bytes.fetch_add(u64::from(wire), Ordering::Relaxed);
-                    let Some(ts) = ts_ns(pkt.header) else {
-                        c.not_ip.fetch_add(1, Ordering::Relaxed);
-                        continue;
-                    };
-                    let mut p = Packet {
-                        ts_ns: ts,
-                        seq,
-                        ..Packet::default()
-                    };
-                    if decode(lt, pkt.data, wire, &mut p, &mut stats).is_ok() {
-                        seq += 1;
-                        c.ip_packets.fetch_add(1, Ordering::Relaxed);
-                        batch.push(p);
-                    } else {
-                        c.not_ip.fetch_add(1, Ordering::Relaxed);
+                    match to_packet(lt, pkt.header, pkt.data, seq, &mut stats) {
+                        Ok(p) => {
+                            seq += 1;
+                            c.ip_packets.fetch_add(1, Ordering::Relaxed);
+                            batch.push(p);
+                        }
+                        Err(Skip::BadTimestamp) => {
+                            c.bad_timestamp.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Err(_) => {
+                            c.not_ip.fetch_add(1, Ordering::Relaxed);
+                        }
                     }
                 }
                 Err(pcap::Error::TimeoutExpired) => wait_readable(&cap, 100),
@@ -366,5 +369,115 @@ fn read_stats(cap: &mut Capture<Active>, c: &CaptureCounters) {
             c.if_dropped
                 .store(u64::from(s.if_dropped), Ordering::Relaxed);
         }
+    }
+}
+
+impl crate::Counters for CaptureCounters {
+    fn snapshot(&self) -> Vec<crate::Counter> {
+        use crate::{Counter, Meaning::*};
+        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        vec![
+            Counter::new("received", g(&self.packets), Received),
+            Counter::new("bytes", g(&self.bytes), Bytes),
+            Counter::new("ip_packets", g(&self.ip_packets), Count),
+            Counter::new("not_ip", g(&self.not_ip), Count),
+            Counter::new(
+                "bad_timestamp",
+                g(&self.bad_timestamp),
+                Discarded("bad_timestamp"),
+            ),
+            Counter::new("dropped", g(&self.dropped), Discarded("channel_full")),
+            Counter::new(
+                "kernel_dropped",
+                g(&self.kernel_dropped),
+                Discarded("kernel_dropped"),
+            ),
+            Counter::new("if_dropped", g(&self.if_dropped), Discarded("if_dropped")),
+        ]
+    }
+}
+
+impl crate::SourceConfig for LiveCaptureConfig {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn kind(&self) -> &'static str {
+        "pcap"
+    }
+
+    fn check(&self) -> Result<(), String> {
+        let name = &self.name;
+        match (&self.interface, &self.file) {
+            (Some(i), None) if !i.trim().is_empty() => {}
+            (None, Some(f)) if !f.trim().is_empty() && self.filter.is_none() => {}
+            (None, Some(_)) if self.filter.is_some() => {
+                return Err(format!(
+                    "[[sources.pcap]] {name}: filter applies to an interface, not to files"
+                ));
+            }
+            _ => {
+                return Err(format!(
+                    "[[sources.pcap]] {name}: give either interface (a live capture) or file (recorded captures: a file, a directory or a glob)"
+                ));
+            }
+        }
+        if self.batch_size == 0 {
+            return Err(format!(
+                "[[sources.pcap]] {name}: batch_size must be at least 1"
+            ));
+        }
+        Ok(())
+    }
+
+    fn open(&self, _: &tokio::runtime::Handle) -> Result<Box<dyn crate::Source>, SourceError> {
+        let serves = self.describe();
+        Ok(Box::new(OpenCapture {
+            capture: self.open()?,
+            serves,
+        }))
+    }
+}
+
+/// A capture with what it captures from, as a [`crate::Source`].
+struct OpenCapture {
+    capture: LiveCapture,
+    serves: String,
+}
+
+impl crate::Source for OpenCapture {
+    fn name(&self) -> &str {
+        &self.capture.name
+    }
+
+    fn kind(&self) -> &'static str {
+        "pcap"
+    }
+
+    fn serves(&self) -> Vec<String> {
+        vec![self.serves.clone()]
+    }
+
+    fn carries(&self) -> crate::Carries {
+        crate::Carries::Packets
+    }
+
+    fn counters(&self) -> Arc<dyn crate::Counters> {
+        self.capture.counters.clone()
+    }
+
+    fn start(
+        self: Box<Self>,
+        out: crate::Output,
+        stop: crate::Stop,
+        rt: &tokio::runtime::Handle,
+    ) -> Result<crate::Running, SourceError> {
+        let capture = self.capture;
+        let tx = out.into_packets(&capture.name)?;
+        let flag = crate::source::stop_flag(stop, rt);
+        crate::Running::thread(format!("capture-{}", capture.name), move || {
+            capture.run(tx, flag);
+            Ok(())
+        })
     }
 }

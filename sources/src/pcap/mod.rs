@@ -6,5 +6,8 @@ mod file;
 mod live;
 
 pub use decode::{DecodeStats, Skip, decode, linktype};
-pub use file::{CaptureFile, FileReader, ReadProgress, ReadSummary, check_readable, expand_inputs};
+pub use file::{
+    CaptureFile, FileReader, ReadProgress, ReadSummary, RecordedCaptures, SummarySlot,
+    check_readable, expand_inputs,
+};
 pub use live::{CaptureCounters, LiveCapture, LiveCaptureConfig};

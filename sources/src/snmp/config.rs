@@ -425,6 +425,24 @@ pub(crate) fn agent_entity(addr: SocketAddr) -> Entity {
     }
 }
 
+impl crate::SourceConfig for SnmpSourceConfig {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn kind(&self) -> &'static str {
+        "snmp"
+    }
+
+    fn check(&self) -> Result<(), String> {
+        SnmpSourceConfig::check(self).map_err(|e| e.to_string())
+    }
+
+    fn open(&self, rt: &tokio::runtime::Handle) -> Result<Box<dyn crate::Source>, SourceError> {
+        Ok(Box::new(rt.block_on(self.start())?))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -3,6 +3,10 @@
 //!
 //! Everything here is pure: [`extract`] takes what one poll received and the
 //! agent's [`RateState`], so the arithmetic is tested without an agent.
+//!
+//! Why one file of this size: the catalogue's metrics as the MIBs give them
+//! (scalars, tables, counters and their rates) in one table-driven reader; its
+//! tests take a third.
 
 use std::collections::{BTreeSet, HashMap};
 use std::time::Instant;
@@ -44,162 +48,15 @@ const fn counter(name: &'static str, unit: &'static str, description: &'static s
     }
 }
 
-/// The metrics an SNMP source produces, in catalogue order. An agent that lacks
-/// an object simply yields no sample for it.
-pub const METRICS: &[MetricDef] = &[
-    gauge(
-        "sys_uptime",
-        "s",
-        "Time since the agent's network management part started (sysUpTime.0)",
-    ),
-    gauge(
-        "hr_processor_load",
-        "percent",
-        "Average load of one processor over the last minute (hrProcessorLoad), per core",
-    ),
-    gauge(
-        "hr_memory_size",
-        "bytes",
-        "Physical memory (hrMemorySize.0)",
-    ),
-    gauge(
-        "hr_storage_ram_used",
-        "bytes",
-        "Used RAM per hrStorageRam entry (hrStorageUsed x hrStorageAllocationUnits)",
-    ),
-    gauge(
-        "hr_storage_ram_size",
-        "bytes",
-        "Size of each hrStorageRam entry (hrStorageSize x hrStorageAllocationUnits)",
-    ),
-    gauge(
-        "hr_storage_swap_used",
-        "bytes",
-        "Used virtual memory per hrStorageVirtualMemory entry",
-    ),
-    gauge(
-        "hr_storage_swap_size",
-        "bytes",
-        "Size of each hrStorageVirtualMemory entry",
-    ),
-    gauge(
-        "hr_storage_disk_used",
-        "bytes",
-        "Used space per hrStorageFixedDisk entry (file system)",
-    ),
-    gauge(
-        "hr_storage_disk_size",
-        "bytes",
-        "Size of each hrStorageFixedDisk entry (file system)",
-    ),
-    counter(
-        "disk_io_reads",
-        "reads/s",
-        "Read operations per second per block device (diskIOReads)",
-    ),
-    counter(
-        "disk_io_writes",
-        "writes/s",
-        "Write operations per second per block device (diskIOWrites)",
-    ),
-    counter(
-        "disk_io_read_bytes",
-        "bytes/s",
-        "Bytes read per second per block device (diskIONReadX, else diskIONRead)",
-    ),
-    counter(
-        "disk_io_written_bytes",
-        "bytes/s",
-        "Bytes written per second per block device (diskIONWrittenX, else diskIONWritten)",
-    ),
-    counter(
-        "if_in_octets",
-        "bytes/s",
-        "Bytes received per second per interface (ifHCInOctets, else ifInOctets)",
-    ),
-    counter(
-        "if_out_octets",
-        "bytes/s",
-        "Bytes sent per second per interface (ifHCOutOctets, else ifOutOctets)",
-    ),
-    counter(
-        "if_in_ucast_pkts",
-        "packets/s",
-        "Unicast packets received per second (ifHCInUcastPkts, else ifInUcastPkts)",
-    ),
-    counter(
-        "if_out_ucast_pkts",
-        "packets/s",
-        "Unicast packets sent per second (ifHCOutUcastPkts, else ifOutUcastPkts)",
-    ),
-    counter(
-        "if_in_errors",
-        "packets/s",
-        "Inbound packets with errors per second (ifInErrors)",
-    ),
-    counter(
-        "if_out_errors",
-        "packets/s",
-        "Outbound packets that failed per second (ifOutErrors)",
-    ),
-    counter(
-        "if_in_discards",
-        "packets/s",
-        "Inbound packets discarded per second (ifInDiscards)",
-    ),
-    counter(
-        "if_out_discards",
-        "packets/s",
-        "Outbound packets discarded per second (ifOutDiscards)",
-    ),
-    gauge(
-        "if_oper_status",
-        "status",
-        "Operational state per interface (ifOperStatus: 1 up, 2 down, 3 testing, ...)",
-    ),
-    gauge("la_load_1", "load", "1-minute load average (UCD laLoad.1)"),
-    gauge("la_load_5", "load", "5-minute load average (UCD laLoad.2)"),
-    gauge(
-        "la_load_15",
-        "load",
-        "15-minute load average (UCD laLoad.3)",
-    ),
-    gauge(
-        "mem_total_real",
-        "bytes",
-        "Total real memory (UCD memTotalReal.0)",
-    ),
-    gauge(
-        "mem_avail_real",
-        "bytes",
-        "Available real memory (UCD memAvailReal.0)",
-    ),
-    gauge(
-        "mem_cached",
-        "bytes",
-        "Memory used as cache (UCD memCached.0)",
-    ),
-    gauge(
-        "mem_buffer",
-        "bytes",
-        "Memory used as buffers (UCD memBuffer.0)",
-    ),
-    counter(
-        "ss_cpu_user",
-        "percent",
-        "Share of CPU ticks spent in user mode between two polls (UCD ssCpuRawUser; else the agent's ssCpuUser gauge)",
-    ),
-    counter(
-        "ss_cpu_system",
-        "percent",
-        "Share of CPU ticks spent in system mode between two polls (UCD ssCpuRawSystem; else ssCpuSystem)",
-    ),
-    counter(
-        "ss_cpu_idle",
-        "percent",
-        "Share of CPU ticks idle between two polls (UCD ssCpuRawIdle; else ssCpuIdle)",
-    ),
-];
+macro_rules! source_metrics {
+    ($(($name:literal, $kind:ident, $unit:literal, $desc:literal, $combine:ident, $funit:literal, $fdesc:literal)),* $(,)?) => {
+        /// The metrics an SNMP source produces, in catalogue order
+        /// (amoskys_schemas::with_snmp_catalogue). An agent that lacks an
+        /// object simply yields no sample for it.
+        pub const METRICS: &[MetricDef] = &[$($kind($name, $unit, $desc)),*];
+    };
+}
+amoskys_schemas::with_snmp_catalogue!(source_metrics);
 
 // ---- OIDs ------------------------------------------------------------------
 

@@ -259,3 +259,60 @@ async fn poll_agent(
         }
     }
 }
+
+impl crate::Counters for SnmpCounters {
+    fn snapshot(&self) -> Vec<crate::Counter> {
+        use crate::{Counter, Meaning::*};
+        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        vec![
+            Counter::new("received", g(&self.polls), Received),
+            Counter::new("samples", g(&self.samples), Count),
+            Counter::new("poll_failures", g(&self.poll_failures), Error),
+            Counter::new("bad_values", g(&self.bad_values), Error),
+            Counter::new(
+                "agents_down",
+                g(&self.agents_down),
+                Gauge("amoskys_snmp_agents_down"),
+            ),
+            Counter::new(
+                "truncated_walks",
+                g(&self.truncated_walks),
+                Discarded("truncated_walks"),
+            ),
+            Counter::new("reboots", g(&self.reboots), Count),
+        ]
+    }
+}
+
+impl crate::Source for SnmpSource {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn kind(&self) -> &'static str {
+        "snmp"
+    }
+
+    fn serves(&self) -> Vec<String> {
+        let agents: Vec<String> = self.agents().iter().map(|a| a.to_string()).collect();
+        vec![format!("snmp {}", agents.join(", "))]
+    }
+
+    fn carries(&self) -> crate::Carries {
+        crate::Carries::Records
+    }
+
+    fn counters(&self) -> Arc<dyn crate::Counters> {
+        self.counters.clone()
+    }
+
+    fn start(
+        self: Box<Self>,
+        out: crate::Output,
+        stop: crate::Stop,
+        rt: &tokio::runtime::Handle,
+    ) -> Result<crate::Running, SourceError> {
+        let tx = out.into_records(&self.name)?;
+        Ok(crate::Running::Task(rt.spawn(self.run(tx, stop))))
+    }
+}

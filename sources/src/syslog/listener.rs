@@ -14,6 +14,10 @@
 //! been quiet for [`DRAIN_IDLE`], all of them for at most [`DRAIN_LIMIT`], so
 //! messages the kernel has acknowledged to their senders are not thrown away and a
 //! sender that never pauses cannot hold the shutdown.
+//!
+//! Why one file of this size: the UDP, TCP and TLS listeners share the section, the
+//! counters, the batching and the shutdown drain that makes every accepted message
+//! reach the pipeline; split, the drain would be spread over three files.
 
 use std::net::SocketAddr;
 use std::str::FromStr;
@@ -243,6 +247,7 @@ pub struct SyslogSource {
     max_len: usize,
     max_connections: usize,
     batch: usize,
+    received_time: bool,
     counters: Arc<SyslogCounters>,
 }
 
@@ -311,15 +316,7 @@ impl SyslogSourceConfig {
 
     /// Checks the settings and binds every listener.
     pub async fn bind(&self) -> Result<SyslogSource, SourceError> {
-        if self.name.trim().is_empty() {
-            return Err(SourceError::Config("syslog source: name is empty".into()));
-        }
-        if self.max_message_bytes < 480 || self.max_connections == 0 || self.batch_size == 0 {
-            return Err(SourceError::Config(format!(
-                "syslog source {}: max_message_bytes must be at least 480 (RFC 3164), max_connections and batch_size at least 1",
-                self.name
-            )));
-        }
+        crate::SourceConfig::check(self).map_err(SourceError::Config)?;
         let mut udp = Vec::new();
         let mut tcp = Vec::new();
         let acceptor = if self.listen.iter().any(|l| matches!(l, ListenAddr::Tls(_))) {
@@ -362,6 +359,7 @@ impl SyslogSourceConfig {
             max_len: self.max_message_bytes,
             max_connections: self.max_connections,
             batch: self.batch_size,
+            received_time: self.time == RecordTime::Received,
             counters: Arc::new(counters),
         })
     }
@@ -763,5 +761,104 @@ async fn serve_connection<T, S>(
         if !batch.is_empty() && out.send(batch).await.is_err() {
             return;
         }
+    }
+}
+
+impl crate::Counters for SyslogCounters {
+    fn snapshot(&self) -> Vec<crate::Counter> {
+        use crate::{Counter, Meaning::*};
+        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        vec![
+            Counter::new("received", g(&self.messages), Received),
+            Counter::new("bytes", g(&self.bytes), Bytes),
+            Counter::new("oversized", g(&self.oversized), Discarded("oversized")),
+            Counter::new("empty", g(&self.empty), Discarded("empty")),
+            Counter::new("dropped", g(&self.dropped), Discarded("channel_full")),
+            Counter::new(
+                "kernel_dropped",
+                self.udp_kernel_drops(),
+                Discarded("kernel_dropped"),
+            ),
+            Counter::new("connections", g(&self.connections), Count),
+            Counter::new(
+                "connections_refused",
+                g(&self.connections_refused),
+                Named("amoskys_connections_refused_total"),
+            ),
+            Counter::new("tls_failures", g(&self.tls_failures), Error),
+            Counter::new(
+                "cut_at_stop",
+                g(&self.cut_at_stop),
+                Discarded("cut_at_stop"),
+            ),
+        ]
+    }
+}
+
+impl crate::SourceConfig for SyslogSourceConfig {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn kind(&self) -> &'static str {
+        "syslog"
+    }
+
+    fn check(&self) -> Result<(), String> {
+        if self.max_message_bytes < 480 || self.max_connections == 0 || self.batch_size == 0 {
+            return Err(format!(
+                "[[sources.syslog]] {}: max_message_bytes must be at least 480 (RFC 3164), max_connections and batch_size at least 1",
+                self.name
+            ));
+        }
+        Ok(())
+    }
+
+    fn binds(&self) -> Vec<String> {
+        self.listen.iter().map(|l| l.to_string()).collect()
+    }
+
+    fn open(&self, rt: &tokio::runtime::Handle) -> Result<Box<dyn crate::Source>, SourceError> {
+        Ok(Box::new(rt.block_on(self.bind())?))
+    }
+}
+
+impl crate::Source for SyslogSource {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn kind(&self) -> &'static str {
+        "syslog"
+    }
+
+    fn serves(&self) -> Vec<String> {
+        self.local_addrs().iter().map(|a| a.to_string()).collect()
+    }
+
+    fn carries(&self) -> crate::Carries {
+        crate::Carries::Records
+    }
+
+    fn clock(&self) -> crate::Clock {
+        if self.received_time {
+            crate::Clock::Received
+        } else {
+            crate::Clock::Live
+        }
+    }
+
+    fn counters(&self) -> Arc<dyn crate::Counters> {
+        self.counters.clone()
+    }
+
+    fn start(
+        self: Box<Self>,
+        out: crate::Output,
+        stop: crate::Stop,
+        rt: &tokio::runtime::Handle,
+    ) -> Result<crate::Running, SourceError> {
+        let tx = out.into_records(&self.name)?;
+        Ok(crate::Running::Task(rt.spawn(self.run(tx, stop))))
     }
 }

@@ -3,12 +3,14 @@
 //! and the authentication facts common messages carry.
 
 mod auth;
+mod file;
 mod framing;
 mod listener;
 mod parse;
 
 pub use amoskys_schemas::{AuthEvent, AuthKind, SyslogRecord};
 pub use auth::auth_event;
+pub use file::RecordedLog;
 pub use framing::{Frame, FrameDecoder, Framing};
 pub use listener::{ListenAddr, RecordTime, SyslogCounters, SyslogSource, SyslogSourceConfig};
 pub use parse::{ParseError, parse_message};

@@ -1,0 +1,80 @@
+//! The SNMP health metrics, in one place for the source that polls them and
+//! the features that window them.
+
+/// Calls macro `$m` with the catalogue: one entry per metric, in catalogue
+/// (and feature) order, as `(name, gauge | counter, "unit of a sample",
+/// "what a sample is", Combine, "unit of the feature", "what the feature
+/// describes")`. A counter's samples are rates (or shares) derived from two
+/// polls; `Combine` says how the samples of one poll (per core, per disk, per
+/// interface) become one value: `Mean`, `Sum`, `Max` or `CountOnes`.
+#[macro_export]
+macro_rules! with_snmp_catalogue {
+    ($m:ident) => {
+        $m! {
+            ("sys_uptime", gauge, "s", "Time since the agent's network management part started (sysUpTime.0)",
+                Mean, "s", "sysUpTime, seconds since the agent started."),
+            ("hr_processor_load", gauge, "percent", "Average load of one processor over the last minute (hrProcessorLoad), per core",
+                Mean, "percent", "hrProcessorLoad, averaged over cores."),
+            ("hr_memory_size", gauge, "bytes", "Physical memory (hrMemorySize.0)",
+                Sum, "bytes", "hrMemorySize, physical memory."),
+            ("hr_storage_ram_used", gauge, "bytes", "Used RAM per hrStorageRam entry (hrStorageUsed x hrStorageAllocationUnits)",
+                Sum, "bytes", "hrStorageUsed of RAM."),
+            ("hr_storage_ram_size", gauge, "bytes", "Size of each hrStorageRam entry (hrStorageSize x hrStorageAllocationUnits)",
+                Sum, "bytes", "hrStorageSize of RAM."),
+            ("hr_storage_swap_used", gauge, "bytes", "Used virtual memory per hrStorageVirtualMemory entry",
+                Sum, "bytes", "hrStorageUsed of virtual memory (swap)."),
+            ("hr_storage_swap_size", gauge, "bytes", "Size of each hrStorageVirtualMemory entry",
+                Sum, "bytes", "hrStorageSize of virtual memory (swap)."),
+            ("hr_storage_disk_used", gauge, "bytes", "Used space per hrStorageFixedDisk entry (file system)",
+                Sum, "bytes", "hrStorageUsed of fixed disks, summed."),
+            ("hr_storage_disk_size", gauge, "bytes", "Size of each hrStorageFixedDisk entry (file system)",
+                Sum, "bytes", "hrStorageSize of fixed disks, summed."),
+            ("disk_io_reads", counter, "reads/s", "Read operations per second per block device (diskIOReads)",
+                Sum, "reads/s", "UCD diskIOReads rate, summed over devices."),
+            ("disk_io_writes", counter, "writes/s", "Write operations per second per block device (diskIOWrites)",
+                Sum, "writes/s", "UCD diskIOWrites rate, summed over devices."),
+            ("disk_io_read_bytes", counter, "bytes/s", "Bytes read per second per block device (diskIONReadX, else diskIONRead)",
+                Sum, "bytes/s", "UCD diskIONRead rate, summed over devices."),
+            ("disk_io_written_bytes", counter, "bytes/s", "Bytes written per second per block device (diskIONWrittenX, else diskIONWritten)",
+                Sum, "bytes/s", "UCD diskIONWritten rate, summed over devices."),
+            ("if_in_octets", counter, "bytes/s", "Bytes received per second per interface (ifHCInOctets, else ifInOctets)",
+                Sum, "bytes/s", "IF-MIB in octets rate (ifHCInOctets when present), summed over interfaces."),
+            ("if_out_octets", counter, "bytes/s", "Bytes sent per second per interface (ifHCOutOctets, else ifOutOctets)",
+                Sum, "bytes/s", "IF-MIB out octets rate (ifHCOutOctets when present), summed over interfaces."),
+            ("if_in_ucast_pkts", counter, "packets/s", "Unicast packets received per second (ifHCInUcastPkts, else ifInUcastPkts)",
+                Sum, "packets/s", "IF-MIB inbound unicast packets rate, summed over interfaces."),
+            ("if_out_ucast_pkts", counter, "packets/s", "Unicast packets sent per second (ifHCOutUcastPkts, else ifOutUcastPkts)",
+                Sum, "packets/s", "IF-MIB outbound unicast packets rate, summed over interfaces."),
+            ("if_in_errors", counter, "packets/s", "Inbound packets with errors per second (ifInErrors)",
+                Sum, "packets/s", "ifInErrors rate, summed over interfaces."),
+            ("if_out_errors", counter, "packets/s", "Outbound packets that failed per second (ifOutErrors)",
+                Sum, "packets/s", "ifOutErrors rate, summed over interfaces."),
+            ("if_in_discards", counter, "packets/s", "Inbound packets discarded per second (ifInDiscards)",
+                Sum, "packets/s", "ifInDiscards rate, summed over interfaces."),
+            ("if_out_discards", counter, "packets/s", "Outbound packets discarded per second (ifOutDiscards)",
+                Sum, "packets/s", "ifOutDiscards rate, summed over interfaces."),
+            ("if_oper_status", gauge, "status", "Operational state per interface (ifOperStatus: 1 up, 2 down, 3 testing, ...)",
+                CountOnes, "interfaces", "Interfaces whose ifOperStatus is up(1)."),
+            ("la_load_1", gauge, "load", "1-minute load average (UCD laLoad.1)",
+                Mean, "load", "UCD laLoad, 1-minute load average."),
+            ("la_load_5", gauge, "load", "5-minute load average (UCD laLoad.2)",
+                Mean, "load", "UCD laLoad, 5-minute load average."),
+            ("la_load_15", gauge, "load", "15-minute load average (UCD laLoad.3)",
+                Mean, "load", "UCD laLoad, 15-minute load average."),
+            ("mem_total_real", gauge, "bytes", "Total real memory (UCD memTotalReal.0)",
+                Sum, "bytes", "UCD memTotalReal."),
+            ("mem_avail_real", gauge, "bytes", "Available real memory (UCD memAvailReal.0)",
+                Sum, "bytes", "UCD memAvailReal."),
+            ("mem_cached", gauge, "bytes", "Memory used as cache (UCD memCached.0)",
+                Sum, "bytes", "UCD memCached."),
+            ("mem_buffer", gauge, "bytes", "Memory used as buffers (UCD memBuffer.0)",
+                Sum, "bytes", "UCD memBuffer."),
+            ("ss_cpu_user", counter, "percent", "Share of CPU ticks spent in user mode between two polls (UCD ssCpuRawUser; else the agent's ssCpuUser gauge)",
+                Mean, "percent", "UCD ssCpu user time share."),
+            ("ss_cpu_system", counter, "percent", "Share of CPU ticks spent in system mode between two polls (UCD ssCpuRawSystem; else ssCpuSystem)",
+                Mean, "percent", "UCD ssCpu system time share."),
+            ("ss_cpu_idle", counter, "percent", "Share of CPU ticks idle between two polls (UCD ssCpuRawIdle; else ssCpuIdle)",
+                Mean, "percent", "UCD ssCpu idle time share."),
+        }
+    };
+}
