@@ -6,7 +6,7 @@ use std::hint::black_box;
 use std::path::Path;
 
 use amoskys_operators::features::{Obs, PaneAcc};
-use amoskys_operators::{FlowConfig, FlowTable};
+use amoskys_operators::{FlowAssembler, FlowConfig};
 use amoskys_schemas::Packet;
 use amoskys_sources::pcap::{DecodeStats, decode, linktype};
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
@@ -61,7 +61,7 @@ fn kernels(c: &mut Criterion) {
         b.iter_batched(
             || {
                 (
-                    FlowTable::new(FlowConfig::default()),
+                    FlowAssembler::new(FlowConfig::default()),
                     Vec::with_capacity(1 << 16),
                 )
             },

@@ -20,7 +20,12 @@
 //! pane after), so the joins' state holds only the recent windows; only
 //! insertions raise alerts. An indicator added or removed while the job runs
 //! takes effect from the next 30 s pane of event time.
+//!
+//! Why one file of this size: the incidents and the threat-intelligence matches
+//! share the evidence collections, the retraction of old updates and the on-
+//! complete operator that turns join outputs into alerts; the tests take the rest.
 
+use crate::features::LOGIN_PORTS;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -39,15 +44,13 @@ use timely::dataflow::channels::pact::{Exchange, Pipeline};
 use timely::dataflow::operators::{Capability, Operator};
 
 use crate::detect::{DetectCounters, alert_id};
+use crate::occurrence::Occurrences;
 use crate::window::entity_hash;
 use crate::{Map, Set};
 
 /// Panes an input update stays in the joins before it is retracted: rows of a
 /// window come at most a pane after the packets of its last pane.
 const HOLD_PANES: u64 = 4;
-
-/// TCP ports of login services: FTP, SSH, Telnet, RDP (as in the features).
-const LOGIN_PORTS: [u16; 4] = [21, 22, 23, 3389];
 
 /// What flows.toml sets of the cross-source incident (`[correlation]`).
 #[derive(Clone, Debug, PartialEq)]
@@ -703,9 +706,8 @@ fn incidents<'s>(
     s: CorrelationSettings,
     counters: Arc<DetectCounters>,
 ) -> Stream<'s, u64, Vec<Alert>> {
-    // Per entity: the first and last window of its open incident.
-    let mut open: Map<Entity, (u64, u64)> = Map::default();
-    let mut newest = 0u64;
+    // Per entity: its open incident.
+    let mut open: Occurrences<Entity> = Occurrences::new(s.gap_panes);
     on_complete(
         pieces,
         "Incidents",
@@ -725,16 +727,9 @@ fn incidents<'s>(
                 let Some((failed, conns)) = attacker else {
                     continue;
                 };
-                newest = newest.max(w);
-                let continues = open
-                    .get(&x)
-                    .is_some_and(|&(_, last)| w <= last + s.gap_panes);
-                let entry = open.entry(x.clone()).or_insert((w, w));
-                if continues {
-                    entry.1 = entry.1.max(w);
+                if !open.starts(x.clone(), w) {
                     continue;
                 }
-                *entry = (w, w);
                 let mut evidence = vec![
                     ("auth_failures_as_remote".to_string(), failed),
                     ("auth_conn_attempts_out".to_string(), conns),
@@ -761,8 +756,6 @@ fn incidents<'s>(
                     summary,
                 });
             }
-            let gap = s.gap_panes;
-            open.retain(|_, (_, last)| *last + gap >= newest);
         },
     )
 }
@@ -773,9 +766,8 @@ fn intel_alerts<'s>(
     shared: Arc<IntelShared>,
     counters: Arc<DetectCounters>,
 ) -> Stream<'s, u64, Vec<Alert>> {
-    // Per (entity, indicator): the last pane it matched in.
-    let mut last: Map<(Entity, String), u64> = Map::default();
-    let mut newest = 0u64;
+    // Per (entity, indicator): its open occurrence.
+    let mut last: Occurrences<(Entity, String)> = Occurrences::new(1);
     let keyed = matched.map(|(_, ((x, pane, via), text))| (x, pane, text, via));
     on_complete(
         keyed,
@@ -790,15 +782,7 @@ fn intel_alerts<'s>(
                 by.entry((x, pane, text)).or_default().push((via, n));
             }
             for ((x, pane, text), seen) in by {
-                newest = newest.max(pane);
-                // Matches in consecutive panes are one occurrence, alerted once.
-                let prev = last.insert((x.clone(), text.clone()), pane);
-                if let Some(p) = prev
-                    && pane <= p + 1
-                {
-                    if p > pane {
-                        last.insert((x.clone(), text.clone()), p);
-                    }
+                if !last.starts((x.clone(), text.clone()), pane) {
                     continue;
                 }
                 let (mut packets, mut queries, mut lines) = (0isize, 0isize, 0isize);
@@ -862,7 +846,6 @@ fn intel_alerts<'s>(
                     evidence,
                 });
             }
-            last.retain(|_, p| *p + 1 >= newest);
         },
     )
 }

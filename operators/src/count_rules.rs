@@ -9,36 +9,16 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use amoskys_schemas::{Addr, Alert, Entity, EventRow, Record, Severity, pane_of};
+use amoskys_schemas::{Addr, Alert, Entity, EventField, EventRow, Record, Severity, pane_of};
 
 use crate::Map;
 use crate::detect::{EventDetector, alert_id};
 
-/// The fields a counting rule may filter, group and count on.
-pub const FIELDS: &[&str] = &[
-    "source",
-    "source_kind",
-    "entity",
-    "protocol",
-    "sender",
-    "facility",
-    "severity",
-    "hostname",
-    "appname",
-    "procid",
-    "msgid",
-    "message",
-    "parse_error",
-    "auth_kind",
-    "auth_form",
-    "auth_service",
-    "auth_method",
-    "auth_user",
-    "auth_remote",
-    "topic",
-    "metric",
-    "instance",
-];
+/// The fields a counting rule may filter, group and count on: the `events`
+/// table's, by index in [`EventField::ALL`].
+fn field_name(i: usize) -> &'static str {
+    EventField::ALL[i].name()
+}
 
 /// Groups kept per rule at most; past it the group seen longest ago goes.
 const MAX_GROUPS: usize = 100_000;
@@ -72,12 +52,16 @@ pub struct CountRuleSpec {
 }
 
 fn field_index(name: &str) -> Result<usize, String> {
-    FIELDS.iter().position(|f| *f == name).ok_or_else(|| {
-        format!(
-            "{name:?} is not an event field (one of: {})",
-            FIELDS.join(", ")
-        )
-    })
+    EventField::ALL
+        .iter()
+        .position(|f| f.name() == name)
+        .ok_or_else(|| {
+            let all: Vec<&str> = EventField::ALL.iter().map(|f| f.name()).collect();
+            format!(
+                "{name:?} is not an event field (one of: {})",
+                all.join(", ")
+            )
+        })
 }
 
 /// A checked rule, ready to run.
@@ -192,42 +176,14 @@ fn glob(parts: &[String], value: &str) -> bool {
 struct Fields<'a> {
     row: &'a EventRow,
     sample: Option<&'a amoskys_schemas::Sample>,
+    entity: Option<String>,
 }
 
 impl Fields<'_> {
     fn get(&self, i: usize) -> Option<String> {
-        let text = |s: &Option<String>| s.clone();
-        match (&self.row.record, FIELDS[i]) {
-            (_, "source") => Some(self.row.source.to_string()),
-            (_, "entity") => self.row.entity().map(|e| e.to_string()),
-            (Record::Syslog(_), "source_kind") => Some("syslog".into()),
-            (Record::Device(d), "source_kind") => Some(d.kind.as_str().into()),
-            (Record::Syslog(r), "protocol") => Some(r.protocol.into()),
-            (Record::Device(d), "protocol") => Some(d.protocol.into()),
-            (Record::Syslog(r), "sender") => r.sender.map(|a| a.to_string()),
-            (Record::Syslog(r), "facility") => r.facility.map(str::to_string),
-            (Record::Syslog(r), "severity") => r.severity.map(|s| s.to_string()),
-            (Record::Syslog(r), "hostname") => text(&r.hostname),
-            (Record::Syslog(r), "appname") => text(&r.appname),
-            (Record::Syslog(r), "procid") => text(&r.procid),
-            (Record::Syslog(r), "msgid") => text(&r.msgid),
-            (Record::Syslog(r), "message") => Some(r.message.clone()),
-            (Record::Syslog(r), "parse_error") => r.parse_error.map(str::to_string),
-            (Record::Syslog(r), "auth_kind") => r.auth.as_ref().map(|a| a.kind.as_str().into()),
-            (Record::Syslog(r), "auth_form") => r.auth.as_ref().map(|a| a.form.into()),
-            (Record::Syslog(r), "auth_service") => r.auth.as_ref().and_then(|a| a.service.clone()),
-            (Record::Syslog(r), "auth_method") => r.auth.as_ref().and_then(|a| a.method.clone()),
-            (Record::Syslog(r), "auth_user") => r.auth.as_ref().and_then(|a| a.user.clone()),
-            (Record::Syslog(r), "auth_remote") => r.auth.as_ref().and_then(|a| {
-                a.remote
-                    .map(|ip| ip.to_string())
-                    .or_else(|| a.remote_host.clone())
-            }),
-            (Record::Device(d), "topic") => text(&d.topic),
-            (Record::Device(_), "metric") => self.sample.map(|s| s.metric.clone()),
-            (Record::Device(_), "instance") => self.sample.and_then(|s| s.instance.clone()),
-            _ => None,
-        }
+        EventField::ALL[i]
+            .text(self.row, self.sample, self.entity.as_deref())
+            .map(|v| v.into_owned())
     }
 }
 
@@ -242,17 +198,17 @@ struct Group {
 }
 
 /// The timely-free core: events in, alerts out.
-pub struct Counter {
+pub struct CountRules {
     rules: Vec<CountRule>,
     groups: Vec<Map<Vec<Option<String>>, Group>>,
     /// Groups forgotten because a rule held `MAX_GROUPS` of them.
     pub evicted: u64,
 }
 
-impl Counter {
+impl CountRules {
     pub fn new(rules: Vec<CountRule>) -> Self {
         let groups = rules.iter().map(|_| Map::default()).collect();
-        Counter {
+        CountRules {
             rules,
             groups,
             evicted: 0,
@@ -264,15 +220,20 @@ impl Counter {
     }
 }
 
-impl EventDetector for Counter {
+impl EventDetector for CountRules {
     fn observe(&mut self, row: &EventRow, out: &mut Vec<Alert>) {
         let (ts, samples): (i64, Vec<Option<&amoskys_schemas::Sample>>) = match &row.record {
             Record::Syslog(r) => (r.ts_ns, vec![None]),
             Record::Device(d) if d.samples.is_empty() => (d.ts_ns, vec![None]),
             Record::Device(d) => (d.ts_ns, d.samples.iter().map(Some).collect()),
         };
+        let entity = row.entity().map(|e| e.to_string());
         for sample in samples {
-            let f = Fields { row, sample };
+            let f = Fields {
+                row,
+                sample,
+                entity: entity.clone(),
+            };
             for (k, rule) in self.rules.iter().enumerate() {
                 let matches = rule.filter.iter().all(|(i, pats)| {
                     f.get(*i)
@@ -346,7 +307,7 @@ fn alert(rule: &CountRule, key: &[Option<String>], n: u64, ts: i64) -> Alert {
         .group_by
         .iter()
         .zip(key)
-        .map(|(i, v)| format!("{}={}", FIELDS[*i], v.as_deref().unwrap_or("")))
+        .map(|(i, v)| format!("{}={}", field_name(*i), v.as_deref().unwrap_or("")))
         .collect();
     let group = if group.is_empty() {
         "all events".to_string()
@@ -364,7 +325,7 @@ fn alert(rule: &CountRule, key: &[Option<String>], n: u64, ts: i64) -> Alert {
     let span = humantime_secs(rule.timespan_ns);
     let what = match rule.count {
         Count::Events => format!("{n} events"),
-        Count::Values(i) => format!("{n} distinct {}", FIELDS[i]),
+        Count::Values(i) => format!("{n} distinct {}", field_name(i)),
     };
     let summary = match &rule.summary {
         Some(s) => s
@@ -453,7 +414,7 @@ mod tests {
 
     #[test]
     fn value_count_fires_once_per_timespan_for_a_group_reaching_the_threshold() {
-        let mut c = Counter::new(vec![
+        let mut c = CountRules::new(vec![
             spec("value_count", Some("auth_user"), 3)
                 .check()
                 .expect("ok"),
@@ -490,7 +451,7 @@ mod tests {
 
     #[test]
     fn event_count_slides_with_event_time() {
-        let mut c = Counter::new(vec![spec("event_count", None, 4).check().expect("ok")]);
+        let mut c = CountRules::new(vec![spec("event_count", None, 4).check().expect("ok")]);
         let mut out = Vec::new();
         // Four failures, but never four within 5 minutes.
         for t in [0, 200, 400, 600, 800] {

@@ -197,9 +197,7 @@ impl EventDetector for DeviceWatch {
             if x >= r.min - pad && x <= r.max + pad {
                 continue;
             }
-            let continues = r.out_pane.is_some_and(|p| p + 1 >= pane);
-            r.out_pane = Some(pane);
-            if continues {
+            if crate::occurrence::continues(&mut r.out_pane, pane, 1) {
                 continue;
             }
             let fmt = |v: f64| {

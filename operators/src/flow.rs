@@ -236,16 +236,16 @@ pub struct FlowCounters {
 }
 
 /// The flow table: packets in (in capture order per flow), finished flows out.
-pub struct FlowTable {
+pub struct FlowAssembler {
     cfg: FlowConfig,
     flows: Map<FlowKey, FlowState>,
     evicted: u64,
 }
 
-impl FlowTable {
+impl FlowAssembler {
     pub fn new(cfg: FlowConfig) -> Self {
         let cap = cfg.max_flows.min(1 << 16);
-        FlowTable {
+        FlowAssembler {
             cfg,
             flows: Map::with_capacity_and_hasher(cap, Default::default()),
             evicted: 0,
@@ -347,7 +347,7 @@ impl<'scope> AssembleFlows<'scope> for Stream<'scope, u64, Vec<Packet>> {
         let pact = Exchange::new(|p: &Packet| FlowKey::of(p).route_hash());
         self.unary_frontier(pact, "AssembleFlows", move |cap, _info| {
             let mut cap = Some(cap);
-            let mut table = FlowTable::new(cfg);
+            let mut table = FlowAssembler::new(cfg);
             let mut swept_to = 0u64;
             let mut out: Vec<FlowRecord> = Vec::new();
             let mut reported_evictions = 0u64;
@@ -431,7 +431,7 @@ mod tests {
     }
 
     fn run(pkts: &[Packet], cfg: FlowConfig) -> Vec<FlowRecord> {
-        let mut t = FlowTable::new(cfg);
+        let mut t = FlowAssembler::new(cfg);
         let mut out = Vec::new();
         pkts.iter().for_each(|p| t.observe(p, &mut out));
         t.flush(&mut out);
@@ -530,7 +530,7 @@ mod tests {
             idle_ns: 10 * S,
             ..Default::default()
         };
-        let mut t = FlowTable::new(cfg);
+        let mut t = FlowAssembler::new(cfg);
         let mut out = Vec::new();
         t.observe(&pkt(0.0, true, F::ACK), &mut out);
         t.expire(9 * S, &mut out);
@@ -546,7 +546,7 @@ mod tests {
             max_flows: 32,
             ..Default::default()
         };
-        let mut t = FlowTable::new(cfg);
+        let mut t = FlowAssembler::new(cfg);
         let mut out = Vec::new();
         for i in 0..100u16 {
             let mut p = pkt(f64::from(i), true, F::ACK);

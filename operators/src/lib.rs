@@ -1,7 +1,7 @@
 //! Dataflow operators of amoskys-pipeline.
 //!
 //! Each operator is an extension trait over timely streams ([`AssembleFlows`],
-//! [`Featurize`]) around a core that knows nothing of timely ([`FlowTable`],
+//! [`Featurize`]) around a core that knows nothing of timely ([`FlowAssembler`],
 //! [`features::PaneAcc`]) and is tested on its own.
 
 pub mod community_id;
@@ -11,12 +11,13 @@ pub mod detect;
 pub mod device_watch;
 pub mod features;
 mod flow;
-mod hist;
+mod histogram;
 mod history;
+pub mod occurrence;
 mod stats;
 mod window;
 
-pub use flow::{AssembleFlows, FlowConfig, FlowCounters, FlowKey, FlowTable};
+pub use flow::{AssembleFlows, FlowAssembler, FlowConfig, FlowCounters, FlowKey};
 pub use history::{
     EWMA_ALPHA, HISTORY_BASES, HISTORY_DEFS, History, HistoryConfig, HistoryCounters, WithHistory,
     ZSCORE_MIN_HISTORY,

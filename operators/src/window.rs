@@ -84,10 +84,10 @@ impl WindowAcc for EventAcc {
         compute_events(self)
     }
     fn items(&self, out: &mut Vec<u64>) {
-        out.extend(self.templates.keys().copied());
+        out.extend(self.syslog.templates.keys().copied());
     }
     fn novelty_applies(&self) -> bool {
-        self.messages > 0
+        self.syslog.messages > 0
     }
     fn novelty_column() -> usize {
         static COL: OnceLock<usize> = OnceLock::new();
@@ -98,17 +98,17 @@ impl WindowAcc for EventAcc {
 /// The items of each entity's recent panes, each with the last pane it was seen
 /// in. Held for [`NOVELTY_PANES`] to twice that many panes (swept every
 /// [`NOVELTY_PANES`] windows): bounded by what the last four minutes brought.
-struct Recent<K> {
+struct RecentItems<K> {
     by: Map<K, Map<u64, u64>>,
 }
 
-impl<K> Default for Recent<K> {
+impl<K> Default for RecentItems<K> {
     fn default() -> Self {
-        Recent { by: Map::default() }
+        RecentItems { by: Map::default() }
     }
 }
 
-impl<K: WindowKey> Recent<K> {
+impl<K: WindowKey> RecentItems<K> {
     /// How many of `items` (of window `w`) the entity had in none of the
     /// [`NOVELTY_PANES`] panes before the window.
     fn new_count(&self, e: &K, items: &[u64], w: u64) -> u64 {
@@ -176,7 +176,7 @@ pub(crate) struct PaneStore<K, A> {
     panes: BTreeMap<u64, Pane<K, A>>,
     /// Entities of the last pane emitted: the next pane's map starts that large.
     last_entities: usize,
-    recent: Recent<K>,
+    recent: RecentItems<K>,
 }
 
 impl<K, A> Default for PaneStore<K, A> {
@@ -184,7 +184,7 @@ impl<K, A> Default for PaneStore<K, A> {
         PaneStore {
             panes: BTreeMap::new(),
             last_entities: 0,
-            recent: Recent::default(),
+            recent: RecentItems::default(),
         }
     }
 }
@@ -233,7 +233,7 @@ impl<K: WindowKey, A: WindowAcc> PaneStore<K, A> {
             let cap = a.as_ref().or(b).map(|p| p.cap.clone());
             let recent = &mut self.recent;
             let mut items = Vec::new();
-            let mut row = |e: &K, acc: &A, recent: &Recent<K>| {
+            let mut row = |e: &K, acc: &A, recent: &RecentItems<K>| {
                 let mut values = acc.compute();
                 if acc.novelty_applies() {
                     items.clear();
@@ -312,40 +312,100 @@ impl<'scope> Featurize<'scope> for Stream<'scope, u64, Vec<Packet>> {
                 }
             },
         );
-        let pact = Exchange::new(|o: &Obs| o.entity.route_hash());
-        obs.unary_frontier(pact, "HopWindow(60s/30s)", move |_cap, _info| {
-            let mut store = PaneStore::<Addr, PaneAcc>::default();
-            move |(input, frontier), output| {
-                input.for_each(|cap, data| {
-                    let Some(&time) = cap.least() else { return };
-                    let out_idx = output.output_index();
-                    let mut late = 0u64;
-                    // Observations come in runs of one pane: look the pane up once a run.
-                    for run in data.chunk_by(|a, b| pane_of(a.ts_ns) == pane_of(b.ts_ns)) {
-                        let pane = pane_of(run[0].ts_ns);
-                        if pane < time {
-                            late += run.len() as u64;
-                            continue;
-                        }
-                        let slot = store.slot(pane, || cap.delayed(&pane, out_idx));
-                        for o in run {
-                            slot.entry(o.entity).or_default().observe(o);
-                        }
-                    }
-                    if late > 0 {
-                        counters.late.fetch_add(late, Ordering::Relaxed);
-                    }
-                    counters
-                        .obs_in
-                        .fetch_add(data.len() as u64, Ordering::Relaxed);
-                });
-                let f = frontier.frontier().first().copied();
-                store.emit(f, &counters, |cap, mut rows| {
-                    output.session(cap).give_container(&mut rows);
-                });
-            }
-        })
+        hop_windows(obs, "HopWindow(60s/30s)", counters)
     }
+}
+
+/// An observation a window operator takes: when, about whom, and what it adds
+/// to that entity's accumulator of the pane.
+pub(crate) trait Observation: timely::ExchangeData {
+    type Key: WindowKey;
+    type Acc: WindowAcc;
+    fn ts_ns(&self) -> i64;
+    fn key(&self) -> Self::Key;
+    /// The worker-routing hash of its entity.
+    fn route(&self) -> u64;
+    fn add_to(&self, acc: &mut Self::Acc);
+}
+
+impl Observation for Obs {
+    type Key = Addr;
+    type Acc = PaneAcc;
+    fn ts_ns(&self) -> i64 {
+        self.ts_ns
+    }
+    fn key(&self) -> Addr {
+        self.entity
+    }
+    fn route(&self) -> u64 {
+        self.entity.route_hash()
+    }
+    #[inline]
+    fn add_to(&self, acc: &mut PaneAcc) {
+        acc.observe(self);
+    }
+}
+
+impl Observation for EventObs {
+    type Key = Entity;
+    type Acc = EventAcc;
+    fn ts_ns(&self) -> i64 {
+        self.ts_ns
+    }
+    fn key(&self) -> Entity {
+        self.entity.clone()
+    }
+    fn route(&self) -> u64 {
+        entity_hash(&self.entity)
+    }
+    fn add_to(&self, acc: &mut EventAcc) {
+        acc.observe(self);
+    }
+}
+
+/// The window operator, whatever it windows: observations are exchanged by
+/// entity, accumulated once in their pane, and each window's row emitted once
+/// the frontier has passed both its panes. Observations for a pane whose
+/// windows are closed are counted as late and left out.
+fn hop_windows<'s, O: Observation>(
+    obs: Stream<'s, u64, Vec<O>>,
+    name: &str,
+    counters: Arc<WindowCounters>,
+) -> Stream<'s, u64, Vec<FeatureRow>> {
+    let pact = Exchange::new(|o: &O| o.route());
+    obs.unary_frontier(pact, name, move |_cap, _info| {
+        let mut store = PaneStore::<O::Key, O::Acc>::default();
+        move |(input, frontier), output| {
+            input.for_each(|cap, data| {
+                let Some(&time) = cap.least() else { return };
+                let out_idx = output.output_index();
+                let mut late = 0u64;
+                // Observations come in runs of one pane: look the pane up once a run.
+                let pane = |o: &O| pane_of(o.ts_ns().max(0));
+                for run in data.chunk_by(|a, b| pane(a) == pane(b)) {
+                    let p = pane(&run[0]);
+                    if p < time {
+                        late += run.len() as u64;
+                        continue;
+                    }
+                    let slot = store.slot(p, || cap.delayed(&p, out_idx));
+                    for o in run {
+                        o.add_to(slot.entry(o.key()).or_default());
+                    }
+                }
+                if late > 0 {
+                    counters.late.fetch_add(late, Ordering::Relaxed);
+                }
+                counters
+                    .obs_in
+                    .fetch_add(data.len() as u64, Ordering::Relaxed);
+            });
+            let f = frontier.frontier().first().copied();
+            store.emit(f, &counters, |cap, mut rows| {
+                output.session(cap).give_container(&mut rows);
+            });
+        }
+    })
 }
 
 /// Turns log and device records into per-entity feature rows of the syslog, SNMP
@@ -390,7 +450,7 @@ pub trait EventWindows<'scope> {
 pub(crate) fn entity_hash(e: &Entity) -> u64 {
     match e {
         Entity::Ip(a) => a.route_hash(),
-        Entity::Name(n) => ahash::RandomState::with_seeds(5, 6, 7, 8).hash_one(n),
+        Entity::Name(n) => amoskys_schemas::stable_hash(n),
     }
 }
 
@@ -416,39 +476,7 @@ impl<'scope> FeaturizeEvents<'scope> for Stream<'scope, u64, Vec<EventRow>> {
 
 impl<'scope> EventWindows<'scope> for Stream<'scope, u64, Vec<EventObs>> {
     fn event_windows(self, counters: Arc<WindowCounters>) -> Stream<'scope, u64, Vec<FeatureRow>> {
-        let pact = Exchange::new(|o: &EventObs| entity_hash(&o.entity));
-        self.unary_frontier(pact, "EventWindow(60s/30s)", move |_cap, _info| {
-            let mut store = PaneStore::<Entity, EventAcc>::default();
-            move |(input, frontier), output| {
-                input.for_each(|cap, data| {
-                    let Some(&time) = cap.least() else { return };
-                    let out_idx = output.output_index();
-                    let mut late = 0u64;
-                    for o in data.iter() {
-                        let pane = pane_of(o.ts_ns.max(0));
-                        if pane < time {
-                            late += 1;
-                            continue;
-                        }
-                        store
-                            .slot(pane, || cap.delayed(&pane, out_idx))
-                            .entry(o.entity.clone())
-                            .or_default()
-                            .observe(o);
-                    }
-                    if late > 0 {
-                        counters.late.fetch_add(late, Ordering::Relaxed);
-                    }
-                    counters
-                        .obs_in
-                        .fetch_add(data.len() as u64, Ordering::Relaxed);
-                });
-                let f = frontier.frontier().first().copied();
-                store.emit(f, &counters, |cap, mut rows| {
-                    output.session(cap).give_container(&mut rows);
-                });
-            }
-        })
+        hop_windows(self, "EventWindow(60s/30s)", counters)
     }
 }
 
@@ -569,7 +597,7 @@ mod tests {
 
     #[test]
     fn an_item_is_new_unless_seen_in_the_four_panes_before_the_window() {
-        let mut r = Recent::<Entity>::default();
+        let mut r = RecentItems::<Entity>::default();
         let e = Entity::Name("h".into());
         let other = Entity::Name("o".into());
         r.note(&e, &[1, 2], 10);

@@ -5,7 +5,9 @@
 use amoskys_schemas::{Addr, AuthKind, FeatureDtype};
 use serde::{Deserialize, Serialize};
 
-use super::events::{EventFeature, SYSLOG_NULL, dspec, sys};
+use super::events::{EventFeature, dspec};
+use super::syslog::{SYSLOG_NULL, sys};
+use crate::Set;
 
 use FeatureDtype::{Count as C, Float as F};
 
@@ -32,6 +34,66 @@ pub(super) const AUTH_KINDS: usize = AuthKind::ALL.len();
 const WRITERS: u8 = 4;
 /// Failure slots: 3 services times 4 writers (see [`AuthObs::fail`]).
 pub(super) const FAIL_SLOTS: usize = 3 * WRITERS as usize;
+
+/// What authentication lines said of one entity in a pane, or (merged) a
+/// window: as the host that logged them, and as the remote side they name.
+#[derive(Clone, Debug, Default)]
+pub struct AuthAcc {
+    /// Facts the host logged, by kind.
+    pub kinds: [u64; AUTH_KINDS],
+    /// Failed logins the host logged, by service and writer.
+    pub fails: [u64; FAIL_SLOTS],
+    /// Lines the host logged whose client-chosen text embeds an address.
+    pub injections: u64,
+    pub users: Set<u64>,
+    pub remotes: Set<Addr>,
+    /// Facts naming the entity as the remote side, by kind.
+    pub kinds_as_remote: [u64; AUTH_KINDS],
+    pub fails_as_remote: [u64; FAIL_SLOTS],
+    pub users_as_remote: Set<u64>,
+    pub reporters_as_remote: Set<Addr>,
+}
+
+impl AuthAcc {
+    /// A fact the entity logged.
+    pub fn observe(&mut self, a: &AuthObs) {
+        let n = u64::from(a.count);
+        self.kinds[usize::from(a.kind).min(AUTH_KINDS - 1)] += n;
+        if let Some(f) = a.fail {
+            self.fails[usize::from(f).min(FAIL_SLOTS - 1)] += n;
+        }
+        self.injections += u64::from(a.injection);
+        self.users.extend(a.user);
+        self.remotes.extend(a.remote);
+    }
+
+    /// A fact naming the entity as the remote side, logged by `reporter`.
+    pub fn observe_as_remote(&mut self, a: &AuthObs, reporter: Option<Addr>) {
+        let n = u64::from(a.count);
+        self.kinds_as_remote[usize::from(a.kind).min(AUTH_KINDS - 1)] += n;
+        if let Some(f) = a.fail {
+            self.fails_as_remote[usize::from(f).min(FAIL_SLOTS - 1)] += n;
+        }
+        self.users_as_remote.extend(a.user);
+        self.reporters_as_remote.extend(reporter);
+    }
+
+    /// Extends this pane with a later one.
+    pub fn append(&mut self, l: &AuthAcc) {
+        let add = |a: &mut [u64], b: &[u64]| a.iter_mut().zip(b).for_each(|(x, y)| *x += y);
+        add(&mut self.kinds, &l.kinds);
+        add(&mut self.fails, &l.fails);
+        add(&mut self.kinds_as_remote, &l.kinds_as_remote);
+        add(&mut self.fails_as_remote, &l.fails_as_remote);
+        self.injections += l.injections;
+        self.users.extend(l.users.iter().copied());
+        self.remotes.extend(l.remotes.iter().copied());
+        self.users_as_remote
+            .extend(l.users_as_remote.iter().copied());
+        self.reporters_as_remote
+            .extend(l.reporters_as_remote.iter().copied());
+    }
+}
 
 pub(super) fn auth_code(k: AuthKind) -> u8 {
     k as u8
@@ -80,7 +142,7 @@ pub(super) static AUTH_FEATURES: &[EventFeature] = &[
          is often logged two or three times (sshd, sshd relaying PAM, pam_unix), so per \
          service (SSH, FTP, other) the most any one of them logged counts.",
         SYSLOG_NULL,
-        |a| sys(a, failures(&a.fails)),
+        |a| sys(a, failures(&a.auth.fails)),
     ),
     dspec(
         "auth_pam_failures",
@@ -91,7 +153,7 @@ pub(super) static AUTH_FEATURES: &[EventFeature] = &[
          failure` (and `N more authentication failures`) and sshd's `error: PAM:` lines, \
          repeats included. Already part of `auth_failures`.",
         SYSLOG_NULL,
-        |a| sys(a, kind_at(&a.auth, AuthKind::PamFailure)),
+        |a| sys(a, kind_at(&a.auth.kinds, AuthKind::PamFailure)),
     ),
     dspec(
         "auth_successes",
@@ -100,7 +162,7 @@ pub(super) static AUTH_FEATURES: &[EventFeature] = &[
         C,
         "Successful logins the entity logged.",
         SYSLOG_NULL,
-        |a| sys(a, kind_at(&a.auth, AuthKind::Success)),
+        |a| sys(a, kind_at(&a.auth.kinds, AuthKind::Success)),
     ),
     dspec(
         "auth_invalid_users",
@@ -109,7 +171,7 @@ pub(super) static AUTH_FEATURES: &[EventFeature] = &[
         C,
         "Login attempts for users that do not exist, logged by the entity.",
         SYSLOG_NULL,
-        |a| sys(a, kind_at(&a.auth, AuthKind::InvalidUser)),
+        |a| sys(a, kind_at(&a.auth.kinds, AuthKind::InvalidUser)),
     ),
     dspec(
         "sudo_failures",
@@ -118,7 +180,7 @@ pub(super) static AUTH_FEATURES: &[EventFeature] = &[
         C,
         "sudo refusals after wrong passwords, logged by the entity.",
         SYSLOG_NULL,
-        |a| sys(a, kind_at(&a.auth, AuthKind::SudoFailure)),
+        |a| sys(a, kind_at(&a.auth.kinds, AuthKind::SudoFailure)),
     ),
     dspec(
         "sudo_refusals",
@@ -128,7 +190,7 @@ pub(super) static AUTH_FEATURES: &[EventFeature] = &[
         "sudo refusals by policy (`user NOT in sudoers`, `command not allowed`), logged by \
          the entity.",
         SYSLOG_NULL,
-        |a| sys(a, kind_at(&a.auth, AuthKind::SudoRefused)),
+        |a| sys(a, kind_at(&a.auth.kinds, AuthKind::SudoRefused)),
     ),
     dspec(
         "sudo_commands",
@@ -137,7 +199,7 @@ pub(super) static AUTH_FEATURES: &[EventFeature] = &[
         C,
         "Commands run through sudo, logged by the entity.",
         SYSLOG_NULL,
-        |a| sys(a, kind_at(&a.auth, AuthKind::Sudo)),
+        |a| sys(a, kind_at(&a.auth.kinds, AuthKind::Sudo)),
     ),
     dspec(
         "auth_injection_lines",
@@ -149,7 +211,7 @@ pub(super) static AUTH_FEATURES: &[EventFeature] = &[
          someone trying to put another host in this log. A line with more than one reading \
          blames no one.",
         SYSLOG_NULL,
-        |a| sys(a, a.injections),
+        |a| sys(a, a.auth.injections),
     ),
     dspec(
         "auth_distinct_users",
@@ -158,7 +220,7 @@ pub(super) static AUTH_FEATURES: &[EventFeature] = &[
         C,
         "Distinct user names in the entity's authentication messages.",
         SYSLOG_NULL,
-        |a| sys(a, a.users.len() as u64),
+        |a| sys(a, a.auth.users.len() as u64),
     ),
     dspec(
         "auth_distinct_remotes",
@@ -167,7 +229,7 @@ pub(super) static AUTH_FEATURES: &[EventFeature] = &[
         C,
         "Distinct remote addresses in the entity's authentication messages.",
         SYSLOG_NULL,
-        |a| sys(a, a.remotes.len() as u64),
+        |a| sys(a, a.auth.remotes.len() as u64),
     ),
     dspec(
         "auth_failure_ratio",
@@ -177,8 +239,8 @@ pub(super) static AUTH_FEATURES: &[EventFeature] = &[
         "Failed logins over failed plus successful logins the entity logged.",
         Some("the entity logged no failed or successful login"),
         |a| {
-            let f = failures(&a.fails);
-            let d = f + kind_at(&a.auth, AuthKind::Success);
+            let f = failures(&a.auth.fails);
+            let d = f + kind_at(&a.auth.kinds, AuthKind::Success);
             (d > 0).then(|| f as f64 / d as f64)
         },
     ),
@@ -190,7 +252,7 @@ pub(super) static AUTH_FEATURES: &[EventFeature] = &[
         "Failed logins from the entity, as logged by the hosts it tried: the same count as \
          `auth_failures`, for the remote side (an address, or the host name a log gave).",
         SYSLOG_NULL,
-        |a| sys(a, failures(&a.fails_as_remote)),
+        |a| sys(a, failures(&a.auth.fails_as_remote)),
     ),
     dspec(
         "auth_pam_failures_as_remote",
@@ -200,7 +262,7 @@ pub(super) static AUTH_FEATURES: &[EventFeature] = &[
         "PAM authentication failures naming the entity as rhost (or as sshd's `from`). \
          Already part of `auth_failures_as_remote`.",
         SYSLOG_NULL,
-        |a| sys(a, kind_at(&a.auth_as_remote, AuthKind::PamFailure)),
+        |a| sys(a, kind_at(&a.auth.kinds_as_remote, AuthKind::PamFailure)),
     ),
     dspec(
         "auth_successes_as_remote",
@@ -209,7 +271,7 @@ pub(super) static AUTH_FEATURES: &[EventFeature] = &[
         C,
         "Successful logins from the entity, as logged by the hosts it logged into.",
         SYSLOG_NULL,
-        |a| sys(a, kind_at(&a.auth_as_remote, AuthKind::Success)),
+        |a| sys(a, kind_at(&a.auth.kinds_as_remote, AuthKind::Success)),
     ),
     dspec(
         "auth_invalid_users_as_remote",
@@ -218,7 +280,7 @@ pub(super) static AUTH_FEATURES: &[EventFeature] = &[
         C,
         "Attempts from the entity for users that do not exist.",
         SYSLOG_NULL,
-        |a| sys(a, kind_at(&a.auth_as_remote, AuthKind::InvalidUser)),
+        |a| sys(a, kind_at(&a.auth.kinds_as_remote, AuthKind::InvalidUser)),
     ),
     dspec(
         "auth_refusals_as_remote",
@@ -229,7 +291,7 @@ pub(super) static AUTH_FEATURES: &[EventFeature] = &[
          refused, too many attempts on one connection.",
         SYSLOG_NULL,
         |a| {
-            let k = |x| kind_at(&a.auth_as_remote, x);
+            let k = |x| kind_at(&a.auth.kinds_as_remote, x);
             sys(
                 a,
                 k(AuthKind::NotAllowed) + k(AuthKind::RootRefused) + k(AuthKind::MaxAttempts),
@@ -246,7 +308,7 @@ pub(super) static AUTH_FEATURES: &[EventFeature] = &[
          banner grabbers.",
         SYSLOG_NULL,
         |a| {
-            let k = |x| kind_at(&a.auth_as_remote, x);
+            let k = |x| kind_at(&a.auth.kinds_as_remote, x);
             sys(
                 a,
                 k(AuthKind::PreauthClosed) + k(AuthKind::NoIdent) + k(AuthKind::NegotiationFailed),
@@ -260,7 +322,7 @@ pub(super) static AUTH_FEATURES: &[EventFeature] = &[
         C,
         "Distinct user names the entity tried.",
         SYSLOG_NULL,
-        |a| sys(a, a.users_as_remote.len() as u64),
+        |a| sys(a, a.auth.users_as_remote.len() as u64),
     ),
     dspec(
         "auth_distinct_targets_as_remote",
@@ -269,6 +331,6 @@ pub(super) static AUTH_FEATURES: &[EventFeature] = &[
         C,
         "Distinct hosts that logged the entity's login attempts.",
         SYSLOG_NULL,
-        |a| sys(a, a.reporters_as_remote.len() as u64),
+        |a| sys(a, a.auth.reporters_as_remote.len() as u64),
     ),
 ];

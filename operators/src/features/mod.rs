@@ -6,21 +6,24 @@
 
 mod auth;
 mod cross;
+mod dhcp;
 mod events;
+mod mqtt;
 mod pcap;
+mod snmp;
+mod syslog;
 
 pub use auth::AuthObs;
 pub use cross::{CROSS, fill_cross};
-pub use events::{
-    Combine, EventAcc, EventFeature, EventObs, EventWhat, SNMP_METRICS, SYSLOG_NEW_TEMPLATES,
-    SnmpMetricDef, event_catalogue, snmp_metric_index, template_hash,
-};
-pub use pcap::NEW_PEERS_OUT;
+pub use events::{EventAcc, EventFeature, EventObs, EventWhat, event_catalogue};
+pub use pcap::{LOGIN_PORTS, NEW_PEERS_OUT};
+pub use snmp::{Combine, SNMP_METRICS, SnmpMetricDef, snmp_metric_index};
+pub use syslog::{SYSLOG_NEW_TEMPLATES, template_hash};
 
 use amoskys_schemas::{Addr, DnsInfo, FeatureDef, HOP_NS, Packet, Proto, TcpFlags};
 use serde::{Deserialize, Serialize};
 
-use crate::hist::Hist;
+use crate::histogram::Hist;
 use crate::{Map, Moments, Set};
 
 /// One feature: what it is, and how it is computed from a window.

@@ -4,6 +4,10 @@
 //! the full window length (60 s), also for the partly filled windows at the edges
 //! of a capture. Inter-arrival times are gaps between consecutive packets of one
 //! direction in capture order.
+//!
+//! Why one file of this size: one family: the catalogue of packet features (an
+//! entry of name, unit, meaning, null rule and computation for each of them) over
+//! the packet accumulator of features/mod.rs.
 
 use amoskys_schemas::{FeatureDef, FeatureDtype, WINDOW_SECONDS};
 
@@ -44,7 +48,7 @@ const FEW_OUT: Option<&str> = Some("the entity sent fewer than 2 packets in the 
 const FEW_IN: Option<&str> = Some("the entity received fewer than 2 packets in the window");
 
 /// TCP ports of login services: FTP, SSH, Telnet, RDP.
-pub const AUTH_PORTS: [u16; 4] = [21, 22, 23, 3389];
+pub const LOGIN_PORTS: [u16; 4] = [21, 22, 23, 3389];
 
 fn ratio(n: u64, d: u64) -> Option<f64> {
     (d > 0).then(|| n as f64 / d as f64)
@@ -689,7 +693,7 @@ pub(super) static FEATURES: &[FeatureSpec] = &[
         |a| {
             n(a.attempts_out
                 .iter()
-                .filter(|((_, _, port), t)| t.tried && AUTH_PORTS.contains(port))
+                .filter(|((_, _, port), t)| t.tried && LOGIN_PORTS.contains(port))
                 .count() as u64)
         },
     ),
