@@ -66,6 +66,7 @@ fn replay_with(path: &Path, workers: usize, out: &Path, feature_set: FeatureSet)
         workers: Some(workers),
         progress: false,
         feature_set,
+        logs: Vec::new(),
     })
     .expect("replay");
     report.decode.packets

@@ -16,42 +16,18 @@ use timely::dataflow::operators::generic::Operator;
 use amoskys_sinks::SinkError;
 use amoskys_sinks::parquet::{ParquetSettings, SinkSummary, TableRows, run_table_live};
 
-use crate::config::ParquetConfig;
 use crate::error::PipelineError;
 
 /// Batches of rows a table's channel holds between the dataflow and its sink thread.
 const SINK_CHANNEL_BATCHES: usize = 64;
-
-impl ParquetConfig {
-    /// Writer settings for files under `root`, named after this run.
-    pub fn settings(&self, root: std::path::PathBuf) -> Result<ParquetSettings, PipelineError> {
-        let s = ParquetSettings {
-            root,
-            zstd_level: self.zstd_level.0 as i32,
-            row_group_rows: self.row_group_rows.0 as usize,
-            max_open_files: self.max_open_files.0 as usize,
-            run_id: crate::replay::run_id(),
-            roll_after: None,
-        };
-        s.validate()?;
-        Ok(s)
-    }
-}
 
 /// The running sink thread of a table; joining it gives what it wrote.
 pub type SinkThread = JoinHandle<Result<SinkSummary, SinkError>>;
 /// Where the dataflow sends a table's rows.
 pub type RowSender<T> = SyncSender<Vec<<T as TableRows>::Row>>;
 
-/// A table's sink: a thread writing Parquet from a bounded channel of row batches.
-pub fn spawn_table_sink<T: TableRows>(
-    table: T,
-    settings: ParquetSettings,
-) -> Result<(RowSender<T>, SinkThread), PipelineError> {
-    spawn_live_table_sink(table, settings, None)
-}
-
-/// [`spawn_table_sink`], keeping the rows of unfinished files in `recent`.
+/// A table's sink: a thread writing Parquet from a bounded channel of row
+/// batches, keeping the rows of unfinished files in `recent` when given.
 pub fn spawn_live_table_sink<T: TableRows>(
     table: T,
     settings: ParquetSettings,
@@ -220,5 +196,46 @@ impl Webhook {
             retries: g(&counters.retries),
             rejected: g(&counters.rejected),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use timely::dataflow::operators::ToStream;
+
+    /// A sink thread slower than the dataflow: the channel holds one batch, so
+    /// the operator must keep the rest, hold the dataflow open, and deliver
+    /// every row in order without blocking the worker.
+    #[test]
+    fn a_full_channel_holds_rows_back_and_loses_none() {
+        let (tx, rx) = sync_channel::<Vec<u64>>(1);
+        let delivered = Arc::new(AtomicU64::new(0));
+        let reader = std::thread::spawn(move || {
+            let mut got = Vec::new();
+            while let Ok(batch) = rx.recv() {
+                std::thread::sleep(Duration::from_millis(2));
+                got.extend(batch);
+            }
+            got
+        });
+        let d = delivered.clone();
+        timely::example(move |scope| {
+            channel_sink((0..10_000u64).to_stream(scope), "Test", tx, Some(d));
+        });
+        let got = reader.join().expect("reader");
+        assert_eq!(got, (0..10_000).collect::<Vec<_>>());
+        assert_eq!(delivered.load(Ordering::Relaxed), 10_000);
+    }
+
+    /// A sink thread that is gone (it failed, and said why) does not hang the
+    /// dataflow.
+    #[test]
+    fn a_closed_channel_does_not_hold_the_dataflow() {
+        let (tx, rx) = sync_channel::<Vec<u64>>(1);
+        drop(rx);
+        timely::example(move |scope| {
+            channel_sink((0..1_000u64).to_stream(scope), "Test", tx, None);
+        });
     }
 }

@@ -32,7 +32,7 @@ use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 use serde::Serialize;
 
-use amoskys_schemas::WINDOW_SECONDS;
+use amoskys_schemas::{WINDOW_SECONDS, cols};
 
 use crate::error::PipelineError;
 
@@ -177,7 +177,7 @@ fn read_features(data: &Path, cat: &Catalogue) -> Result<Table, PipelineError> {
                 .ok_or_else(|| what(&"entity is not text"))?;
             t.entity
                 .extend((0..ent.len()).map(|i| ent.value(i).to_string()));
-            let ws = col("window_start")?;
+            let ws = col(cols::WINDOW_START)?;
             let ws = ws
                 .as_primitive_opt::<TimestampMicrosecondType>()
                 .ok_or_else(|| what(&"window_start is not a timestamp"))?;
@@ -247,7 +247,7 @@ fn write_split(
     let ts = DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()));
     let mut fields = vec![
         Field::new("entity", DataType::Utf8, false),
-        Field::new("window_start", ts, false),
+        Field::new(cols::WINDOW_START, ts, false),
     ];
     fields.extend(
         names
@@ -413,7 +413,7 @@ pub fn export_training(opts: &ExportOptions) -> Result<ExportReport, PipelineErr
         version: 1,
         transform: "scaled = (g(x) - center) / scale, where x is the value with nulls replaced by \
                     impute_value, and g is log1p when log1p is true, else the identity",
-        keys: ["entity", "window_start"],
+        keys: [cols::ENTITY, cols::WINDOW_START],
         source_rows: n,
         split: SplitInfo {
             val_fraction: opts.val_fraction,

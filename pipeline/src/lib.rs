@@ -6,7 +6,12 @@ pub mod config;
 mod error;
 pub mod export;
 pub mod generate;
+pub mod graph;
+mod ingest;
+pub mod job;
 pub mod keys;
+mod metrics;
+pub mod outputs;
 pub mod replay;
 pub mod run;
 

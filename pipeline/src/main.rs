@@ -1,4 +1,8 @@
 //! The `amoskys-pipeline` command.
+//!
+//! Why one file of this size: the CLI's help texts live beside the arguments they
+//! describe (clap derive), so `--help` cannot drift from the code; each
+//! subcommand's work is in the library.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -65,8 +69,15 @@ enum Command {
     /// across rotated files. Packets that are not IP, or cannot be decoded, are
     /// counted by reason; a file that cannot be read is reported and skipped.
     ///
+    /// Log files given with --syslog are replayed beside the captures, through the
+    /// same windows, features and detections as in the long-running job (the
+    /// correlation of failed logins in the logs with connections in the
+    /// captures included): each line is a message timed by its own timestamp.
+    ///
     /// Output: DIR/flows/ and DIR/features/ partitioned by date= and hour=, plus
-    /// DIR/feature_metadata.json describing every feature column.
+    /// DIR/feature_metadata.json describing every feature column; DIR/events/
+    /// with the log lines when --syslog is given; DIR/alerts/ when a detection
+    /// fired.
     #[command(after_help = "Reading the output:\n  \
         duckdb -c \"SELECT * FROM read_parquet('DIR/features/**/*.parquet', hive_partitioning=true) LIMIT 5\"")]
     Replay {
@@ -89,9 +100,16 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         summary_json: Option<PathBuf>,
         /// Which features to compute: the whole catalogue, or only the packet
-        /// features (smaller output; the event families are null in a replay).
+        /// features (smaller output; the event families are null in a replay
+        /// without --syslog).
         #[arg(long, value_enum, default_value_t = FeatureSet::All)]
         features: FeatureSet,
+        /// A log file to replay beside the captures (auth.log, secure, messages:
+        /// RFC 3164 or RFC 5424 lines, one message each); may be repeated. Lines
+        /// without a year take the one that puts them at most a day after the
+        /// file's modification time.
+        #[arg(long, value_name = "FILE")]
+        syslog: Vec<PathBuf>,
     },
     /// Turn a run's features into model-ready train and validation Parquet.
     ///
@@ -445,8 +463,7 @@ fn run_long(
     metrics_listen: Option<std::net::SocketAddr>,
 ) -> anyhow::Result<ExitCode> {
     let cfg = cfg?;
-    let s = &cfg.sources;
-    if s.syslog.is_empty() && s.mqtt.is_empty() && s.snmp.is_empty() && s.pcap.is_empty() {
+    if cfg.sources.is_empty() {
         anyhow::bail!(
             "{}: no sources: add a [[sources.syslog]], [[sources.mqtt]], [[sources.snmp]] or [[sources.pcap]] section (see examples/flows.toml), or use `replay` for captures",
             config.display()
@@ -520,6 +537,7 @@ fn run(cmd: Command) -> anyhow::Result<ExitCode> {
             no_progress,
             summary_json,
             features,
+            syslog,
         } => {
             let config = load(config.as_ref())?;
             let report = replay(ReplayOptions {
@@ -529,6 +547,7 @@ fn run(cmd: Command) -> anyhow::Result<ExitCode> {
                 workers: workers.map(usize::from),
                 progress: !no_progress,
                 feature_set: features,
+                logs: syslog,
             })?;
             for (file, err) in &report.file_errors {
                 eprintln!("warning: {file}: {err}");

@@ -15,11 +15,16 @@
 //! gathered in memory to be sent. With tokens configured every call needs
 //! `authorization: Bearer <token>`; TLS and, with a client CA, mutual TLS are
 //! tonic's (rustls).
+//!
+//! Why one file of this size: the Flight and Flight SQL handlers are one
+//! `FlightService` implementation sharing the table lookup, the ticket encoding and
+//! the TLS set-up; apart, each half would import the other.
 
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
 
+use amoskys_schemas::cols;
 use arrow_flight::encode::FlightDataEncoderBuilder;
 use arrow_flight::error::FlightError;
 use arrow_flight::flight_service_server::{FlightService, FlightServiceServer};
@@ -81,9 +86,9 @@ fn to_status(e: impl Into<QueryError>) -> Status {
 /// The time column `after` filters each table on.
 fn time_column(table: &str) -> &'static str {
     match table {
-        "flows" => "first_ts",
+        "flows" => cols::FIRST_TS,
         "events" => "ts",
-        _ => "window_start",
+        _ => cols::WINDOW_START,
     }
 }
 

@@ -115,7 +115,7 @@ impl TableWriter {
             match f.data_type() {
                 // A Community ID is a hash: as many distinct values as rows, so a
                 // dictionary only costs.
-                DataType::Utf8 if f.name() == "community_id" => {}
+                DataType::Utf8 if f.name() == amoskys_schemas::cols::COMMUNITY_ID => {}
                 DataType::Utf8 => {
                     props = props
                         .set_column_dictionary_enabled(col(), true)

@@ -1,0 +1,251 @@
+//! The dataflow, built the same way for the long-running job and for replay.
+//!
+//! Two inputs: packets (timestamped with their pane) and records (timestamped
+//! with the watermark when they arrived). What is built depends only on the
+//! [`GraphSpec`]: which feature set, whether any source carries records, which
+//! rules and joins are configured.
+
+use std::sync::Arc;
+
+use amoskys_operators::correlate::{Correlation, IntelFeed, IntelShared};
+use amoskys_operators::count_rules::{CountRuleSpec, CountRules};
+use amoskys_operators::detect::{
+    Detect, DetectCounters, DetectionSettings, Detector, GroupRules, UserRule, detect_events,
+    detect_groups,
+};
+use amoskys_operators::device_watch::DeviceWatch;
+use amoskys_operators::{
+    AssembleFlows, DhcpObservations, EventWindows, Featurize, FeaturizeEvents, FlowConfig,
+    FlowCounters, HistoryConfig, HistoryCounters, MergeRows, PacketFeaturesOnly, WindowCounters,
+    WithHistory, features,
+};
+use amoskys_schemas::{EventRow, FeatureDef, Packet};
+use timely::container::CapacityContainerBuilder;
+use timely::dataflow::operators::core::UnorderedInput;
+use timely::dataflow::operators::core::unordered_input::UnorderedHandle;
+use timely::dataflow::operators::{ActivateCapability, Concat};
+
+use crate::bridge::channel_sink;
+use crate::config::Config;
+use crate::error::PipelineError;
+use crate::outputs::Senders;
+
+/// Which features a run computes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum FeatureSet {
+    /// The whole catalogue (docs/FEATURES.md).
+    #[default]
+    All,
+    /// Only the per-host packet features (the first family set): no event
+    /// families (always null in a replay), no DHCP rows per hardware address and
+    /// no history features; smaller output.
+    Packet,
+}
+
+impl FeatureSet {
+    pub fn defs(self) -> Vec<FeatureDef> {
+        match self {
+            FeatureSet::All => features::defs(),
+            FeatureSet::Packet => features::catalogue().iter().map(|s| s.def).collect(),
+        }
+    }
+}
+
+/// What the dataflow computes; the same on every worker.
+#[derive(Clone)]
+pub struct GraphSpec {
+    pub flows: FlowConfig,
+    pub feature_set: FeatureSet,
+    pub history: HistoryConfig,
+    pub detections: Vec<(String, DetectionSettings)>,
+    pub user_rules: Vec<UserRule>,
+    pub count_rules: Vec<CountRuleSpec>,
+    /// The joins: incidents across sources, indicator matches.
+    pub correlation: Option<Arc<Correlation>>,
+    /// Whether any source carries records: without, the record-only parts
+    /// (event windows, the merge of packet and event rows, device learning,
+    /// count rules) are left out, having nothing to do.
+    pub records: bool,
+}
+
+impl GraphSpec {
+    /// The dataflow `cfg` asks for, on `workers` workers, with its counters
+    /// and, when an indicator file is configured, the indicators' state. The
+    /// rules are checked here, once, before any worker builds them.
+    pub fn from_config(
+        cfg: &Config,
+        workers: usize,
+        feature_set: FeatureSet,
+        records: bool,
+    ) -> Result<(GraphSpec, GraphCounters, Option<Arc<IntelShared>>), PipelineError> {
+        let counters = GraphCounters::default();
+        if let Some(t) = &cfg.threat_intel {
+            std::fs::metadata(&t.file).map_err(|source| PipelineError::Io {
+                context: format!("read the indicator file {}", t.file.display()),
+                source,
+            })?;
+        }
+        let intel = cfg
+            .threat_intel
+            .as_ref()
+            .map(|_| Arc::new(IntelShared::default()));
+        // Incidents join logs with packets: without logs there are none.
+        let mut settings = cfg.correlation.settings();
+        settings.enabled &= records;
+        let correlation = (settings.enabled || intel.is_some()).then(|| {
+            Arc::new(Correlation {
+                settings,
+                intel: cfg
+                    .threat_intel
+                    .as_ref()
+                    .zip(intel.clone())
+                    .map(|(t, sh)| (t.settings(), sh)),
+                counters: counters.detect.clone(),
+            })
+        });
+        let spec = GraphSpec {
+            flows: cfg.flows.settings(workers),
+            feature_set,
+            history: cfg.features.history(workers),
+            detections: cfg.detections.0.clone(),
+            user_rules: cfg.rules.iter().map(|r| r.rule()).collect(),
+            count_rules: cfg.count_rules.iter().map(|r| r.spec()).collect(),
+            correlation,
+            records,
+        };
+        spec.check().map_err(PipelineError::Dataflow)?;
+        Ok((spec, counters, intel))
+    }
+
+    fn check(&self) -> Result<(), String> {
+        let defs = features::defs();
+        Detector::new(&defs, &self.detections, &self.user_rules)?;
+        GroupRules::new(&defs, &self.user_rules)?;
+        for r in &self.count_rules {
+            r.check()?;
+        }
+        Ok(())
+    }
+}
+
+/// The counters the operators keep, shared by every worker.
+#[derive(Clone, Default)]
+pub struct GraphCounters {
+    pub flows: Arc<FlowCounters>,
+    pub windows: Arc<WindowCounters>,
+    pub event_windows: Arc<WindowCounters>,
+    pub history: Arc<HistoryCounters>,
+    pub detect: Arc<DetectCounters>,
+}
+
+pub type RecordInput = UnorderedHandle<u64, CapacityContainerBuilder<Vec<EventRow>>>;
+pub type PacketInput = UnorderedHandle<u64, CapacityContainerBuilder<Vec<Packet>>>;
+
+/// A worker's ends of the dataflow.
+pub struct Inputs {
+    pub records: RecordInput,
+    pub records_cap: ActivateCapability<u64>,
+    pub packets: PacketInput,
+    pub packets_cap: ActivateCapability<u64>,
+    /// The indicator file's input, when threat intelligence is configured.
+    pub intel: Option<IntelFeed>,
+}
+
+/// Builds the dataflow on `worker`.
+pub fn build(
+    worker: &mut timely::worker::Worker,
+    spec: &GraphSpec,
+    c: &GraphCounters,
+    out: &Senders,
+) -> Inputs {
+    worker.dataflow::<u64, _, _>(|scope| {
+        let ((records_in, records_cap), records) =
+            scope.new_unordered_input::<CapacityContainerBuilder<Vec<EventRow>>>();
+        let ((packets_in, packets_cap), packets) =
+            scope.new_unordered_input::<CapacityContainerBuilder<Vec<Packet>>>();
+        if let Some(tx) = &out.events {
+            channel_sink(
+                records.clone(),
+                "EventsToParquet",
+                tx.clone(),
+                Some(out.events_delivered.clone()),
+            );
+        }
+        let flows = packets.clone().assemble_flows(spec.flows, c.flows.clone());
+        channel_sink(flows, "FlowsToParquet", out.flows.clone(), None);
+        let packet_rows = packets.clone().featurize(c.windows.clone());
+        let mut intel = None;
+        let rows = match spec.feature_set {
+            FeatureSet::Packet => packet_rows.packet_features_only(),
+            FeatureSet::All => {
+                let defs = features::defs();
+                // DHCP messages are windowed per client hardware address,
+                // entities of their own beside the IP addresses.
+                let dhcp = packets.clone().dhcp_observations();
+                let rows = if spec.records {
+                    let events = records.clone().observe_events().concat(dhcp);
+                    packet_rows
+                        .concat(events.event_windows(c.event_windows.clone()))
+                        .merge_rows()
+                } else {
+                    // Packet rows are keyed by address, DHCP rows by hardware
+                    // address: nothing to merge.
+                    packet_rows.concat(dhcp.event_windows(c.event_windows.clone()))
+                };
+                let rows = rows.with_history(defs.clone(), spec.history, c.history.clone());
+                let detector = Detector::new(&defs, &spec.detections, &spec.user_rules)
+                    .expect("checked before the dataflow");
+                let (rows, mut alerts) = rows.detect(detector, c.detect.clone());
+                let groups =
+                    GroupRules::new(&defs, &spec.user_rules).expect("checked before the dataflow");
+                if !groups.is_empty() {
+                    alerts = alerts.concat(detect_groups(rows.clone(), groups, c.detect.clone()));
+                }
+                if let Some(corr) = &spec.correlation {
+                    let logs = spec.records.then(|| records.clone());
+                    let (joined, feed) = corr.build(&defs, rows.clone(), packets.clone(), logs);
+                    alerts = alerts.concat(joined);
+                    intel = feed;
+                }
+                if spec.records {
+                    let watch = DeviceWatch::new(&spec.detections);
+                    if watch.is_enabled() {
+                        alerts = alerts.concat(detect_events(
+                            records.clone(),
+                            "DeviceWatch",
+                            watch,
+                            c.detect.clone(),
+                        ));
+                    }
+                    if !spec.count_rules.is_empty() {
+                        let rules = spec
+                            .count_rules
+                            .iter()
+                            .map(|s| s.check())
+                            .collect::<Result<Vec<_>, _>>()
+                            .expect("checked before the dataflow");
+                        alerts = alerts.concat(detect_events(
+                            records.clone(),
+                            "CountRules",
+                            CountRules::new(rules),
+                            c.detect.clone(),
+                        ));
+                    }
+                }
+                if let Some(tx) = &out.webhook {
+                    channel_sink(alerts.clone(), "AlertsToWebhook", tx.clone(), None);
+                }
+                channel_sink(alerts, "AlertsToParquet", out.alerts.clone(), None);
+                rows
+            }
+        };
+        channel_sink(rows, "FeaturesToParquet", out.features.clone(), None);
+        Inputs {
+            records: records_in,
+            records_cap,
+            packets: packets_in,
+            packets_cap,
+            intel,
+        }
+    })
+}

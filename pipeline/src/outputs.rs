@@ -1,0 +1,214 @@
+//! What a run writes: the Parquet tables (a sink thread each), the alert
+//! webhook, `feature_metadata.json`, and the run id that names the files.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicU64;
+use std::sync::mpsc::SyncSender;
+use std::sync::{Arc, Mutex};
+
+use amoskys_schemas::{
+    Alert, EventRow, FeatureDef, FeatureRow, FeatureStats, FlowRecord, metadata_json,
+    metadata_json_with_stats,
+};
+use amoskys_sinks::parquet::{
+    AlertTable, EventTable, FeatureTable, FlowTable, ParquetSettings, Recent, SinkSummary,
+    TableRows,
+};
+
+use crate::bridge::{SinkThread, Webhook, WebhookReport, spawn_live_table_sink, spawn_webhook};
+use crate::config::{Config, ParquetConfig};
+use crate::error::PipelineError;
+
+/// Names this run's files: start time (UTC, milliseconds) and process id.
+pub fn run_id() -> String {
+    let now = chrono::Utc::now();
+    format!(
+        "{}-{}",
+        now.format("%Y%m%dT%H%M%S%.3fZ"),
+        std::process::id()
+    )
+    .replace('.', "")
+}
+
+impl ParquetConfig {
+    /// Writer settings for files under `root`, named after this run.
+    pub fn settings(&self, root: PathBuf) -> Result<ParquetSettings, PipelineError> {
+        let s = ParquetSettings {
+            root,
+            zstd_level: self.zstd_level.0 as i32,
+            row_group_rows: self.row_group_rows.0 as usize,
+            max_open_files: self.max_open_files.0 as usize,
+            run_id: run_id(),
+            roll_after: None,
+        };
+        s.validate()?;
+        Ok(s)
+    }
+}
+
+/// Writes `DIR/feature_metadata.json` (through a temporary file and a rename):
+/// the catalogue, and — once a run has ended — each feature's statistics over it.
+pub fn write_feature_metadata(
+    out: &Path,
+    defs: &[FeatureDef],
+    stats: Option<&FeatureStats>,
+) -> Result<(), PipelineError> {
+    let io = |context: String| move |source| PipelineError::Io { context, source };
+    std::fs::create_dir_all(out).map_err(io(format!("create {}", out.display())))?;
+    let doc = match stats {
+        Some(st) => metadata_json_with_stats(defs, st),
+        None => metadata_json(defs),
+    };
+    let text = serde_json::to_string_pretty(&doc).unwrap_or_default();
+    let tmp = out.join(".feature_metadata.json.tmp");
+    let dest = out.join("feature_metadata.json");
+    std::fs::write(&tmp, text + "\n").map_err(io(format!("write {}", tmp.display())))?;
+    std::fs::rename(&tmp, &dest).map_err(io(format!("rename to {}", dest.display())))?;
+    Ok(())
+}
+
+/// How the outputs of one run are set up.
+pub struct OutputPlan<'a> {
+    pub cfg: &'a Config,
+    pub dir: PathBuf,
+    pub defs: Vec<FeatureDef>,
+    /// Whether an `events` table is written (some source carries records).
+    pub events: bool,
+    /// Close files after the configured roll interval (the long-running job).
+    pub roll: bool,
+    /// Keep the rows of unfinished files for a Flight endpoint.
+    pub recent: bool,
+}
+
+/// Where the dataflow hands its rows; cloned into every worker.
+#[derive(Clone)]
+pub struct Senders {
+    pub events: Option<SyncSender<Vec<EventRow>>>,
+    /// Events handed to the events sink's channel (how much the dataflow holds).
+    pub events_delivered: Arc<AtomicU64>,
+    pub flows: SyncSender<Vec<FlowRecord>>,
+    pub features: SyncSender<Vec<FeatureRow>>,
+    pub alerts: SyncSender<Vec<Alert>>,
+    pub webhook: Option<SyncSender<Vec<Alert>>>,
+}
+
+/// The running sinks.
+pub struct Outputs {
+    dir: PathBuf,
+    defs: Vec<FeatureDef>,
+    events: Option<SinkThread>,
+    flows: SinkThread,
+    features: SinkThread,
+    alerts: SinkThread,
+    pub webhook: Option<Webhook>,
+    stats: Arc<Mutex<FeatureStats>>,
+    /// The tables' unfinished rows, for a Flight endpoint.
+    pub recent: Vec<Arc<Recent>>,
+}
+
+/// What the sinks wrote.
+pub struct Written {
+    pub events: Option<SinkSummary>,
+    pub flows: SinkSummary,
+    pub features: SinkSummary,
+    pub alerts: SinkSummary,
+    pub webhook: Option<WebhookReport>,
+}
+
+impl Outputs {
+    /// Writes the feature metadata and starts a sink thread per table.
+    pub fn start(plan: OutputPlan<'_>) -> Result<(Outputs, Senders), PipelineError> {
+        write_feature_metadata(&plan.dir, &plan.defs, None)?;
+        let mut settings = plan.cfg.sinks.parquet.settings(plan.dir.clone())?;
+        if plan.roll {
+            settings.roll_after = Some(plan.cfg.sinks.parquet.roll_interval.0.0);
+        }
+        let mut recent = Vec::new();
+        let mut keep = |t: &dyn Named| {
+            plan.recent.then(|| {
+                let r = Arc::new(Recent::new(t.table_name(), t.table_schema()));
+                recent.push(r.clone());
+                r
+            })
+        };
+        let (events_tx, events) = match plan.events {
+            true => {
+                let r = keep(&EventTable);
+                let (tx, h) = spawn_live_table_sink(EventTable, settings.clone(), r)?;
+                (Some(tx), Some(h))
+            }
+            false => (None, None),
+        };
+        let r = keep(&FlowTable);
+        let (flows_tx, flows) = spawn_live_table_sink(FlowTable, settings.clone(), r)?;
+        let feature_table = FeatureTable::new(plan.defs.clone());
+        let stats = feature_table.stats();
+        let r = keep(&feature_table);
+        let (features_tx, features) = spawn_live_table_sink(feature_table, settings.clone(), r)?;
+        let r = keep(&AlertTable);
+        let (alerts_tx, alerts) = spawn_live_table_sink(AlertTable, settings, r)?;
+        let webhook = spawn_webhook(plan.cfg, &plan.dir)?;
+        let senders = Senders {
+            events: events_tx,
+            events_delivered: Arc::default(),
+            flows: flows_tx,
+            features: features_tx,
+            alerts: alerts_tx,
+            webhook: webhook.as_ref().map(|w| w.tx.clone()),
+        };
+        Ok((
+            Outputs {
+                dir: plan.dir,
+                defs: plan.defs,
+                events,
+                flows,
+                features,
+                alerts,
+                webhook,
+                stats,
+                recent,
+            },
+            senders,
+        ))
+    }
+
+    /// Waits for every sink to close its files (the dataflow must be done),
+    /// then writes the feature metadata with the run's statistics.
+    pub fn finish(self) -> Result<Written, PipelineError> {
+        let joined = |h: SinkThread, what: &str| {
+            h.join()
+                .map_err(|_| PipelineError::Dataflow(format!("the {what} sink panicked")))?
+                .map_err(PipelineError::from)
+        };
+        let events = self.events.map(|h| joined(h, "events")).transpose()?;
+        let flows = joined(self.flows, "flows")?;
+        let features = joined(self.features, "features")?;
+        let alerts = joined(self.alerts, "alerts")?;
+        let webhook = self.webhook.map(Webhook::finish).transpose()?;
+        if let Ok(st) = self.stats.lock() {
+            write_feature_metadata(&self.dir, &self.defs, Some(&st))?;
+        }
+        Ok(Written {
+            events,
+            flows,
+            features,
+            alerts,
+            webhook,
+        })
+    }
+}
+
+/// A table's name and schema, whatever its rows.
+trait Named {
+    fn table_name(&self) -> &'static str;
+    fn table_schema(&self) -> arrow_schema::SchemaRef;
+}
+
+impl<T: TableRows> Named for T {
+    fn table_name(&self) -> &'static str {
+        self.name()
+    }
+    fn table_schema(&self) -> arrow_schema::SchemaRef {
+        self.schema()
+    }
+}
