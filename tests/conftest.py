@@ -9,6 +9,7 @@ import os
 import re
 import shutil
 import subprocess
+import time
 from collections import defaultdict
 from pathlib import Path
 
@@ -60,8 +61,74 @@ def table(out: Path, name: str) -> str:
     return f"read_parquet('{out}/{name}/**/*.parquet', hive_partitioning=true, union_by_name=true)"
 
 
+def wait_until(cond, timeout=60, what="the condition", interval=0.05):
+    """Calls `cond` until it returns a true value, and returns that value. Past
+    `timeout` seconds, fails with an AssertionError naming `what` (a string, or a
+    function returning one, called then: e.g. to show the last value seen)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        v = cond()
+        if v:
+            return v
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for "
+                                 f"{what() if callable(what) else what}")
+        time.sleep(interval)  # the poll interval: nothing to wait on but time between checks
+
+
 def has_table(out: Path, name: str) -> bool:
     return any((out / name).rglob("*.parquet"))
+
+
+ALERT_COLUMNS = "rule, entity, severity, id, summary, evidence"
+
+
+def alert_rows(out: Path, summary: dict, columns: str = ALERT_COLUMNS):
+    """The rows of a replay's alerts table (`columns`, in window, rule and entity
+    order), checked against the replay's summary: exactly as many as the run says
+    it raised. A replay that raises none writes no alerts table, so [] here only
+    means "none" when the summary agrees; on its own it proves nothing, hence
+    CANARY_RULE for tests of silence."""
+    if not has_table(out, "alerts"):
+        assert summary["alerts"] == 0, f"the run raised {summary['alerts']} alerts but wrote no alerts table"
+        return []
+    rows = query(f"select {columns} from {table(out, 'alerts')} order by window_start, rule, entity")
+    assert len(rows) == summary["alerts"], (len(rows), summary["alerts"])
+    return rows
+
+
+# A low-severity rule that matches every entity with traffic, grouped into one
+# alert per run of windows: a replay with any features row raises it and so must
+# write the alerts table. Tests that expect silence from the built-in detections
+# add it (canary_config) and leave its alerts out, so that an alerts table that
+# was never written fails them instead of looking like silence. (Adding it changes
+# no built-in alert: checked on every capture in ../shared/data.)
+CANARY = "canary_any_traffic"
+CANARY_RULE = f'''
+[[rules]]
+name = "{CANARY}"
+condition = "packets_out >= 0 or packets_in >= 0"
+group_by = "all"
+severity = "low"
+'''
+
+
+def canary_config(d: Path, extra: str = "") -> Path:
+    """A flows.toml in `d` with CANARY_RULE (and `extra`)."""
+    cfg = d / "canary.toml"
+    cfg.write_text(CANARY_RULE + extra)
+    return cfg
+
+
+def silent_alerts(out: Path, summary: dict, columns: str = ALERT_COLUMNS):
+    """For a replay run with canary_config: the alerts other than the canary's,
+    after checking that the run computed features and the alerts sink wrote the
+    canary's alert for them (`columns` must start with the rule)."""
+    assert summary["feature_rows"] > 0, "no features: the detections had nothing to run on"
+    assert query(f"select count(*) from {table(out, 'features')}")[0][0] == summary["feature_rows"]
+    rows = alert_rows(out, summary, columns)
+    assert any(r[0] == CANARY for r in rows), f"no {CANARY} alert: the alerts sink wrote nothing"
+    return [r for r in rows if r[0] != CANARY]
 
 
 def close(a, b):

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import BIN, query, require
+from conftest import BIN, query, require, wait_until
 
 
 def free_port(kind=socket.SOCK_STREAM):
@@ -57,13 +57,20 @@ path = "{self.data}"
         self.summary = None
 
     def start(self, timeout=30):
+        """Starts the job and returns once it says it is writing, which it says only
+        after every source is bound or open (listeners bound, captures open with
+        their filters): `self.listening` maps each source to what its line said."""
         self.proc = subprocess.Popen([str(require(BIN)), "--config", str(self.cfg)],
                                      stderr=subprocess.PIPE, text=True)
         seen = []
+        self.listening = {}
         deadline = time.time() + timeout
         while time.time() < deadline:
             line = self.proc.stderr.readline()
             seen.append(line)
+            if line.startswith("listening: "):
+                name, _, what = line.removeprefix("listening: ").strip().partition(" ")
+                self.listening[name] = what
             if line.startswith("writing to"):
                 return self
             if not line and self.proc.poll() is not None:
@@ -85,18 +92,25 @@ path = "{self.data}"
                 total += float(line.rsplit(" ", 1)[1])
         return total
 
+    def metric_or_0(self, name, **labels) -> float:
+        """metric(), or 0 while the endpoint does not answer yet."""
+        try:
+            return self.metric(name, **labels)
+        except OSError:
+            return 0
+
     def wait_metric(self, name, at_least, timeout=60, **labels):
-        deadline = time.time() + timeout
-        v = 0
-        while time.time() < deadline:
-            try:
-                v = self.metric(name, **labels)
-            except OSError:
-                v = 0
-            if v >= at_least:
-                return v
-            time.sleep(0.2)
-        raise AssertionError(f"{name}{labels} stayed at {v} < {at_least}")
+        """Waits until metric `name` (summed over `labels`) reaches `at_least`;
+        returns its value then."""
+        last = [0]
+
+        def reached():
+            last[0] = self.metric_or_0(name, **labels)
+            return last[0] >= at_least
+
+        wait_until(reached, timeout, lambda: f"{name}{labels} >= {at_least} (stayed at {last[0]})",
+                   interval=0.2)
+        return last[0]
 
     def stop(self):
         self.proc.send_signal(signal.SIGTERM)

@@ -3,7 +3,6 @@ same connections on the loopback interface, so the host 127.0.0.1 is seen by bot
 sources in the same windows."""
 import datetime
 import socket
-import time
 
 from conftest import close
 from livejob import Job, free_port, syslog_source
@@ -25,7 +24,8 @@ filter = "tcp port {port}"
 '''
     conns, failures = 3, 0
     with Job(tmp_path, src) as job:
-        time.sleep(0.5)
+        # Started means the capture is open with its filter: it sees what follows.
+        assert job.listening["wire"] == "pcap lo", job.listening
         for k in range(conns):
             now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
             lines = [f"<38>1 {now} host sshd 4{k} - - Failed password for root from 127.0.0.1 "
@@ -34,10 +34,14 @@ filter = "tcp port {port}"
             lines.append(f"<14>1 {now} host app - - - connection {k} done\n")
             with socket.create_connection(("127.0.0.1", port)) as s:
                 s.sendall("".join(lines).encode())
-            time.sleep(0.2)
+            # One connection at a time: each one's messages are through first.
+            job.wait_metric("amoskys_events_sent_total", failures + k + 1)
         job.wait_metric("amoskys_events_sent_total", failures + conns)
-        job.wait_metric("amoskys_component_received_events_total", 6 * conns, component_id="wire")
-        time.sleep(1.0)
+        # Every connection's packets captured and through the dataflow: at least
+        # SYN, SYN-ACK, ACK, the data, a FIN each way and the last ACK, so all
+        # the SYNs (conn_attempts_in) and the data are in.
+        job.wait_metric("amoskys_component_received_events_total", 7 * conns, component_id="wire")
+        job.wait_metric("amoskys_packets_sent_total", 7 * conns)
     terms = sorted({t for num, den, _ in CROSS.values() for t in num + den})
     cols = list(CROSS) + terms
     rows = [dict(zip(cols, r[1:])) for r in job.rows(

@@ -4,8 +4,8 @@ DuckDB over the same files; authentication with bearer tokens, TLS and mutual
 TLS; a large read streams."""
 import math
 import signal
+import socket
 import subprocess
-import time
 
 import adbc_driver_flightsql.dbapi as fsql
 import duckdb
@@ -14,7 +14,7 @@ import pyarrow.flight as fl
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import BIN, DATA, require, run_bin
+from conftest import BIN, DATA, require, run_bin, wait_until
 from livejob import free_port, make_pki
 
 TOKEN = "s3cret-token"
@@ -31,14 +31,14 @@ class Server:
         self.proc = subprocess.Popen(args, stderr=subprocess.PIPE, text=True)
         line = self.proc.stderr.readline()
         assert "serving" in line, line + (self.proc.stderr.read() if self.proc.poll() is not None else "")
-        deadline = time.time() + 10
-        while time.time() < deadline:
-            try:
-                import socket
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
-                break
-            except OSError:
-                time.sleep(0.05)
+        wait_until(self.accepts, 10, f"the server to accept connections on port {self.port}")
+
+    def accepts(self):
+        try:
+            socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
+            return True
+        except OSError:
+            return False
 
     def stop(self):
         self.proc.send_signal(signal.SIGTERM)
@@ -250,18 +250,17 @@ def test_the_running_job_serves_rows_not_yet_in_a_finished_file(tmp_path):
         job.wait_metric("amoskys_events_sent_total", 30)
         c = fl.FlightClient(f"grpc://127.0.0.1:{fport}")
         finished = lambda: list((job.data / "events").glob("date=*/hour=*/*.parquet"))
-        deadline = time.time() + 5
-        while time.time() < deadline:
-            got = c.do_get(fl.Ticket(b'{"table": "events"}'), AUTH).read_all()
-            if got.num_rows == 30:
-                break
-            time.sleep(0.1)
+        last = [None]
+
+        def all_rows():
+            last[0] = c.do_get(fl.Ticket(b'{"table": "events"}'), AUTH).read_all()
+            return last[0].num_rows == 30
+
+        wait_until(all_rows, 5, lambda: f"30 rows over Flight (got {last[0] and last[0].num_rows})")
+        got = last[0]
         assert got.num_rows == 30 and not finished(), (got.num_rows, finished())
         assert sorted(got.column("message").to_pylist()) == sorted(f"message {k}" for k in range(30))
-        deadline = time.time() + 10
-        while not finished() and time.time() < deadline:
-            time.sleep(0.2)
-        assert finished(), "the 3 s roll did not finish the file"
+        wait_until(finished, 10, "the 3 s roll to finish the file")
         again = c.do_get(fl.Ticket(b"SELECT count(*) AS n, count(DISTINCT message) AS d FROM events"),
                          AUTH).read_all().to_pylist()
         assert again == [{"n": 30, "d": 30}], again

@@ -12,7 +12,7 @@ from collections import Counter
 
 import pytest
 
-from conftest import BIN, DATA, loghub_failed_by_window, query, require
+from conftest import BIN, DATA, loghub_failed_by_window, query, require, wait_until
 
 
 def free_port():
@@ -64,8 +64,8 @@ def events(tmp_path, where="true"):
 
 
 def test_logger_and_a_replayed_ssh_log_land_in_events(tmp_path):
-    port = free_port()
-    proc = start(tmp_path, port)
+    port, mport = free_port(), free_port()
+    proc = start(tmp_path, port, "--metrics-listen", f"127.0.0.1:{mport}")
     p = str(port)
     try:
         for args in (["-d", "--rfc3164", "-t", "a3164"], ["-d", "--rfc5424", "-t", "a5424"],
@@ -75,7 +75,8 @@ def test_logger_and_a_replayed_ssh_log_land_in_events(tmp_path):
         log = (DATA / "syslog" / "loghub" / "OpenSSH_2k.log").read_bytes()
         with socket.create_connection(("127.0.0.1", port)) as s:
             s.sendall(log)
-        time.sleep(1.0)
+        wait_scraped(mport, RECEIVED, 2004)
+        wait_scraped(mport, SENT, 2004)
     finally:
         summary = stop(proc)
     t = events(tmp_path)
@@ -110,8 +111,8 @@ def test_logger_and_a_replayed_ssh_log_land_in_events(tmp_path):
 
 
 def test_sigterm_during_live_input_keeps_every_acknowledged_record(tmp_path):
-    port = free_port()
-    proc = start(tmp_path, port)
+    port, mport = free_port(), free_port()
+    proc = start(tmp_path, port, "--metrics-listen", f"127.0.0.1:{mport}")
     stop_sending = threading.Event()
     sent = [0]
 
@@ -129,8 +130,11 @@ def test_sigterm_during_live_input_keeps_every_acknowledged_record(tmp_path):
 
     th = threading.Thread(target=sender)
     th.start()
-    time.sleep(1.0)
-    summary = stop(proc)
+    try:
+        # Input well under way (and still going) when the SIGTERM comes.
+        wait_scraped(mport, RECEIVED, 20_000)
+    finally:
+        summary = stop(proc)
     stop_sending.set()
     th.join(timeout=10)
     accepted = int(re.search(r"stopped: (\d+) events", summary).group(1))
@@ -151,6 +155,24 @@ def scrape(port):
     return values
 
 
+RECEIVED = 'amoskys_component_received_events_total{component_kind="source",component_type="syslog",component_id="edge"}'
+SENT = "amoskys_events_sent_total"
+
+
+def wait_scraped(mport, key, at_least, timeout=60):
+    """Waits until the metric `key` (as scrape() names it) reaches `at_least`."""
+    last = [None]
+
+    def reached():
+        try:
+            last[0] = scrape(mport).get(key, 0)
+        except OSError:  # the endpoint is not up yet
+            last[0] = 0
+        return last[0] >= at_least
+
+    wait_until(reached, timeout, lambda: f"{key} >= {at_least} (at {last[0]})", interval=0.2)
+
+
 def test_metrics_endpoint_counts_what_the_sources_saw(tmp_path):
     port, mport = free_port(), free_port()
     proc = start(tmp_path, port, "--metrics-listen", f"127.0.0.1:{mport}")
@@ -164,13 +186,14 @@ def test_metrics_endpoint_counts_what_the_sources_saw(tmp_path):
         sent_key = "amoskys_events_sent_total"
         junk_key = ('amoskys_component_discarded_events_total{component_id="edge",component_type="syslog",'
                     'reason="empty",intentional="false"}')
-        deadline = time.time() + 10
         m = {}
-        while time.time() < deadline:
-            m = scrape(mport)
-            if m.get(key) == 52 and m.get(sent_key) == 51:
-                break
-            time.sleep(0.3)
+
+        def counted():
+            m.clear()
+            m.update(scrape(mport))
+            return m.get(key) == 52 and m.get(sent_key) == 51
+
+        wait_until(counted, 10, lambda: f"52 received and 51 sent: {m}", interval=0.3)
         assert m.get(key) == 52, m
         assert m.get(sent_key) == 51, m
         assert m.get(junk_key) == 1, m
@@ -186,7 +209,6 @@ def vm_hwm_kib(pid):
     return 0
 
 
-RECEIVED = 'amoskys_component_received_events_total{component_kind="source",component_type="syslog",component_id="edge"}'
 BACKPRESSURE_LINE = "<13>Jan 15 09:00:00 host app: backpressure message number {:08d} " + "p" * 20 + "\n"
 
 
@@ -214,14 +236,10 @@ def test_a_fast_tcp_sender_is_slowed_not_buffered_and_nothing_is_lost(tmp_path):
     try:
         with socket.create_connection(("127.0.0.1", port)) as s:
             s.sendall(first)
-            deadline = time.time() + 120
-            while scrape(mport).get(RECEIVED, 0) < phase1 and time.time() < deadline:
-                time.sleep(0.2)
+            wait_scraped(mport, RECEIVED, phase1, timeout=120)
             hwm1 = vm_hwm_kib(proc.pid) * 1024
             s.sendall(rest)
-        deadline = time.time() + 240
-        while scrape(mport).get(RECEIVED, 0) < n and time.time() < deadline:
-            time.sleep(0.2)
+        wait_scraped(mport, RECEIVED, n, timeout=240)
         hwm2 = vm_hwm_kib(proc.pid) * 1024
     finally:
         summary = stop(proc)
@@ -271,8 +289,8 @@ def loghub_by_remote():
 
 @pytest.mark.parametrize("framing", ["newline", "octet-counting"])
 def test_ssh_log_over_each_tcp_framing_gives_failures_per_remote_in_features(tmp_path, framing):
-    port = free_port()
-    proc = start(tmp_path, port)
+    port, mport = free_port(), free_port()
+    proc = start(tmp_path, port, "--metrics-listen", f"127.0.0.1:{mport}")
     lines = (DATA / "syslog" / "loghub" / "OpenSSH_2k.log").read_bytes().splitlines()
     if framing == "newline":
         payload = b"".join(l + b"\n" for l in lines)
@@ -281,7 +299,8 @@ def test_ssh_log_over_each_tcp_framing_gives_failures_per_remote_in_features(tmp
     try:
         with socket.create_connection(("127.0.0.1", port)) as s:
             s.sendall(payload)
-        time.sleep(1.0)
+        wait_scraped(mport, RECEIVED, len(lines))
+        wait_scraped(mport, SENT, len(lines))
     finally:
         summary = stop(proc)
     assert f"{len(lines)} events" in summary
@@ -314,7 +333,12 @@ udp_receive_buffer = 16384
             msgs = [f"<13>Jan 15 09:00:00 host app: flood {i}".encode() for i in range(n)]
             for m in msgs:
                 s.sendto(m, ("127.0.0.1", port))
-        time.sleep(1.0)
+        # Every datagram read, or counted as dropped by the kernel, before the stop.
+        seen = lambda: (job.metric_or_0("amoskys_component_received_events_total", component_id="flood")
+                        + job.metric_or_0("amoskys_component_discarded_events_total",
+                                          component_id="flood", reason="kernel_dropped"))
+        wait_until(lambda: seen() >= n, 60, lambda: f"{n} datagrams read or dropped ({seen()})",
+                   interval=0.2)
     read = summary_counter(job.summary, "flood", "received")
     kernel = summary_counter(job.summary, "flood", "kernel_dropped")
     channel = summary_counter(job.summary, "flood", "dropped")
@@ -328,8 +352,8 @@ def test_a_sender_that_never_pauses_cannot_hold_the_stop(tmp_path):
     """SIGTERM while one connection sends without a pause: the listener reads it
     for its bounded drain time, then cuts it (counted as cut_at_stop), and the job
     still exits 0 with everything it accepted written."""
-    port = free_port()
-    proc = start(tmp_path, port)
+    port, mport = free_port(), free_port()
+    proc = start(tmp_path, port, "--metrics-listen", f"127.0.0.1:{mport}")
     stop_sending = threading.Event()
     chunk = numbered(0, 2000)
 
@@ -344,8 +368,11 @@ def test_a_sender_that_never_pauses_cannot_hold_the_stop(tmp_path):
     t = threading.Thread(target=sender, daemon=True)
     t.start()
     try:
-        time.sleep(1.0)
-        summary = stop(proc)
+        try:
+            # The sender well under way (and still going) when the SIGTERM comes.
+            wait_scraped(mport, RECEIVED, 20_000)
+        finally:
+            summary = stop(proc)
     finally:
         stop_sending.set()
         t.join(timeout=10)

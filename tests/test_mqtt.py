@@ -6,6 +6,7 @@ import time
 
 import pytest
 
+from conftest import wait_until
 from livejob import Job, free_port, make_pki, need, summary_counter
 
 
@@ -36,14 +37,11 @@ log_dest file {self.dir}/mosquitto.log
     def start(self):
         self.proc = subprocess.Popen([need("mosquitto"), "-c", str(self.conf)],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.time() + 15
-        while time.time() < deadline:
-            r = subprocess.run([need("mosquitto_pub"), "-p", str(self.port), "-t", "probe/up",
-                                "-m", "1"], capture_output=True, timeout=10)
-            if r.returncode == 0:
-                return self
-            time.sleep(0.1)
-        raise AssertionError("mosquitto did not start: " + (self.dir / "mosquitto.log").read_text())
+        wait_until(lambda: subprocess.run([need("mosquitto_pub"), "-p", str(self.port), "-t", "probe/up",
+                                           "-m", "1"], capture_output=True, timeout=10).returncode == 0,
+                   15, lambda: "mosquitto to start: " + (self.dir / "mosquitto.log").read_text(),
+                   interval=0.1)
+        return self
 
     def stop(self):
         self.proc.terminate()
@@ -141,8 +139,11 @@ def test_broker_restart_mid_stream_loses_nothing_at_qos1(tmp_path, broker):
     with Job(tmp_path, mqtt_source(broker, client_id="restart")) as job:
         subscribed(job, broker)
         broker.publish("sensors/dev5/seq", *[str(i) for i in range(300)])
+        job.wait_metric("amoskys_mqtt_connected", 1, component_id="iot")
         broker.stop()
-        time.sleep(1.0)
+        # The job has seen the broker go away before it comes back.
+        wait_until(lambda: job.metric("amoskys_mqtt_connected", component_id="iot") == 0, 30,
+                   "the MQTT source to notice the broker stopped", interval=0.2)
         broker.start()
         broker.publish("sensors/dev5/seq", *[str(i) for i in range(300, 600)])
         job.wait_metric("amoskys_component_received_events_total", 600, timeout=90,
@@ -209,10 +210,9 @@ password_file {passwd}
                "--cert", str(pki / "client.pem"), "--key", str(pki / "client.key"),
                "-u", "pipeline", "-P", "s3cret-pass", "-q", "1"]
     try:
-        deadline = time.time() + 15
-        while subprocess.run(tls_pub + ["-t", "probe/up", "-m", "1"], capture_output=True).returncode:
-            assert time.time() < deadline, "the TLS broker did not start"
-            time.sleep(0.2)
+        wait_until(lambda: subprocess.run(tls_pub + ["-t", "probe/up", "-m", "1"],
+                                          capture_output=True).returncode == 0,
+                   15, "the TLS broker to start", interval=0.2)
         monkeypatch.setenv("AMOSKYS_TEST_MQTT_PASSWORD", "s3cret-pass")
         common = f"""broker = "mqtts://127.0.0.1:{port}"
 topics = ["sensors/#"]
@@ -237,14 +237,18 @@ password = "not-the-password"
 {common}
 """
         with Job(tmp_path, src) as job:
-            deadline = time.time() + 30
-            while job.metric("amoskys_component_received_events_total", component_id="iot") < 1:
-                assert time.time() < deadline, "the TLS source never received a probe"
+            def probed():
+                # Probes until one arrives: then the subscription is live.
+                if job.metric("amoskys_component_received_events_total", component_id="iot") >= 1:
+                    return True
                 subprocess.run(tls_pub + ["-t", "sensors/probe/ready", "-m", "1"], capture_output=True)
-                time.sleep(0.3)
+                return False
+
+            wait_until(probed, 30, "the TLS source to receive a probe", interval=0.3)
+            n0 = job.metric("amoskys_component_received_events_total", component_id="iot")
             r = subprocess.run(tls_pub + ["-t", "sensors/secure1/temp", "-m", "36.6"], capture_output=True)
             assert r.returncode == 0, r.stderr
-            job.wait_metric("amoskys_component_received_events_total", 2, component_id="iot")
+            job.wait_metric("amoskys_component_received_events_total", n0 + 1, component_id="iot")
             job.wait_metric("amoskys_component_errors_total", 1, component_id="wrong",
                             error_type="connection_errors")
         rows = job.rows(f"select source, entity, metric, value from {job.table('events', 'entity = $$secure1$$')}")
@@ -272,6 +276,8 @@ min_samples = 10
         broker.publish("sensors/dev1/temp", *[str(20 + i % 6) for i in range(30)])
         broker.publish("sensors/dev1/hum", "40")
         job.wait_metric("amoskys_events_sent_total", n0 + 31)
+        # Must be a sleep: the 3 s learning span runs on the messages' arrival
+        # times, so that much wall-clock time has to pass; no counter shows it.
         time.sleep(3.5)
         broker.publish("sensors/dev1/temp", "22", "27.4", "17.6")
         broker.publish("sensors/dev1/temp", "80", "81")

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import DATA, require
+from conftest import DATA, require, wait_until
 from livejob import Job, free_port, need
 
 USER, AUTH_PASS, PRIV_PASS = "amoskys", "authpass123", "privpass123"
@@ -57,6 +57,17 @@ COUNTER_METRICS = RATE_METRICS | set(CPU_METRICS)
 
 def free_udp_port() -> int:
     return free_port(socket.SOCK_DGRAM)
+
+
+def answers_while_running(proc, probe, timeout, what) -> bool:
+    """Waits until `probe()` succeeds while `proc` runs: True then; False once
+    `proc` has exited or `timeout` has passed without an answer (the callers then
+    try another port)."""
+    try:
+        return wait_until(lambda: "exited" if proc.poll() is not None else ("up" if probe() else None),
+                          timeout, what, interval=0.1) == "up"
+    except AssertionError:
+        return False
 
 
 def snmp_env(home: Path) -> dict:
@@ -125,15 +136,12 @@ class Snmpd:
                      "-p", str(self.dir / "snmpd.pid"), f"udp:127.0.0.1:{port}"],
                     stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                     env=snmp_env(self.dir / "persist"))
-            deadline = time.time() + 15
-            while time.time() < deadline and self.proc.poll() is None:
-                r = subprocess.run([need("snmpget"), "-v2c", "-c", "public", "-t", "0.3", "-r", "0",
-                                    f"127.0.0.1:{port}", SYS_UPTIME], capture_output=True,
-                                   env=snmp_env(self.home), stdin=subprocess.DEVNULL)
-                if r.returncode == 0:
-                    self.port = port
-                    return self
-                time.sleep(0.1)
+            probe = lambda: subprocess.run([need("snmpget"), "-v2c", "-c", "public", "-t", "0.3", "-r", "0",
+                                            f"127.0.0.1:{port}", SYS_UPTIME], capture_output=True,
+                                           env=snmp_env(self.home), stdin=subprocess.DEVNULL).returncode == 0
+            if answers_while_running(self.proc, probe, 15, f"snmpd on port {port}"):
+                self.port = port
+                return self
             self.stop()  # the port was taken meanwhile, most likely: another one
         raise AssertionError("snmpd did not start: " + log.read_text())
 
@@ -571,15 +579,14 @@ class Snmpsim:
                     [str(exe), f"--data-dir={self.data}", f"--cache-dir={self.dir / 'cache'}",
                      f"--agent-udpv4-endpoint=127.0.0.1:{port}", "--log-level=error"],
                     stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
-            deadline = time.time() + 90  # indexing the recordings takes a while
-            while time.time() < deadline and self.proc.poll() is None:
-                r = subprocess.run([need("snmpget"), "-v2c", "-c", probe, "-t", "0.5", "-r", "0",
-                                    f"127.0.0.1:{port}", SYS_UPTIME], capture_output=True,
-                                   env=snmp_env(self.dir / "client"), stdin=subprocess.DEVNULL)
-                if r.returncode == 0:
-                    self.port = port
-                    return self
-                time.sleep(0.2)
+            answer = lambda: subprocess.run([need("snmpget"), "-v2c", "-c", probe, "-t", "0.5", "-r", "0",
+                                             f"127.0.0.1:{port}", SYS_UPTIME], capture_output=True,
+                                            env=snmp_env(self.dir / "client"),
+                                            stdin=subprocess.DEVNULL).returncode == 0
+            # Indexing the recordings takes a while.
+            if answers_while_running(self.proc, answer, 90, f"snmpsim on port {port}"):
+                self.port = port
+                return self
             self.stop()
         raise AssertionError("snmpsim-command-responder did not start (scripts/setup.sh --test "
                              "installs it and its dependencies): " + log.read_text())
@@ -678,6 +685,8 @@ def test_unreachable_agents_do_not_delay_the_live_one(tmp_path, snmpd):
             failures = job.wait_metric("amoskys_component_errors_total", 1, timeout=10,
                                        component_id="core", error_type="poll_failures")
             down = job.wait_metric("amoskys_snmp_agents_down", 2, timeout=10, component_id="core")
+            # Must be a sleep: the live agent's poll rate is measured over a fixed
+            # 8 s of wall-clock time beside the dead agents.
             time.sleep(max(0.0, 8 - (time.time() - t0)))
             assert job.metric("amoskys_snmp_agents_down", component_id="core") == 2
             later = job.metric("amoskys_component_errors_total", component_id="core",

@@ -9,12 +9,11 @@ import signal
 import socket
 import subprocess
 import threading
-import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pyarrow.parquet as pq
 
-from conftest import BIN, DATA, require
+from conftest import BIN, DATA, require, wait_until
 from livejob import Job, free_port, need, syslog_source
 
 LOG = DATA / "syslog" / "loghub" / "OpenSSH_2k.log"
@@ -77,15 +76,6 @@ def feed(job, port):
     job.wait_metric("amoskys_events_sent_total", 2000)
 
 
-def wait_for(cond, timeout=60):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if cond():
-            return True
-        time.sleep(0.2)
-    return False
-
-
 def test_alerts_arrive_signed_with_their_idempotency_keys(tmp_path):
     key = tmp_path / "alerts.key"
     out = subprocess.run([str(require(BIN)), "keygen", str(key)], capture_output=True, text=True,
@@ -132,12 +122,13 @@ def test_a_receiver_down_then_up_gets_every_alert_once_in_order(tmp_path):
         with Job(tmp_path, syslog_source(sport), webhook_toml(hport, tmp_path)) as job:
             feed(job, sport)
             job.wait_metric("amoskys_alerts_total", 1)
-            time.sleep(2.0)  # nothing listens: connections refused, retried
+            # Nothing listens: connections refused, retried.
+            job.wait_metric("amoskys_webhook_retries_total", 3)
             receiver = Receiver(hport)
             receiver.status = 503  # up, but failing for a while
-            assert wait_for(lambda: len(receiver.requests) >= 3)
+            wait_until(lambda: len(receiver.requests) >= 3, 60, "3 requests answered 503")
             receiver.status = 200
-            assert wait_for(lambda: len(receiver.accepted()) >= 1)
+            wait_until(lambda: len(receiver.accepted()) >= 1, 60, "a request answered 200")
             job.wait_metric("amoskys_webhook_retries_total", 3)
         ids = alert_ids_in_order(job.data)
         accepted = [json.loads(b)["id"] for _, b in receiver.accepted()]
@@ -165,7 +156,8 @@ def test_alerts_spooled_by_a_killed_job_are_delivered_after_a_restart(tmp_path):
     try:
         feed(job, sport)
         spool = tmp_path / "spool" / "alerts.jsonl"
-        assert wait_for(lambda: spool.exists() and spool.read_text().count("\n") >= len(want))
+        wait_until(lambda: spool.exists() and spool.read_text().count("\n") >= len(want), 60,
+                   f"{len(want)} alerts in {spool}")
     finally:
         job.proc.send_signal(signal.SIGKILL)
         job.proc.wait(timeout=30)
@@ -173,7 +165,8 @@ def test_alerts_spooled_by_a_killed_job_are_delivered_after_a_restart(tmp_path):
     try:
         # Restarted with no input: the spool is delivered first.
         with Job(tmp_path, syslog_source(free_port()), webhook_toml(hport, tmp_path)) as again:
-            assert wait_for(lambda: len(receiver.accepted()) >= len(want))
+            wait_until(lambda: len(receiver.accepted()) >= len(want), 60,
+                       f"{len(want)} spooled alerts delivered")
         accepted = [json.loads(b)["id"] for _, b in receiver.accepted()]
         assert accepted == want
         assert "delivered=" + str(len(want)) in again.summary, again.summary
