@@ -7,10 +7,12 @@
 # (scripts/setup.sh --test).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+started=$SECONDS
+step() { printf '\n==> [%4ds] %s\n' "$((SECONDS - started))" "$*" >&2; }
+step "setup"
 scripts/setup.sh --test
 
 export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
-step() { printf '\n==> %s\n' "$*" >&2; }
 
 step "cargo fmt --check"
 cargo fmt --all -- --check
@@ -23,3 +25,4 @@ cargo test -q --workspace
 step "end-to-end tests"
 cargo build -q -p amoskys-pipeline
 AMOSKYS_BIN="$PWD/target/debug/amoskys-pipeline" .venv/bin/python -m pytest -q -p no:cacheprovider tests
+step "done"
