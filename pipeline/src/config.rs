@@ -773,6 +773,15 @@ impl Config {
                 ));
             } else if let Err(e) = r.rule().check(&defs) {
                 errs.push((at("[[rules]]", k), format!("[[rules]] {}: {e}", r.name)));
+            } else if self.detections.0.iter().any(|(n, _)| *n == r.name) {
+                errs.push((
+                    at("[[rules]]", k),
+                    format!(
+                        "[[rules]] {0} replaces the built-in {0}, which [detections.{0}] tunes: \
+                         put the thresholds in the rule's condition and drop [detections.{0}]",
+                        r.name
+                    ),
+                ));
             }
         }
         for (k, r) in self.count_rules.iter().enumerate() {
@@ -1026,6 +1035,9 @@ path = "data"
         )
         .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(c.rules[0].rule().severity, amoskys_schemas::Severity::High);
+        // A rule may take a built-in's name: it replaces the built-in.
+        parse("[[rules]]\nname = \"syn_flood\"\ncondition = \"tcp_syn_in > 1\"\n")
+            .unwrap_or_else(|e| panic!("{e}"));
         for (text, says) in [
             (
                 "[[rules]]\nname = \"r\"\ncondition = \"nope > 1\"\n",
@@ -1040,6 +1052,10 @@ path = "data"
                 "expected one of `low`",
             ),
             ("[[rules]]\nname = \"r\"\n", "condition"),
+            (
+                "[detections.syn_flood]\ntcp_syn_in = 9\n[[rules]]\nname = \"syn_flood\"\ncondition = \"tcp_syn_in > 1\"\n",
+                "replaces the built-in syn_flood",
+            ),
         ] {
             let e = parse(text).expect_err(text).to_string();
             assert!(e.contains(says), "{text}: {e}");

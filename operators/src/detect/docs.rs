@@ -10,18 +10,21 @@ pub fn markdown() -> String {
     let _ = writeln!(s, "# Detections\n");
     let _ = writeln!(
         s,
-        "Generated from the detection catalogue (`operators/src/detect.rs`); a test fails when \
+        "Generated from the detections (`operators/rules/builtin.toml`, `operators/src/detect/`, \
+         `operators/src/device_watch.rs`, `operators/src/correlate.rs`); a test fails when \
          this file is stale (`UPDATE_DOCS=1 cargo test -p amoskys-operators detections_md` \
          rewrites it).\n"
     );
     let _ = writeln!(
         s,
-        "Each detection is a set of thresholds on one entity's features in one window \
-         (docs/FEATURES.md), all of which must hold; a null feature holds none. An occurrence \
-         that fires in consecutive windows is one alert, raised in its first window, with an id \
-         that hashes the detection, the entity and that window. Alerts go to the `alerts` table \
-         with the feature values that fired them as evidence. Every key can be set in \
-         flows.toml:\n"
+        "The built-in detections are rules in the language of `[[rules]]` below, shipped in \
+         `operators/rules/builtin.toml` (read it, copy from it): each is a set of thresholds \
+         on one entity's features in one window (docs/FEATURES.md), all of which must hold; a \
+         null feature holds none. An occurrence that fires in consecutive windows is one \
+         alert, raised in its first window, with an id that hashes the detection, the entity \
+         and that window. Alerts go to the `alerts` table with the feature values that fired \
+         them as evidence. Every key can be set in flows.toml, and a `[[rules]]` section of \
+         the same name replaces the built-in altogether:\n"
     );
     let _ = writeln!(
         s,
@@ -90,7 +93,7 @@ pub fn markdown() -> String {
          value = \"auth_user\"\ntimespan = \"10m\"\nthreshold = 5\nseverity = \"high\"\n\
          summary = \"{{group}}: {{count}} users in {{timespan}}\"   # optional\n```\n"
     );
-    for d in DETECTIONS {
+    for d in DETECTIONS.iter() {
         let _ = writeln!(s, "## `{}`\n", d.name);
         let _ = writeln!(
             s,

@@ -84,7 +84,9 @@ impl Detector {
             Ok(out)
         };
         let mut rules = Vec::new();
-        for def in DETECTIONS {
+        // A rule named like a built-in replaces it.
+        let replaced = |name: &str| user_rules.iter().any(|r| r.name == name);
+        for def in DETECTIONS.iter().filter(|d| !replaced(d.name)) {
             let s = settings
                 .iter()
                 .find(|(n, _)| n == def.name)
@@ -523,9 +525,76 @@ mod rule_tests {
                 .expect_err("source")
                 .contains("comes from syslog")
         );
-        let mut r = rule("bytes_out > 1");
+    }
+
+    #[test]
+    fn a_rule_named_like_a_built_in_replaces_it() {
+        let defs = crate::features::defs();
+        let flood = [("tcp_syn_in", 5000.0), ("distinct_peers_in", 200.0)];
+        let fired = |rules: &[UserRule]| {
+            let mut d = Detector::new(&defs, &[], rules).expect("detector");
+            let mut out = Vec::new();
+            d.observe(&row(&defs, &flood), &mut out);
+            out.into_iter()
+                .filter(|a| a.rule == "syn_flood")
+                .map(|a| (a.severity, a.summary))
+                .collect::<Vec<_>>()
+        };
+        let built_in = fired(&[]);
+        assert_eq!(built_in.len(), 1);
+        assert_eq!(built_in[0].0, Severity::Critical);
+        // The user's version: another threshold, severity and summary.
+        let mut r = rule("tcp_syn_in >= 10000");
         r.name = "syn_flood".into();
-        assert!(r.check(&defs).expect_err("name").contains("built-in"));
+        r.check(&defs).expect("a built-in's name may be taken");
+        assert!(
+            fired(&[r.clone()]).is_empty(),
+            "the built-in no longer runs"
+        );
+        r.condition = "tcp_syn_in >= 1000".into();
+        r.severity = Severity::Low;
+        let mine = fired(&[r]);
+        assert_eq!(mine.len(), 1);
+        assert_eq!(
+            mine[0],
+            (Severity::Low, "10.0.0.2 matched tcp_syn_in >= 1000".into())
+        );
+    }
+
+    #[test]
+    fn the_built_in_rules_file_is_read_as_shipped_and_refuses_other_forms() {
+        assert!(DETECTIONS.len() >= 20);
+        let scan = DETECTIONS
+            .iter()
+            .find(|d| d.name == "vertical_scan")
+            .expect("scan");
+        assert_eq!(scan.severity, Severity::High);
+        assert_eq!(
+            scan.conditions
+                .iter()
+                .map(|c| (c.feature, c.cmp, c.default))
+                .collect::<Vec<_>>(),
+            [
+                ("distinct_dst_ports_out", Cmp::AtLeast, 100.0),
+                ("distinct_peers_out", Cmp::AtMost, 4.0)
+            ]
+        );
+        let one = |cond: &str| {
+            builtin::parse_builtin(&format!(
+                "[[rules]]\nname = \"x\"\nseverity = \"low\"\nsources = [\"pcap\"]\n\
+                 condition = \"{cond}\"\nsummary = \"s\"\ndescription = \"d\"\n"
+            ))
+        };
+        assert!(one("tcp_syn_in >= 1 and bytes_out <= 2").is_ok());
+        for (cond, says) in [
+            ("tcp_syn_in > 1", ">= or <="),
+            ("tcp_syn_in >= 1 or bytes_out <= 2", "conjunction"),
+            ("tcp_syn_in >= 1 and tcp_syn_in <= 9", "twice"),
+            ("no_such_feature >= 1", "no_such_feature"),
+        ] {
+            let e = one(cond).expect_err(cond);
+            assert!(e.contains(says), "{cond}: {e}");
+        }
     }
 
     #[test]

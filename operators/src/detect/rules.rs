@@ -4,7 +4,7 @@
 use amoskys_schemas::{FeatureDef, Severity};
 
 use super::expr::{Expr, parse_condition};
-use super::{DETECTIONS, placeholders};
+use super::placeholders;
 
 /// A rule written in flows.toml (`[[rules]]`).
 #[derive(Clone, Debug, PartialEq)]
@@ -55,12 +55,6 @@ impl Grouping {
 impl UserRule {
     /// Checks the rule against the catalogue: a clear reason when it is wrong.
     pub fn check(&self, defs: &[FeatureDef]) -> Result<(), String> {
-        if DETECTIONS.iter().any(|d| d.name == self.name) {
-            return Err(format!(
-                "{} is a built-in detection; tune it in [detections.{}] or pick another name",
-                self.name, self.name
-            ));
-        }
         let (_, features) = parse_condition(&self.condition, defs)?;
         if !self.sources.is_empty() {
             for f in &features {
