@@ -45,7 +45,6 @@ use timely::dataflow::operators::{Capability, Operator};
 
 use crate::detect::{DetectCounters, alert_id};
 use crate::occurrence::Occurrences;
-use crate::window::entity_hash;
 use crate::{Map, Set};
 
 /// Panes an input update stays in the joins before it is retracted: rows of a
@@ -711,7 +710,7 @@ fn incidents<'s>(
     on_complete(
         pieces,
         "Incidents",
-        |(x, _)| entity_hash(x),
+        |(x, _)| x.route_hash(),
         counters,
         move |mut upds, out| {
             upds.sort();
@@ -772,7 +771,7 @@ fn intel_alerts<'s>(
     on_complete(
         keyed,
         "IndicatorMatches",
-        |(x, ..)| entity_hash(x),
+        |(x, ..)| x.route_hash(),
         counters,
         move |mut upds, out| {
             upds.sort();

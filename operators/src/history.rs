@@ -24,7 +24,7 @@ use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::generic::Operator;
 
 use crate::Map;
-use crate::window::{WindowHold, entity_hash};
+use crate::hold::WindowHold;
 
 /// The features whose history is followed, in feature order.
 pub const HISTORY_BASES: [&str; 10] = [
@@ -282,7 +282,7 @@ impl<'scope> WithHistory<'scope> for Stream<'scope, u64, Vec<FeatureRow>> {
         cfg: HistoryConfig,
         counters: Arc<HistoryCounters>,
     ) -> Stream<'scope, u64, Vec<FeatureRow>> {
-        let pact = Exchange::new(|r: &FeatureRow| entity_hash(&r.entity));
+        let pact = Exchange::new(|r: &FeatureRow| r.entity.route_hash());
         self.unary_frontier(pact, "History", move |_cap, _info| {
             let mut core = History::new(&defs, cfg);
             let mut hold = WindowHold::default();

@@ -13,6 +13,7 @@ pub mod features;
 mod flow;
 mod histogram;
 mod history;
+mod hold;
 pub mod occurrence;
 mod stats;
 mod window;

@@ -19,6 +19,7 @@ use timely::dataflow::operators::generic::Operator;
 use crate::Map;
 pub use crate::features::Obs;
 use crate::features::{EventAcc, EventObs, PaneAcc, compute_all, compute_events, merge_values};
+use crate::hold::WindowHold;
 
 /// Counters the window operator keeps.
 #[derive(Debug, Default)]
@@ -356,7 +357,7 @@ impl Observation for EventObs {
         self.entity.clone()
     }
     fn route(&self) -> u64 {
-        entity_hash(&self.entity)
+        self.entity.route_hash()
     }
     fn add_to(&self, acc: &mut EventAcc) {
         acc.observe(self);
@@ -446,14 +447,6 @@ pub trait EventWindows<'scope> {
     fn event_windows(self, counters: Arc<WindowCounters>) -> Stream<'scope, u64, Vec<FeatureRow>>;
 }
 
-/// The worker-routing hash of an entity (fixed keys: the same on every worker).
-pub(crate) fn entity_hash(e: &Entity) -> u64 {
-    match e {
-        Entity::Ip(a) => a.route_hash(),
-        Entity::Name(n) => amoskys_schemas::stable_hash(n),
-    }
-}
-
 impl<'scope> FeaturizeEvents<'scope> for Stream<'scope, u64, Vec<EventRow>> {
     fn observe_events(self) -> Stream<'scope, u64, Vec<EventObs>> {
         self.unary::<CapacityContainerBuilder<Vec<EventObs>>, _, _, _>(
@@ -488,7 +481,7 @@ pub trait MergeRows<'scope> {
 
 impl<'scope> MergeRows<'scope> for Stream<'scope, u64, Vec<FeatureRow>> {
     fn merge_rows(self) -> Stream<'scope, u64, Vec<FeatureRow>> {
-        let pact = Exchange::new(|r: &FeatureRow| entity_hash(&r.entity));
+        let pact = Exchange::new(|r: &FeatureRow| r.entity.route_hash());
         self.unary_frontier(pact, "MergeFamilies", move |_cap, _info| {
             let mut hold = WindowHold::default();
             move |(input, frontier), output| {
@@ -527,42 +520,6 @@ impl<'scope> MergeRows<'scope> for Stream<'scope, u64, Vec<FeatureRow>> {
                 }
             }
         })
-    }
-}
-
-/// Feature rows held by window until the whole window is in. Rows of window `w`
-/// carry time `w` or `w + 1` (the window operators send a window at its first
-/// pane that exists), so window `w` is complete once the frontier has passed
-/// `w + 1`; windows come out in order, each with the earliest capability its
-/// rows came with.
-#[derive(Default)]
-pub(crate) struct WindowHold {
-    held: BTreeMap<u64, (Capability<u64>, Vec<FeatureRow>)>,
-}
-
-impl WindowHold {
-    /// Holds `row`, which arrived at `time`; `cap` makes a capability for `time`.
-    pub(crate) fn push(&mut self, row: FeatureRow, time: u64, cap: impl Fn() -> Capability<u64>) {
-        let slot = self
-            .held
-            .entry(row.window)
-            .or_insert_with(|| (cap(), Vec::new()));
-        if time < *slot.0.time() {
-            slot.0 = cap();
-        }
-        slot.1.push(row);
-    }
-
-    /// The earliest window that is complete under `frontier` (all, if `None`).
-    pub(crate) fn pop_complete(
-        &mut self,
-        frontier: Option<u64>,
-    ) -> Option<(u64, Capability<u64>, Vec<FeatureRow>)> {
-        let (&w, _) = self.held.first_key_value()?;
-        if frontier.is_some_and(|f| w + 1 >= f) {
-            return None;
-        }
-        self.held.pop_first().map(|(w, (cap, rows))| (w, cap, rows))
     }
 }
 

@@ -56,6 +56,17 @@ pub enum Entity {
     Name(Arc<str>),
 }
 
+impl Entity {
+    /// The hash that routes the entity's data to a worker: the same on every
+    /// worker and in every run.
+    pub fn route_hash(&self) -> u64 {
+        match self {
+            Entity::Ip(a) => a.route_hash(),
+            Entity::Name(n) => crate::stable_hash(n),
+        }
+    }
+}
+
 impl fmt::Display for Entity {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

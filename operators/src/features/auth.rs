@@ -5,8 +5,8 @@
 use amoskys_schemas::{Addr, AuthKind, FeatureDtype};
 use serde::{Deserialize, Serialize};
 
-use super::events::{EventFeature, dspec};
-use super::syslog::{SYSLOG_NULL, sys};
+use super::family::{FamilyFeature, dspec};
+use super::syslog::SYSLOG_NULL;
 use crate::Set;
 
 use FeatureDtype::{Count as C, Float as F};
@@ -29,6 +29,11 @@ pub struct AuthObs {
     pub injection: bool,
 }
 
+/// `v`, when a syslog message came from or named the entity.
+fn sys(a: &AuthAcc, v: u64) -> Option<f64> {
+    a.seen.then_some(v as f64)
+}
+
 pub(super) const AUTH_KINDS: usize = AuthKind::ALL.len();
 /// Writers of one failed attempt: the service, sshd relaying PAM, PAM, audit.
 const WRITERS: u8 = 4;
@@ -39,6 +44,9 @@ pub(super) const FAIL_SLOTS: usize = 3 * WRITERS as usize;
 /// window: as the host that logged them, and as the remote side they name.
 #[derive(Clone, Debug, Default)]
 pub struct AuthAcc {
+    /// Whether any syslog message came from or named the entity: the family is
+    /// null otherwise, and counts 0 for a host that logged no such fact.
+    pub seen: bool,
     /// Facts the host logged, by kind.
     pub kinds: [u64; AUTH_KINDS],
     /// Failed logins the host logged, by service and writer.
@@ -80,6 +88,7 @@ impl AuthAcc {
 
     /// Extends this pane with a later one.
     pub fn append(&mut self, l: &AuthAcc) {
+        self.seen |= l.seen;
         let add = |a: &mut [u64], b: &[u64]| a.iter_mut().zip(b).for_each(|(x, y)| *x += y);
         add(&mut self.kinds, &l.kinds);
         add(&mut self.fails, &l.fails);
@@ -131,7 +140,7 @@ pub(super) fn failures(f: &[u64; FAIL_SLOTS]) -> u64 {
 }
 
 /// The family's features, after the other syslog features in column order.
-pub(super) static AUTH_FEATURES: &[EventFeature] = &[
+pub(super) static AUTH_FEATURES: &[FamilyFeature<AuthAcc>] = &[
     dspec(
         "auth_failures",
         "syslog",
@@ -142,7 +151,7 @@ pub(super) static AUTH_FEATURES: &[EventFeature] = &[
          is often logged two or three times (sshd, sshd relaying PAM, pam_unix), so per \
          service (SSH, FTP, other) the most any one of them logged counts.",
         SYSLOG_NULL,
-        |a| sys(a, failures(&a.auth.fails)),
+        |a| sys(a, failures(&a.fails)),
     ),
     dspec(
         "auth_pam_failures",
@@ -153,7 +162,7 @@ pub(super) static AUTH_FEATURES: &[EventFeature] = &[
          failure` (and `N more authentication failures`) and sshd's `error: PAM:` lines, \
          repeats included. Already part of `auth_failures`.",
         SYSLOG_NULL,
-        |a| sys(a, kind_at(&a.auth.kinds, AuthKind::PamFailure)),
+        |a| sys(a, kind_at(&a.kinds, AuthKind::PamFailure)),
     ),
     dspec(
         "auth_successes",
@@ -162,7 +171,7 @@ pub(super) static AUTH_FEATURES: &[EventFeature] = &[
         C,
         "Successful logins the entity logged.",
         SYSLOG_NULL,
-        |a| sys(a, kind_at(&a.auth.kinds, AuthKind::Success)),
+        |a| sys(a, kind_at(&a.kinds, AuthKind::Success)),
     ),
     dspec(
         "auth_invalid_users",
@@ -171,7 +180,7 @@ pub(super) static AUTH_FEATURES: &[EventFeature] = &[
         C,
         "Login attempts for users that do not exist, logged by the entity.",
         SYSLOG_NULL,
-        |a| sys(a, kind_at(&a.auth.kinds, AuthKind::InvalidUser)),
+        |a| sys(a, kind_at(&a.kinds, AuthKind::InvalidUser)),
     ),
     dspec(
         "sudo_failures",
@@ -180,7 +189,7 @@ pub(super) static AUTH_FEATURES: &[EventFeature] = &[
         C,
         "sudo refusals after wrong passwords, logged by the entity.",
         SYSLOG_NULL,
-        |a| sys(a, kind_at(&a.auth.kinds, AuthKind::SudoFailure)),
+        |a| sys(a, kind_at(&a.kinds, AuthKind::SudoFailure)),
     ),
     dspec(
         "sudo_refusals",
@@ -190,7 +199,7 @@ pub(super) static AUTH_FEATURES: &[EventFeature] = &[
         "sudo refusals by policy (`user NOT in sudoers`, `command not allowed`), logged by \
          the entity.",
         SYSLOG_NULL,
-        |a| sys(a, kind_at(&a.auth.kinds, AuthKind::SudoRefused)),
+        |a| sys(a, kind_at(&a.kinds, AuthKind::SudoRefused)),
     ),
     dspec(
         "sudo_commands",
@@ -199,7 +208,7 @@ pub(super) static AUTH_FEATURES: &[EventFeature] = &[
         C,
         "Commands run through sudo, logged by the entity.",
         SYSLOG_NULL,
-        |a| sys(a, kind_at(&a.auth.kinds, AuthKind::Sudo)),
+        |a| sys(a, kind_at(&a.kinds, AuthKind::Sudo)),
     ),
     dspec(
         "auth_injection_lines",
@@ -211,7 +220,7 @@ pub(super) static AUTH_FEATURES: &[EventFeature] = &[
          someone trying to put another host in this log. A line with more than one reading \
          blames no one.",
         SYSLOG_NULL,
-        |a| sys(a, a.auth.injections),
+        |a| sys(a, a.injections),
     ),
     dspec(
         "auth_distinct_users",
@@ -220,7 +229,7 @@ pub(super) static AUTH_FEATURES: &[EventFeature] = &[
         C,
         "Distinct user names in the entity's authentication messages.",
         SYSLOG_NULL,
-        |a| sys(a, a.auth.users.len() as u64),
+        |a| sys(a, a.users.len() as u64),
     ),
     dspec(
         "auth_distinct_remotes",
@@ -229,7 +238,7 @@ pub(super) static AUTH_FEATURES: &[EventFeature] = &[
         C,
         "Distinct remote addresses in the entity's authentication messages.",
         SYSLOG_NULL,
-        |a| sys(a, a.auth.remotes.len() as u64),
+        |a| sys(a, a.remotes.len() as u64),
     ),
     dspec(
         "auth_failure_ratio",
@@ -239,8 +248,8 @@ pub(super) static AUTH_FEATURES: &[EventFeature] = &[
         "Failed logins over failed plus successful logins the entity logged.",
         Some("the entity logged no failed or successful login"),
         |a| {
-            let f = failures(&a.auth.fails);
-            let d = f + kind_at(&a.auth.kinds, AuthKind::Success);
+            let f = failures(&a.fails);
+            let d = f + kind_at(&a.kinds, AuthKind::Success);
             (d > 0).then(|| f as f64 / d as f64)
         },
     ),
@@ -252,7 +261,7 @@ pub(super) static AUTH_FEATURES: &[EventFeature] = &[
         "Failed logins from the entity, as logged by the hosts it tried: the same count as \
          `auth_failures`, for the remote side (an address, or the host name a log gave).",
         SYSLOG_NULL,
-        |a| sys(a, failures(&a.auth.fails_as_remote)),
+        |a| sys(a, failures(&a.fails_as_remote)),
     ),
     dspec(
         "auth_pam_failures_as_remote",
@@ -262,7 +271,7 @@ pub(super) static AUTH_FEATURES: &[EventFeature] = &[
         "PAM authentication failures naming the entity as rhost (or as sshd's `from`). \
          Already part of `auth_failures_as_remote`.",
         SYSLOG_NULL,
-        |a| sys(a, kind_at(&a.auth.kinds_as_remote, AuthKind::PamFailure)),
+        |a| sys(a, kind_at(&a.kinds_as_remote, AuthKind::PamFailure)),
     ),
     dspec(
         "auth_successes_as_remote",
@@ -271,7 +280,7 @@ pub(super) static AUTH_FEATURES: &[EventFeature] = &[
         C,
         "Successful logins from the entity, as logged by the hosts it logged into.",
         SYSLOG_NULL,
-        |a| sys(a, kind_at(&a.auth.kinds_as_remote, AuthKind::Success)),
+        |a| sys(a, kind_at(&a.kinds_as_remote, AuthKind::Success)),
     ),
     dspec(
         "auth_invalid_users_as_remote",
@@ -280,7 +289,7 @@ pub(super) static AUTH_FEATURES: &[EventFeature] = &[
         C,
         "Attempts from the entity for users that do not exist.",
         SYSLOG_NULL,
-        |a| sys(a, kind_at(&a.auth.kinds_as_remote, AuthKind::InvalidUser)),
+        |a| sys(a, kind_at(&a.kinds_as_remote, AuthKind::InvalidUser)),
     ),
     dspec(
         "auth_refusals_as_remote",
@@ -291,7 +300,7 @@ pub(super) static AUTH_FEATURES: &[EventFeature] = &[
          refused, too many attempts on one connection.",
         SYSLOG_NULL,
         |a| {
-            let k = |x| kind_at(&a.auth.kinds_as_remote, x);
+            let k = |x| kind_at(&a.kinds_as_remote, x);
             sys(
                 a,
                 k(AuthKind::NotAllowed) + k(AuthKind::RootRefused) + k(AuthKind::MaxAttempts),
@@ -308,7 +317,7 @@ pub(super) static AUTH_FEATURES: &[EventFeature] = &[
          banner grabbers.",
         SYSLOG_NULL,
         |a| {
-            let k = |x| kind_at(&a.auth.kinds_as_remote, x);
+            let k = |x| kind_at(&a.kinds_as_remote, x);
             sys(
                 a,
                 k(AuthKind::PreauthClosed) + k(AuthKind::NoIdent) + k(AuthKind::NegotiationFailed),
@@ -322,7 +331,7 @@ pub(super) static AUTH_FEATURES: &[EventFeature] = &[
         C,
         "Distinct user names the entity tried.",
         SYSLOG_NULL,
-        |a| sys(a, a.auth.users_as_remote.len() as u64),
+        |a| sys(a, a.users_as_remote.len() as u64),
     ),
     dspec(
         "auth_distinct_targets_as_remote",
@@ -331,6 +340,6 @@ pub(super) static AUTH_FEATURES: &[EventFeature] = &[
         C,
         "Distinct hosts that logged the entity's login attempts.",
         SYSLOG_NULL,
-        |a| sys(a, a.auth.reporters_as_remote.len() as u64),
+        |a| sys(a, a.reporters_as_remote.len() as u64),
     ),
 ];

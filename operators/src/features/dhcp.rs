@@ -1,9 +1,9 @@
 //! The DHCP family, read from packets and windowed per client hardware
 //! address: a client's requests, the server's replies, the addresses it used.
 
-use amoskys_schemas::{Addr, Entity, FeatureDef, FeatureDtype, WINDOW_SECONDS};
+use amoskys_schemas::{Addr, FeatureDef, FeatureDtype, WINDOW_SECONDS};
 
-use super::events::{EventAcc, EventFeature, EventObs, EventWhat};
+use super::family::FamilyFeature;
 use crate::Set;
 
 use FeatureDtype::{Count as C, Float as F};
@@ -36,30 +36,15 @@ impl DhcpAcc {
     }
 }
 
-impl EventObs {
-    /// The DHCP observation of a packet, if it carries a DHCP message: about the
-    /// client's hardware address, whoever sent it.
-    pub fn of_dhcp(p: &amoskys_schemas::Packet) -> Option<EventObs> {
-        (p.dhcp.msg_type != 0).then(|| EventObs {
-            entity: Entity::Name(p.dhcp.client().into()),
-            ts_ns: p.ts_ns,
-            what: EventWhat::Dhcp {
-                msg_type: p.dhcp.msg_type,
-                src: p.src,
-            },
-        })
-    }
-}
-
 /// A DHCP feature: family `dhcp`, read from packets.
 const fn dhcp_spec(
     name: &'static str,
     unit: &'static str,
     dtype: FeatureDtype,
     description: &'static str,
-    compute: fn(&EventAcc) -> Option<f64>,
-) -> EventFeature {
-    EventFeature {
+    compute: fn(&DhcpAcc) -> Option<f64>,
+) -> FamilyFeature<DhcpAcc> {
+    FamilyFeature {
         def: FeatureDef {
             name,
             family: "dhcp",
@@ -73,16 +58,16 @@ const fn dhcp_spec(
     }
 }
 
-fn dhcp_client(a: &EventAcc) -> u64 {
-    [1, 3, 4, 7, 8].iter().map(|&t| a.dhcp.by_type[t]).sum()
+fn dhcp_client(a: &DhcpAcc) -> u64 {
+    [1, 3, 4, 7, 8].iter().map(|&t| a.by_type[t]).sum()
 }
 
-fn dh(a: &EventAcc, v: f64) -> Option<f64> {
-    (a.dhcp.by_type.iter().sum::<u64>() > 0).then_some(v)
+fn dh(a: &DhcpAcc, v: f64) -> Option<f64> {
+    (a.by_type.iter().sum::<u64>() > 0).then_some(v)
 }
 
 /// Per client hardware address (`chaddr`): the entity is the address as text.
-pub(super) static DHCP_FEATURES: &[EventFeature] = &[
+pub(super) static DHCP_FEATURES: &[FamilyFeature<DhcpAcc>] = &[
     dhcp_spec(
         "dhcp_client_messages",
         "messages",
@@ -102,32 +87,27 @@ pub(super) static DHCP_FEATURES: &[EventFeature] = &[
         "messages",
         C,
         "DHCPDISCOVER messages from the hardware address.",
-        |a| dh(a, a.dhcp.by_type[1] as f64),
+        |a| dh(a, a.by_type[1] as f64),
     ),
     dhcp_spec(
         "dhcp_informs",
         "messages",
         C,
         "DHCPINFORM messages from the hardware address.",
-        |a| dh(a, a.dhcp.by_type[8] as f64),
+        |a| dh(a, a.by_type[8] as f64),
     ),
     dhcp_spec(
         "dhcp_server_replies",
         "messages",
         C,
         "DHCP replies (OFFER, ACK, NAK) to the hardware address.",
-        |a| {
-            dh(
-                a,
-                (a.dhcp.by_type[2] + a.dhcp.by_type[5] + a.dhcp.by_type[6]) as f64,
-            )
-        },
+        |a| dh(a, (a.by_type[2] + a.by_type[5] + a.by_type[6]) as f64),
     ),
     dhcp_spec(
         "dhcp_client_ips",
         "addresses",
         C,
         "Distinct IP source addresses (0.0.0.0 aside) of the client's messages: one host keeps one.",
-        |a| dh(a, a.dhcp.ips.len() as f64),
+        |a| dh(a, a.ips.len() as f64),
     ),
 ];

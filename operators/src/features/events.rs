@@ -9,11 +9,12 @@
 //! accumulator inside [`EventAcc`], and is null for an entity its source did not
 //! see in the window.
 
-use amoskys_schemas::{Addr, DeviceKind, Entity, EventRow, FeatureDef, FeatureDtype, Record};
+use amoskys_schemas::{Addr, DeviceKind, Entity, EventRow, FeatureDef, Record};
 use serde::{Deserialize, Serialize};
 
 use super::auth::{AUTH_FEATURES, AuthAcc, AuthObs, auth_code, fail_slot};
 use super::dhcp::{DHCP_FEATURES, DhcpAcc};
+use super::family::FamilyFeature;
 use super::mqtt::{MQTT_FEATURES, MqttAcc};
 use super::snmp::{self, POLL_FEATURES, RATIO_FEATURES, SNMP_FEATURES, SnmpAcc};
 use super::syslog::{SYSLOG_FEATURES, SyslogAcc, facility_group, template_hash};
@@ -63,6 +64,21 @@ pub struct EventObs {
     pub entity: Entity,
     pub ts_ns: i64,
     pub what: EventWhat,
+}
+
+impl EventObs {
+    /// The DHCP observation of a packet, if it carries a DHCP message: about the
+    /// client's hardware address, whoever sent it.
+    pub fn of_dhcp(p: &amoskys_schemas::Packet) -> Option<EventObs> {
+        (p.dhcp.msg_type != 0).then(|| EventObs {
+            entity: Entity::Name(p.dhcp.client().into()),
+            ts_ns: p.ts_ns,
+            what: EventWhat::Dhcp {
+                msg_type: p.dhcp.msg_type,
+                src: p.src,
+            },
+        })
+    }
 }
 
 pub(super) fn hash_str(s: &str) -> u64 {
@@ -119,7 +135,10 @@ impl EventObs {
             }
             Record::Device(d) => {
                 let what = match d.kind {
-                    DeviceKind::Snmp => snmp::poll(d, hash_str(&row.source)),
+                    DeviceKind::Snmp => EventWhat::SnmpPoll {
+                        values: snmp::poll(d),
+                        agent: hash_str(&row.source),
+                    },
                     DeviceKind::Mqtt => EventWhat::Mqtt {
                         bytes: d.payload_bytes.unwrap_or(0),
                         topic: d.topic.as_deref().map_or(0, hash_str),
@@ -163,12 +182,14 @@ impl EventAcc {
                 auth,
             } => {
                 self.syslog.observe(*severity, *facility, *app, *template);
+                self.auth.seen = true;
                 if let Some(a) = auth {
                     self.auth.observe(a);
                 }
             }
             EventWhat::AuthAsRemote { auth, reporter } => {
                 self.syslog.seen = true;
+                self.auth.seen = true;
                 self.auth.observe_as_remote(auth, *reporter);
             }
             EventWhat::SnmpPoll { values, agent } => self.snmp.observe(values, *agent),
@@ -191,45 +212,42 @@ impl EventAcc {
     }
 }
 
-pub(super) const fn dspec(
-    name: &'static str,
-    family: &'static str,
-    unit: &'static str,
-    dtype: FeatureDtype,
-    description: &'static str,
-    null_when: Option<&'static str>,
-    compute: fn(&EventAcc) -> Option<f64>,
-) -> EventFeature {
-    EventFeature {
-        def: FeatureDef {
-            name,
-            family,
-            source: family,
-            unit,
-            dtype,
-            description,
-            null_when,
-        },
-        compute,
+/// The event families' features, in column order, each computed from its
+/// family's accumulator; `f` gets each definition and, given `acc`, its value.
+fn visit(acc: Option<&EventAcc>, f: &mut dyn FnMut(&'static FeatureDef, Option<f64>)) {
+    fn each<A>(
+        features: &'static [FamilyFeature<A>],
+        acc: Option<&A>,
+        f: &mut dyn FnMut(&'static FeatureDef, Option<f64>),
+    ) {
+        for x in features {
+            f(&x.def, acc.and_then(|a| (x.compute)(a)));
+        }
     }
+    each(SYSLOG_FEATURES, acc.map(|a| &a.syslog), f);
+    each(AUTH_FEATURES, acc.map(|a| &a.auth), f);
+    each(POLL_FEATURES, acc.map(|a| &a.snmp), f);
+    each(SNMP_FEATURES, acc.map(|a| &a.snmp), f);
+    each(RATIO_FEATURES, acc.map(|a| &a.snmp), f);
+    each(MQTT_FEATURES, acc.map(|a| &a.mqtt), f);
+    each(DHCP_FEATURES, acc.map(|a| &a.dhcp), f);
 }
 
-/// A feature of the event families.
-pub struct EventFeature {
-    pub def: FeatureDef,
-    pub compute: fn(&EventAcc) -> Option<f64>,
+/// The event families' feature definitions, in column order.
+pub fn event_catalogue() -> &'static [FeatureDef] {
+    static DEFS: std::sync::LazyLock<Vec<FeatureDef>> = std::sync::LazyLock::new(|| {
+        let mut out = Vec::new();
+        visit(None, &mut |d, _| out.push(*d));
+        out
+    });
+    &DEFS
 }
 
-/// The event families' features, in column order.
-pub fn event_catalogue() -> impl Iterator<Item = &'static EventFeature> {
-    SYSLOG_FEATURES
-        .iter()
-        .chain(AUTH_FEATURES)
-        .chain(POLL_FEATURES)
-        .chain(SNMP_FEATURES)
-        .chain(RATIO_FEATURES)
-        .chain(MQTT_FEATURES)
-        .chain(DHCP_FEATURES)
+/// Appends the event families' features of `acc`, in column order (null as NaN).
+pub fn event_values(acc: &EventAcc, out: &mut Vec<f64>) {
+    visit(Some(acc), &mut |_, v| {
+        out.push(v.filter(|v| v.is_finite()).unwrap_or(f64::NAN))
+    });
 }
 
 #[cfg(test)]
@@ -255,9 +273,10 @@ mod tests {
     }
 
     fn feature(acc: &EventAcc, name: &str) -> Option<f64> {
-        event_catalogue()
-            .find(|f| f.def.name == name)
-            .and_then(|f| (f.compute)(acc))
+        let i = event_catalogue().iter().position(|d| d.name == name)?;
+        let mut v = Vec::new();
+        event_values(acc, &mut v);
+        Some(v[i]).filter(|x| !x.is_nan())
     }
 
     #[test]

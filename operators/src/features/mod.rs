@@ -8,6 +8,7 @@ mod auth;
 mod cross;
 mod dhcp;
 mod events;
+mod family;
 mod mqtt;
 mod pcap;
 mod snmp;
@@ -15,7 +16,7 @@ mod syslog;
 
 pub use auth::AuthObs;
 pub use cross::{CROSS, fill_cross};
-pub use events::{EventAcc, EventFeature, EventObs, EventWhat, event_catalogue};
+pub use events::{EventAcc, EventObs, EventWhat, event_catalogue};
 pub use pcap::{LOGIN_PORTS, NEW_PEERS_OUT};
 pub use snmp::{Combine, SNMP_METRICS, SnmpMetricDef, snmp_metric_index};
 pub use syslog::{SYSLOG_NEW_TEMPLATES, template_hash};
@@ -26,11 +27,8 @@ use serde::{Deserialize, Serialize};
 use crate::histogram::Hist;
 use crate::{Map, Moments, Set};
 
-/// One feature: what it is, and how it is computed from a window.
-pub struct FeatureSpec {
-    pub def: FeatureDef,
-    pub compute: fn(&PaneAcc) -> Option<f64>,
-}
+/// A packet feature: what it is, and how it is computed from a window.
+pub type FeatureSpec = family::FamilyFeature<PaneAcc>;
 
 /// The packet features, the first columns of the catalogue.
 pub fn catalogue() -> &'static [FeatureSpec] {
@@ -44,7 +42,7 @@ pub fn defs() -> Vec<FeatureDef> {
     catalogue()
         .iter()
         .map(|s| s.def)
-        .chain(event_catalogue().map(|s| s.def))
+        .chain(event_catalogue().iter().copied())
         .chain(CROSS.iter().map(|c| c.def))
         .chain(crate::history::HISTORY_DEFS.iter().copied())
         .collect()
@@ -52,7 +50,7 @@ pub fn defs() -> Vec<FeatureDef> {
 
 /// Number of features in the catalogue.
 pub fn count() -> usize {
-    catalogue().len() + event_catalogue().count() + CROSS.len() + crate::history::HISTORY_DEFS.len()
+    catalogue().len() + event_catalogue().len() + CROSS.len() + crate::history::HISTORY_DEFS.len()
 }
 
 /// The catalogue as Markdown: the body of docs/FEATURES.md.
@@ -128,11 +126,7 @@ pub fn compute_all(acc: &PaneAcc) -> Box<[f64]> {
 /// features are null.
 pub fn compute_events(acc: &EventAcc) -> Box<[f64]> {
     let mut v: Vec<f64> = vec![f64::NAN; catalogue().len()];
-    v.extend(event_catalogue().map(|s| {
-        (s.compute)(acc)
-            .filter(|v| v.is_finite())
-            .unwrap_or(f64::NAN)
-    }));
+    events::event_values(acc, &mut v);
     // The history features are filled later, by the History operator.
     v.resize(count(), f64::NAN);
     v.into_boxed_slice()

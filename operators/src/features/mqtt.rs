@@ -3,7 +3,7 @@
 
 use amoskys_schemas::{FeatureDtype, WINDOW_SECONDS};
 
-use super::events::{EventAcc, EventFeature, dspec};
+use super::family::{FamilyFeature, dspec};
 use crate::{Moments, Set};
 
 use FeatureDtype::{Count as C, Float as F};
@@ -61,11 +61,11 @@ impl MqttAcc {
 
 const MQTT_NULL: Option<&str> = Some("no MQTT message about the entity in the window");
 
-fn mq(a: &EventAcc, v: f64) -> Option<f64> {
-    (a.mqtt.messages > 0).then_some(v)
+fn mq(a: &MqttAcc, v: f64) -> Option<f64> {
+    (a.messages > 0).then_some(v)
 }
 
-pub(super) static MQTT_FEATURES: &[EventFeature] = &[
+pub(super) static MQTT_FEATURES: &[FamilyFeature<MqttAcc>] = &[
     dspec(
         "mqtt_messages",
         "mqtt",
@@ -73,7 +73,7 @@ pub(super) static MQTT_FEATURES: &[EventFeature] = &[
         C,
         "MQTT messages about the device.",
         MQTT_NULL,
-        |a| mq(a, a.mqtt.messages as f64),
+        |a| mq(a, a.messages as f64),
     ),
     dspec(
         "mqtt_messages_per_s",
@@ -82,7 +82,7 @@ pub(super) static MQTT_FEATURES: &[EventFeature] = &[
         F,
         "MQTT messages about the device per second of the window.",
         MQTT_NULL,
-        |a| mq(a, a.mqtt.messages as f64 / W),
+        |a| mq(a, a.messages as f64 / W),
     ),
     dspec(
         "mqtt_bytes",
@@ -91,7 +91,7 @@ pub(super) static MQTT_FEATURES: &[EventFeature] = &[
         C,
         "Payload bytes of the device's messages.",
         MQTT_NULL,
-        |a| mq(a, a.mqtt.bytes as f64),
+        |a| mq(a, a.bytes as f64),
     ),
     dspec(
         "mqtt_bytes_per_s",
@@ -100,7 +100,7 @@ pub(super) static MQTT_FEATURES: &[EventFeature] = &[
         F,
         "Payload bytes of the device's messages per second of the window.",
         MQTT_NULL,
-        |a| mq(a, a.mqtt.bytes as f64 / W),
+        |a| mq(a, a.bytes as f64 / W),
     ),
     dspec(
         "mqtt_distinct_topics",
@@ -109,7 +109,7 @@ pub(super) static MQTT_FEATURES: &[EventFeature] = &[
         C,
         "Distinct topics the device's messages came on.",
         MQTT_NULL,
-        |a| mq(a, a.mqtt.topics.len() as f64),
+        |a| mq(a, a.topics.len() as f64),
     ),
     dspec(
         "mqtt_opaque_messages",
@@ -118,7 +118,7 @@ pub(super) static MQTT_FEATURES: &[EventFeature] = &[
         C,
         "Messages whose payload was neither a number nor a JSON object.",
         MQTT_NULL,
-        |a| mq(a, a.mqtt.opaque as f64),
+        |a| mq(a, a.opaque as f64),
     ),
     dspec(
         "mqtt_values",
@@ -127,7 +127,7 @@ pub(super) static MQTT_FEATURES: &[EventFeature] = &[
         C,
         "Numeric values the device's messages carried.",
         MQTT_NULL,
-        |a| mq(a, a.mqtt.values.n as f64),
+        |a| mq(a, a.values.n as f64),
     ),
     dspec(
         "mqtt_value_mean",
@@ -136,7 +136,7 @@ pub(super) static MQTT_FEATURES: &[EventFeature] = &[
         F,
         "Mean of the numeric values (all metrics together).",
         Some("no numeric value about the device in the window"),
-        |a| (a.mqtt.values.n > 0).then_some(a.mqtt.values.mean),
+        |a| (a.values.n > 0).then_some(a.values.mean),
     ),
     dspec(
         "mqtt_value_std",
@@ -145,7 +145,7 @@ pub(super) static MQTT_FEATURES: &[EventFeature] = &[
         F,
         "Population standard deviation of the numeric values.",
         Some("no numeric value about the device in the window"),
-        |a| (a.mqtt.values.n > 0).then(|| a.mqtt.values.std()),
+        |a| (a.values.n > 0).then(|| a.values.std()),
     ),
     dspec(
         "mqtt_value_min",
@@ -154,7 +154,7 @@ pub(super) static MQTT_FEATURES: &[EventFeature] = &[
         F,
         "Smallest numeric value.",
         Some("no numeric value about the device in the window"),
-        |a| a.mqtt.values.get_min(),
+        |a| a.values.get_min(),
     ),
     dspec(
         "mqtt_value_max",
@@ -163,7 +163,7 @@ pub(super) static MQTT_FEATURES: &[EventFeature] = &[
         F,
         "Largest numeric value.",
         Some("no numeric value about the device in the window"),
-        |a| a.mqtt.values.get_max(),
+        |a| a.values.get_max(),
     ),
     dspec(
         "mqtt_interval_mean",
@@ -172,7 +172,7 @@ pub(super) static MQTT_FEATURES: &[EventFeature] = &[
         F,
         "Mean gap between consecutive messages about the device.",
         Some("fewer than 2 messages about the device in the window"),
-        |a| (a.mqtt.intervals.n > 0).then_some(a.mqtt.intervals.mean),
+        |a| (a.intervals.n > 0).then_some(a.intervals.mean),
     ),
     dspec(
         "mqtt_interval_cv",
@@ -183,8 +183,8 @@ pub(super) static MQTT_FEATURES: &[EventFeature] = &[
          device publishing on a clock, large for bursts.",
         Some("fewer than 2 messages about the device, or all at the same instant"),
         |a| {
-            (a.mqtt.intervals.n > 0 && a.mqtt.intervals.mean > 0.0)
-                .then(|| a.mqtt.intervals.std() / a.mqtt.intervals.mean)
+            (a.intervals.n > 0 && a.intervals.mean > 0.0)
+                .then(|| a.intervals.std() / a.intervals.mean)
         },
     ),
 ];

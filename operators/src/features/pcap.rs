@@ -9,13 +9,14 @@
 //! entry of name, unit, meaning, null rule and computation for each of them) over
 //! the packet accumulator of features/mod.rs.
 
-use amoskys_schemas::{FeatureDef, FeatureDtype, WINDOW_SECONDS};
+use amoskys_schemas::{FeatureDtype, WINDOW_SECONDS};
 
 use super::{FeatureSpec, PaneAcc, entropy_bits, pearson};
 
 const SRC: &str = "pcap";
 const W: f64 = WINDOW_SECONDS as f64;
 
+/// A packet feature: read from captures, whatever its family.
 const fn spec(
     name: &'static str,
     family: &'static str,
@@ -25,18 +26,9 @@ const fn spec(
     null_when: Option<&'static str>,
     compute: fn(&PaneAcc) -> Option<f64>,
 ) -> FeatureSpec {
-    FeatureSpec {
-        def: FeatureDef {
-            name,
-            family,
-            source: SRC,
-            unit,
-            dtype,
-            description,
-            null_when,
-        },
-        compute,
-    }
+    let mut f = super::family::dspec(name, family, unit, dtype, description, null_when, compute);
+    f.def.source = SRC;
+    f
 }
 
 use FeatureDtype::{Count as C, Float as F};

@@ -5,7 +5,7 @@
 
 use amoskys_schemas::{DeviceRecord, FeatureDtype};
 
-use super::events::{EventAcc, EventFeature, EventWhat, dspec};
+use super::family::{FamilyFeature, dspec};
 
 use FeatureDtype::{Count as C, Float as F};
 
@@ -35,7 +35,7 @@ macro_rules! snmp_metrics {
         pub const SNMP_METRICS: &[SnmpMetricDef] = &[
             $( SnmpMetricDef { name: $name, unit: $unit, description: $desc, combine: Combine::$combine } ),*
         ];
-        pub(super) const SNMP_FEATURES: &[EventFeature] = &snmp_metrics!(@specs 0usize; []; $( ($name, $unit, $desc) )*);
+        pub(super) const SNMP_FEATURES: &[FamilyFeature<SnmpAcc>] = &snmp_metrics!(@specs 0usize; []; $( ($name, $unit, $desc) )*);
     };
     (@specs $i:expr; [$($done:expr),*]; ($name:literal, $unit:literal, $desc:literal) $($rest:tt)*) => {
         snmp_metrics!(@specs $i + 1; [$($done,)*
@@ -58,12 +58,12 @@ macro_rules! feature_metrics {
 }
 amoskys_schemas::with_snmp_catalogue!(feature_metrics);
 
-fn snmp_mean<const I: usize>(a: &EventAcc) -> Option<f64> {
-    let s = a.snmp.series.get(I)?;
+fn snmp_mean<const I: usize>(a: &SnmpAcc) -> Option<f64> {
+    let s = a.series.get(I)?;
     (s.n > 0).then(|| s.sum / f64::from(s.n))
 }
-fn snmp_max<const I: usize>(a: &EventAcc) -> Option<f64> {
-    let s = a.snmp.series.get(I)?;
+fn snmp_max<const I: usize>(a: &SnmpAcc) -> Option<f64> {
+    let s = a.series.get(I)?;
     (s.n > 0).then_some(s.max)
 }
 
@@ -187,7 +187,7 @@ impl SnmpAcc {
 
 /// The observation of one poll: per metric, its instances (cores, disks,
 /// interfaces) combined into one value.
-pub(super) fn poll(d: &DeviceRecord, agent: u64) -> EventWhat {
+pub(super) fn poll(d: &DeviceRecord) -> Vec<(u8, f64)> {
     let mut acc: Vec<(u8, f64, u32)> = Vec::new();
     for s in &d.samples {
         let (Some(i), Some(v)) = (snmp_metric_index(&s.metric), s.value) else {
@@ -210,29 +210,27 @@ pub(super) fn poll(d: &DeviceRecord, agent: u64) -> EventWhat {
             None => acc.push((i as u8, v, 1)),
         }
     }
-    let values = acc
-        .into_iter()
+    acc.into_iter()
         .map(|(i, sum, n)| match SNMP_METRICS[usize::from(i)].combine {
             Combine::Mean => (i, sum / f64::from(n)),
             _ => (i, sum),
         })
-        .collect();
-    EventWhat::SnmpPoll { values, agent }
+        .collect()
 }
 
-pub(super) static POLL_FEATURES: &[EventFeature] = &[dspec(
+pub(super) static POLL_FEATURES: &[FamilyFeature<SnmpAcc>] = &[dspec(
     "snmp_polls",
     "snmp",
     "polls",
     C,
     "Successful SNMP polls of the agent in the window.",
     Some("the agent was not polled successfully in the window"),
-    |a| (a.snmp.polls > 0).then_some(a.snmp.polls as f64),
+    |a| (a.polls > 0).then_some(a.polls as f64),
 )];
 
-fn snmp_ratio(a: &EventAcc, num: &str, den: &str, subtract: bool) -> Option<f64> {
+fn snmp_ratio(a: &SnmpAcc, num: &str, den: &str, subtract: bool) -> Option<f64> {
     let mean = |name: &str| {
-        let s = a.snmp.series.get(snmp_metric_index(name)?)?;
+        let s = a.series.get(snmp_metric_index(name)?)?;
         (s.n > 0).then(|| s.sum / f64::from(s.n))
     };
     let (n, d) = (mean(num)?, mean(den)?);
@@ -243,7 +241,7 @@ fn snmp_ratio(a: &EventAcc, num: &str, den: &str, subtract: bool) -> Option<f64>
 const RATIO_NULL: Option<&str> =
     Some("the agent did not report both metrics in the window, or the total is 0");
 
-pub(super) static RATIO_FEATURES: &[EventFeature] = &[
+pub(super) static RATIO_FEATURES: &[FamilyFeature<SnmpAcc>] = &[
     dspec(
         "snmp_mem_used_ratio",
         "snmp",
@@ -293,7 +291,7 @@ pub(super) static RATIO_FEATURES: &[EventFeature] = &[
             "fewer than 2 polls in the window had both values, or either was the same \
               in all of them",
         ),
-        |a| super::pearson(a.snmp.cpu_net.iter().copied()),
+        |a| super::pearson(a.cpu_net.iter().copied()),
     ),
     dspec(
         "snmp_agent_restarts",
@@ -304,7 +302,7 @@ pub(super) static RATIO_FEATURES: &[EventFeature] = &[
          the window: the agent (or its device) restarted. Agents of several sections on \
          one address are compared each with its own polls.",
         Some("the agent was not polled in the window"),
-        |a| (a.snmp.polls > 0).then_some(a.snmp.restarts as f64),
+        |a| (a.polls > 0).then_some(a.restarts as f64),
     ),
     dspec(
         "snmp_links_down",
@@ -315,7 +313,7 @@ pub(super) static RATIO_FEATURES: &[EventFeature] = &[
          configured agent in the window (sum of the decreases in the number of interfaces \
          whose ifOperStatus is up).",
         Some("the agent was not polled in the window"),
-        |a| (a.snmp.polls > 0).then_some(a.snmp.links_down),
+        |a| (a.polls > 0).then_some(a.links_down),
     ),
     dspec(
         "snmp_load_net_corr",
@@ -329,6 +327,6 @@ pub(super) static RATIO_FEATURES: &[EventFeature] = &[
             "fewer than 2 polls in the window had both values, or either was the same \
               in all of them",
         ),
-        |a| super::pearson(a.snmp.load_net.iter().copied()),
+        |a| super::pearson(a.load_net.iter().copied()),
     ),
 ];

@@ -5,7 +5,7 @@
 use amoskys_schemas::{FeatureDtype, WINDOW_SECONDS};
 
 use super::entropy_bits;
-use super::events::{EventAcc, EventFeature, dspec};
+use super::family::{FamilyFeature, dspec};
 use crate::{Map, Set};
 
 use FeatureDtype::{Count as C, Float as F};
@@ -20,7 +20,7 @@ pub struct SyslogAcc {
     pub seen: bool,
     pub messages: u64,
     pub by_severity: [u64; 9],
-    /// Messages by facility group (see [`super::EventWhat::Syslog`]).
+    /// Messages by facility group (see [`facility_group`]).
     pub by_facility: [u64; 5],
     /// Distinct app names.
     pub apps: Set<u64>,
@@ -95,16 +95,16 @@ pub(super) const SYSLOG_NULL: Option<&str> =
 pub const SYSLOG_NEW_TEMPLATES: &str = "syslog_new_templates";
 const LOGGED_NULL: Option<&str> = Some("the entity logged no syslog message in the window");
 
-fn logged(a: &EventAcc, v: f64) -> Option<f64> {
-    (a.syslog.messages > 0).then_some(v)
+fn logged(a: &SyslogAcc, v: f64) -> Option<f64> {
+    (a.messages > 0).then_some(v)
 }
 
 /// `v`, when a syslog message came from or named the entity.
-pub(super) fn sys(a: &EventAcc, v: u64) -> Option<f64> {
-    a.syslog.seen.then_some(v as f64)
+fn sys(a: &SyslogAcc, v: u64) -> Option<f64> {
+    a.seen.then_some(v as f64)
 }
 
-pub(super) static SYSLOG_FEATURES: &[EventFeature] = &[
+pub(super) static SYSLOG_FEATURES: &[FamilyFeature<SyslogAcc>] = &[
     dspec(
         "syslog_messages",
         "syslog",
@@ -112,7 +112,7 @@ pub(super) static SYSLOG_FEATURES: &[EventFeature] = &[
         C,
         "Syslog messages the entity sent.",
         SYSLOG_NULL,
-        |a| sys(a, a.syslog.messages),
+        |a| sys(a, a.messages),
     ),
     dspec(
         "syslog_critical",
@@ -121,7 +121,7 @@ pub(super) static SYSLOG_FEATURES: &[EventFeature] = &[
         C,
         "Messages of severity emergency, alert or critical (0-2).",
         SYSLOG_NULL,
-        |a| sys(a, a.syslog.by_severity[..3].iter().sum()),
+        |a| sys(a, a.by_severity[..3].iter().sum()),
     ),
     dspec(
         "syslog_errors",
@@ -130,7 +130,7 @@ pub(super) static SYSLOG_FEATURES: &[EventFeature] = &[
         C,
         "Messages of severity error (3).",
         SYSLOG_NULL,
-        |a| sys(a, a.syslog.by_severity[3]),
+        |a| sys(a, a.by_severity[3]),
     ),
     dspec(
         "syslog_warnings",
@@ -139,7 +139,7 @@ pub(super) static SYSLOG_FEATURES: &[EventFeature] = &[
         C,
         "Messages of severity warning (4).",
         SYSLOG_NULL,
-        |a| sys(a, a.syslog.by_severity[4]),
+        |a| sys(a, a.by_severity[4]),
     ),
     dspec(
         "syslog_notices",
@@ -148,7 +148,7 @@ pub(super) static SYSLOG_FEATURES: &[EventFeature] = &[
         C,
         "Messages of severity notice (5).",
         SYSLOG_NULL,
-        |a| sys(a, a.syslog.by_severity[5]),
+        |a| sys(a, a.by_severity[5]),
     ),
     dspec(
         "syslog_info",
@@ -157,7 +157,7 @@ pub(super) static SYSLOG_FEATURES: &[EventFeature] = &[
         C,
         "Messages of severity informational (6).",
         SYSLOG_NULL,
-        |a| sys(a, a.syslog.by_severity[6]),
+        |a| sys(a, a.by_severity[6]),
     ),
     dspec(
         "syslog_debug",
@@ -166,7 +166,7 @@ pub(super) static SYSLOG_FEATURES: &[EventFeature] = &[
         C,
         "Messages of severity debug (7).",
         SYSLOG_NULL,
-        |a| sys(a, a.syslog.by_severity[7]),
+        |a| sys(a, a.by_severity[7]),
     ),
     dspec(
         "syslog_messages_per_s",
@@ -175,7 +175,7 @@ pub(super) static SYSLOG_FEATURES: &[EventFeature] = &[
         F,
         "Syslog messages the entity sent per second of the window.",
         SYSLOG_NULL,
-        |a| sys(a, a.syslog.messages).map(|v| v / W),
+        |a| sys(a, a.messages).map(|v| v / W),
     ),
     dspec(
         "syslog_facility_auth",
@@ -184,7 +184,7 @@ pub(super) static SYSLOG_FEATURES: &[EventFeature] = &[
         C,
         "Messages of facility auth or authpriv.",
         SYSLOG_NULL,
-        |a| sys(a, a.syslog.by_facility[0]),
+        |a| sys(a, a.by_facility[0]),
     ),
     dspec(
         "syslog_facility_kern",
@@ -193,7 +193,7 @@ pub(super) static SYSLOG_FEATURES: &[EventFeature] = &[
         C,
         "Messages of facility kern.",
         SYSLOG_NULL,
-        |a| sys(a, a.syslog.by_facility[1]),
+        |a| sys(a, a.by_facility[1]),
     ),
     dspec(
         "syslog_facility_daemon",
@@ -202,7 +202,7 @@ pub(super) static SYSLOG_FEATURES: &[EventFeature] = &[
         C,
         "Messages of facility daemon.",
         SYSLOG_NULL,
-        |a| sys(a, a.syslog.by_facility[2]),
+        |a| sys(a, a.by_facility[2]),
     ),
     dspec(
         "syslog_facility_local",
@@ -211,7 +211,7 @@ pub(super) static SYSLOG_FEATURES: &[EventFeature] = &[
         C,
         "Messages of facilities local0 to local7.",
         SYSLOG_NULL,
-        |a| sys(a, a.syslog.by_facility[3]),
+        |a| sys(a, a.by_facility[3]),
     ),
     dspec(
         "syslog_distinct_apps",
@@ -220,7 +220,7 @@ pub(super) static SYSLOG_FEATURES: &[EventFeature] = &[
         C,
         "Distinct app names (tags) in the entity's messages.",
         SYSLOG_NULL,
-        |a| sys(a, a.syslog.apps.len() as u64),
+        |a| sys(a, a.apps.len() as u64),
     ),
     dspec(
         "syslog_templates",
@@ -230,7 +230,7 @@ pub(super) static SYSLOG_FEATURES: &[EventFeature] = &[
         "Distinct message templates the entity logged: app name plus the message with \
          every word containing a digit replaced by a placeholder.",
         LOGGED_NULL,
-        |a| logged(a, a.syslog.templates.len() as f64),
+        |a| logged(a, a.templates.len() as f64),
     ),
     dspec(
         "syslog_template_entropy",
@@ -240,7 +240,7 @@ pub(super) static SYSLOG_FEATURES: &[EventFeature] = &[
         "Shannon entropy of the entity's messages over their templates: 0 when one \
          kind of line repeats, high when many kinds are mixed.",
         LOGGED_NULL,
-        |a| entropy_bits(a.syslog.templates.values().copied()),
+        |a| entropy_bits(a.templates.values().copied()),
     ),
     dspec(
         SYSLOG_NEW_TEMPLATES,
