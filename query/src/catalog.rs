@@ -233,3 +233,68 @@ pub async fn register_live(
     .await?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::array::{Int64Array, RecordBatch};
+    use datafusion::arrow::datatypes::{Field, Schema};
+    use datafusion::parquet::arrow::ArrowWriter;
+
+    fn write(path: &Path, values: &[i64]) {
+        std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+        let schema = Arc::new(Schema::new(vec![Field::new("n", DataType::Int64, false)]));
+        let batch = RecordBatch::try_new(
+            schema.clone(),
+            vec![Arc::new(Int64Array::from(values.to_vec()))],
+        )
+        .expect("batch");
+        let mut w = ArrowWriter::try_new(std::fs::File::create(path).expect("file"), schema, None)
+            .expect("writer");
+        w.write(&batch).expect("write");
+        w.close().expect("close");
+    }
+
+    /// Folders with Parquet files are tables, partitioned ones with `date` and
+    /// `hour`; files being written, spools, hidden and empty folders are not.
+    #[test]
+    fn folders_with_parquet_are_tables_and_partitions_are_columns() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let d = dir.path();
+        write(&d.join("flows/date=2024-01-15/hour=09/a.parquet"), &[1, 2]);
+        write(&d.join("flows/date=2024-01-15/hour=10/b.parquet"), &[3]);
+        write(&d.join("plain/c.parquet"), &[7]);
+        write(&d.join("_webhook_spool/d.parquet"), &[9]);
+        write(&d.join(".hidden/e.parquet"), &[9]);
+        std::fs::create_dir_all(d.join("empty")).expect("mkdir");
+        let unfinished_dir = d
+            .join("events")
+            .join(amoskys_sinks::parquet::IN_PROGRESS_DIR);
+        std::fs::create_dir_all(&unfinished_dir).expect("mkdir");
+        std::fs::write(unfinished_dir.join("x.parquet.inprogress"), b"").expect("write");
+        let names: Vec<String> = tables(d)
+            .expect("tables")
+            .into_iter()
+            .map(|t| t.0)
+            .collect();
+        assert_eq!(names, ["flows", "plain"]);
+        assert_eq!(unfinished(d), [("events".to_string(), 1)]);
+
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime");
+        let rows = rt.block_on(async {
+            let ctx = open(d).await.expect("open");
+            let df = ctx
+                .sql("SELECT hour, sum(n) AS s FROM flows WHERE date = '2024-01-15' GROUP BY hour ORDER BY hour")
+                .await
+                .expect("sql");
+            df.collect().await.expect("collect")
+        });
+        let text = datafusion::arrow::util::pretty::pretty_format_batches(&rows)
+            .expect("format")
+            .to_string();
+        assert!(text.contains("| 09   | 3 |"), "{text}");
+        assert!(text.contains("| 10   | 3 |"), "{text}");
+    }
+}
