@@ -127,6 +127,19 @@ path = "{self.data}"
     def rows(self, sql: str):
         return query(sql)
 
+    def alert_rows(self, columns="rule, entity, summary", where="true"):
+        """The alerts table's rows (after stop), checked against the job's own
+        count of alerts in its final summary: a job that raised alerts must have
+        written them, and "no table" only means "no alerts" when it says so."""
+        m = re.search(r"^stopped: .*, (\d+) alerts$", self.summary or "", re.M)
+        assert m, f"no final summary line: {self.summary}"
+        raised = int(m.group(1))
+        if not list(self.data.glob("alerts/**/*.parquet")):
+            assert raised == 0, f"the job raised {raised} alerts but wrote no alerts table"
+            return []
+        assert self.rows(f"select count(*) from {self.table('alerts')}")[0][0] == raised
+        return self.rows(f"select {columns} from {self.table('alerts', where)} order by all")
+
     def __enter__(self):
         return self.start()
 

@@ -39,9 +39,7 @@ def events(job, where="true"):
 
 
 def alerts(job):
-    if not list(job.data.glob("alerts/**/*.parquet")):
-        return []
-    return job.rows(f"select rule, entity, summary from {job.table('alerts')} order by all")
+    return job.alert_rows("rule, entity, summary")
 
 
 def test_lines_that_start_with_a_number_do_not_swallow_the_lines_after_them(tmp_path):
