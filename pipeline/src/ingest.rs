@@ -260,18 +260,15 @@ impl Driver<'_> {
         batch: Vec<Packet>,
     ) {
         let idle = self.idle;
-        let others = allowed(
-            (self.inputs.iter().enumerate())
-                .filter(|(k, _)| *k != i)
-                .map(|(_, inp)| inp.hold(idle))
-                // This source is active now, so quiet ones do not count.
-                .filter(|h| !matches!(h, Hold::Quiet(_))),
-        );
-        let held = self
-            .inputs
-            .iter()
-            .enumerate()
-            .any(|(k, inp)| k != i && inp.hold(idle) == Hold::All);
+        // What the other sources allow; this one is active now, so quiet ones
+        // do not count.
+        let holds: Vec<Hold> = (self.inputs.iter().enumerate())
+            .filter(|(k, _)| *k != i)
+            .map(|(_, inp)| inp.hold(idle))
+            .filter(|h| !matches!(h, Hold::Quiet(_)))
+            .collect();
+        let held = holds.contains(&Hold::All);
+        let others = allowed(holds.into_iter());
         let lateness = self.lateness_ns;
         let inp = &mut self.inputs[i];
         inp.last_seen = Instant::now();

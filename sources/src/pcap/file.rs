@@ -286,7 +286,7 @@ impl crate::Counters for ReadProgress {
 pub struct RecordedCaptures {
     name: String,
     reader: FileReader,
-    summary: Arc<std::sync::Mutex<Option<Result<ReadSummary, SourceError>>>>,
+    summary: SummarySlot,
 }
 
 /// Where a replay finds what the reader saw, once it has returned.
