@@ -17,3 +17,12 @@ pub use source::{
     Carries, Clock, Counter, Counters, Meaning, Output, Running, Source, SourceConfig,
     SourcesConfig, Stop,
 };
+
+/// Installs rustls' ring provider for the process, once (TLS clients and servers).
+pub(crate) fn install_crypto_provider() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // Fails only if another provider was installed first, which is as good.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
+}

@@ -3,6 +3,7 @@
 //! and the authentication facts common messages carry.
 
 mod auth;
+mod config;
 mod file;
 mod framing;
 mod listener;
@@ -10,7 +11,8 @@ mod parse;
 
 pub use amoskys_schemas::{AuthEvent, AuthKind, SyslogRecord};
 pub use auth::auth_event;
+pub use config::{ListenAddr, RecordTime, SyslogSourceConfig};
 pub use file::RecordedLog;
 pub use framing::{Frame, FrameDecoder, Framing};
-pub use listener::{ListenAddr, RecordTime, SyslogCounters, SyslogSource, SyslogSourceConfig};
+pub use listener::{SyslogCounters, SyslogSource};
 pub use parse::{ParseError, parse_message};
