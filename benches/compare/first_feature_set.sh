@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Replay throughput of the full feature catalogue against the first feature set
 # exactly as it shipped: the release binary of commit c5a5b8e (54 packet features,
-# no event, cross-source or history features), on the same capture, in the same
-# run, rounds interleaved so machine noise hits both alike. Prints each round,
-# the medians and their ratio.
+# no event, cross-source or history features) as "old", the current one as
+# "new", on the same capture, timed by replay_speed.sh (interleaved rounds,
+# medians and their ratio, with 1 and 2 workers).
 #
 #     benches/compare/first_feature_set.sh [CAPTURE]
 #
@@ -35,45 +35,5 @@ cargo build -q --release -p amoskys-pipeline
 old=$root/target/first-set/target/release/amoskys-pipeline
 new=$root/target/release/amoskys-pipeline
 
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-summary=$("$new" replay -w 1 --out "$tmp/count" "$cap" 2>&1) || { echo "$summary" >&2; exit 1; }
-packets=$(sed -n 's/^replayed [0-9]* file(s)[^:]*: \([0-9]*\) packets.*/\1/p' <<<"$summary")
-rm -rf "$tmp/count"
-
-# Seconds one replay with one worker takes (output directory made and removed
-# outside the timing).
-run() {
-    local bin=$1 out=$tmp/out
-    rm -rf "$out"
-    local t0 t1
-    t0=$(date +%s.%N)
-    "$bin" replay -w 1 --out "$out" "$cap" >/dev/null 2>"$tmp/err" || { cat "$tmp/err" >&2; exit 1; }
-    t1=$(date +%s.%N)
-    rm -rf "$out"
-    awk -v a="$t0" -v b="$t1" 'BEGIN {print b - a}'
-}
-
-old_s=() new_s=()
-for ((r = 1; r <= rounds; r++)); do
-    # Alternate which goes first, so neither always meets a warmer cache.
-    if ((r % 2)); then
-        o=$(run "$old")
-        n=$(run "$new")
-    else
-        n=$(run "$new")
-        o=$(run "$old")
-    fi
-    old_s+=("$o") new_s+=("$n")
-    printf 'round %d: first set %.2f s, full catalogue %.2f s\n' "$r" "$o" "$n"
-done
-median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2}'; }
-mo=$(median "${old_s[@]}")
-mn=$(median "${new_s[@]}")
-echo "capture: $cap (${packets:-?} packets)"
-if [[ -n $packets ]]; then
-    printf 'first feature set (54, %s): %.0f packets/s\n' "${first:0:7}" "$(awk -v p="$packets" -v s="$mo" 'BEGIN {print p / s}')"
-    printf 'full catalogue (%s features): %.0f packets/s\n' \
-        "$(grep -c '^| `' docs/FEATURES.md)" "$(awk -v p="$packets" -v s="$mn" 'BEGIN {print p / s}')"
-fi
-printf 'full / first throughput: %.1f %%\n' "$(awk -v o="$mo" -v n="$mn" 'BEGIN {print 100 * o / n}')"
+# The timing itself is replay_speed.sh's: interleaved rounds, medians, ratio.
+AMOSKYS_BENCH_ROUNDS=$rounds exec "$root/benches/compare/replay_speed.sh" "$old" "$new" "$cap"
