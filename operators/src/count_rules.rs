@@ -176,13 +176,13 @@ fn glob(parts: &[String], value: &str) -> bool {
 struct Fields<'a> {
     row: &'a EventRow,
     sample: Option<&'a amoskys_schemas::Sample>,
-    entity: Option<String>,
+    entity: Option<&'a str>,
 }
 
 impl Fields<'_> {
     fn get(&self, i: usize) -> Option<String> {
         EventField::ALL[i]
-            .text(self.row, self.sample, self.entity.as_deref())
+            .text(self.row, self.sample, self.entity)
             .map(|v| v.into_owned())
     }
 }
@@ -232,7 +232,7 @@ impl EventDetector for CountRules {
             let f = Fields {
                 row,
                 sample,
-                entity: entity.clone(),
+                entity: entity.as_deref(),
             };
             for (k, rule) in self.rules.iter().enumerate() {
                 let matches = rule.filter.iter().all(|(i, pats)| {
