@@ -15,14 +15,14 @@ use amoskys_sources::syslog::{
 use tokio::io::AsyncWriteExt;
 use tokio::sync::{mpsc, watch};
 
-fn config(listen: &[&str]) -> SyslogSourceConfig {
+fn config(listen: &[&str], batch_size: usize) -> SyslogSourceConfig {
     let list = listen
         .iter()
         .map(|l| format!("{l:?}"))
         .collect::<Vec<_>>()
         .join(", ");
     toml::from_str(&format!(
-        "name = \"test\"\nlisten = [{list}]\nmax_message_bytes = 2048\nmax_connections = 4\n"
+        "name = \"test\"\nlisten = [{list}]\nmax_message_bytes = 2048\nmax_connections = 4\nbatch_size = {batch_size}\n"
     ))
     .expect("config")
 }
@@ -36,7 +36,11 @@ struct Running {
 }
 
 async fn start(listen: &[&str], capacity: usize) -> Running {
-    let src: SyslogSource = config(listen).bind().await.expect("bind");
+    start_batched(listen, capacity, 256).await
+}
+
+async fn start_batched(listen: &[&str], capacity: usize, batch_size: usize) -> Running {
+    let src: SyslogSource = config(listen, batch_size).bind().await.expect("bind");
     let addrs = src.local_addrs();
     let counters = src.counters();
     let (tx, rx) = mpsc::channel(capacity);
@@ -300,7 +304,10 @@ async fn oversized_and_garbage_are_counted_and_the_listener_keeps_serving() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_udp_flood_into_a_full_pipeline_counts_its_drops_and_connections_are_limited() {
-    let mut r = start(&["udp://127.0.0.1:0", "tcp://127.0.0.1:0"], 1).await;
+    // Batches of 8 into a channel of one batch: whatever the kernel keeps of
+    // the burst and however the listener's reads fall, more than two batches
+    // reach a channel nobody reads.
+    let mut r = start_batched(&["udp://127.0.0.1:0", "tcp://127.0.0.1:0"], 1, 8).await;
     let (udp, tcp) = (port(&r.addrs, false), port(&r.addrs, true));
     let s = tokio::net::UdpSocket::bind("127.0.0.1:0")
         .await
@@ -341,6 +348,10 @@ async fn a_udp_flood_into_a_full_pipeline_counts_its_drops_and_connections_are_l
     let (seen, dropped) = (
         c.messages.load(Ordering::Relaxed),
         c.dropped.load(Ordering::Relaxed),
+    );
+    assert!(
+        seen > 16,
+        "the listener saw only {seen} of {sent} datagrams"
     );
     assert!(
         dropped > 0,
