@@ -660,3 +660,7 @@ pub async fn serve_tables(
         .await
         .map_err(|e| QueryError::Usage(format!("serve Flight on {}: {e}", s.listen)))
 }
+
+#[cfg(test)]
+#[path = "flight_tests.rs"]
+mod tests;
