@@ -15,6 +15,7 @@ mod hash;
 mod packet;
 mod snmp;
 mod time;
+pub mod values;
 
 pub use addr::Addr;
 pub use alert::{Alert, Severity, alerts_schema, alerts_to_batch};

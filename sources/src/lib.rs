@@ -4,7 +4,6 @@
 //! through libpcap and decoded into [`amoskys_schemas::Packet`] records; the syslog
 //! parsing and framing the syslog listeners build on.
 
-pub mod duration;
 mod error;
 pub mod mqtt;
 pub mod pcap;

@@ -7,7 +7,8 @@
 //! This file holds the whole file's shape, the sections of the dataflow
 //! (window, flows, features, runtime) and the checks that need more than one
 //! key, reported with file and line. The detections' sections are in
-//! detections.rs, the outputs' in sinks.rs, durations and ranges in values.rs;
+//! detections.rs, the outputs' in sinks.rs (durations and ranges are
+//! amoskys_schemas::values, shared by every crate that owns a section);
 //! the sources' sections are the sources crate's.
 
 use std::fmt;
@@ -18,11 +19,10 @@ use serde::{Deserialize, Deserializer};
 
 mod detections;
 mod sinks;
-mod values;
 
+pub use amoskys_schemas::values::{Bounded, PositiveSecs, Secs};
 pub use detections::*;
 pub use sinks::*;
-pub use values::*;
 
 /// The whole file.
 #[derive(Debug, Default, Deserialize)]

@@ -127,7 +127,7 @@ pub struct MqttSourceConfig {
     /// How long the broker keeps the session while disconnected (MQTT 5).
     #[serde(
         default = "default_session_expiry",
-        deserialize_with = "crate::duration::deserialize"
+        deserialize_with = "amoskys_schemas::values::duration"
     )]
     pub session_expiry: Duration,
     #[serde(default)]
@@ -147,18 +147,18 @@ pub struct MqttSourceConfig {
     pub client_key: Option<PathBuf>,
     #[serde(
         default = "default_keep_alive",
-        deserialize_with = "crate::duration::deserialize"
+        deserialize_with = "amoskys_schemas::values::duration"
     )]
     pub keep_alive: Duration,
     /// First wait before reconnecting; doubles on each failure up to `reconnect_max`.
     #[serde(
         default = "default_backoff_min",
-        deserialize_with = "crate::duration::deserialize"
+        deserialize_with = "amoskys_schemas::values::duration"
     )]
     pub reconnect_min: Duration,
     #[serde(
         default = "default_backoff_max",
-        deserialize_with = "crate::duration::deserialize"
+        deserialize_with = "amoskys_schemas::values::duration"
     )]
     pub reconnect_max: Duration,
     /// Larger messages are refused by the client (counted as errors).

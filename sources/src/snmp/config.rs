@@ -115,13 +115,13 @@ pub struct SnmpSourceConfig {
     /// Time between two polls of one agent, e.g. `"10s"`; 30 s unless set.
     #[serde(
         default = "default_interval",
-        deserialize_with = "crate::duration::deserialize"
+        deserialize_with = "amoskys_schemas::values::duration"
     )]
     pub interval: Duration,
     /// How long one request waits for its response; 2 s unless set.
     #[serde(
         default = "default_timeout",
-        deserialize_with = "crate::duration::deserialize"
+        deserialize_with = "amoskys_schemas::values::duration"
     )]
     pub timeout: Duration,
     /// Requests re-sent after a timeout before the poll counts as failed; 1
