@@ -1,4 +1,5 @@
-"""Sigma-style counting rules over events (`[[count_rules]]`): loghub's
+"""Sigma-style counting rules over events (`[[rules]]` of kind "count", and the
+older `[[count_rules]]` spelling): loghub's
 OpenSSH_2k log sent over syslog, with a value_count rule (distinct user names an
 address tried) and an event_count rule (failed passwords a host logged), each
 checked against what loghub's own structured parse of the log gives."""
@@ -14,8 +15,9 @@ RULES = '''
 [detections.login_bruteforce_logs]
 enabled = false
 
-[[count_rules]]
+[[rules]]
 name = "user_enumeration"
+kind = "count"
 filter = { appname = "sshd", message = "Invalid user * from *" }
 group_by = ["auth_remote"]
 count = "value_count"

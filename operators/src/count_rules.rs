@@ -7,6 +7,8 @@
 //! per sample, as it is one row per sample there.
 
 use std::collections::VecDeque;
+
+use serde::Deserialize;
 use std::sync::Arc;
 
 use amoskys_schemas::{Addr, Alert, Entity, EventField, EventRow, Record, Severity, pane_of};
@@ -32,23 +34,70 @@ pub enum Count {
     Values(usize),
 }
 
-/// A counting rule as flows.toml writes it (`[[count_rules]]`).
-#[derive(Clone, Debug, PartialEq)]
+/// A counting rule as flows.toml writes it (`[[rules]]` with `kind = "count"`,
+/// or the older `[[count_rules]]`).
+#[derive(Clone, Debug, PartialEq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct CountRuleSpec {
     pub name: String,
     /// `field = pattern` pairs, all of which must match; a pattern matches the
     /// whole value, case-insensitively, with `*` for any run of characters; a
     /// list of patterns matches when one does.
+    #[serde(default, deserialize_with = "patterns")]
     pub filter: Vec<(String, Vec<String>)>,
+    #[serde(default)]
     pub group_by: Vec<String>,
     /// `event_count` or `value_count`.
+    #[serde(default = "event_count")]
     pub count: String,
     /// The field whose distinct values `value_count` counts.
+    #[serde(default)]
     pub value: Option<String>,
+    #[serde(rename = "timespan", deserialize_with = "nanos")]
     pub timespan_ns: i64,
+    /// The count that fires it.
     pub threshold: u64,
+    #[serde(default = "medium")]
     pub severity: Severity,
+    /// One line, with `{group}`, `{count}` and `{timespan}` placeholders.
+    #[serde(default)]
     pub summary: Option<String>,
+}
+
+fn event_count() -> String {
+    "event_count".into()
+}
+
+fn medium() -> Severity {
+    Severity::Medium
+}
+
+/// A duration as nanoseconds, greater than zero.
+fn nanos<'de, D: serde::Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
+    let s = amoskys_schemas::values::PositiveSecs::deserialize(d)?;
+    Ok(s.0.as_nanos_i64())
+}
+
+/// `field = "pattern"` or `field = ["pattern", ...]`, by field.
+fn patterns<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Vec<(String, Vec<String>)>, D::Error> {
+    #[derive(serde::Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    let m = std::collections::BTreeMap::<String, OneOrMany>::deserialize(d)?;
+    Ok(m.into_iter()
+        .map(|(k, v)| {
+            let pats = match v {
+                OneOrMany::One(p) => vec![p],
+                OneOrMany::Many(ps) => ps,
+            };
+            (k, pats)
+        })
+        .collect())
 }
 
 fn field_index(name: &str) -> Result<usize, String> {
@@ -86,6 +135,9 @@ impl CountRuleSpec {
         if crate::detect::DETECTIONS
             .iter()
             .any(|d| d.name == self.name)
+            || crate::detect::LEARNING
+                .iter()
+                .any(|l| l.rule.name == self.name)
         {
             return Err(format!("{} is a built-in detection's name", self.name));
         }

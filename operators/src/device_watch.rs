@@ -9,52 +9,146 @@
 //! longest ago is forgotten first, counted).
 
 use amoskys_schemas::{Alert, DeviceKind, Entity, EventRow, Record, Severity, pane_of};
+use serde::Deserialize;
 
 use crate::Map;
-use crate::detect::{Cmp, Condition, DetectionDef, DetectionSettings, EventDetector, alert_id};
+use crate::detect::{EventDetector, alert_id};
 
 const MAX_DEVICES: usize = 100_000;
 const MAX_TOPICS: usize = 1_000;
 const MAX_METRICS: usize = 1_000;
 
-const fn key(feature: &'static str, default: f64) -> Condition {
-    Condition {
-        feature,
-        cmp: Cmp::AtLeast,
-        default,
-    }
+/// What a learning rule learns of each device.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Learn {
+    /// The topics it publishes on: a new one alerts.
+    Topics,
+    /// The range of each numeric value it reports: a value outside it alerts.
+    Values,
 }
 
-/// The learning detections; their keys are settings, not features.
-pub static DEVICE_DETECTIONS: &[DetectionDef] = &[
-    DetectionDef {
-        name: "mqtt_new_topic",
-        severity: Severity::Medium,
-        sources: &["mqtt"],
-        description: "A device published on a topic it had never used, after its first \
-            `learning_minutes` of event time (during which its topics are learned). A \
-            compromised or misconfigured device often shows up on topics of other devices \
-            or commands.",
-        conditions: &[key("learning_minutes", 10.0)],
-        summary: "{entity} published on a new topic {topic} (it had used {topics_known})",
-    },
-    DetectionDef {
-        name: "mqtt_value_out_of_range",
-        severity: Severity::Medium,
-        sources: &["mqtt"],
-        description: "A numeric value a device reports fell outside the range learned for \
-            it — the smallest and largest values of its first `learning_minutes` (and at \
-            least `min_samples` samples) — widened on each side by `margin` times the \
-            range's width. A value that never varied while learning alerts on any change. \
-            Consecutive panes out of range are one alert.",
-        conditions: &[
-            key("learning_minutes", 10.0),
-            key("min_samples", 20.0),
-            key("margin", 0.5),
-        ],
-        summary: "{entity} {metric} = {value}, outside its learned range [{learned_min}, {learned_max}]",
-    },
-];
+/// A learning rule (`kind = "learn"` in a rules file): each MQTT device's
+/// normal, learned over its first `learning` of event time, then judged.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LearnRule {
+    pub name: String,
+    pub learn: Learn,
+    #[serde(default = "medium")]
+    pub severity: Severity,
+    /// The span of each device's first events that is learned, not judged.
+    #[serde(
+        default = "ten_minutes",
+        deserialize_with = "amoskys_schemas::values::duration"
+    )]
+    pub learning: std::time::Duration,
+    /// `values`: samples of a value learned before it is judged, at least.
+    #[serde(default = "twenty")]
+    pub min_samples: u64,
+    /// `values`: the learned range widened on each side by this many times its width.
+    #[serde(default = "half")]
+    pub margin: f64,
+    /// Listed for documentation; a learning rule reads MQTT.
+    #[serde(default = "mqtt")]
+    pub sources: Vec<String>,
+    #[serde(default = "yes")]
+    pub enabled: bool,
+}
+
+fn medium() -> Severity {
+    Severity::Medium
+}
+fn ten_minutes() -> std::time::Duration {
+    std::time::Duration::from_secs(600)
+}
+fn twenty() -> u64 {
+    20
+}
+fn half() -> f64 {
+    0.5
+}
+fn mqtt() -> Vec<String> {
+    vec!["mqtt".into()]
+}
+fn yes() -> bool {
+    true
+}
+
+impl LearnRule {
+    /// The keys `[detections.<name>]` may set besides `enabled` and `severity`,
+    /// with their current values.
+    pub fn keys(&self) -> Vec<(&'static str, f64)> {
+        let mut k = vec![("learning_minutes", self.learning.as_secs_f64() / 60.0)];
+        if self.learn == Learn::Values {
+            k.push(("min_samples", self.min_samples as f64));
+            k.push(("margin", self.margin));
+        }
+        k
+    }
+
+    /// Sets one of [`LearnRule::keys`].
+    pub fn tune(&mut self, key: &str, v: f64) -> Result<(), String> {
+        if !self.keys().iter().any(|(k, _)| *k == key) || !v.is_finite() || v < 0.0 {
+            let keys: Vec<&str> = self.keys().iter().map(|(k, _)| *k).collect();
+            return Err(format!(
+                "{key}: not a key of this detection, or not a number at least 0 (enabled, severity, {})",
+                keys.join(", ")
+            ));
+        }
+        match key {
+            "learning_minutes" => self.learning = std::time::Duration::from_secs_f64(v * 60.0),
+            "min_samples" => self.min_samples = v as u64,
+            _ => self.margin = v,
+        }
+        Ok(())
+    }
+
+    /// The summary its alerts carry, with placeholders named.
+    pub fn summary(&self) -> &'static str {
+        match self.learn {
+            Learn::Topics => {
+                "{entity} published on a new topic {topic} (it had used {topics_known})"
+            }
+            Learn::Values => {
+                "{entity} {metric} = {value}, outside its learned range [{learned_min}, {learned_max}]"
+            }
+        }
+    }
+
+    /// Checks a rule of flows.toml: a clear reason when it is wrong.
+    pub fn check(&self) -> Result<(), String> {
+        if self.name.trim().is_empty() {
+            return Err("the name is empty".into());
+        }
+        if crate::detect::DETECTIONS
+            .iter()
+            .any(|d| d.name == self.name)
+        {
+            return Err(format!(
+                "{} is a built-in condition rule's name: a rule replaces a built-in of its own kind",
+                self.name
+            ));
+        }
+        if !self.margin.is_finite() || self.margin < 0.0 {
+            return Err(format!(
+                "margin = {}: must be a number at least 0",
+                self.margin
+            ));
+        }
+        if self.sources.iter().any(|s| s != "mqtt") {
+            return Err(format!(
+                "sources = {:?}: a learning rule learns MQTT devices (sources = [\"mqtt\"])",
+                self.sources
+            ));
+        }
+        Ok(())
+    }
+
+    fn learning_ns(&self) -> i64 {
+        i64::try_from(self.learning.as_nanos()).unwrap_or(i64::MAX)
+    }
+}
 
 #[derive(Default)]
 struct Range {
@@ -70,47 +164,39 @@ struct Device {
     first_ns: i64,
     last_ns: i64,
     topics: crate::Set<String>,
-    values: Map<String, Range>,
+    /// Per `values` rule, in the watch's order: each learns with its own span.
+    values: Vec<Map<String, Range>>,
 }
 
-/// The timely-free core: MQTT events in, alerts out.
+/// The timely-free core: MQTT events in, alerts out, for every enabled
+/// learning rule.
 pub struct DeviceWatch {
-    topic: Option<(Severity, i64)>,
-    range: Option<(Severity, i64, u64, f64)>,
+    topics: Vec<LearnRule>,
+    values: Vec<LearnRule>,
     devices: Map<Entity, Device>,
     /// Devices forgotten to stay within `MAX_DEVICES`.
     pub evicted: u64,
 }
 
 impl DeviceWatch {
-    /// `settings` by detection name; a detection not named keeps its defaults.
-    pub fn new(settings: &[(String, DetectionSettings)]) -> Self {
-        let get = |def: &DetectionDef| {
-            settings
+    pub fn new(rules: &[LearnRule]) -> Self {
+        let of = |l: Learn| {
+            rules
                 .iter()
-                .find(|(n, _)| n == def.name)
-                .map_or_else(|| DetectionSettings::defaults(def), |(_, s)| s.clone())
+                .filter(|r| r.enabled && r.learn == l)
+                .cloned()
+                .collect()
         };
-        let minutes = |m: f64| (m.max(0.0) * 60e9) as i64;
-        let t = get(&DEVICE_DETECTIONS[0]);
-        let r = get(&DEVICE_DETECTIONS[1]);
         DeviceWatch {
-            topic: t.enabled.then(|| (t.severity, minutes(t.thresholds[0]))),
-            range: r.enabled.then(|| {
-                (
-                    r.severity,
-                    minutes(r.thresholds[0]),
-                    r.thresholds[1].max(1.0) as u64,
-                    r.thresholds[2].max(0.0),
-                )
-            }),
+            topics: of(Learn::Topics),
+            values: of(Learn::Values),
             devices: Map::default(),
             evicted: 0,
         }
     }
 
     pub fn is_enabled(&self) -> bool {
-        self.topic.is_some() || self.range.is_some()
+        !self.topics.is_empty() || !self.values.is_empty()
     }
 }
 
@@ -145,15 +231,15 @@ impl EventDetector for DeviceWatch {
         dev.last_ns = dev.last_ns.max(ts);
         let age = ts - dev.first_ns;
         let entity = &d.entity;
-        if let (Some((severity, learning)), Some(topic)) = (self.topic, &d.topic)
+        if let Some(topic) = &d.topic
             && !dev.topics.contains(topic)
         {
-            if age >= learning {
-                let known = dev.topics.len();
+            let known = dev.topics.len();
+            for r in self.topics.iter().filter(|r| age >= r.learning_ns()) {
                 out.push(Alert {
-                    id: alert_id(&format!("mqtt_new_topic\u{0}{topic}"), entity, pane),
-                    rule: "mqtt_new_topic".into(),
-                    severity,
+                    id: alert_id(&format!("{}\u{0}{topic}", r.name), entity, pane),
+                    rule: r.name.clone(),
+                    severity: r.severity,
                     entity: entity.clone(),
                     window: pane,
                     sources: vec!["mqtt".into()],
@@ -167,71 +253,69 @@ impl EventDetector for DeviceWatch {
                 dev.topics.insert(topic.clone());
             }
         }
-        let Some((severity, learning, min_samples, margin)) = self.range else {
-            return;
-        };
-        for s in &d.samples {
-            let Some(x) = s.value.filter(|x| x.is_finite()) else {
-                continue;
-            };
-            let known = dev.values.len();
-            let r = match dev.values.get_mut(&s.metric) {
-                Some(r) => r,
-                None if known < MAX_METRICS => {
-                    dev.values.entry(s.metric.clone()).or_insert(Range {
-                        n: 0,
-                        min: x,
-                        max: x,
-                        out_pane: None,
-                    })
+        dev.values.resize_with(self.values.len(), Map::default);
+        for (rule, values) in self.values.iter().zip(dev.values.iter_mut()) {
+            let (learning, min_samples, margin) =
+                (rule.learning_ns(), rule.min_samples.max(1), rule.margin);
+            for s in &d.samples {
+                let Some(x) = s.value.filter(|x| x.is_finite()) else {
+                    continue;
+                };
+                let known = values.len();
+                let r = match values.get_mut(&s.metric) {
+                    Some(r) => r,
+                    None if known < MAX_METRICS => {
+                        values.entry(s.metric.clone()).or_insert(Range {
+                            n: 0,
+                            min: x,
+                            max: x,
+                            out_pane: None,
+                        })
+                    }
+                    None => continue,
+                };
+                if age < learning || r.n < min_samples {
+                    r.n += 1;
+                    r.min = r.min.min(x);
+                    r.max = r.max.max(x);
+                    continue;
                 }
-                None => continue,
-            };
-            if age < learning || r.n < min_samples {
-                r.n += 1;
-                r.min = r.min.min(x);
-                r.max = r.max.max(x);
-                continue;
-            }
-            let pad = margin * (r.max - r.min);
-            if x >= r.min - pad && x <= r.max + pad {
-                continue;
-            }
-            if crate::occurrence::continues(&mut r.out_pane, pane, 1) {
-                continue;
-            }
-            let fmt = |v: f64| {
-                if v.fract() == 0.0 && v.abs() < 1e15 {
-                    format!("{v:.0}")
-                } else {
-                    format!("{v:.3}")
+                let pad = margin * (r.max - r.min);
+                if x >= r.min - pad && x <= r.max + pad {
+                    continue;
                 }
-            };
-            out.push(Alert {
-                id: alert_id(
-                    &format!("mqtt_value_out_of_range\u{0}{}", s.metric),
-                    entity,
-                    pane,
-                ),
-                rule: "mqtt_value_out_of_range".into(),
-                severity,
-                entity: entity.clone(),
-                window: pane,
-                sources: vec!["mqtt".into()],
-                evidence: vec![
-                    ("value".into(), x),
-                    ("learned_min".into(), r.min),
-                    ("learned_max".into(), r.max),
-                    ("learned_samples".into(), r.n as f64),
-                ],
-                summary: format!(
-                    "{entity} {} = {}, outside its learned range [{}, {}]",
-                    s.metric,
-                    fmt(x),
-                    fmt(r.min),
-                    fmt(r.max)
-                ),
-            });
+                if crate::occurrence::continues(&mut r.out_pane, pane, 1) {
+                    continue;
+                }
+                let fmt = |v: f64| {
+                    if v.fract() == 0.0 && v.abs() < 1e15 {
+                        format!("{v:.0}")
+                    } else {
+                        format!("{v:.3}")
+                    }
+                };
+                out.push(Alert {
+                    id: alert_id(&format!("{}\u{0}{}", rule.name, s.metric), entity, pane),
+                    rule: rule.name.clone(),
+                    severity: rule.severity,
+                    entity: entity.clone(),
+                    window: pane,
+                    sources: vec!["mqtt".into()],
+                    evidence: vec![
+                        ("value".into(), x),
+                        ("learned_min".into(), r.min),
+                        ("learned_max".into(), r.max),
+                        ("learned_samples".into(), r.n as f64),
+                    ],
+                    summary: format!(
+                        "{entity} {} = {}, outside its learned range [{}, {}]",
+                        s.metric,
+                        fmt(x),
+                        fmt(r.min),
+                        fmt(r.max)
+                    ),
+                });
+            }
         }
     }
 }
@@ -266,7 +350,11 @@ mod tests {
 
     #[test]
     fn new_topics_and_values_out_of_the_learned_range_alert_after_learning() {
-        let mut w = DeviceWatch::new(&[]);
+        let builtin: Vec<LearnRule> = crate::detect::LEARNING
+            .iter()
+            .map(|l| l.rule.clone())
+            .collect();
+        let mut w = DeviceWatch::new(&builtin);
         let mut out = Vec::new();
         // Ten minutes of learning: temperatures 20-25 on one topic, then a second
         // topic still inside the learning span.
@@ -312,18 +400,42 @@ mod tests {
     }
 
     #[test]
-    fn disabled_detections_stay_quiet() {
-        let off = |n: &str| {
-            let def = DEVICE_DETECTIONS.iter().find(|d| d.name == n).expect("def");
-            (
-                n.to_string(),
-                DetectionSettings {
-                    enabled: false,
-                    ..DetectionSettings::defaults(def)
-                },
-            )
+    fn disabled_rules_stay_quiet_and_each_rule_learns_with_its_own_span() {
+        let rule = |name: &str, learn: Learn, minutes: u64, enabled: bool| LearnRule {
+            name: name.into(),
+            learn,
+            severity: Severity::Low,
+            learning: std::time::Duration::from_secs(minutes * 60),
+            min_samples: 1,
+            margin: 0.0,
+            sources: vec!["mqtt".into()],
+            enabled,
         };
-        let w = DeviceWatch::new(&[off("mqtt_new_topic"), off("mqtt_value_out_of_range")]);
-        assert!(!w.is_enabled());
+        let off = DeviceWatch::new(&[
+            rule("a", Learn::Topics, 1, false),
+            rule("b", Learn::Values, 1, false),
+        ]);
+        assert!(!off.is_enabled());
+        // Two value rules, learning 1 and 5 minutes: at 3 minutes only the
+        // first judges; its range is what it saw in its first minute.
+        let mut w = DeviceWatch::new(&[
+            rule("quick", Learn::Values, 1, true),
+            rule("slow", Learn::Values, 5, true),
+        ]);
+        let mut out = Vec::new();
+        for t in 0..6 {
+            w.observe(&msg(t * 10, "d", "t", "v", 10.0), &mut out);
+        }
+        w.observe(&msg(180, "d", "t", "v", 50.0), &mut out);
+        let fired: Vec<&str> = out.iter().map(|a| a.rule.as_str()).collect();
+        assert_eq!(fired, ["quick"]);
+        assert_eq!(out[0].severity, Severity::Low);
+        // Past 5 minutes the slow one judges too, with 50 learned into its
+        // range: 50 is out of range for the quick one only, 60 for both.
+        w.observe(&msg(360, "d", "t", "v", 50.0), &mut out);
+        w.observe(&msg(420, "d", "t", "v", 60.0), &mut out);
+        let fired: Vec<&str> = out.iter().map(|a| a.rule.as_str()).collect();
+        assert_eq!(fired, ["quick", "quick", "quick", "slow"], "{out:?}");
+        assert_eq!(out[3].evidence[2], ("learned_max".into(), 50.0));
     }
 }

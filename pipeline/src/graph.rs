@@ -13,7 +13,7 @@ use amoskys_operators::detect::{
     Detect, DetectCounters, DetectionSettings, Detector, GroupRules, UserRule, detect_events,
     detect_groups,
 };
-use amoskys_operators::device_watch::DeviceWatch;
+use amoskys_operators::device_watch::{DeviceWatch, LearnRule};
 use amoskys_operators::{
     AssembleFlows, DhcpObservations, EventWindows, Featurize, FeaturizeEvents, FlowConfig,
     FlowCounters, HistoryConfig, HistoryCounters, MergeRows, PacketFeaturesOnly, WindowCounters,
@@ -60,6 +60,7 @@ pub struct GraphSpec {
     pub detections: Vec<(String, DetectionSettings)>,
     pub user_rules: Vec<UserRule>,
     pub count_rules: Vec<CountRuleSpec>,
+    pub learn_rules: Vec<LearnRule>,
     /// The joins: incidents across sources, indicator matches.
     pub correlation: Option<Arc<Correlation>>,
     /// Whether any source carries records: without, the record-only parts
@@ -90,7 +91,7 @@ impl GraphSpec {
             .as_ref()
             .map(|_| Arc::new(IntelShared::default()));
         // Incidents join logs with packets: without logs there are none.
-        let mut settings = cfg.correlation.settings();
+        let mut settings = cfg.correlation.clone();
         settings.enabled &= records;
         let correlation = (settings.enabled || intel.is_some()).then(|| {
             Arc::new(Correlation {
@@ -99,7 +100,7 @@ impl GraphSpec {
                     .threat_intel
                     .as_ref()
                     .zip(intel.clone())
-                    .map(|(t, sh)| (t.settings(), sh)),
+                    .map(|(t, sh)| (t.clone(), sh)),
                 counters: counters.detect.clone(),
             })
         });
@@ -107,9 +108,10 @@ impl GraphSpec {
             flows: cfg.flows.settings(workers),
             feature_set,
             history: cfg.features.history(workers),
-            detections: cfg.detections.0.clone(),
-            user_rules: cfg.rules.iter().map(|r| r.rule()).collect(),
-            count_rules: cfg.count_rules.iter().map(|r| r.spec()).collect(),
+            detections: cfg.detections.conditions.clone(),
+            user_rules: cfg.condition_rules(),
+            count_rules: cfg.counting_rules(),
+            learn_rules: cfg.learning_rules(),
             correlation,
             records,
         };
@@ -122,6 +124,9 @@ impl GraphSpec {
         Detector::new(&defs, &self.detections, &self.user_rules)?;
         GroupRules::new(&defs, &self.user_rules)?;
         for r in &self.count_rules {
+            r.check()?;
+        }
+        for r in &self.learn_rules {
             r.check()?;
         }
         Ok(())
@@ -208,7 +213,7 @@ pub fn build(
                     intel = feed;
                 }
                 if spec.records {
-                    let watch = DeviceWatch::new(&spec.detections);
+                    let watch = DeviceWatch::new(&spec.learn_rules);
                     if watch.is_enabled() {
                         alerts = alerts.concat(detect_events(
                             records.clone(),

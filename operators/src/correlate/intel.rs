@@ -203,11 +203,27 @@ impl IntelFeed {
     }
 }
 
-/// The threat-intelligence part of the dataflow's configuration.
-#[derive(Clone, Debug)]
+/// `[threat_intel]`: indicators matched against what the sources see.
+#[derive(Clone, Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct IntelSettings {
+    /// One IP address, network (CIDR) or domain per line; `#` comments. Re-read
+    /// when it changes.
     pub file: std::path::PathBuf,
+    #[serde(default = "high")]
     pub severity: Severity,
+    /// How often the file is checked for changes.
+    #[serde(default = "one_second")]
+    pub reload: amoskys_schemas::values::PositiveSecs,
+}
+
+fn high() -> Severity {
+    Severity::High
+}
+
+fn one_second() -> amoskys_schemas::values::PositiveSecs {
+    use amoskys_schemas::values::{PositiveSecs, Secs};
+    PositiveSecs(Secs::from_secs(1))
 }
 
 /// Where a contact with an indicator was seen.

@@ -60,7 +60,8 @@ use intel::{Via, event_contacts, intel_alerts};
 const HOLD_PANES: u64 = 4;
 
 /// What flows.toml sets of the cross-source incident (`[correlation]`).
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct CorrelationSettings {
     pub enabled: bool,
     pub severity: Severity,
@@ -70,8 +71,38 @@ pub struct CorrelationSettings {
     pub login_connections: f64,
     /// Processor load (%) of a host it connected to, from SNMP: extra evidence.
     pub target_cpu: f64,
-    /// Evidence no more than this many panes after the last is the same incident.
+    /// Evidence no more than this many panes after the last is the same
+    /// incident: `incident_gap`, a duration of at least one pane.
+    #[serde(rename = "incident_gap", deserialize_with = "panes")]
     pub gap_panes: u64,
+}
+
+/// A duration of at least one pane, in panes.
+fn panes<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    let gap = amoskys_schemas::values::duration(d)?;
+    let hop = amoskys_schemas::HOP_SECONDS as u64;
+    if gap.as_secs() < hop {
+        return Err(serde::de::Error::custom(format!(
+            "incident_gap must be at least {hop}s (one pane)"
+        )));
+    }
+    Ok(gap.as_secs() / hop)
+}
+
+impl CorrelationSettings {
+    /// The thresholds must be numbers above 0: a clear reason when one is not.
+    pub fn check(&self) -> Result<(), String> {
+        for (k, v) in [
+            ("login_failures", self.login_failures),
+            ("login_connections", self.login_connections),
+            ("target_cpu", self.target_cpu),
+        ] {
+            if !v.is_finite() || v < 1e-9 {
+                return Err(format!("{k} = {v}: must be a number above 0"));
+            }
+        }
+        Ok(())
+    }
 }
 
 impl Default for CorrelationSettings {

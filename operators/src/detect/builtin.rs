@@ -8,6 +8,7 @@ use amoskys_schemas::Severity;
 use serde::Deserialize;
 
 use super::expr::{Expr, Op, parse_condition};
+use crate::device_watch::LearnRule;
 
 /// How a feature is compared with its threshold.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -42,8 +43,21 @@ pub struct DetectionDef {
 /// in the binary): rules in the language of flows.toml's `[[rules]]`, each a
 /// conjunction of `>=`/`<=` thresholds with every feature once, so each
 /// threshold can be tuned by its feature's name.
-pub static DETECTIONS: LazyLock<Vec<DetectionDef>> =
-    LazyLock::new(|| parse_builtin(BUILTIN).expect("operators/rules/builtin.toml is valid"));
+pub static DETECTIONS: LazyLock<Vec<DetectionDef>> = LazyLock::new(|| builtin().0);
+
+/// The built-in learning rules (`kind = "learn"`), from the same file.
+pub static LEARNING: LazyLock<Vec<BuiltinLearn>> = LazyLock::new(|| builtin().1);
+
+fn builtin() -> (Vec<DetectionDef>, Vec<BuiltinLearn>) {
+    parse_builtin(BUILTIN).expect("operators/rules/builtin.toml is valid")
+}
+
+/// A built-in learning rule and what it means.
+#[derive(Debug)]
+pub struct BuiltinLearn {
+    pub rule: LearnRule,
+    pub description: &'static str,
+}
 
 /// The built-in rules file, as shipped.
 pub const BUILTIN: &str = include_str!("../../rules/builtin.toml");
@@ -51,7 +65,7 @@ pub const BUILTIN: &str = include_str!("../../rules/builtin.toml");
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RulesFile {
-    rules: Vec<BuiltinRule>,
+    rules: Vec<toml::Table>,
 }
 
 #[derive(Deserialize)]
@@ -70,16 +84,39 @@ fn keep(s: String) -> &'static str {
     Box::leak(s.into_boxed_str())
 }
 
-/// Reads a rules file of built-in form: every condition a conjunction of
-/// thresholds on catalogue features, each feature at most once.
-pub fn parse_builtin(text: &str) -> Result<Vec<DetectionDef>, String> {
+/// Reads a rules file of built-in form: condition rules each a conjunction of
+/// thresholds on catalogue features, each feature at most once; learning rules
+/// (`kind = "learn"`); every one with a `description`.
+pub fn parse_builtin(text: &str) -> Result<(Vec<DetectionDef>, Vec<BuiltinLearn>), String> {
     let file: RulesFile = toml::from_str(text).map_err(|e| e.to_string())?;
     let defs = crate::features::defs();
     let mut out: Vec<DetectionDef> = Vec::new();
-    for r in file.rules {
-        if out.iter().any(|d| d.name == r.name) {
-            return Err(format!("{}: the name is used twice", r.name));
+    let mut learning: Vec<BuiltinLearn> = Vec::new();
+    for mut t in file.rules {
+        let name = t
+            .get("name")
+            .and_then(|n| n.as_str())
+            .unwrap_or("")
+            .to_string();
+        if out.iter().any(|d| d.name == name) || learning.iter().any(|l| l.rule.name == name) {
+            return Err(format!("{name}: the name is used twice"));
         }
+        match super::kind_of(&mut t).map_err(|e| format!("{name}: {e}"))? {
+            super::RuleKind::Condition => {}
+            super::RuleKind::Learn => {
+                let description = match t.remove("description") {
+                    Some(toml::Value::String(d)) => keep(d),
+                    _ => return Err(format!("{name}: a built-in needs a description")),
+                };
+                let rule: LearnRule = t.try_into().map_err(|e| format!("{name}: {e}"))?;
+                learning.push(BuiltinLearn { rule, description });
+                continue;
+            }
+            super::RuleKind::Count => {
+                return Err(format!("{name}: no counting rule is built in"));
+            }
+        }
+        let r: BuiltinRule = t.try_into().map_err(|e| format!("{name}: {e}"))?;
         let (expr, _) =
             parse_condition(&r.condition, &defs).map_err(|e| format!("{}: {e}", r.name))?;
         let mut conditions: Vec<Condition> = Vec::new();
@@ -128,7 +165,7 @@ pub fn parse_builtin(text: &str) -> Result<Vec<DetectionDef>, String> {
             summary: keep(r.summary),
         });
     }
-    Ok(out)
+    Ok((out, learning))
 }
 
 /// What flows.toml may change of one detection.
@@ -147,5 +184,115 @@ impl DetectionSettings {
             severity: def.severity,
             thresholds: def.conditions.iter().map(|c| c.default).collect(),
         }
+    }
+}
+
+/// `[detections.<name>]` of flows.toml: per built-in, `enabled`, `severity` and
+/// its keys — a condition rule's thresholds by feature name, a learning rule's
+/// [`LearnRule::keys`]. Built-ins not named run as shipped.
+#[derive(Clone, Debug, Default)]
+pub struct Tunings {
+    /// Condition rules, by name.
+    pub conditions: Vec<(String, DetectionSettings)>,
+    /// Learning rules as tuned (only those named).
+    pub learning: Vec<LearnRule>,
+}
+
+impl Tunings {
+    /// Whether `[detections.<name>]` is written.
+    pub fn tunes(&self, name: &str) -> bool {
+        self.conditions.iter().any(|(n, _)| n == name)
+            || self.learning.iter().any(|r| r.name == name)
+    }
+
+    /// The learning rules to run: the built-ins as tuned, those replaced by a
+    /// user's rule of the same name left out, then the user's.
+    pub fn learn_rules(&self, user: &[LearnRule]) -> Vec<LearnRule> {
+        LEARNING
+            .iter()
+            .filter(|b| !user.iter().any(|u| u.name == b.rule.name))
+            .map(|b| {
+                self.learning
+                    .iter()
+                    .find(|t| t.name == b.rule.name)
+                    .unwrap_or(&b.rule)
+                    .clone()
+            })
+            .chain(user.iter().cloned())
+            .collect()
+    }
+}
+
+impl<'de> Deserialize<'de> for Tunings {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        let raw: std::collections::BTreeMap<String, toml::Table> = Deserialize::deserialize(d)?;
+        let mut out = Tunings::default();
+        for (name, table) in raw {
+            let err = |what: String| D::Error::custom(format!("[detections.{name}] {what}"));
+            let def = DETECTIONS.iter().find(|x| x.name == name);
+            let learn = LEARNING.iter().find(|l| l.rule.name == name);
+            if def.is_none() && learn.is_none() {
+                let known: Vec<&str> = DETECTIONS
+                    .iter()
+                    .map(|x| x.name)
+                    .chain(LEARNING.iter().map(|l| l.rule.name.as_str()))
+                    .collect();
+                return Err(D::Error::custom(format!(
+                    "[detections.{name}]: no such detection (known: {})",
+                    known.join(", ")
+                )));
+            }
+            let mut settings = def.map(DetectionSettings::defaults);
+            let mut rule = learn.map(|l| l.rule.clone());
+            for (key, value) in table {
+                match key.as_str() {
+                    "enabled" => {
+                        let on = value
+                            .as_bool()
+                            .ok_or_else(|| err("enabled: write true or false".into()))?;
+                        settings.iter_mut().for_each(|s| s.enabled = on);
+                        rule.iter_mut().for_each(|r| r.enabled = on);
+                    }
+                    "severity" => {
+                        let sev: Severity = value.try_into().ok().ok_or_else(|| {
+                            err("severity: write low, medium, high or critical".into())
+                        })?;
+                        settings.iter_mut().for_each(|s| s.severity = sev);
+                        rule.iter_mut().for_each(|r| r.severity = sev);
+                    }
+                    key => {
+                        let v = value
+                            .as_float()
+                            .or_else(|| value.as_integer().map(|i| i as f64))
+                            .filter(|v| v.is_finite())
+                            .ok_or_else(|| err(format!("{key}: write a number")))?;
+                        if let (Some(def), Some(s)) = (def, settings.as_mut()) {
+                            let i = def
+                                .conditions
+                                .iter()
+                                .position(|c| c.feature == key)
+                                .ok_or_else(|| {
+                                    let keys: Vec<&str> =
+                                        def.conditions.iter().map(|c| c.feature).collect();
+                                    err(format!(
+                                        "{key}: not a key of this detection (enabled, severity, {})",
+                                        keys.join(", ")
+                                    ))
+                                })?;
+                            s.thresholds[i] = v;
+                        }
+                        if let Some(r) = rule.as_mut() {
+                            r.tune(key, v).map_err(err)?;
+                        }
+                    }
+                }
+            }
+            if let Some(s) = settings {
+                out.conditions.push((name.clone(), s));
+            }
+            out.learning.extend(rule);
+        }
+        Ok(out)
     }
 }

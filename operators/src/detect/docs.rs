@@ -1,7 +1,8 @@
 //! docs/DETECTIONS.md, generated from every kind of detection: the built-in
-//! table, the rule language, counting rules and the joins across sources.
+//! rules file (condition and learning rules), the rule language, counting rules
+//! and the joins across sources.
 
-use super::{Cmp, DETECTIONS};
+use super::{Cmp, DETECTIONS, LEARNING};
 
 /// The detections as Markdown: the body of docs/DETECTIONS.md.
 pub fn markdown() -> String {
@@ -11,7 +12,8 @@ pub fn markdown() -> String {
     let _ = writeln!(
         s,
         "Generated from the detections (`operators/rules/builtin.toml`, `operators/src/detect/`, \
-         `operators/src/device_watch.rs`, `operators/src/correlate.rs`); a test fails when \
+         `operators/src/count_rules.rs`, `operators/src/device_watch.rs`, \
+         `operators/src/correlate/`); a test fails when \
          this file is stale (`UPDATE_DOCS=1 cargo test -p amoskys-operators detections_md` \
          rewrites it).\n"
     );
@@ -31,6 +33,15 @@ pub fn markdown() -> String {
         "```toml\n[detections.vertical_scan]\nenabled = true          # false turns it off\n\
          severity = \"high\"       # low, medium, high or critical\n\
          distinct_dst_ports_out = 100   # a threshold, by feature name\n```\n"
+    );
+    let _ = writeln!(
+        s,
+        "A rule has one of three kinds, written `kind = ...` and run by the same engine \
+         (one alert path, one merging of consecutive windows, one override by name): \
+         `condition` (the default: a condition on each entity's features per window), \
+         `count` (events matching a filter, counted over a sliding timespan) and `learn` \
+         (each MQTT device's normal, learned and then judged). The built-in file holds \
+         condition and learning rules.\n"
     );
     let _ = writeln!(
         s,
@@ -67,7 +78,7 @@ pub fn markdown() -> String {
     );
     let _ = writeln!(
         s,
-        "## Counting rules over events (`[[count_rules]]`)\n\n\
+        "## Counting rules over events (`kind = \"count\"`)\n\n\
          Sigma-style aggregations over the `events` table's rows (syslog messages, MQTT and \
          SNMP samples), evaluated as the events arrive: the events whose fields match \
          `filter` (each field one pattern or a list of them; a pattern matches the whole \
@@ -78,7 +89,8 @@ pub fn markdown() -> String {
          raises an alert, at most one per `timespan`; its entity is the group's value when it \
          groups by one field (an address becomes that host), else the fields and values. \
          Fields: {}. `validate` refuses an unknown field, a missing `value` for \
-         `value_count`, an empty pattern or a threshold of 0, naming the rule.\n",
+         `value_count`, an empty pattern or a threshold of 0, naming the rule. The older \
+         spelling, `[[count_rules]]` sections without `kind`, is read the same way.\n",
         amoskys_schemas::EventField::ALL
             .iter()
             .map(|f| format!("`{}`", f.name()))
@@ -87,11 +99,29 @@ pub fn markdown() -> String {
     );
     let _ = writeln!(
         s,
-        "```toml\n[[count_rules]]\nname = \"user_enumeration\"\n\
+        "```toml\n[[rules]]\nname = \"user_enumeration\"\nkind = \"count\"\n\
          filter = {{ appname = \"sshd\", message = \"Invalid user * from *\" }}\n\
          group_by = [\"auth_remote\"]\ncount = \"value_count\"      # or \"event_count\"\n\
          value = \"auth_user\"\ntimespan = \"10m\"\nthreshold = 5\nseverity = \"high\"\n\
          summary = \"{{group}}: {{count}} users in {{timespan}}\"   # optional\n```\n"
+    );
+    let _ = writeln!(
+        s,
+        "## Learning rules (`kind = \"learn\"`)\n\n\
+         Each MQTT device's normal, learned from its own messages over its first `learning` \
+         of event time and then judged: `learn = \"topics\"` alerts on a topic the device \
+         never used; `learn = \"values\"` on a numeric value outside the range learned for \
+         it (after at least `min_samples` samples) widened on each side by `margin` times its \
+         width. State is per device and bounded (100,000 devices, 1,000 topics and values \
+         each; the device heard from longest ago is forgotten first). The two built-ins \
+         below are rules of this kind; a rule of your own with one of their names replaces \
+         it:\n"
+    );
+    let _ = writeln!(
+        s,
+        "```toml\n[[rules]]\nname = \"slow_drift\"\nkind = \"learn\"\nlearn = \"values\"\n\
+         learning = \"1h\"        # default 10m\nmin_samples = 100      # default 20\n\
+         margin = 1.0           # default 0.5\nseverity = \"low\"       # default medium\n```\n"
     );
     for d in DETECTIONS.iter() {
         let _ = writeln!(s, "## `{}`\n", d.name);
@@ -112,21 +142,26 @@ pub fn markdown() -> String {
         }
         let _ = writeln!(s, "\nSummary: `{}`\n", d.summary);
     }
-    for d in crate::device_watch::DEVICE_DETECTIONS {
-        let _ = writeln!(s, "## `{}`\n", d.name);
+    for l in LEARNING.iter() {
+        let r = &l.rule;
+        let _ = writeln!(s, "## `{}`\n", r.name);
         let _ = writeln!(
             s,
-            "Severity **{}**; sources: {}; learned per device from its events, in the \
-             long-running job.\n\n{}\n",
-            d.severity,
-            d.sources.join(", "),
-            d.description
+            "Severity **{}**; sources: {}; a learning rule (`kind = \"learn\"`, `learn = \
+             \"{}\"`), learned per device from its events.\n\n{}\n",
+            r.severity,
+            r.sources.join(", "),
+            match r.learn {
+                crate::device_watch::Learn::Topics => "topics",
+                crate::device_watch::Learn::Values => "values",
+            },
+            l.description
         );
         let _ = writeln!(s, "| key | default |\n|---|---|");
-        for c in d.conditions {
-            let _ = writeln!(s, "| `{}` | {} |", c.feature, c.default);
+        for (k, v) in r.keys() {
+            let _ = writeln!(s, "| `{k}` | {v} |");
         }
-        let _ = writeln!(s, "\nSummary: `{}`\n", d.summary);
+        let _ = writeln!(s, "\nSummary: `{}`\n", r.summary());
     }
     s.push_str(&crate::correlate::markdown());
     s

@@ -1,8 +1,12 @@
 //! Detections over feature rows and events, and the alerts they raise.
 //!
-//! - builtin.rs: the built-in detections, conjunctions of thresholds on
-//!   catalogue features, tuned in flows.toml (`[detections.<name>]`);
+//! - builtin.rs: the built-in detections, read from operators/rules/builtin.toml
+//!   and tuned in flows.toml (`[detections.<name>]`);
 //! - expr.rs and rules.rs: the condition language and users' `[[rules]]`;
+//! - [`RuleSpec`] here: one rule of a rules file, of any kind — `condition`
+//!   (over each entity's feature rows: this file's [`Detector`]), `count`
+//!   (events counted over a timespan: crate::count_rules) or `learn` (each
+//!   device's normal: crate::device_watch);
 //! - this file: [`Detector`], which runs both over each entity's rows, and the
 //!   operators around it; groups.rs: rules over groups of entities;
 //! - docs.rs: docs/DETECTIONS.md, from all of them.
@@ -27,7 +31,9 @@ use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::generic::OutputBuilder;
 use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 
-pub use builtin::{Cmp, Condition, DETECTIONS, DetectionDef, DetectionSettings};
+pub use builtin::{
+    BuiltinLearn, Cmp, Condition, DETECTIONS, DetectionDef, DetectionSettings, LEARNING, Tunings,
+};
 pub use docs::markdown;
 pub use expr::{Expr, Op, parse_condition};
 pub use groups::{GroupRules, detect_groups};
@@ -35,6 +41,80 @@ pub use rules::{Grouping, UserRule};
 
 use crate::occurrence::Occurrences;
 use rules::Rule;
+
+/// The kinds of rule a rules file holds (`kind = ...`, `condition` when left out).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RuleKind {
+    Condition,
+    Count,
+    Learn,
+}
+
+/// Takes `kind` out of a rule's table.
+pub(crate) fn kind_of(t: &mut toml::Table) -> Result<RuleKind, String> {
+    match t.remove("kind") {
+        None => Ok(RuleKind::Condition),
+        Some(toml::Value::String(k)) => match k.as_str() {
+            "condition" => Ok(RuleKind::Condition),
+            "count" => Ok(RuleKind::Count),
+            "learn" => Ok(RuleKind::Learn),
+            other => Err(format!(
+                "kind = {other:?}: use \"condition\" (the default), \"count\" or \"learn\""
+            )),
+        },
+        Some(v) => Err(format!(
+            "kind = {v}: write \"condition\", \"count\" or \"learn\""
+        )),
+    }
+}
+
+/// One `[[rules]]` section, of any kind: the same engine's three detectors.
+#[derive(Clone, Debug, PartialEq)]
+pub enum RuleSpec {
+    /// A condition on each entity's features per window.
+    Condition(UserRule),
+    /// Matching events counted over a sliding timespan.
+    Count(crate::count_rules::CountRuleSpec),
+    /// Each device's normal, learned then judged.
+    Learn(crate::device_watch::LearnRule),
+}
+
+impl RuleSpec {
+    pub fn name(&self) -> &str {
+        match self {
+            RuleSpec::Condition(r) => &r.name,
+            RuleSpec::Count(r) => &r.name,
+            RuleSpec::Learn(r) => &r.name,
+        }
+    }
+
+    pub fn kind(&self) -> RuleKind {
+        match self {
+            RuleSpec::Condition(_) => RuleKind::Condition,
+            RuleSpec::Count(_) => RuleKind::Count,
+            RuleSpec::Learn(_) => RuleKind::Learn,
+        }
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for RuleSpec {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        let mut t = toml::Table::deserialize(d)?;
+        let name = t.get("name").and_then(|n| n.as_str()).map(str::to_string);
+        let named = |e: String| match &name {
+            Some(n) => D::Error::custom(format!("{n}: {e}")),
+            None => D::Error::custom(e),
+        };
+        Ok(match kind_of(&mut t).map_err(named)? {
+            RuleKind::Condition => {
+                RuleSpec::Condition(t.try_into().map_err(|e| named(format!("{e}")))?)
+            }
+            RuleKind::Count => RuleSpec::Count(t.try_into().map_err(|e| named(format!("{e}")))?),
+            RuleKind::Learn => RuleSpec::Learn(t.try_into().map_err(|e| named(format!("{e}")))?),
+        })
+    }
+}
 
 /// Counters of the detection operator.
 #[derive(Debug, Default)]

@@ -6,22 +6,38 @@ use amoskys_schemas::{FeatureDef, Severity};
 use super::expr::{Expr, parse_condition};
 use super::placeholders;
 
-/// A rule written in flows.toml (`[[rules]]`).
-#[derive(Clone, Debug, PartialEq)]
+/// A condition rule written in flows.toml (`[[rules]]`, the default kind).
+#[derive(Clone, Debug, PartialEq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct UserRule {
     pub name: String,
+    /// Comparisons of features with numbers, with `and`, `or`, `not` and
+    /// parentheses, e.g. `conn_failed_out >= 20 and failed_conn_ratio_out > 0.8`.
     pub condition: String,
+    #[serde(default = "medium")]
     pub severity: Severity,
     /// The sources its features come from (derived from them when not given).
+    #[serde(default)]
     pub sources: Vec<String>,
     /// One line; `{entity}` and `{feature}` placeholders as in the built-ins.
+    #[serde(default)]
     pub summary: Option<String>,
     /// `entity` (the default: one alert per entity), `network/<len>` (the
     /// entities of one IPv4 network of that prefix length, IPv6 hosts by /64) or
     /// `all`: with a group, one alert per group and window once `min_entities`
     /// of its entities match.
+    #[serde(default)]
     pub group_by: Option<String>,
+    #[serde(default = "one")]
     pub min_entities: u64,
+}
+
+fn medium() -> Severity {
+    Severity::Medium
+}
+
+fn one() -> u64 {
+    1
 }
 
 /// How a rule's matches are grouped.

@@ -6,22 +6,25 @@
 //!
 //! This file holds the whole file's shape, the sections of the dataflow
 //! (window, flows, features, runtime) and the checks that need more than one
-//! key, reported with file and line. The detections' sections are in
-//! detections.rs, the outputs' in sinks.rs (durations and ranges are
-//! amoskys_schemas::values, shared by every crate that owns a section);
-//! the sources' sections are the sources crate's.
+//! key, reported with file and line. The outputs' sections are in sinks.rs;
+//! the sources' sections are the sources crate's, the detections' (`[[rules]]`,
+//! `[detections]`, `[correlation]`, `[threat_intel]`) the operators'; durations
+//! and ranges are amoskys_schemas::values, shared by every crate that owns a
+//! section.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::{Deserialize, Deserializer};
+use serde::Deserialize;
 
-mod detections;
 mod sinks;
 
+pub use amoskys_operators::correlate::{CorrelationSettings, IntelSettings};
+pub use amoskys_operators::count_rules::CountRuleSpec;
+pub use amoskys_operators::detect::{RuleSpec, Tunings, UserRule};
+pub use amoskys_operators::device_watch::LearnRule;
 pub use amoskys_schemas::values::{Bounded, PositiveSecs, Secs};
-pub use detections::*;
 pub use sinks::*;
 
 /// The whole file.
@@ -34,11 +37,16 @@ pub struct Config {
     pub features: FeaturesConfig,
     pub runtime: RuntimeConfig,
     pub sinks: SinksConfig,
-    pub detections: DetectionsConfig,
-    pub rules: Vec<RuleConfig>,
-    pub correlation: CorrelationConfig,
-    pub threat_intel: Option<ThreatIntelConfig>,
-    pub count_rules: Vec<CountRuleConfig>,
+    /// `[detections.<name>]`: the built-ins tuned (docs/DETECTIONS.md).
+    pub detections: Tunings,
+    /// `[[rules]]` of every kind: condition, count, learn.
+    pub rules: Vec<RuleSpec>,
+    /// `[correlation]`: the cross-source incident.
+    pub correlation: CorrelationSettings,
+    /// `[threat_intel]`: indicators matched against what the sources see.
+    pub threat_intel: Option<IntelSettings>,
+    /// `[[count_rules]]`: the older spelling of `[[rules]]` with `kind = "count"`.
+    pub count_rules: Vec<CountRuleSpec>,
 }
 
 /// Event-time windows.
@@ -224,6 +232,43 @@ impl Config {
         Ok(cfg)
     }
 
+    /// The `[[rules]]` of kind `condition`.
+    pub fn condition_rules(&self) -> Vec<UserRule> {
+        self.rules
+            .iter()
+            .filter_map(|r| match r {
+                RuleSpec::Condition(c) => Some(c.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The counting rules: `[[rules]]` of kind `count`, then `[[count_rules]]`.
+    pub fn counting_rules(&self) -> Vec<CountRuleSpec> {
+        self.rules
+            .iter()
+            .filter_map(|r| match r {
+                RuleSpec::Count(c) => Some(c.clone()),
+                _ => None,
+            })
+            .chain(self.count_rules.iter().cloned())
+            .collect()
+    }
+
+    /// The learning rules to run: the built-ins as tuned, and `[[rules]]` of
+    /// kind `learn` (replacing a built-in of the same name).
+    pub fn learning_rules(&self) -> Vec<LearnRule> {
+        let user: Vec<LearnRule> = self
+            .rules
+            .iter()
+            .filter_map(|r| match r {
+                RuleSpec::Learn(l) => Some(l.clone()),
+                _ => None,
+            })
+            .collect();
+        self.detections.learn_rules(&user)
+    }
+
     /// Checks that read other files (keys, certificates): done by `validate` and
     /// when a job starts.
     pub fn check_files(&self) -> Result<(), String> {
@@ -255,58 +300,63 @@ impl Config {
         let mut errs: Vec<(usize, String)> = Vec::new();
         let at = |header: &str, nth: usize| section_offset(text, header, nth);
         let defs = amoskys_operators::features::defs();
+        let all = self.rules.iter().map(|r| ("[[rules]]", r.name())).chain(
+            self.count_rules
+                .iter()
+                .map(|r| ("[[count_rules]]", r.name.as_str())),
+        );
+        let mut nth = std::collections::HashMap::new();
+        let mut seen = std::collections::HashSet::new();
+        for (header, name) in all {
+            let k = nth.entry(header).or_insert(0usize);
+            if !seen.insert(name) {
+                errs.push((
+                    at(header, *k),
+                    format!("{header} {name}: the name is used twice"),
+                ));
+            }
+            *k += 1;
+        }
         for (k, r) in self.rules.iter().enumerate() {
-            if self.rules[..k].iter().any(|o| o.name == r.name) {
-                errs.push((
-                    at("[[rules]]", k),
-                    format!("[[rules]] {}: the name is used twice", r.name),
-                ));
-            } else if let Err(e) = r.rule().check(&defs) {
-                errs.push((at("[[rules]]", k), format!("[[rules]] {}: {e}", r.name)));
-            } else if self.detections.0.iter().any(|(n, _)| *n == r.name) {
-                errs.push((
-                    at("[[rules]]", k),
-                    format!(
-                        "[[rules]] {0} replaces the built-in {0}, which [detections.{0}] tunes: \
-                         put the thresholds in the rule's condition and drop [detections.{0}]",
-                        r.name
-                    ),
-                ));
+            let checked = match r {
+                RuleSpec::Condition(c) => c.check(&defs).and_then(|()| {
+                    if self.detections.tunes(&c.name) {
+                        Err(format!(
+                            "it replaces the built-in {0}, which [detections.{0}] tunes: \
+                             put the thresholds in the rule's condition and drop [detections.{0}]",
+                            c.name
+                        ))
+                    } else {
+                        Ok(())
+                    }
+                }),
+                RuleSpec::Count(c) => c.check().map(|_| ()),
+                RuleSpec::Learn(l) => l.check().and_then(|()| {
+                    if self.detections.tunes(&l.name) {
+                        Err(format!(
+                            "it replaces the built-in {0}, which [detections.{0}] tunes: \
+                             drop [detections.{0}]",
+                            l.name
+                        ))
+                    } else {
+                        Ok(())
+                    }
+                }),
+            };
+            if let Err(e) = checked {
+                errs.push((at("[[rules]]", k), format!("[[rules]] {}: {e}", r.name())));
             }
         }
         for (k, r) in self.count_rules.iter().enumerate() {
-            if self.count_rules[..k].iter().any(|o| o.name == r.name)
-                || self.rules.iter().any(|o| o.name == r.name)
-            {
-                errs.push((
-                    at("[[count_rules]]", k),
-                    format!("[[count_rules]] {}: the name is used twice", r.name),
-                ));
-            } else if let Err(e) = r.spec().check() {
+            if let Err(e) = r.check() {
                 errs.push((
                     at("[[count_rules]]", k),
                     format!("[[count_rules]] {}: {e}", r.name),
                 ));
             }
         }
-        let c = &self.correlation;
-        for (k, v) in [
-            ("login_failures", c.login_failures),
-            ("login_connections", c.login_connections),
-            ("target_cpu", c.target_cpu),
-        ] {
-            if !v.is_finite() || v < 1e-9 {
-                errs.push((
-                    at("[correlation]", 0),
-                    format!("[correlation] {k} = {v}: must be a number above 0"),
-                ));
-            }
-        }
-        if c.incident_gap.0.0 < Duration::from_secs(30) {
-            errs.push((
-                at("[correlation]", 0),
-                "[correlation] incident_gap must be at least 30s (one pane)".into(),
-            ));
+        if let Err(e) = self.correlation.check() {
+            errs.push((at("[correlation]", 0), format!("[correlation] {e}")));
         }
         if self.flows.active_timeout.0.0 < self.flows.idle_timeout.0.0 {
             errs.push((
@@ -491,11 +541,11 @@ path = "data"
              [detections.beaconing]\nenabled = false\n",
         )
         .unwrap_or_else(|e| panic!("{e}"));
-        let (name, s) = &c.detections.0[1];
+        let (name, s) = &c.detections.conditions[1];
         assert_eq!(name, "vertical_scan");
         assert_eq!(s.severity, amoskys_schemas::Severity::Critical);
         assert_eq!(s.thresholds, [50.0, 4.0]);
-        assert!(!c.detections.0[0].1.enabled);
+        assert!(!c.detections.conditions[0].1.enabled);
         for (text, says) in [
             ("[detections.portscan]\n", "no such detection"),
             (
@@ -524,7 +574,10 @@ path = "data"
             "[[rules]]\nname = \"failed_fanout\"\ncondition = \"conn_failed_out >= 20 and distinct_peers_out > 10\"\nseverity = \"high\"\n",
         )
         .unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(c.rules[0].rule().severity, amoskys_schemas::Severity::High);
+        assert_eq!(
+            c.condition_rules()[0].severity,
+            amoskys_schemas::Severity::High
+        );
         // A rule may take a built-in's name: it replaces the built-in.
         parse("[[rules]]\nname = \"syn_flood\"\ncondition = \"tcp_syn_in > 1\"\n")
             .unwrap_or_else(|e| panic!("{e}"));
@@ -586,7 +639,7 @@ path = "data"
     fn correlation_and_threat_intel_parse_and_bad_values_are_refused() {
         let c = parse("[correlation]\nlogin_failures = 5\nincident_gap = \"1h\"\n")
             .unwrap_or_else(|e| panic!("{e}"));
-        let s = c.correlation.settings();
+        let s = &c.correlation;
         assert_eq!(
             (s.login_failures, s.login_connections, s.gap_panes),
             (5.0, 3.0, 120)
@@ -629,7 +682,8 @@ path = "data"
              timespan = \"10m\"\nthreshold = 5\nseverity = \"high\"\n",
         )
         .unwrap_or_else(|e| panic!("{e}"));
-        let s = c.count_rules[0].spec();
+        let s = &c.count_rules[0];
+        assert_eq!(c.counting_rules(), std::slice::from_ref(s));
         assert_eq!(s.filter.len(), 2);
         assert_eq!(s.filter[1].1, ["failure", "invalid_user"]);
         assert_eq!(s.timespan_ns, 600_000_000_000);
@@ -655,6 +709,96 @@ path = "data"
             .expect_err("timespan")
             .to_string();
         assert!(e.contains("timespan"), "{e}");
+    }
+
+    #[test]
+    fn counting_and_learning_are_kinds_of_rule() {
+        let c = parse(
+            "[[rules]]\nname = \"spray\"\nkind = \"count\"\nfilter = { appname = \"sshd\" }\n\
+             timespan = \"5m\"\nthreshold = 10\n\
+             [[rules]]\nname = \"mqtt_new_topic\"\nkind = \"learn\"\nlearn = \"topics\"\nlearning = \"1h\"\n\
+             [[rules]]\nname = \"slow_values\"\nkind = \"learn\"\nlearn = \"values\"\nmargin = 2\n\
+             [[count_rules]]\nname = \"older\"\ntimespan = \"1m\"\nthreshold = 3\n",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let kinds: Vec<_> = c.rules.iter().map(RuleSpec::kind).collect();
+        use amoskys_operators::detect::RuleKind;
+        assert_eq!(kinds, [RuleKind::Count, RuleKind::Learn, RuleKind::Learn]);
+        let counting: Vec<String> = c.counting_rules().into_iter().map(|r| r.name).collect();
+        assert_eq!(counting, ["spray", "older"]);
+        assert_eq!(c.counting_rules()[0].timespan_ns, 300_000_000_000);
+        // The user's mqtt_new_topic replaces the built-in; the built-in
+        // mqtt_value_out_of_range stays; slow_values is added.
+        let learning: Vec<(String, u64, f64)> = c
+            .learning_rules()
+            .into_iter()
+            .map(|r| (r.name, r.learning.as_secs(), r.margin))
+            .collect();
+        assert_eq!(
+            learning,
+            [
+                ("mqtt_value_out_of_range".into(), 600, 0.5),
+                ("mqtt_new_topic".into(), 3600, 0.5),
+                ("slow_values".into(), 600, 2.0),
+            ]
+        );
+        for (text, says) in [
+            (
+                "[[rules]]\nname = \"x\"\nkind = \"sigma\"\n",
+                "x: kind = \"sigma\": use \"condition\"",
+            ),
+            (
+                "[[rules]]\nname = \"x\"\nkind = \"learn\"\nlearn = \"colours\"\n",
+                "unknown variant `colours`",
+            ),
+            (
+                "[[rules]]\nname = \"x\"\nkind = \"count\"\ncondition = \"bytes_out > 1\"\n",
+                "unknown field `condition`",
+            ),
+            (
+                "[[rules]]\nname = \"syn_flood\"\nkind = \"learn\"\nlearn = \"topics\"\n",
+                "built-in condition rule's name",
+            ),
+            (
+                "[[rules]]\nname = \"x\"\nkind = \"count\"\ntimespan = \"1m\"\nthreshold = 1\n\
+                 [[count_rules]]\nname = \"x\"\ntimespan = \"1m\"\nthreshold = 1\n",
+                "used twice",
+            ),
+            (
+                "[[rules]]\nname = \"x\"\nkind = \"learn\"\nlearn = \"values\"\nmargin = -1\n",
+                "margin = -1",
+            ),
+        ] {
+            let e = parse(text).expect_err(text).to_string();
+            assert!(e.contains(says), "{text}: {e}");
+        }
+    }
+
+    #[test]
+    fn learning_rules_are_tuned_by_their_keys() {
+        let c = parse(
+            "[detections.mqtt_value_out_of_range]\nlearning_minutes = 0.5\nmin_samples = 3\nmargin = 0\n\
+             [detections.mqtt_new_topic]\nenabled = false\n",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let rules = c.learning_rules();
+        let topics = rules
+            .iter()
+            .find(|r| r.name == "mqtt_new_topic")
+            .expect("topics");
+        assert!(!topics.enabled);
+        let values = rules
+            .iter()
+            .find(|r| r.name == "mqtt_value_out_of_range")
+            .expect("values");
+        assert_eq!(
+            (values.learning.as_secs(), values.min_samples, values.margin),
+            (30, 3, 0.0)
+        );
+        let e = parse("[detections.mqtt_new_topic]\nmargin = 1\n")
+            .expect_err("topics have no margin")
+            .to_string();
+        assert!(e.contains("margin: not a key"), "{e}");
     }
 
     #[test]
