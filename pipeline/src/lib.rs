@@ -9,7 +9,6 @@ pub mod generate;
 pub mod graph;
 mod ingest;
 pub mod job;
-pub mod keys;
 mod metrics;
 pub mod outputs;
 pub mod replay;

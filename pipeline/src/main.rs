@@ -608,9 +608,9 @@ fn run(cmd: Command) -> anyhow::Result<ExitCode> {
             tls: tls_cert.zip(tls_key),
             client_ca: tls_client_ca,
         }),
-        Command::Keygen { out } => match amoskys_pipeline::keys::write_key_pair(&out) {
+        Command::Keygen { out } => match amoskys_sinks::keys::write_key_pair(&out) {
             Ok((key, pub_b64, pub_pem)) => {
-                println!("{}", amoskys_pipeline::keys::public_base64(&key));
+                println!("{}", amoskys_sinks::keys::public_base64(&key));
                 eprintln!(
                     "private key: {} (keep it secret); public key: {} and {}",
                     out.display(),

@@ -11,12 +11,11 @@ use amoskys_schemas::{
     metadata_json_with_stats,
 };
 use amoskys_sinks::parquet::{
-    AlertTable, EventTable, FeatureTable, FlowTable, ParquetSettings, Recent, SinkSummary,
-    TableRows,
+    AlertTable, EventTable, FeatureTable, FlowTable, Recent, SinkSummary, TableRows,
 };
 
 use crate::bridge::{SinkThread, Webhook, WebhookReport, spawn_live_table_sink, spawn_webhook};
-use crate::config::{Config, ParquetConfig};
+use crate::config::Config;
 use crate::error::PipelineError;
 
 /// Names this run's files: start time (UTC, milliseconds) and process id.
@@ -28,22 +27,6 @@ pub fn run_id() -> String {
         std::process::id()
     )
     .replace('.', "")
-}
-
-impl ParquetConfig {
-    /// Writer settings for files under `root`, named after this run.
-    pub fn settings(&self, root: PathBuf) -> Result<ParquetSettings, PipelineError> {
-        let s = ParquetSettings {
-            root,
-            zstd_level: self.zstd_level.0 as i32,
-            row_group_rows: self.row_group_rows.0 as usize,
-            max_open_files: self.max_open_files.0 as usize,
-            run_id: run_id(),
-            roll_after: None,
-        };
-        s.validate()?;
-        Ok(s)
-    }
 }
 
 /// Writes `DIR/feature_metadata.json` (through a temporary file and a rename):
@@ -119,7 +102,11 @@ impl Outputs {
     /// Writes the feature metadata and starts a sink thread per table.
     pub fn start(plan: OutputPlan<'_>) -> Result<(Outputs, Senders), PipelineError> {
         write_feature_metadata(&plan.dir, &plan.defs, None)?;
-        let mut settings = plan.cfg.sinks.parquet.settings(plan.dir.clone())?;
+        let mut settings = plan
+            .cfg
+            .sinks
+            .parquet
+            .settings(plan.dir.clone(), run_id())?;
         if plan.roll {
             settings.roll_after = Some(plan.cfg.sinks.parquet.roll_interval.0.0);
         }

@@ -5,6 +5,7 @@
 //! footer is on disk, so a reader never sees a partial file.
 
 mod error;
+pub mod keys;
 pub mod parquet;
 pub mod webhook;
 

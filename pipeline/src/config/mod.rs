@@ -6,11 +6,11 @@
 //!
 //! This file holds the whole file's shape, the sections of the dataflow
 //! (window, flows, features, runtime) and the checks that need more than one
-//! key, reported with file and line. The outputs' sections are in sinks.rs;
-//! the sources' sections are the sources crate's, the detections' (`[[rules]]`,
-//! `[detections]`, `[correlation]`, `[threat_intel]`) the operators'; durations
-//! and ranges are amoskys_schemas::values, shared by every crate that owns a
-//! section.
+//! key, reported with file and line. Every other section is deserialized by
+//! the crate that uses it: the sources' by the sources crate, the detections'
+//! (`[[rules]]`, `[detections]`, `[correlation]`, `[threat_intel]`) by the
+//! operators, the outputs' (sinks.rs lists them) by the sinks and query
+//! crates; durations and ranges are amoskys_schemas::values, shared by all.
 
 use std::fmt;
 use std::path::{Path, PathBuf};

@@ -1,9 +1,11 @@
 //! Partitioned Parquet tables.
 
+mod config;
 mod recent;
 mod table;
 mod writer;
 
+pub use config::ParquetConfig;
 pub use recent::Recent;
 
 pub use table::{AlertTable, EventTable, FeatureTable, FlowTable, TableRows};

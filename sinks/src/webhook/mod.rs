@@ -12,6 +12,9 @@
 //!
 //! Written by hand around reqwest: no maintained crate spools webhooks to disk.
 
+mod config;
+pub use config::WebhookConfig;
+
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};

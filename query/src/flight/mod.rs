@@ -20,6 +20,9 @@
 //! `FlightService` implementation sharing the table lookup, the ticket encoding and
 //! the TLS set-up; apart, each half would import the other.
 
+mod config;
+pub use config::FlightConfig;
+
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -662,5 +665,4 @@ pub async fn serve_tables(
 }
 
 #[cfg(test)]
-#[path = "flight_tests.rs"]
 mod tests;
