@@ -14,7 +14,7 @@ use std::sync::Arc;
 use amoskys_schemas::{Addr, Alert, Entity, EventField, EventRow, Record, Severity, pane_of};
 
 use crate::Map;
-use crate::detect::{EventDetector, alert_id};
+use crate::alerting::{EventDetector, alert_id};
 
 /// The fields a counting rule may filter, group and count on: the `events`
 /// table's, by index in [`EventField::ALL`].
@@ -131,15 +131,6 @@ impl CountRuleSpec {
     pub fn check(&self) -> Result<CountRule, String> {
         if self.name.trim().is_empty() {
             return Err("the name is empty".into());
-        }
-        if crate::detect::DETECTIONS
-            .iter()
-            .any(|d| d.name == self.name)
-            || crate::detect::LEARNING
-                .iter()
-                .any(|l| l.rule.name == self.name)
-        {
-            return Err(format!("{} is a built-in detection's name", self.name));
         }
         let mut filter = Vec::new();
         for (f, pats) in &self.filter {

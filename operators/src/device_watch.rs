@@ -12,7 +12,7 @@ use amoskys_schemas::{Alert, DeviceKind, Entity, EventRow, Record, Severity, pan
 use serde::Deserialize;
 
 use crate::Map;
-use crate::detect::{EventDetector, alert_id};
+use crate::alerting::{EventDetector, alert_id};
 
 const MAX_DEVICES: usize = 100_000;
 const MAX_TOPICS: usize = 1_000;
@@ -120,15 +120,6 @@ impl LearnRule {
     pub fn check(&self) -> Result<(), String> {
         if self.name.trim().is_empty() {
             return Err("the name is empty".into());
-        }
-        if crate::detect::DETECTIONS
-            .iter()
-            .any(|d| d.name == self.name)
-        {
-            return Err(format!(
-                "{} is a built-in condition rule's name: a rule replaces a built-in of its own kind",
-                self.name
-            ));
         }
         if !self.margin.is_finite() || self.margin < 0.0 {
             return Err(format!(

@@ -4,6 +4,7 @@
 //! [`Featurize`]) around a core that knows nothing of timely ([`FlowAssembler`],
 //! [`features::PaneAcc`]) and is tested on its own.
 
+pub mod alerting;
 pub mod community_id;
 pub mod correlate;
 pub mod count_rules;

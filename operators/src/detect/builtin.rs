@@ -8,6 +8,7 @@ use amoskys_schemas::Severity;
 use serde::Deserialize;
 
 use super::expr::{Expr, Op, parse_condition};
+use super::kinds::RuleKind;
 use crate::device_watch::LearnRule;
 
 /// How a feature is compared with its threshold.
@@ -101,9 +102,9 @@ pub fn parse_builtin(text: &str) -> Result<(Vec<DetectionDef>, Vec<BuiltinLearn>
         if out.iter().any(|d| d.name == name) || learning.iter().any(|l| l.rule.name == name) {
             return Err(format!("{name}: the name is used twice"));
         }
-        match super::kind_of(&mut t).map_err(|e| format!("{name}: {e}"))? {
-            super::RuleKind::Condition => {}
-            super::RuleKind::Learn => {
+        match super::kinds::kind_of(&mut t).map_err(|e| format!("{name}: {e}"))? {
+            RuleKind::Condition => {}
+            RuleKind::Learn => {
                 let description = match t.remove("description") {
                     Some(toml::Value::String(d)) => keep(d),
                     _ => return Err(format!("{name}: a built-in needs a description")),
@@ -112,7 +113,7 @@ pub fn parse_builtin(text: &str) -> Result<(Vec<DetectionDef>, Vec<BuiltinLearn>
                 learning.push(BuiltinLearn { rule, description });
                 continue;
             }
-            super::RuleKind::Count => {
+            RuleKind::Count => {
                 return Err(format!("{name}: no counting rule is built in"));
             }
         }
@@ -294,5 +295,31 @@ impl<'de> Deserialize<'de> for Tunings {
             out.learning.extend(rule);
         }
         Ok(out)
+    }
+}
+
+/// A rule replaces a built-in of its own kind only: the name of a built-in of
+/// another kind is refused, with the reason.
+pub fn check_name(kind: RuleKind, name: &str) -> Result<(), String> {
+    if name.trim().is_empty() {
+        return Err("the name is empty".into());
+    }
+    let builtin = if DETECTIONS.iter().any(|d| d.name == name) {
+        Some(RuleKind::Condition)
+    } else if LEARNING.iter().any(|l| l.rule.name == name) {
+        Some(RuleKind::Learn)
+    } else {
+        None
+    };
+    match builtin {
+        Some(k) if k != kind => Err(format!(
+            "{name} is the name of a built-in {} rule: a rule replaces a built-in of its own kind",
+            match k {
+                RuleKind::Condition => "condition",
+                RuleKind::Count => "count",
+                RuleKind::Learn => "learning",
+            }
+        )),
+        _ => Ok(()),
     }
 }

@@ -3,10 +3,11 @@
 //! - builtin.rs: the built-in detections, read from operators/rules/builtin.toml
 //!   and tuned in flows.toml (`[detections.<name>]`);
 //! - expr.rs and rules.rs: the condition language and users' `[[rules]]`;
-//! - [`RuleSpec`] here: one rule of a rules file, of any kind — `condition`
-//!   (over each entity's feature rows: this file's [`Detector`]), `count`
-//!   (events counted over a timespan: crate::count_rules) or `learn` (each
-//!   device's normal: crate::device_watch);
+//! - kinds.rs: [`RuleSpec`], one rule of a rules file, of any kind —
+//!   `condition` (over each entity's feature rows: this file's [`Detector`]),
+//!   `count` (events counted over a timespan: crate::count_rules) or `learn`
+//!   (each device's normal: crate::device_watch); what every kind shares (alert
+//!   ids, counters, the event-detector operator) is crate::alerting;
 //! - this file: [`Detector`], which runs both over each entity's rows, and the
 //!   operators around it; groups.rs: rules over groups of entities;
 //! - docs.rs: docs/DETECTIONS.md, from all of them.
@@ -20,10 +21,10 @@ mod builtin;
 mod docs;
 mod expr;
 mod groups;
+mod kinds;
 mod rules;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use amoskys_schemas::{Alert, Entity, FeatureDef, FeatureRow};
 use timely::dataflow::Stream;
@@ -31,107 +32,19 @@ use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::generic::OutputBuilder;
 use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 
+pub use crate::alerting::{DetectCounters, EventDetector, alert_id, detect_events};
 pub use builtin::{
     BuiltinLearn, Cmp, Condition, DETECTIONS, DetectionDef, DetectionSettings, LEARNING, Tunings,
+    check_name,
 };
 pub use docs::markdown;
 pub use expr::{Expr, Op, parse_condition};
 pub use groups::{GroupRules, detect_groups};
+pub use kinds::{RuleKind, RuleSpec};
 pub use rules::{Grouping, UserRule};
 
 use crate::occurrence::Occurrences;
 use rules::Rule;
-
-/// The kinds of rule a rules file holds (`kind = ...`, `condition` when left out).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum RuleKind {
-    Condition,
-    Count,
-    Learn,
-}
-
-/// Takes `kind` out of a rule's table.
-pub(crate) fn kind_of(t: &mut toml::Table) -> Result<RuleKind, String> {
-    match t.remove("kind") {
-        None => Ok(RuleKind::Condition),
-        Some(toml::Value::String(k)) => match k.as_str() {
-            "condition" => Ok(RuleKind::Condition),
-            "count" => Ok(RuleKind::Count),
-            "learn" => Ok(RuleKind::Learn),
-            other => Err(format!(
-                "kind = {other:?}: use \"condition\" (the default), \"count\" or \"learn\""
-            )),
-        },
-        Some(v) => Err(format!(
-            "kind = {v}: write \"condition\", \"count\" or \"learn\""
-        )),
-    }
-}
-
-/// One `[[rules]]` section, of any kind: the same engine's three detectors.
-#[derive(Clone, Debug, PartialEq)]
-pub enum RuleSpec {
-    /// A condition on each entity's features per window.
-    Condition(UserRule),
-    /// Matching events counted over a sliding timespan.
-    Count(crate::count_rules::CountRuleSpec),
-    /// Each device's normal, learned then judged.
-    Learn(crate::device_watch::LearnRule),
-}
-
-impl RuleSpec {
-    pub fn name(&self) -> &str {
-        match self {
-            RuleSpec::Condition(r) => &r.name,
-            RuleSpec::Count(r) => &r.name,
-            RuleSpec::Learn(r) => &r.name,
-        }
-    }
-
-    pub fn kind(&self) -> RuleKind {
-        match self {
-            RuleSpec::Condition(_) => RuleKind::Condition,
-            RuleSpec::Count(_) => RuleKind::Count,
-            RuleSpec::Learn(_) => RuleKind::Learn,
-        }
-    }
-}
-
-impl<'de> serde::Deserialize<'de> for RuleSpec {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        use serde::de::Error;
-        let mut t = toml::Table::deserialize(d)?;
-        let name = t.get("name").and_then(|n| n.as_str()).map(str::to_string);
-        let named = |e: String| match &name {
-            Some(n) => D::Error::custom(format!("{n}: {e}")),
-            None => D::Error::custom(e),
-        };
-        Ok(match kind_of(&mut t).map_err(named)? {
-            RuleKind::Condition => {
-                RuleSpec::Condition(t.try_into().map_err(|e| named(format!("{e}")))?)
-            }
-            RuleKind::Count => RuleSpec::Count(t.try_into().map_err(|e| named(format!("{e}")))?),
-            RuleKind::Learn => RuleSpec::Learn(t.try_into().map_err(|e| named(format!("{e}")))?),
-        })
-    }
-}
-
-/// Counters of the detection operator.
-#[derive(Debug, Default)]
-pub struct DetectCounters {
-    pub alerts: AtomicU64,
-}
-
-impl DetectCounters {
-    /// Counts `alerts`, if any, and hands them to `give`.
-    pub fn emit(&self, alerts: &mut Vec<Alert>, give: impl FnOnce(&mut Vec<Alert>)) {
-        if !alerts.is_empty() {
-            self.alerts
-                .fetch_add(alerts.len() as u64, Ordering::Relaxed);
-            give(alerts);
-        }
-    }
-}
 
 /// The timely-free core: feature rows in, alerts out. Rows of one entity must
 /// come in window order.
@@ -269,22 +182,6 @@ fn summary(template: &str, entity: &Entity, evidence: &[(String, f64)]) -> Strin
     s
 }
 
-/// 128 bits of FNV-1a (two 64-bit passes with different offsets) over the
-/// detection, the entity and the window: stable across runs, workers and builds.
-pub fn alert_id(rule: &str, entity: &Entity, window: u64) -> String {
-    let text = format!("{rule}\u{0}{entity}\u{0}{window}");
-    let fnv = |offset: u64| {
-        text.bytes().fold(offset, |h, b| {
-            (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
-        })
-    };
-    format!(
-        "{:016x}{:016x}",
-        fnv(0xcbf2_9ce4_8422_2325),
-        fnv(0x8422_2325_cbf2_9ce4)
-    )
-}
-
 /// Runs the detections over feature rows: the rows pass on unchanged, and the
 /// alerts they raise come out as a second stream.
 pub trait Detect<'scope> {
@@ -330,39 +227,6 @@ impl<'scope> Detect<'scope> for Stream<'scope, u64, Vec<FeatureRow>> {
         });
         (rows, alerts)
     }
-}
-
-/// A detection over events as they arrive, one at a time.
-pub trait EventDetector: 'static {
-    /// Appends the alerts `row` raises.
-    fn observe(&mut self, row: &amoskys_schemas::EventRow, out: &mut Vec<Alert>);
-}
-
-/// Runs `detector` over the events stream, on the worker that holds them (the
-/// events come in on worker 0, in arrival order).
-pub fn detect_events<'s, D: EventDetector>(
-    events: Stream<'s, u64, Vec<amoskys_schemas::EventRow>>,
-    name: &str,
-    mut detector: D,
-    counters: Arc<DetectCounters>,
-) -> Stream<'s, u64, Vec<Alert>> {
-    use timely::container::CapacityContainerBuilder;
-    use timely::dataflow::operators::Operator;
-    events.unary::<CapacityContainerBuilder<Vec<Alert>>, _, _, _>(
-        Pipeline,
-        name,
-        move |_cap, _info| {
-            move |input, output| {
-                input.for_each(|cap, data| {
-                    let mut out = Vec::new();
-                    for e in data.iter() {
-                        detector.observe(e, &mut out);
-                    }
-                    counters.emit(&mut out, |v| output.session(&cap).give_container(v));
-                });
-            }
-        },
-    )
 }
 
 #[cfg(test)]

@@ -22,7 +22,7 @@ mod sinks;
 
 pub use amoskys_operators::correlate::{CorrelationSettings, IntelSettings};
 pub use amoskys_operators::count_rules::CountRuleSpec;
-pub use amoskys_operators::detect::{RuleSpec, Tunings, UserRule};
+pub use amoskys_operators::detect::{RuleKind, RuleSpec, Tunings, UserRule};
 pub use amoskys_operators::device_watch::LearnRule;
 pub use amoskys_schemas::values::{Bounded, PositiveSecs, Secs};
 pub use sinks::*;
@@ -318,7 +318,8 @@ impl Config {
             *k += 1;
         }
         for (k, r) in self.rules.iter().enumerate() {
-            let checked = match r {
+            let named = amoskys_operators::detect::check_name(r.kind(), r.name());
+            let checked = named.and_then(|()| match r {
                 RuleSpec::Condition(c) => c.check(&defs).and_then(|()| {
                     if self.detections.tunes(&c.name) {
                         Err(format!(
@@ -342,13 +343,14 @@ impl Config {
                         Ok(())
                     }
                 }),
-            };
+            });
             if let Err(e) = checked {
                 errs.push((at("[[rules]]", k), format!("[[rules]] {}: {e}", r.name())));
             }
         }
         for (k, r) in self.count_rules.iter().enumerate() {
-            if let Err(e) = r.check() {
+            let named = amoskys_operators::detect::check_name(RuleKind::Count, &r.name);
+            if let Err(e) = named.and_then(|()| r.check().map(|_| ())) {
                 errs.push((
                     at("[[count_rules]]", k),
                     format!("[[count_rules]] {}: {e}", r.name),
@@ -722,7 +724,6 @@ path = "data"
         )
         .unwrap_or_else(|e| panic!("{e}"));
         let kinds: Vec<_> = c.rules.iter().map(RuleSpec::kind).collect();
-        use amoskys_operators::detect::RuleKind;
         assert_eq!(kinds, [RuleKind::Count, RuleKind::Learn, RuleKind::Learn]);
         let counting: Vec<String> = c.counting_rules().into_iter().map(|r| r.name).collect();
         assert_eq!(counting, ["spray", "older"]);
@@ -757,7 +758,7 @@ path = "data"
             ),
             (
                 "[[rules]]\nname = \"syn_flood\"\nkind = \"learn\"\nlearn = \"topics\"\n",
-                "built-in condition rule's name",
+                "syn_flood is the name of a built-in condition rule",
             ),
             (
                 "[[rules]]\nname = \"x\"\nkind = \"count\"\ntimespan = \"1m\"\nthreshold = 1\n\
