@@ -8,8 +8,14 @@ use timely::dataflow::Stream;
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::generic::Operator;
 
+use crate::app::AppState;
 use crate::community_id::{community_id, ordered};
 use crate::{Map, Moments};
+
+/// Flows per worker whose payload is being read at once; past it a new flow's
+/// payload is not read (counted in `FlowCounters::app_skipped`). With
+/// `application_bytes` per side this bounds the bytes held.
+pub const MAX_APP_FLOWS: usize = 16_384;
 
 /// Flow timeouts and the table's size limit.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -25,6 +31,8 @@ pub struct FlowConfig {
     pub max_flows: usize,
     /// Community ID seed.
     pub community_id_seed: u16,
+    /// Payload bytes of each direction read for application metadata (0: off).
+    pub application_bytes: usize,
 }
 
 impl Default for FlowConfig {
@@ -35,6 +43,7 @@ impl Default for FlowConfig {
             closed_ns: 5 * 1_000_000_000,
             max_flows: 1_000_000,
             community_id_seed: 0,
+            application_bytes: 8192,
         }
     }
 }
@@ -95,7 +104,17 @@ impl Dir {
     }
 }
 
-#[derive(Clone, Debug)]
+/// What a packet did to the reading of its flow's payload.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Reading {
+    Same,
+    /// The flow's payload started being read.
+    Started,
+    /// The flow's payload will not be read: too many flows were being read.
+    Skipped,
+}
+
+#[derive(Debug)]
 struct FlowState {
     src: Addr,
     sport: u16,
@@ -110,6 +129,12 @@ struct FlowState {
     fin_bwd: bool,
     /// When the flow closed (FIN both ways or RST), and how.
     closed: Option<(i64, EndReason)>,
+    /// Each side's SYN sequence number, until its payload is read.
+    syn: [Option<u32>; 2],
+    /// What its payload says, once it has carried some.
+    app: Option<Box<AppState>>,
+    /// Its payload went unread: too many flows were being read.
+    app_skipped: bool,
 }
 
 impl FlowState {
@@ -134,10 +159,56 @@ impl FlowState {
             fin_fwd: false,
             fin_bwd: false,
             closed: None,
+            syn: [None; 2],
+            app: None,
+            app_skipped: false,
         }
     }
 
-    fn add(&mut self, p: &Packet) {
+    /// Reads the payload of `p` (from the originator when `fwd`), up to
+    /// `limit` bytes per side; `may_start` says whether a flow not yet read
+    /// may start being read.
+    fn read_payload(&mut self, p: &Packet, fwd: bool, limit: usize, may_start: bool) -> Reading {
+        if limit == 0 || p.proto != Proto::TCP {
+            return Reading::Same;
+        }
+        if p.has_flag(TcpFlags::SYN) {
+            match &mut self.app {
+                Some(a) => a.syn(fwd, p.tcp_seq),
+                None => self.syn[usize::from(!fwd)] = Some(p.tcp_seq),
+            }
+        }
+        if p.payload.is_empty() || self.app_skipped {
+            return Reading::Same;
+        }
+        let started = self.app.is_none();
+        if started {
+            if !may_start {
+                self.app_skipped = true;
+                return Reading::Skipped;
+            }
+            let mut a = Box::<AppState>::default();
+            for (side, seq) in self.syn.iter().enumerate() {
+                if let Some(s) = seq {
+                    a.syn(side == 0, *s);
+                }
+            }
+            self.app = Some(a);
+        }
+        if let Some(a) = &mut self.app
+            && !a.finished()
+        {
+            a.segment(fwd, p.tcp_seq, &p.payload, limit);
+        }
+        if started {
+            Reading::Started
+        } else {
+            Reading::Same
+        }
+    }
+
+    /// Adds `p`, reading its payload (see [`FlowState::read_payload`]).
+    fn add(&mut self, p: &Packet, limit: usize, may_start: bool) -> Reading {
         // Ports tell the sides apart (even on one address); ICMP types do not.
         let fwd = match p.proto {
             Proto::TCP | Proto::UDP | 132 => p.src == self.src && p.sport == self.sport,
@@ -165,6 +236,7 @@ impl FlowState {
                 }
             }
         }
+        self.read_payload(p, fwd, limit, may_start)
     }
 
     /// Whether packet `p` starts a new record instead of joining this one, and why
@@ -216,6 +288,7 @@ impl FlowState {
             iat_fwd: self.fwd.iat.summary(),
             iat_bwd: self.bwd.iat.summary(),
             end_reason,
+            app: self.app.as_ref().and_then(|a| a.info()).map(Box::new),
         }
     }
 }
@@ -240,6 +313,10 @@ pub struct FlowAssembler {
     cfg: FlowConfig,
     flows: Map<FlowKey, FlowState>,
     evicted: u64,
+    /// Flows held whose payload is being read (at most [`MAX_APP_FLOWS`]).
+    app_flows: usize,
+    /// Flows whose payload was not read because `app_flows` was at its limit.
+    app_skipped: u64,
 }
 
 impl FlowAssembler {
@@ -249,7 +326,14 @@ impl FlowAssembler {
             cfg,
             flows: Map::with_capacity_and_hasher(cap, Default::default()),
             evicted: 0,
+            app_flows: 0,
+            app_skipped: 0,
         }
+    }
+
+    /// Flows whose payload was not read because too many were being read.
+    pub fn app_skipped(&self) -> u64 {
+        self.app_skipped
     }
 
     pub fn len(&self) -> usize {
@@ -268,26 +352,29 @@ impl FlowAssembler {
     /// Adds one packet; finished flows it reveals are pushed to `out`.
     pub fn observe(&mut self, p: &Packet, out: &mut Vec<FlowRecord>) {
         let key = FlowKey::of(p);
-        if let Some(st) = self.flows.get_mut(&key) {
-            match st.ends_before(p, &self.cfg) {
-                None => {
-                    st.add(p);
-                    return;
-                }
-                Some(why) => {
-                    out.push(st.record(&key, self.cfg.community_id_seed, why));
-                    *st = FlowState::open(p);
-                    st.add(p);
-                    return;
-                }
+        let limit = self.cfg.application_bytes;
+        let may_start = self.app_flows < MAX_APP_FLOWS;
+        let reading = if let Some(st) = self.flows.get_mut(&key) {
+            if let Some(why) = st.ends_before(p, &self.cfg) {
+                out.push(st.record(&key, self.cfg.community_id_seed, why));
+                self.app_flows -= usize::from(st.app.is_some());
+                *st = FlowState::open(p);
             }
+            st.add(p, limit, may_start)
+        } else {
+            if self.flows.len() >= self.cfg.max_flows.max(1) {
+                self.evict(out);
+            }
+            let mut st = FlowState::open(p);
+            let reading = st.add(p, limit, may_start);
+            self.flows.insert(key, st);
+            reading
+        };
+        match reading {
+            Reading::Started => self.app_flows += 1,
+            Reading::Skipped => self.app_skipped += 1,
+            Reading::Same => {}
         }
-        if self.flows.len() >= self.cfg.max_flows.max(1) {
-            self.evict(out);
-        }
-        let mut st = FlowState::open(p);
-        st.add(p);
-        self.flows.insert(key, st);
     }
 
     /// Expires the longest-idle sixteenth of the table (at least one flow).
@@ -300,6 +387,7 @@ impl FlowAssembler {
         for (_, k) in ages {
             if let Some(st) = self.flows.remove(&k) {
                 out.push(st.record(&k, self.cfg.community_id_seed, EndReason::Evicted));
+                self.app_flows -= usize::from(st.app.is_some());
                 self.evicted += 1;
             }
         }
@@ -308,10 +396,12 @@ impl FlowAssembler {
     /// Emits every flow that has ended by event time `now_ns`.
     pub fn expire(&mut self, now_ns: i64, out: &mut Vec<FlowRecord>) {
         let (cfg, seed) = (self.cfg, self.cfg.community_id_seed);
+        let app_flows = &mut self.app_flows;
         self.flows
             .retain(|k, st| match st.expired_at(now_ns, &cfg) {
                 Some(why) => {
                     out.push(st.record(k, seed, why));
+                    *app_flows -= usize::from(st.app.is_some());
                     false
                 }
                 None => true,
@@ -325,6 +415,7 @@ impl FlowAssembler {
             let why = st.closed.map_or(EndReason::EndOfInput, |(_, w)| w);
             out.push(st.record(&k, seed, why));
         }
+        self.app_flows = 0;
     }
 }
 
@@ -502,7 +593,7 @@ mod tests {
             proto: Proto::ICMP,
             sport: 8,
             dport: 0,
-            ..p
+            ..p.clone()
         };
         let reply = Packet {
             proto: Proto::ICMP,
@@ -510,14 +601,17 @@ mod tests {
             dport: 0,
             src: p.dst,
             dst: p.src,
-            ..p
+            ..p.clone()
         };
         assert_eq!(FlowKey::of(&echo), FlowKey::of(&reply));
         assert_eq!(
             FlowKey::of(&echo).route_hash(),
             FlowKey::of(&reply).route_hash()
         );
-        let other = Packet { sport: 5556, ..p };
+        let other = Packet {
+            sport: 5556,
+            ..p.clone()
+        };
         assert_ne!(
             FlowKey::of(&p).route_hash(),
             FlowKey::of(&other).route_hash()

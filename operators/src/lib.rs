@@ -5,6 +5,7 @@
 //! [`features::PaneAcc`]) and is tested on its own.
 
 pub mod alerting;
+mod app;
 pub mod community_id;
 pub mod correlate;
 pub mod count_rules;

@@ -103,6 +103,7 @@ fn traffic(seed: u64, n: usize, minutes: i64) -> Vec<Packet> {
                 },
                 dns,
                 dhcp: Default::default(),
+                ..Default::default()
             }
         })
         .collect()
@@ -130,7 +131,10 @@ fn run(packets: &[Packet], workers: usize) -> Vec<FeatureRow> {
             for chunk in pk.chunks(97) {
                 for p in chunk {
                     let pane = pane_of(p.ts_ns);
-                    input.activate().session(&cap.delayed(&pane)).give(*p);
+                    input
+                        .activate()
+                        .session(&cap.delayed(&pane))
+                        .give(p.clone());
                 }
                 let last = pane_of(chunk[chunk.len() - 1].ts_ns);
                 if last > *cap.time() + 1 {

@@ -150,7 +150,8 @@ pub fn replay(opts: ReplayOptions) -> Result<ReplayReport, PipelineError> {
         })?;
 
     let batch = cfg.runtime.batch_size.0 as usize;
-    let reader = RecordedCaptures::new("replay", files, batch);
+    let keep = cfg.flows.application_bytes.0 as usize;
+    let reader = RecordedCaptures::new("replay", files, batch, keep);
     let progress = reader.progress();
     let summary = reader.summary();
     let mut sources: Vec<Box<dyn Source>> = vec![Box::new(reader)];

@@ -75,6 +75,8 @@ pub struct FlowRecord {
     pub iat_fwd: Summary,
     pub iat_bwd: Summary,
     pub end_reason: EndReason,
+    /// What the flow carries at the application layer, when anything was read.
+    pub app: Option<Box<crate::app::AppInfo>>,
 }
 
 /// The `flows` table's columns, in order.
@@ -110,6 +112,12 @@ pub fn flows_schema() -> SchemaRef {
         }
     }
     fields.push(Field::new("end_reason", DataType::Utf8, false));
+    for (name, _) in crate::app::TEXT_COLUMNS {
+        fields.push(Field::new(*name, DataType::Utf8, true));
+    }
+    fields.push(Field::new("http_status", DataType::UInt16, true));
+    fields.push(Field::new("http_content_length", DataType::UInt64, true));
+    fields.push(Field::new("app_anomalies", DataType::UInt64, true));
     Arc::new(Schema::new(fields))
 }
 
@@ -130,6 +138,14 @@ pub fn flows_to_batch(rows: &[FlowRecord]) -> Result<RecordBatch, SchemaError> {
     let mut stats: Vec<Float64Builder> =
         (0..16).map(|_| Float64Builder::with_capacity(n)).collect();
     let mut reason = StringBuilder::with_capacity(n, n * 8);
+    let with_app = rows.iter().filter(|r| r.app.is_some()).count();
+    let mut app_text: Vec<StringBuilder> = crate::app::TEXT_COLUMNS
+        .iter()
+        .map(|_| StringBuilder::with_capacity(n, with_app * 8))
+        .collect();
+    let mut http_status = UInt16Builder::with_capacity(n);
+    let mut http_length = UInt64Builder::with_capacity(n);
+    let mut anomalies = UInt64Builder::with_capacity(n);
     let mut text = String::with_capacity(40);
     for r in rows {
         cid.append_value(&r.community_id);
@@ -169,6 +185,22 @@ pub fn flows_to_batch(rows: &[FlowRecord]) -> Result<RecordBatch, SchemaError> {
             }
         }
         reason.append_value(r.end_reason.as_str());
+        match r.app.as_deref() {
+            Some(a) => {
+                for (b, (_, get)) in app_text.iter_mut().zip(crate::app::TEXT_COLUMNS) {
+                    b.append_option(get(a));
+                }
+                http_status.append_option(a.http_status);
+                http_length.append_option(a.http_content_length);
+                anomalies.append_value(u64::from(a.anomalies));
+            }
+            None => {
+                app_text.iter_mut().for_each(|b| b.append_null());
+                http_status.append_null();
+                http_length.append_null();
+                anomalies.append_null();
+            }
+        }
     }
     let [pf, pb, bf, bb, fr] = counts;
     let [ff, fb] = flags;
@@ -194,6 +226,12 @@ pub fn flows_to_batch(rows: &[FlowRecord]) -> Result<RecordBatch, SchemaError> {
         cols.push(Arc::new(b.finish()));
     }
     cols.push(Arc::new(reason.finish()));
+    for mut b in app_text {
+        cols.push(Arc::new(b.finish()));
+    }
+    cols.push(Arc::new(http_status.finish()));
+    cols.push(Arc::new(http_length.finish()));
+    cols.push(Arc::new(anomalies.finish()));
     Ok(RecordBatch::try_new(flows_schema(), cols)?)
 }
 
@@ -230,6 +268,7 @@ mod tests {
             iat_fwd: Summary::default(),
             iat_bwd: Summary::default(),
             end_reason: EndReason::Idle,
+            app: None,
         };
         let b = flows_to_batch(&[r]).expect("batch");
         assert_eq!(b.num_columns(), flows_schema().fields().len());

@@ -7,6 +7,7 @@
 
 mod addr;
 mod alert;
+pub mod app;
 mod error;
 mod event;
 mod feature;

@@ -26,11 +26,11 @@ impl TcpFlags {
 
 /// One decoded IP packet: the normalized record a capture source produces.
 ///
-/// Fixed size and `Copy`, so batches are plain `Vec<Packet>` with no per-packet
-/// allocation. For ICMP and ICMPv6, `sport` carries the type and `dport` the code.
-#[derive(
-    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
-)]
+/// Fixed size, so batches are plain `Vec<Packet>`; the transport payload, when
+/// the source keeps it (application metadata on), is a slice of one buffer
+/// shared by the whole batch, never an allocation per packet. For ICMP and
+/// ICMPv6, `sport` carries the type and `dport` the code.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]
 pub struct Packet {
     /// Capture time, nanoseconds since the Unix epoch.
     pub ts_ns: i64,
@@ -60,6 +60,11 @@ pub struct Packet {
     pub dns: DnsInfo,
     /// What a DHCP message over UDP ports 67/68 says (type 0 for any other packet).
     pub dhcp: DhcpInfo,
+    /// TCP sequence number (0 for other protocols).
+    pub tcp_seq: u32,
+    /// The transport payload as captured (TCP segment data, UDP datagram, ICMP
+    /// body), when the source keeps payloads; empty otherwise.
+    pub payload: bytes::Bytes,
 }
 
 /// The message type and client hardware address of a DHCP message.

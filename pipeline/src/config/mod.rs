@@ -88,6 +88,9 @@ pub struct FlowsConfig {
     pub max_flows: Bounded<1, 1_000_000_000>,
     /// Seed of the Community ID hash.
     pub community_id_seed: Bounded<0, 65_535>,
+    /// Payload bytes of each direction of a flow read for application metadata
+    /// (protocol, HTTP, TLS, SSH, ...: docs/APPLICATION.md); 0 turns it off.
+    pub application_bytes: Bounded<0, 65_536>,
 }
 
 impl FlowsConfig {
@@ -99,6 +102,7 @@ impl FlowsConfig {
             closed_ns: self.closed_timeout.as_nanos_i64(),
             max_flows: (self.max_flows.0 as usize).div_ceil(workers.max(1)),
             community_id_seed: self.community_id_seed.0 as u16,
+            application_bytes: self.application_bytes.0 as usize,
         }
     }
 }
@@ -111,6 +115,7 @@ impl Default for FlowsConfig {
             closed_timeout: Secs::from_secs(5),
             max_flows: Bounded(1_000_000),
             community_id_seed: Bounded(0),
+            application_bytes: Bounded(amoskys_sources::pcap::DEFAULT_APPLICATION_BYTES as u64),
         }
     }
 }
@@ -211,7 +216,7 @@ impl Config {
 
     /// Parses configuration text; `path` only names it in errors.
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
-        let cfg: Config = toml::from_str(text).map_err(|e| {
+        let mut cfg: Config = toml::from_str(text).map_err(|e| {
             let (line, column) = match e.span() {
                 Some(span) => {
                     let before = &text[..span.start.min(text.len())];
@@ -229,6 +234,11 @@ impl Config {
             }
         })?;
         cfg.check(path, text)?;
+        // What the flows read of each direction is what a capture keeps of
+        // each packet.
+        for p in &mut cfg.sources.pcap {
+            p.keep_payload = cfg.flows.application_bytes.0 as usize;
+        }
         Ok(cfg)
     }
 

@@ -389,6 +389,7 @@ mod tests {
             iat_fwd: Summary::default(),
             iat_bwd: Summary::default(),
             end_reason: EndReason::Idle,
+            app: None,
         }
     }
 

@@ -131,15 +131,16 @@ const ETH_ARP: u16 = 0x0806;
 const ETH_RARP: u16 = 0x8035;
 
 /// Decodes one frame of link type `lt` into `out` (whose `ts_ns` and `seq` the
-/// caller sets), `wire_len` bytes long on the wire as its record says. Never
-/// panics, whatever the bytes.
-pub fn decode(
+/// caller sets), `wire_len` bytes long on the wire as its record says, and
+/// gives the transport payload as captured (empty for fragments and for what
+/// has none). Never panics, whatever the bytes.
+pub fn decode<'d>(
     lt: i32,
-    data: &[u8],
+    data: &'d [u8],
     wire_len: u32,
     out: &mut Packet,
     stats: &mut DecodeStats,
-) -> Result<(), Skip> {
+) -> Result<&'d [u8], Skip> {
     let sliced = match lt {
         linktype::ETHERNET => match LaxSlicedPacket::from_ethernet(data) {
             Ok(s) => s,
@@ -181,9 +182,9 @@ pub fn decode(
         linktype::NFLOG => nflog(data)?,
         _ => return Err(Skip::UnsupportedLinktype),
     };
-    fill(&sliced, out, stats)?;
+    let payload = fill(&sliced, out, stats)?;
     out.ip_len = ip_length(&sliced, data, wire_len, stats);
-    Ok(())
+    Ok(payload)
 }
 
 /// The IP packet's length: its header's total length (IPv6: 40 + payload
@@ -281,7 +282,11 @@ fn pppoe(p: &[u8]) -> Result<LaxSlicedPacket<'_>, Skip> {
     }
 }
 
-fn fill(s: &LaxSlicedPacket<'_>, out: &mut Packet, stats: &mut DecodeStats) -> Result<(), Skip> {
+fn fill<'d>(
+    s: &LaxSlicedPacket<'d>,
+    out: &mut Packet,
+    stats: &mut DecodeStats,
+) -> Result<&'d [u8], Skip> {
     let mut first_fragment = false;
     let payload = match &s.net {
         Some(LaxNetSlice::Ipv4(v4)) => {
@@ -318,7 +323,9 @@ fn fill(s: &LaxSlicedPacket<'_>, out: &mut Packet, stats: &mut DecodeStats) -> R
     out.dport = 0;
     out.tcp_flags = 0;
     out.tcp_window = 0;
+    out.tcp_seq = 0;
     out.dns = DnsInfo::default();
+    let mut data: &'d [u8] = &[];
     match &s.transport {
         Some(TransportSlice::Tcp(t)) => {
             out.sport = t.source_port();
@@ -326,6 +333,8 @@ fn fill(s: &LaxSlicedPacket<'_>, out: &mut Packet, stats: &mut DecodeStats) -> R
             // Byte 13 of the TCP header holds CWR..FIN in the order of TcpFlags.
             out.tcp_flags = t.header_slice().get(13).copied().unwrap_or(0);
             out.tcp_window = t.window_size();
+            out.tcp_seq = t.sequence_number();
+            data = t.payload();
         }
         Some(TransportSlice::Udp(u)) => {
             out.sport = u.source_port();
@@ -335,14 +344,17 @@ fn fill(s: &LaxSlicedPacket<'_>, out: &mut Packet, stats: &mut DecodeStats) -> R
             } else if matches!((out.sport, out.dport), (67 | 68, 67 | 68)) {
                 out.dhcp = dhcp_info(u.payload());
             }
+            data = u.payload();
         }
         Some(TransportSlice::Icmpv4(i)) => {
             out.sport = u16::from(i.type_u8());
             out.dport = u16::from(i.code_u8());
+            data = i.payload();
         }
         Some(TransportSlice::Icmpv6(i)) => {
             out.sport = u16::from(i.type_u8());
             out.dport = u16::from(i.code_u8());
+            data = i.payload();
         }
         _ if payload.fragmented && first_fragment && matches!(out.proto, 6 | 17) => {
             // The first fragment of a TCP or UDP datagram starts with its ports
@@ -365,7 +377,54 @@ fn fill(s: &LaxSlicedPacket<'_>, out: &mut Packet, stats: &mut DecodeStats) -> R
     if out.fragment {
         stats.fragments += 1;
     }
-    Ok(())
+    Ok(data)
+}
+
+/// The payloads of one batch of packets, copied into one buffer (at most
+/// `keep` bytes of each) and handed to the packets as slices of it when the
+/// batch is complete: one allocation per batch, however many packets.
+#[derive(Debug, Default)]
+pub struct PayloadArena {
+    keep: usize,
+    buf: Vec<u8>,
+    /// Per packet kept: its index in the batch and its span in `buf`.
+    spans: Vec<(usize, usize, usize)>,
+}
+
+impl PayloadArena {
+    /// Keeps at most `keep` bytes of each payload; 0 keeps none.
+    pub fn new(keep: usize) -> Self {
+        PayloadArena {
+            keep,
+            ..Default::default()
+        }
+    }
+
+    /// Notes the payload of the batch's packet `index`.
+    #[inline]
+    pub fn note(&mut self, index: usize, payload: &[u8]) {
+        if self.keep == 0 || payload.is_empty() {
+            return;
+        }
+        let p = &payload[..payload.len().min(self.keep)];
+        let at = self.buf.len();
+        self.buf.extend_from_slice(p);
+        self.spans.push((index, at, p.len()));
+    }
+
+    /// Gives each noted packet of `batch` its payload, and starts afresh.
+    pub fn finish(&mut self, batch: &mut [Packet]) {
+        if self.spans.is_empty() {
+            return;
+        }
+        let cap = self.buf.capacity();
+        let all = bytes::Bytes::from(std::mem::replace(&mut self.buf, Vec::with_capacity(cap)));
+        for (i, at, len) in self.spans.drain(..) {
+            if let Some(p) = batch.get_mut(i) {
+                p.payload = all.slice(at..at + len);
+            }
+        }
+    }
 }
 
 /// The message type (option 53) and client hardware address of a DHCP message:

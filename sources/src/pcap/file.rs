@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use amoskys_schemas::{NS_PER_SEC, Packet};
 use pcap::{Capture, Offline, Precision};
 
-use super::decode::{DecodeStats, Skip, decode};
+use super::decode::{DecodeStats, PayloadArena, Skip, decode};
 use crate::error::SourceError;
 
 /// File name endings treated as captures when a directory is given.
@@ -101,23 +101,23 @@ fn open(path: &Path) -> Result<Capture<Offline>, SourceError> {
 }
 
 /// One capture record as a packet (its time, its decoded headers, its place
-/// `seq` in the input), or why it is none. Recorded files and live capture
-/// both read records through here.
-pub(crate) fn to_packet(
+/// `seq` in the input) with its transport payload, or why it is none.
+/// Recorded files and live capture both read records through here.
+pub(crate) fn to_packet<'d>(
     lt: i32,
     header: &pcap::PacketHeader,
-    data: &[u8],
+    data: &'d [u8],
     seq: u64,
     stats: &mut DecodeStats,
-) -> Result<Packet, Skip> {
+) -> Result<(Packet, &'d [u8]), Skip> {
     let ts_ns = ts_ns(header).ok_or(Skip::BadTimestamp)?;
     let mut p = Packet {
         ts_ns,
         seq,
         ..Packet::default()
     };
-    decode(lt, data, header.len, &mut p, stats)?;
-    Ok(p)
+    let payload = decode(lt, data, header.len, &mut p, stats)?;
+    Ok((p, payload))
 }
 
 // time_t and suseconds_t are i64 here but narrower on 32-bit targets.
@@ -181,11 +181,15 @@ pub struct ReadSummary {
 pub struct FileReader {
     files: Vec<CaptureFile>,
     batch_size: usize,
+    /// Payload bytes kept per packet (0: none).
+    keep_payload: usize,
     progress: Arc<ReadProgress>,
 }
 
 impl FileReader {
-    pub fn new(files: Vec<CaptureFile>, batch_size: usize) -> Self {
+    /// Reads `files` in batches of `batch_size` packets, keeping at most
+    /// `keep_payload` bytes of each packet's payload (0: none).
+    pub fn new(files: Vec<CaptureFile>, batch_size: usize, keep_payload: usize) -> Self {
         let progress = Arc::new(ReadProgress::default());
         progress
             .total_input_bytes
@@ -193,6 +197,7 @@ impl FileReader {
         FileReader {
             files,
             batch_size: batch_size.max(1),
+            keep_payload,
             progress,
         }
     }
@@ -210,6 +215,7 @@ impl FileReader {
     {
         let mut sum = ReadSummary::default();
         let mut batch = Vec::with_capacity(self.batch_size);
+        let mut payloads = PayloadArena::new(self.keep_payload);
         let mut seq = 0u64;
         for file in &self.files {
             let mut cap = match open(&file.path) {
@@ -240,8 +246,9 @@ impl FileReader {
                 pk += 1;
                 by += 16 + u64::from(pkt.header.caplen);
                 match to_packet(lt, pkt.header, pkt.data, seq, &mut sum.stats) {
-                    Ok(p) => {
+                    Ok((p, payload)) => {
                         let ts = p.ts_ns;
+                        payloads.note(batch.len(), payload);
                         seq += 1;
                         sum.stats.ip_packets += 1;
                         sum.stats.ip_bytes += u64::from(p.ip_len);
@@ -252,6 +259,7 @@ impl FileReader {
                             self.progress.packets.fetch_add(pk, Ordering::Relaxed);
                             self.progress.input_bytes.fetch_add(by, Ordering::Relaxed);
                             (pk, by) = (0, 0);
+                            payloads.finish(&mut batch);
                             emit(std::mem::replace(
                                 &mut batch,
                                 Vec::with_capacity(self.batch_size),
@@ -265,6 +273,7 @@ impl FileReader {
             self.progress.input_bytes.fetch_add(by, Ordering::Relaxed);
         }
         if !batch.is_empty() {
+            payloads.finish(&mut batch);
             emit(batch)?;
         }
         Ok(sum)
@@ -293,10 +302,17 @@ pub struct RecordedCaptures {
 pub type SummarySlot = Arc<std::sync::Mutex<Option<Result<ReadSummary, SourceError>>>>;
 
 impl RecordedCaptures {
-    pub fn new(name: &str, files: Vec<CaptureFile>, batch_size: usize) -> Self {
+    /// `keep_payload`: payload bytes kept per packet, for application metadata
+    /// (0: none).
+    pub fn new(
+        name: &str,
+        files: Vec<CaptureFile>,
+        batch_size: usize,
+        keep_payload: usize,
+    ) -> Self {
         RecordedCaptures {
             name: name.into(),
-            reader: FileReader::new(files, batch_size),
+            reader: FileReader::new(files, batch_size, keep_payload),
             summary: Arc::default(),
         }
     }

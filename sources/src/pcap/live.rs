@@ -17,7 +17,7 @@ use pcap::{Active, Capture, Precision};
 use serde::Deserialize;
 use tokio::sync::mpsc;
 
-use super::decode::{DecodeStats, Skip};
+use super::decode::{DecodeStats, PayloadArena, Skip};
 use super::file::{CaptureFile, FileReader, expand_inputs, to_packet};
 use crate::error::SourceError;
 
@@ -63,6 +63,15 @@ pub struct LiveCaptureConfig {
     /// Packets per batch handed to the pipeline.
     #[serde(default = "default_batch")]
     pub batch_size: usize,
+    /// Payload bytes kept per packet for application metadata (0: none). Not a
+    /// key of the section: the pipeline sets it from `[flows]
+    /// application_bytes`, which bounds what the flows read of each direction.
+    #[serde(skip, default = "default_keep_payload")]
+    pub keep_payload: usize,
+}
+
+fn default_keep_payload() -> usize {
+    crate::pcap::DEFAULT_APPLICATION_BYTES
 }
 
 /// What a live capture has done; read by metrics and tests.
@@ -96,6 +105,7 @@ pub struct LiveCapture {
     pub name: String,
     input: Input,
     batch: usize,
+    keep_payload: usize,
     counters: Arc<CaptureCounters>,
 }
 
@@ -138,6 +148,7 @@ impl LiveCaptureConfig {
             name: self.name.clone(),
             input,
             batch: self.batch_size,
+            keep_payload: self.keep_payload,
             counters: Arc::new(CaptureCounters::default()),
         })
     }
@@ -226,11 +237,16 @@ impl LiveCapture {
             name,
             input,
             batch,
+            keep_payload,
             counters,
         } = self;
         match input {
-            Input::Interface(cap) => capture(&name, cap, batch, &counters, &tx, &stop),
-            Input::Files(files) => read_files(&name, files, batch, &counters, &tx, &stop),
+            Input::Interface(cap) => {
+                capture(&name, cap, batch, keep_payload, &counters, &tx, &stop)
+            }
+            Input::Files(files) => {
+                read_files(&name, files, batch, keep_payload, &counters, &tx, &stop)
+            }
         }
     }
 }
@@ -240,11 +256,12 @@ fn read_files(
     name: &str,
     files: Vec<CaptureFile>,
     batch: usize,
+    keep_payload: usize,
     c: &CaptureCounters,
     tx: &mpsc::Sender<Vec<Packet>>,
     stop: &AtomicBool,
 ) {
-    let reader = FileReader::new(files, batch);
+    let reader = FileReader::new(files, batch, keep_payload);
     let progress = reader.progress();
     let mut stopped = false;
     let result = reader.run(|b| {
@@ -291,6 +308,7 @@ fn capture(
     name: &str,
     mut cap: Capture<Active>,
     batch_size: usize,
+    keep_payload: usize,
     c: &CaptureCounters,
     tx: &mpsc::Sender<Vec<Packet>>,
     stop: &AtomicBool,
@@ -299,14 +317,16 @@ fn capture(
         let lt = cap.get_datalink().0;
         let mut stats = DecodeStats::default();
         let mut batch: Vec<Packet> = Vec::with_capacity(batch_size);
+        let mut payloads = PayloadArena::new(keep_payload);
         let mut seq = 0u64;
         let mut last_flush = Instant::now();
         let mut last_stats = Instant::now();
         let flush_every = Duration::from_millis(200);
-        let send = |batch: &mut Vec<Packet>, cap: usize| {
+        let send = |batch: &mut Vec<Packet>, payloads: &mut PayloadArena, cap: usize| {
             if batch.is_empty() {
                 return true;
             }
+            payloads.finish(batch);
             let n = batch.len() as u64;
             match tx.try_send(std::mem::replace(batch, Vec::with_capacity(cap))) {
                 Ok(()) => true,
@@ -324,9 +344,10 @@ fn capture(
                     c.packets.fetch_add(1, Ordering::Relaxed);
                     c.bytes.fetch_add(u64::from(wire), Ordering::Relaxed);
                     match to_packet(lt, pkt.header, pkt.data, seq, &mut stats) {
-                        Ok(p) => {
+                        Ok((p, payload)) => {
                             seq += 1;
                             c.ip_packets.fetch_add(1, Ordering::Relaxed);
+                            payloads.note(batch.len(), payload);
                             batch.push(p);
                         }
                         Err(Skip::BadTimestamp) => {
@@ -346,7 +367,7 @@ fn capture(
             if (batch.len() >= batch_size || last_flush.elapsed() >= flush_every)
                 && !batch.is_empty()
             {
-                if !send(&mut batch, batch_size) {
+                if !send(&mut batch, &mut payloads, batch_size) {
                     return;
                 }
                 last_flush = Instant::now();
@@ -356,7 +377,7 @@ fn capture(
                 last_stats = Instant::now();
             }
         }
-        send(&mut batch, batch_size);
+        send(&mut batch, &mut payloads, batch_size);
         read_stats(&mut cap, c);
     }
 }

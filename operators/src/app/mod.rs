@@ -1,0 +1,363 @@
+//! Application metadata of a flow, from the first bytes of each direction of a
+//! TCP connection: the protocol, recognised by content (HTTP on port 7080 is
+//! HTTP), and the fields of its first exchange (docs/APPLICATION.md).
+//!
+//! Each direction's bytes are put in order ([`reasm::Prefix`]) up to the
+//! flow table's `application_bytes`, and read as they arrive; once a side is
+//! read, or its protocol is not one known here, its bytes are let go. State is
+//! per flow, boxed, and only for flows that carry payload.
+
+mod http;
+mod reasm;
+mod ssh;
+mod tls;
+
+use amoskys_schemas::app::AppInfo;
+
+use reasm::Prefix;
+
+/// Bytes each side may send before the protocol must be known.
+const RECOGNISE_WITHIN: usize = 512;
+
+/// Protocols recognised by content.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Protocol {
+    Http,
+    Tls,
+    Ssh,
+    Smtp,
+    Ftp,
+    Pop3,
+    Imap,
+    Mqtt,
+}
+
+impl Protocol {
+    fn name(self) -> &'static str {
+        match self {
+            Protocol::Http => "http",
+            Protocol::Tls => "tls",
+            Protocol::Ssh => "ssh",
+            Protocol::Smtp => "smtp",
+            Protocol::Ftp => "ftp",
+            Protocol::Pop3 => "pop3",
+            Protocol::Imap => "imap",
+            Protocol::Mqtt => "mqtt",
+        }
+    }
+}
+
+/// An MQTT CONNECT: packet type 1, a remaining length, then the protocol name
+/// `MQTT` (3.1.1, 5) or `MQIsdp` (3.1).
+fn looks_like_mqtt(d: &[u8]) -> bool {
+    if d.first() != Some(&0x10) {
+        return false;
+    }
+    // The remaining length takes 1 to 4 bytes, 7 bits each.
+    let Some(n) = d[1..].iter().take(4).position(|b| b & 0x80 == 0) else {
+        return false;
+    };
+    let name = &d[2 + n..];
+    name.starts_with(b"\x00\x04MQTT") || name.starts_with(b"\x00\x06MQIsdp")
+}
+
+fn starts_with_word(d: &[u8], words: &[&[u8]]) -> bool {
+    words.iter().any(|w| {
+        d.len() > w.len()
+            && d[..w.len()].eq_ignore_ascii_case(w)
+            && matches!(d[w.len()], b' ' | b'\r' | b'\n')
+    })
+}
+
+/// The protocol the first bytes of each side say, when they say one.
+fn recognise(client: &[u8], server: &[u8]) -> Option<Protocol> {
+    if tls::looks_like_tls(client) {
+        return Some(Protocol::Tls);
+    }
+    if http::looks_like_request(client) || http::looks_like_response(server) {
+        return Some(Protocol::Http);
+    }
+    if ssh::looks_like_ssh(client) || ssh::banner(server).is_some() {
+        return Some(Protocol::Ssh);
+    }
+    if looks_like_mqtt(client) {
+        return Some(Protocol::Mqtt);
+    }
+    if server.starts_with(b"+OK") {
+        return Some(Protocol::Pop3);
+    }
+    if server.starts_with(b"* OK") || server.starts_with(b"* PREAUTH") {
+        return Some(Protocol::Imap);
+    }
+    // 220 opens both SMTP and FTP: the banner or the client's first command tells.
+    if server.starts_with(b"220") || !client.is_empty() {
+        let first_line = server.split(|&b| b == b'\n').next().unwrap_or(&[]);
+        let upper = first_line.to_ascii_uppercase();
+        let has = |w: &[u8]| upper.windows(w.len()).any(|x| x == w);
+        if starts_with_word(client, &[b"EHLO", b"HELO", b"MAIL"])
+            || server.starts_with(b"220") && has(b"SMTP")
+        {
+            return Some(Protocol::Smtp);
+        }
+        if starts_with_word(client, &[b"USER", b"FEAT", b"SYST", b"AUTH"])
+            && server.starts_with(b"220")
+            || server.starts_with(b"220") && has(b"FTP")
+        {
+            return Some(Protocol::Ftp);
+        }
+    }
+    None
+}
+
+/// What one flow's payload has said so far.
+#[derive(Debug, Default)]
+pub struct AppState {
+    /// The originator's bytes, then the responder's.
+    sides: [Prefix; 2],
+    /// Whether a side has been read (or given up on): its bytes are let go.
+    done: [bool; 2],
+    protocol: Option<Protocol>,
+    /// SSH: where the binary packets start after each side's banner.
+    ssh_rest: [Option<usize>; 2],
+    info: AppInfo,
+}
+
+impl AppState {
+    /// Notes a SYN's sequence number for the side that sent it.
+    pub fn syn(&mut self, from_client: bool, seq: u32) {
+        self.sides[usize::from(!from_client)].syn(seq);
+    }
+
+    /// Whether both sides have been read: later payload is not looked at.
+    pub fn finished(&self) -> bool {
+        self.done[0] && self.done[1]
+    }
+
+    /// Whether it holds payload bytes.
+    #[cfg(test)]
+    pub fn holds_bytes(&self) -> bool {
+        self.sides.iter().any(|s| s.data.capacity() > 0)
+    }
+
+    /// Adds a TCP segment's payload from one side, read up to `limit` bytes.
+    pub fn segment(&mut self, from_client: bool, seq: u32, payload: &[u8], limit: usize) {
+        let i = usize::from(!from_client);
+        if self.done[i] || !self.sides[i].add(seq, payload, limit) {
+            return;
+        }
+        if self.protocol.is_none() {
+            self.protocol = recognise(&self.sides[0].data, &self.sides[1].data);
+            match self.protocol {
+                Some(p) => self.info.protocol = Some(p.name()),
+                None => {
+                    // Nothing known within the first bytes of a side: give up on it.
+                    for k in 0..2 {
+                        if self.sides[k].data.len() >= RECOGNISE_WITHIN {
+                            self.give_up(k);
+                        }
+                    }
+                    return;
+                }
+            }
+            // The other side may have been waiting for the protocol to be known.
+            self.read(1 - i, limit);
+        }
+        self.read(i, limit);
+    }
+
+    /// Reads side `i` for the protocol known; lets its bytes go once read.
+    fn read(&mut self, i: usize, limit: usize) {
+        if self.done[i] || self.sides[i].data.is_empty() {
+            return;
+        }
+        let data = &self.sides[i].data;
+        let full = self.sides[i].full(limit);
+        let info = &mut self.info;
+        let read = match self.protocol {
+            Some(Protocol::Http) => {
+                let r = if i == 0 {
+                    http::request(data, info)
+                } else {
+                    http::response(data, info)
+                };
+                match r {
+                    http::Read::Done => true,
+                    http::Read::Bad => {
+                        info.anomalies += 1;
+                        true
+                    }
+                    http::Read::Partial => full,
+                }
+            }
+            Some(Protocol::Tls) => {
+                (if i == 0 {
+                    tls::client(data, info)
+                } else {
+                    tls::server(data, info)
+                }) || full
+            }
+            Some(Protocol::Ssh) => {
+                if self.ssh_rest[i].is_none()
+                    && let Some((b, at)) = ssh::banner(data)
+                {
+                    if i == 0 {
+                        info.ssh_client = Some(b);
+                    } else {
+                        info.ssh_server = Some(b);
+                    }
+                    self.ssh_rest[i] = Some(at);
+                }
+                match self.ssh_rest[i] {
+                    Some(at) => match ssh::hassh(&data[at..], i == 0) {
+                        Some(h) => {
+                            if i == 0 {
+                                info.hassh = Some(h);
+                            } else {
+                                info.hassh_server = Some(h);
+                            }
+                            true
+                        }
+                        None => full,
+                    },
+                    // A server may send lines before its banner (RFC 4253).
+                    None => full,
+                }
+            }
+            // Text protocols that may turn to TLS (STARTTLS, STLS, AUTH TLS):
+            // the handshake starts on a line of its own after the command.
+            Some(Protocol::Smtp | Protocol::Ftp | Protocol::Pop3 | Protocol::Imap) => {
+                let start = data
+                    .windows(4)
+                    .position(|w| w[0] == b'\n' && tls::looks_like_tls(&w[1..]))
+                    .map(|at| at + 1);
+                match start {
+                    Some(at) if i == 0 => tls::client(&data[at..], info) || full,
+                    Some(at) => tls::server(&data[at..], info) || full,
+                    None => full,
+                }
+            }
+            // Recognised; its messages are not read yet.
+            Some(Protocol::Mqtt) => true,
+            None => false,
+        };
+        if read {
+            self.give_up(i);
+        }
+    }
+
+    fn give_up(&mut self, i: usize) {
+        self.done[i] = true;
+        self.sides[i].data = Vec::new();
+    }
+
+    /// The flow's application metadata, when anything was recognised or went
+    /// wrong.
+    pub fn info(&self) -> Option<AppInfo> {
+        let mut info = self.info.clone();
+        // A side whose message never completed: what there is of it.
+        if self.protocol == Some(Protocol::Http) {
+            for (i, side) in self.sides.iter().enumerate() {
+                if !self.done[i] && !side.data.is_empty() {
+                    let _ = if i == 0 {
+                        http::lenient_request(&side.data, &mut info)
+                    } else {
+                        http::lenient_response(&side.data, &mut info)
+                    };
+                }
+            }
+        }
+        info.anomalies += self.sides.iter().map(Prefix::anomalies).sum::<u32>();
+        (info.protocol.is_some() || info.anomalies > 0).then_some(info)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn flow(client: &[&[u8]], server: &[&[u8]]) -> AppState {
+        let mut a = AppState::default();
+        a.syn(true, 99);
+        a.syn(false, 499);
+        let (mut cs, mut ss) = (100u32, 500u32);
+        for k in 0..client.len().max(server.len()) {
+            if let Some(c) = client.get(k) {
+                a.segment(true, cs, c, 8192);
+                cs += c.len() as u32;
+            }
+            if let Some(s) = server.get(k) {
+                a.segment(false, ss, s, 8192);
+                ss += s.len() as u32;
+            }
+        }
+        a
+    }
+
+    #[test]
+    fn protocols_are_recognised_by_content() {
+        type Case<'a> = (&'a [&'a [u8]], &'a [&'a [u8]], Option<&'a str>);
+        let cases: [Case; 8] = [
+            (
+                &[b"GET / HTTP/1.1\r\nHost: h\r\n\r\n"],
+                &[b"HTTP/1.1 200 OK\r\n\r\n"],
+                Some("http"),
+            ),
+            (
+                &[b"SSH-2.0-OpenSSH_9.6\r\n"],
+                &[b"SSH-2.0-dropbear\r\n"],
+                Some("ssh"),
+            ),
+            (
+                &[b"EHLO me\r\n"],
+                &[b"220 mail ESMTP Postfix\r\n"],
+                Some("smtp"),
+            ),
+            (
+                &[b"USER anonymous\r\n"],
+                &[b"220 (vsFTPd 3.0.3)\r\n"],
+                Some("ftp"),
+            ),
+            (&[b"USER bob\r\n"], &[b"+OK POP3 ready\r\n"], Some("pop3")),
+            (
+                &[b"a1 LOGIN x y\r\n"],
+                &[b"* OK IMAP4rev1\r\n"],
+                Some("imap"),
+            ),
+            (
+                &[b"\x10\x0c\x00\x04MQTT\x04\x02\x00\x3c"],
+                &[],
+                Some("mqtt"),
+            ),
+            (&[&[0u8; 600]], &[&[1u8; 600]], None),
+        ];
+        for (c, s, want) in cases {
+            let a = flow(c, s);
+            assert_eq!(a.info().and_then(|i| i.protocol), want, "{c:?}");
+        }
+    }
+
+    #[test]
+    fn an_http_exchange_split_and_reordered_is_read_whole() {
+        let req = b"POST /up HTTP/1.1\r\nHost: 10.0.0.9:7080\r\nUser-Agent: curl/8.5.0\r\nContent-Length: 3\r\n\r\nabc";
+        let mut a = AppState::default();
+        a.syn(true, 0);
+        a.segment(true, 1 + 20, &req[20..], 8192);
+        a.segment(true, 1, &req[..20], 8192);
+        a.segment(
+            false,
+            7,
+            b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n",
+            8192,
+        );
+        let i = a.info().expect("info");
+        assert_eq!(i.protocol, Some("http"));
+        assert_eq!(i.http_method.as_deref(), Some("POST"));
+        assert_eq!(i.http_host.as_deref(), Some("10.0.0.9:7080"));
+        assert_eq!(i.http_status, Some(404));
+        assert_eq!(i.anomalies, 1, "one segment out of order");
+        assert!(
+            a.finished() && !a.holds_bytes(),
+            "both sides read, bytes let go"
+        );
+    }
+}

@@ -1,0 +1,59 @@
+//! What a flow carries at the application layer, read from the first bytes of
+//! each direction: the protocol (by content, not port) and the fields of its
+//! first exchange. Columns of the `flows` table (docs/APPLICATION.md).
+
+/// Application metadata of one flow. Every field is optional: a flow without
+/// payload, or whose protocol is not recognised, has none.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AppInfo {
+    /// `http`, `tls`, `ssh`, `smtp`, `ftp`, `pop3`, `imap` or `mqtt`.
+    pub protocol: Option<&'static str>,
+    pub http_method: Option<String>,
+    pub http_host: Option<String>,
+    pub http_uri: Option<String>,
+    pub http_user_agent: Option<String>,
+    pub http_status: Option<u16>,
+    pub http_content_type: Option<String>,
+    pub http_content_length: Option<u64>,
+    /// TLS version negotiated (the server's choice), else offered:
+    /// `TLSv10` … `TLSv13`, `SSLv3`.
+    pub tls_version: Option<&'static str>,
+    pub tls_sni: Option<String>,
+    /// ALPN protocols the client offered, comma-separated, in its order.
+    pub tls_alpn: Option<String>,
+    pub ja3: Option<String>,
+    pub ja3s: Option<String>,
+    pub ja4: Option<String>,
+    /// SSH identification strings (without the line end).
+    pub ssh_client: Option<String>,
+    pub ssh_server: Option<String>,
+    pub hassh: Option<String>,
+    pub hassh_server: Option<String>,
+    /// Problems reading the payload: segments out of order or past the part
+    /// read, overlapping retransmissions that disagree, data that does not
+    /// parse as the protocol it started as.
+    pub anomalies: u32,
+}
+
+/// A text column of [`AppInfo`]: its name in `flows` and how it is read.
+pub type TextColumn = (&'static str, fn(&AppInfo) -> Option<&str>);
+
+/// The text columns, in table order.
+pub const TEXT_COLUMNS: &[TextColumn] = &[
+    ("app_protocol", |a| a.protocol),
+    ("http_method", |a| a.http_method.as_deref()),
+    ("http_host", |a| a.http_host.as_deref()),
+    ("http_uri", |a| a.http_uri.as_deref()),
+    ("http_user_agent", |a| a.http_user_agent.as_deref()),
+    ("http_content_type", |a| a.http_content_type.as_deref()),
+    ("tls_version", |a| a.tls_version),
+    ("tls_sni", |a| a.tls_sni.as_deref()),
+    ("tls_alpn", |a| a.tls_alpn.as_deref()),
+    ("tls_ja3", |a| a.ja3.as_deref()),
+    ("tls_ja3s", |a| a.ja3s.as_deref()),
+    ("tls_ja4", |a| a.ja4.as_deref()),
+    ("ssh_client", |a| a.ssh_client.as_deref()),
+    ("ssh_server", |a| a.ssh_server.as_deref()),
+    ("ssh_hassh", |a| a.hassh.as_deref()),
+    ("ssh_hassh_server", |a| a.hassh_server.as_deref()),
+];
