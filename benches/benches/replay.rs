@@ -6,7 +6,8 @@
 //! `ROUNDS` times, interleaved so that machine noise hits all alike; the median
 //! rate of each, and its ratio to the plain read, are printed, and the ratio of the
 //! full catalogue to the packet features alone (the first feature set), both with
-//! one worker.
+//! one worker, and of the full replay with application metadata (the default)
+//! to the same without it (`[flows] application_bytes = 0`), both with two.
 //!
 //!     cargo bench -p amoskys-benches --bench replay
 
@@ -55,14 +56,27 @@ fn plain_read(path: &Path) -> u64 {
 }
 
 fn full_replay(path: &Path, workers: usize, out: &Path) -> u64 {
-    replay_with(path, workers, out, FeatureSet::All)
+    replay_with(path, workers, out, FeatureSet::All, Config::default())
 }
 
-fn replay_with(path: &Path, workers: usize, out: &Path, feature_set: FeatureSet) -> u64 {
+/// The full replay without application metadata: no payload kept or read.
+fn without_application(path: &Path, workers: usize, out: &Path) -> u64 {
+    let mut config = Config::default();
+    config.flows.application_bytes.0 = 0;
+    replay_with(path, workers, out, FeatureSet::All, config)
+}
+
+fn replay_with(
+    path: &Path,
+    workers: usize,
+    out: &Path,
+    feature_set: FeatureSet,
+    config: Config,
+) -> u64 {
     let report = replay(ReplayOptions {
         inputs: vec![path.display().to_string()],
         out: out.to_path_buf(),
-        config: Config::default(),
+        config,
         workers: Some(workers),
         progress: false,
         feature_set,
@@ -84,11 +98,11 @@ fn main() {
     let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
     println!("capture: {} ({} MB)", path.display(), size / 1_000_000);
     type Run<'a> = Box<dyn Fn(&Path) -> u64 + 'a>;
-    let configs: [(&str, Run); 4] = [
+    let configs: [(&str, Run); 5] = [
         ("plain libpcap read", Box::new(|_| plain_read(&path))),
         (
             "replay -w 1, packet features only",
-            Box::new(|out| replay_with(&path, 1, out, FeatureSet::Packet)),
+            Box::new(|out| replay_with(&path, 1, out, FeatureSet::Packet, Config::default())),
         ),
         (
             "replay -w 1 (flows, features, parquet)",
@@ -97,6 +111,10 @@ fn main() {
         (
             "replay -w 2 (flows, features, parquet)",
             Box::new(|out| full_replay(&path, 2, out)),
+        ),
+        (
+            "replay -w 2 without application metadata",
+            Box::new(|out| without_application(&path, 2, out)),
         ),
     ];
     let mut rates: Vec<Vec<f64>> = vec![Vec::new(); configs.len()];
@@ -117,6 +135,7 @@ fn main() {
     );
     let base = median(rates[0].clone());
     let (packet_only, full) = (median(rates[1].clone()), median(rates[2].clone()));
+    let (with_app, without_app) = (median(rates[3].clone()), median(rates[4].clone()));
     for ((name, _), r) in configs.iter().zip(rates) {
         let m = median(r);
         println!(
@@ -128,5 +147,9 @@ fn main() {
     println!(
         "full catalogue / packet features only (-w 1): {:.1} %",
         100.0 * full / packet_only
+    );
+    println!(
+        "with / without application metadata (-w 2): {:.1} %",
+        100.0 * with_app / without_app
     );
 }

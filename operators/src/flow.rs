@@ -301,6 +301,8 @@ pub struct FlowCounters {
     pub flows: AtomicU64,
     /// Flows expired early because the table was full.
     pub evicted: AtomicU64,
+    /// Flows whose payload was not read: [`MAX_APP_FLOWS`] were being read.
+    pub app_skipped: AtomicU64,
     /// Set by whoever feeds the dataflow before it closes its input: the last
     /// watermark (a pane). When the input ends, flows that were idle by then end as
     /// `idle_timeout` whether or not this worker saw that frontier, and only the
@@ -441,6 +443,7 @@ impl<'scope> AssembleFlows<'scope> for Stream<'scope, u64, Vec<Packet>> {
             let mut table = FlowAssembler::new(cfg);
             let mut swept_to = 0u64;
             let mut out: Vec<FlowRecord> = Vec::new();
+            let mut reported_skips = 0u64;
             let mut reported_evictions = 0u64;
             move |(input, frontier), output| {
                 input.for_each(|_time, data| {
@@ -477,6 +480,12 @@ impl<'scope> AssembleFlows<'scope> for Stream<'scope, u64, Vec<Packet>> {
                         .evicted
                         .fetch_add(table.evicted() - reported_evictions, Ordering::Relaxed);
                     reported_evictions = table.evicted();
+                }
+                if table.app_skipped() > reported_skips {
+                    counters
+                        .app_skipped
+                        .fetch_add(table.app_skipped() - reported_skips, Ordering::Relaxed);
+                    reported_skips = table.app_skipped();
                 }
                 if !out.is_empty() {
                     counters
@@ -519,6 +528,40 @@ mod tests {
             ip_len: 60,
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn payload_is_read_for_a_bounded_number_of_flows_at_once() {
+        let mut t = FlowAssembler::new(FlowConfig::default());
+        let mut out = Vec::new();
+        let extra = 10;
+        for k in 0..(MAX_APP_FLOWS + extra) as u32 {
+            let p = Packet {
+                src: Addr::v4(k.to_be_bytes()),
+                tcp_flags: F::ACK | F::PSH,
+                payload: bytes::Bytes::from_static(b"GET / HTTP/1.1\r\n"),
+                ..pkt(0.0, true, 0)
+            };
+            t.observe(&p, &mut out);
+        }
+        assert_eq!(t.app_skipped(), extra as u64);
+        t.flush(&mut out);
+        let read = out.iter().filter(|r| r.app.is_some()).count();
+        assert_eq!(read, MAX_APP_FLOWS);
+        assert!(
+            out.iter()
+                .filter_map(|r| r.app.as_deref())
+                .all(|a| a.protocol == Some("http"))
+        );
+        // Once flows end, new ones are read again.
+        t.observe(&pkt(1.0, true, F::SYN), &mut out);
+        let p = Packet {
+            tcp_flags: F::ACK,
+            payload: bytes::Bytes::from_static(b"SSH-2.0-x\r\n"),
+            ..pkt(1.1, true, 0)
+        };
+        t.observe(&p, &mut out);
+        assert_eq!(t.app_skipped(), extra as u64);
     }
 
     fn run(pkts: &[Packet], cfg: FlowConfig) -> Vec<FlowRecord> {

@@ -93,6 +93,7 @@ impl Published {
         metrics::counter!("amoskys_late_events_total").absolute(g(&i.late));
         metrics::counter!("amoskys_late_packets_total").absolute(g(&i.late_packets));
         metrics::counter!("amoskys_flows_evicted_total").absolute(g(&c.flows.evicted));
+        metrics::counter!("amoskys_flows_app_skipped_total").absolute(g(&c.flows.app_skipped));
         metrics::counter!("amoskys_window_late_observations_total").absolute(g(&c.windows.late));
         metrics::counter!("amoskys_feature_rows_total").absolute(g(&c.windows.rows));
         metrics::counter!("amoskys_alerts_total").absolute(g(&c.detect.alerts));
