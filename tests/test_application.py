@@ -179,3 +179,45 @@ def test_protocols_are_recognised_by_content_not_port(flows):
     }
     for cap, proto in want.items():
         assert proto in by_cap[cap], (cap, by_cap[cap])
+
+
+def suricata_checks(case):
+    """The `mqtt.*: value` lines of a suricata-verify test.yaml (each key is
+    asserted once per test), as one dict; integers as integers."""
+    import re
+    out = {}
+    for line in (L7 / "suricata-verify" / case / "test.yaml").read_text().splitlines():
+        m = re.match(r"\s+(mqtt\.[\w.]+):\s+(\S.*)$", line)
+        if m:
+            v = m.group(2).strip()
+            out[m.group(1)] = int(v) if v.isdigit() else v
+    return [out]
+
+
+def test_mqtt_records_equal_suricata_verify(flows):
+    """CONNECT (protocol version, client id, user name), CONNACK return code and
+    the first PUBLISH (topic, QoS) as suricata-verify expects them."""
+    fields = {
+        "mqtt.connect.protocol_version": "mqtt_version",
+        "mqtt.connect.client_id": "mqtt_client_id",
+        "mqtt.connect.username": "mqtt_username",
+        "mqtt.connack.return_code": "mqtt_connack",
+        "mqtt.publish.topic": "mqtt_topic",
+        "mqtt.publish.qos": "mqtt_qos",
+    }
+    results = []
+    for case in ("mqtt311-sub-userpass", "mqtt5-pub-qos2", "mqtt5-sub-mosquittoprops"):
+        cap = str((L7 / "suricata-verify" / case / "input.pcap").relative_to(DATA))
+        rows = [r for (c, *_), r in flows.items() if c == cap and r["dst_port"] == 1883]
+        assert len(rows) == 1, (case, len(rows))
+        f = rows[0]
+        assert f["app_protocol"] == "mqtt" and f["app_anomalies"] == 0, f
+        for m in suricata_checks(case):
+            for key, col in fields.items():
+                if key in m:
+                    results.append((key, m[key], f[col], case))
+        # The password is never kept.
+        assert "pass" not in {str(v) for v in f.values()}, f
+    bad = agreement("MQTT vs suricata-verify", results)
+    assert len(results) >= 12
+    assert not bad, bad

@@ -29,6 +29,15 @@ pub struct AppInfo {
     pub ssh_server: Option<String>,
     pub hassh: Option<String>,
     pub hassh_server: Option<String>,
+    /// MQTT: the CONNECT's protocol level (3: 3.1, 4: 3.1.1, 5: 5.0), client
+    /// identifier and user name (never the password); the CONNACK's return or
+    /// reason code; the first PUBLISH's topic and QoS.
+    pub mqtt_version: Option<u8>,
+    pub mqtt_client_id: Option<String>,
+    pub mqtt_username: Option<String>,
+    pub mqtt_connack: Option<u8>,
+    pub mqtt_topic: Option<String>,
+    pub mqtt_qos: Option<u8>,
     /// Problems reading the payload: segments out of order or past the part
     /// read, overlapping retransmissions that disagree, data that does not
     /// parse as the protocol it started as.
@@ -56,4 +65,17 @@ pub const TEXT_COLUMNS: &[TextColumn] = &[
     ("ssh_server", |a| a.ssh_server.as_deref()),
     ("ssh_hassh", |a| a.hassh.as_deref()),
     ("ssh_hassh_server", |a| a.hassh_server.as_deref()),
+    ("mqtt_client_id", |a| a.mqtt_client_id.as_deref()),
+    ("mqtt_username", |a| a.mqtt_username.as_deref()),
+    ("mqtt_topic", |a| a.mqtt_topic.as_deref()),
+];
+
+/// A small-number column of [`AppInfo`].
+pub type ByteColumn = (&'static str, fn(&AppInfo) -> Option<u8>);
+
+/// The small-number columns, in table order (after the text ones).
+pub const BYTE_COLUMNS: &[ByteColumn] = &[
+    ("mqtt_version", |a| a.mqtt_version),
+    ("mqtt_connack", |a| a.mqtt_connack),
+    ("mqtt_qos", |a| a.mqtt_qos),
 ];

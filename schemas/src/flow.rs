@@ -115,6 +115,9 @@ pub fn flows_schema() -> SchemaRef {
     for (name, _) in crate::app::TEXT_COLUMNS {
         fields.push(Field::new(*name, DataType::Utf8, true));
     }
+    for (name, _) in crate::app::BYTE_COLUMNS {
+        fields.push(Field::new(*name, DataType::UInt8, true));
+    }
     fields.push(Field::new("http_status", DataType::UInt16, true));
     fields.push(Field::new("http_content_length", DataType::UInt64, true));
     fields.push(Field::new("app_anomalies", DataType::UInt64, true));
@@ -142,6 +145,10 @@ pub fn flows_to_batch(rows: &[FlowRecord]) -> Result<RecordBatch, SchemaError> {
     let mut app_text: Vec<StringBuilder> = crate::app::TEXT_COLUMNS
         .iter()
         .map(|_| StringBuilder::with_capacity(n, with_app * 8))
+        .collect();
+    let mut app_bytes: Vec<UInt8Builder> = crate::app::BYTE_COLUMNS
+        .iter()
+        .map(|_| UInt8Builder::with_capacity(n))
         .collect();
     let mut http_status = UInt16Builder::with_capacity(n);
     let mut http_length = UInt64Builder::with_capacity(n);
@@ -190,12 +197,16 @@ pub fn flows_to_batch(rows: &[FlowRecord]) -> Result<RecordBatch, SchemaError> {
                 for (b, (_, get)) in app_text.iter_mut().zip(crate::app::TEXT_COLUMNS) {
                     b.append_option(get(a));
                 }
+                for (b, (_, get)) in app_bytes.iter_mut().zip(crate::app::BYTE_COLUMNS) {
+                    b.append_option(get(a));
+                }
                 http_status.append_option(a.http_status);
                 http_length.append_option(a.http_content_length);
                 anomalies.append_value(u64::from(a.anomalies));
             }
             None => {
                 app_text.iter_mut().for_each(|b| b.append_null());
+                app_bytes.iter_mut().for_each(|b| b.append_null());
                 http_status.append_null();
                 http_length.append_null();
                 anomalies.append_null();
@@ -227,6 +238,9 @@ pub fn flows_to_batch(rows: &[FlowRecord]) -> Result<RecordBatch, SchemaError> {
     }
     cols.push(Arc::new(reason.finish()));
     for mut b in app_text {
+        cols.push(Arc::new(b.finish()));
+    }
+    for mut b in app_bytes {
         cols.push(Arc::new(b.finish()));
     }
     cols.push(Arc::new(http_status.finish()));

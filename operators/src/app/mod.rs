@@ -8,6 +8,7 @@
 //! per flow, boxed, and only for flows that carry payload.
 
 mod http;
+mod mqtt;
 mod reasm;
 mod ssh;
 mod tls;
@@ -119,6 +120,8 @@ pub struct AppState {
     protocol: Option<Protocol>,
     /// SSH: where the binary packets start after each side's banner.
     ssh_rest: [Option<usize>; 2],
+    /// MQTT: protocol violations each side's bytes hold.
+    mqtt_violations: [u32; 2],
     info: AppInfo,
 }
 
@@ -236,8 +239,19 @@ impl AppState {
                     None => full,
                 }
             }
-            // Recognised; its messages are not read yet.
-            Some(Protocol::Mqtt) => true,
+            Some(Protocol::Mqtt) => {
+                // Read again as more comes; the counts are of the latest reading.
+                let side = mqtt::read(data, i == 0, info);
+                self.mqtt_violations[i] = side.violations;
+                // A side is read once its session opening is in (CONNECT, or
+                // CONNACK) and a PUBLISH was seen or eight packets went by.
+                let opened = if i == 0 {
+                    info.mqtt_version.is_some()
+                } else {
+                    info.mqtt_connack.is_some()
+                };
+                full || opened && (info.mqtt_topic.is_some() || side.packets >= 8)
+            }
             None => false,
         };
         if read {
@@ -267,6 +281,7 @@ impl AppState {
             }
         }
         info.anomalies += self.sides.iter().map(Prefix::anomalies).sum::<u32>();
+        info.anomalies += self.mqtt_violations.iter().sum::<u32>();
         (info.protocol.is_some() || info.anomalies > 0).then_some(info)
     }
 }
