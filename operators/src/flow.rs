@@ -3,13 +3,15 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use amoskys_schemas::{Addr, EndReason, FlowRecord, Packet, Proto, TcpFlags, pane_start_ns};
+use amoskys_schemas::{
+    Addr, EndReason, Entity, FlowRecord, Packet, Proto, TcpFlags, pane_start_ns,
+};
 use timely::dataflow::Stream;
 use timely::dataflow::channels::pact::Exchange;
-use timely::dataflow::operators::generic::Operator;
 
 use crate::app::AppState;
 use crate::community_id::{community_id, ordered};
+use crate::features::{EventObs, EventWhat};
 use crate::{Map, Moments};
 
 /// Flows per worker whose payload is being read at once; past it a new flow's
@@ -319,6 +321,9 @@ pub struct FlowAssembler {
     app_flows: usize,
     /// Flows whose payload was not read because `app_flows` was at its limit.
     app_skipped: u64,
+    /// What reading flows' sides said, for the hosts that opened them, until
+    /// taken.
+    app_obs: Vec<EventObs>,
 }
 
 impl FlowAssembler {
@@ -330,7 +335,14 @@ impl FlowAssembler {
             evicted: 0,
             app_flows: 0,
             app_skipped: 0,
+            app_obs: Vec::new(),
         }
+    }
+
+    /// What reading flows' sides said since the last call, for the hosts that
+    /// opened them (observations for the `app` feature family).
+    pub fn take_app_obs(&mut self) -> Vec<EventObs> {
+        std::mem::take(&mut self.app_obs)
     }
 
     /// Flows whose payload was not read because too many were being read.
@@ -376,6 +388,22 @@ impl FlowAssembler {
             Reading::Started => self.app_flows += 1,
             Reading::Skipped => self.app_skipped += 1,
             Reading::Same => {}
+        }
+        if p.payload.is_empty() {
+            return;
+        }
+        if let Some(st) = self.flows.get_mut(&key)
+            && let Some(app) = st.app.as_mut()
+        {
+            let (opener, port, ts_ns) = (st.src, st.dport, p.ts_ns);
+            let obs = &mut self.app_obs;
+            app.take_read(port, &mut |o| {
+                obs.push(EventObs {
+                    entity: Entity::Ip(opener),
+                    ts_ns,
+                    what: EventWhat::App(o),
+                })
+            });
         }
     }
 
@@ -424,11 +452,16 @@ impl FlowAssembler {
 /// Assembles packets into flows. Packets are routed to workers by their flow, so a
 /// flow's packets meet in one table in input order.
 pub trait AssembleFlows<'scope> {
+    /// Finished flows, and what reading their application layer said about
+    /// the hosts that opened them (observations for the event windows).
     fn assemble_flows(
         self,
         cfg: FlowConfig,
         counters: Arc<FlowCounters>,
-    ) -> Stream<'scope, u64, Vec<FlowRecord>>;
+    ) -> (
+        Stream<'scope, u64, Vec<FlowRecord>>,
+        Stream<'scope, u64, Vec<EventObs>>,
+    );
 }
 
 impl<'scope> AssembleFlows<'scope> for Stream<'scope, u64, Vec<Packet>> {
@@ -436,19 +469,40 @@ impl<'scope> AssembleFlows<'scope> for Stream<'scope, u64, Vec<Packet>> {
         self,
         cfg: FlowConfig,
         counters: Arc<FlowCounters>,
-    ) -> Stream<'scope, u64, Vec<FlowRecord>> {
+    ) -> (
+        Stream<'scope, u64, Vec<FlowRecord>>,
+        Stream<'scope, u64, Vec<EventObs>>,
+    ) {
+        use timely::dataflow::operators::generic::OutputBuilder;
+        use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
         let pact = Exchange::new(|p: &Packet| FlowKey::of(p).route_hash());
-        self.unary_frontier(pact, "AssembleFlows", move |cap, _info| {
-            let mut cap = Some(cap);
+        let mut builder = OperatorBuilder::new("AssembleFlows".to_owned(), self.scope());
+        let mut input = builder.new_input(self, pact);
+        let (flows_out, flows) = builder.new_output();
+        let (obs_out, obs) = builder.new_output();
+        let mut flows_out = OutputBuilder::from(flows_out);
+        let mut obs_out = OutputBuilder::from(obs_out);
+        builder.build(move |mut caps| {
+            // Flows are given at the frontier's pane; observations at their
+            // packets' (the second capability is dropped: inputs carry theirs).
+            let mut cap = Some(caps.remove(0));
+            drop(caps);
             let mut table = FlowAssembler::new(cfg);
             let mut swept_to = 0u64;
             let mut out: Vec<FlowRecord> = Vec::new();
             let mut reported_skips = 0u64;
             let mut reported_evictions = 0u64;
-            move |(input, frontier), output| {
-                input.for_each(|_time, data| {
+            move |frontiers| {
+                let frontier = &frontiers[0];
+                let mut flows_h = flows_out.activate();
+                let mut obs_h = obs_out.activate();
+                input.for_each(|time, data| {
                     for p in data.iter() {
                         table.observe(p, &mut out);
+                    }
+                    let mut seen = table.take_app_obs();
+                    if !seen.is_empty() {
+                        obs_h.session(&time).give_container(&mut seen);
                     }
                     counters
                         .packets_in
@@ -492,7 +546,7 @@ impl<'scope> AssembleFlows<'scope> for Stream<'scope, u64, Vec<Packet>> {
                         .flows
                         .fetch_add(out.len() as u64, Ordering::Relaxed);
                     if let Some(c) = cap.as_ref() {
-                        output.session(c).give_container(&mut out);
+                        flows_h.session(c).give_container(&mut out);
                     }
                     out.clear();
                 }
@@ -500,7 +554,8 @@ impl<'scope> AssembleFlows<'scope> for Stream<'scope, u64, Vec<Packet>> {
                     cap = None;
                 }
             }
-        })
+        });
+        (flows, obs)
     }
 }
 

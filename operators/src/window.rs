@@ -474,15 +474,16 @@ impl<'scope> EventWindows<'scope> for Stream<'scope, u64, Vec<EventObs>> {
 }
 
 /// Joins feature rows of one entity and window coming from different families
-/// (packets, events) into one row.
+/// (packets, events) into one row. Every window operator routes rows by
+/// `Entity::route_hash` (packets by their address, events by their entity), so
+/// the rows of one entity are already on one worker: no exchange is needed.
 pub trait MergeRows<'scope> {
     fn merge_rows(self) -> Stream<'scope, u64, Vec<FeatureRow>>;
 }
 
 impl<'scope> MergeRows<'scope> for Stream<'scope, u64, Vec<FeatureRow>> {
     fn merge_rows(self) -> Stream<'scope, u64, Vec<FeatureRow>> {
-        let pact = Exchange::new(|r: &FeatureRow| r.entity.route_hash());
-        self.unary_frontier(pact, "MergeFamilies", move |_cap, _info| {
+        self.unary_frontier(Pipeline, "MergeFamilies", move |_cap, _info| {
             let mut hold = WindowHold::default();
             move |(input, frontier), output| {
                 input.for_each(|cap, data| {

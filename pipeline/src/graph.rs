@@ -176,7 +176,7 @@ pub fn build(
                 Some(out.events_delivered.clone()),
             );
         }
-        let flows = packets.clone().assemble_flows(spec.flows, c.flows.clone());
+        let (flows, app_obs) = packets.clone().assemble_flows(spec.flows, c.flows.clone());
         channel_sink(flows, "FlowsToParquet", out.flows.clone(), None);
         let packet_rows = packets.clone().featurize(c.windows.clone());
         let mut intel = None;
@@ -188,9 +188,19 @@ pub fn build(
                 // entities of their own beside the IP addresses.
                 let dhcp = packets.clone().dhcp_observations();
                 let rows = if spec.records {
-                    let events = records.clone().observe_events().concat(dhcp);
+                    let events = records
+                        .clone()
+                        .observe_events()
+                        .concat(dhcp)
+                        .concat(app_obs);
                     packet_rows
                         .concat(events.event_windows(c.event_windows.clone()))
+                        .merge_rows()
+                } else if spec.flows.application_bytes > 0 {
+                    // The application family is keyed by address, as the
+                    // packet rows are: merged with them.
+                    packet_rows
+                        .concat(dhcp.concat(app_obs).event_windows(c.event_windows.clone()))
                         .merge_rows()
                 } else {
                     // Packet rows are keyed by address, DHCP rows by hardware

@@ -15,6 +15,7 @@ mod tls;
 
 use amoskys_schemas::app::AppInfo;
 
+use crate::features::{AppObs, has_exploit_marker};
 use reasm::Prefix;
 
 /// Bytes each side may send before the protocol must be known.
@@ -122,6 +123,10 @@ pub struct AppState {
     ssh_rest: [Option<usize>; 2],
     /// MQTT: protocol violations each side's bytes hold.
     mqtt_violations: [u32; 2],
+    /// Sides read since [`AppState::take_read`] last looked (bit 0: the
+    /// opener's), and the anomalies already reported with them.
+    newly_read: u8,
+    reported_anomalies: u32,
     info: AppInfo,
 }
 
@@ -166,6 +171,10 @@ impl AppState {
             self.read(1 - i, limit);
         }
         self.read(i, limit);
+        if self.protocol == Some(Protocol::Mqtt) {
+            // The opener's side is read once the broker has answered.
+            self.read(1 - i, limit);
+        }
     }
 
     /// Reads side `i` for the protocol known; lets its bytes go once read.
@@ -243,20 +252,38 @@ impl AppState {
                 // Read again as more comes; the counts are of the latest reading.
                 let side = mqtt::read(data, i == 0, info);
                 self.mqtt_violations[i] = side.violations;
-                // A side is read once its session opening is in (CONNECT, or
-                // CONNACK) and a PUBLISH was seen or eight packets went by.
-                let opened = if i == 0 {
-                    info.mqtt_version.is_some()
+                // The responder is read once its CONNACK is in; the opener once
+                // its CONNECT is, and a PUBLISH was seen, eight packets went by
+                // or the broker refused it.
+                if i == 0 {
+                    let refused = info.mqtt_connack.is_some_and(|c| c != 0);
+                    full || info.mqtt_version.is_some()
+                        && (info.mqtt_topic.is_some() || side.packets >= 8 || refused)
                 } else {
-                    info.mqtt_connack.is_some()
-                };
-                full || opened && (info.mqtt_topic.is_some() || side.packets >= 8)
+                    full || info.mqtt_connack.is_some()
+                }
             }
             None => false,
         };
         if read {
             self.give_up(i);
+            self.newly_read |= 1 << i;
         }
+    }
+
+    /// What reading each side read since the last call said, for the host that
+    /// opened the flow (to port `port`).
+    pub fn take_read(&mut self, port: u16, out: &mut impl FnMut(AppObs)) {
+        for i in 0..2 {
+            if self.newly_read & (1 << i) == 0 {
+                continue;
+            }
+            let info = self.info().unwrap_or_default();
+            let anomalies = info.anomalies.saturating_sub(self.reported_anomalies);
+            self.reported_anomalies = info.anomalies;
+            out(observation(&info, i == 0, port, anomalies));
+        }
+        self.newly_read = 0;
     }
 
     fn give_up(&mut self, i: usize) {
@@ -286,9 +313,137 @@ impl AppState {
     }
 }
 
+/// The ports a protocol is usually served on.
+fn usual_port(protocol: &str, port: u16) -> bool {
+    match protocol {
+        "http" => matches!(port, 80 | 8080 | 8000 | 8008 | 8888 | 3128),
+        "tls" => matches!(
+            port,
+            443 | 8443 | 465 | 563 | 636 | 853 | 993 | 995 | 5061 | 8883
+        ),
+        "ssh" => port == 22,
+        "smtp" => matches!(port, 25 | 465 | 587),
+        "ftp" => port == 21,
+        "pop3" => port == 110,
+        "imap" => port == 143,
+        "mqtt" => port == 1883,
+        _ => true,
+    }
+}
+
+/// Whether an HTTP Host header names an IP address (with or without a port).
+fn numeric_host(host: &str) -> bool {
+    let h = host.trim();
+    if let Some(inner) = h.strip_prefix('[') {
+        return inner
+            .split(']')
+            .next()
+            .is_some_and(|a| a.parse::<std::net::Ipv6Addr>().is_ok());
+    }
+    let name = h.rsplit_once(':').map_or(h, |(n, p)| {
+        if p.bytes().all(|b| b.is_ascii_digit()) {
+            n
+        } else {
+            h
+        }
+    });
+    name.parse::<std::net::IpAddr>().is_ok()
+}
+
+/// Content types and URI endings of executables.
+fn executable(info: &AppInfo) -> bool {
+    const TYPES: &[&str] = &[
+        "application/x-dosexec",
+        "application/x-msdownload",
+        "application/x-msdos-program",
+        "application/x-executable",
+        "application/x-elf",
+        "application/vnd.microsoft.portable-executable",
+        "application/x-sharedlib",
+    ];
+    const ENDINGS: &[&str] = &[".exe", ".dll", ".scr", ".msi", ".ps1", ".hta", ".vbs"];
+    let ct = info
+        .http_content_type
+        .as_deref()
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    let path = info
+        .http_uri
+        .as_deref()
+        .unwrap_or("")
+        .split(['?', '#'])
+        .next()
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    TYPES.iter().any(|t| ct.starts_with(t)) || ENDINGS.iter().any(|e| path.ends_with(e))
+}
+
+fn hash(s: Option<&str>) -> u64 {
+    s.map_or(0, |s| amoskys_schemas::stable_hash(s).max(1))
+}
+
+/// What reading one side said, for the features of the host that opened the
+/// flow.
+fn observation(info: &AppInfo, client_side: bool, port: u16, anomalies: u32) -> AppObs {
+    let protocol = info.protocol.unwrap_or("");
+    let http = protocol == "http";
+    let numeric = http && info.http_host.as_deref().is_some_and(numeric_host);
+    let ja4 = if client_side {
+        hash(info.ja4.as_deref())
+    } else {
+        0
+    };
+    AppObs {
+        client_side,
+        protocol: protocol.to_string(),
+        nonstandard_port: !protocol.is_empty() && !usual_port(protocol, port),
+        sni: if client_side {
+            hash(info.tls_sni.as_deref())
+        } else {
+            0
+        },
+        ja4,
+        user_agent: if client_side && http {
+            hash(info.http_user_agent.as_deref())
+        } else {
+            0
+        },
+        no_sni: client_side && ja4 != 0 && info.tls_sni.is_none(),
+        numeric_host: client_side && numeric,
+        exploit: client_side
+            && http
+            && [&info.http_uri, &info.http_host, &info.http_user_agent]
+                .iter()
+                .any(|v| v.as_deref().is_some_and(has_exploit_marker)),
+        executable_from_numeric_host: !client_side && numeric && executable(info),
+        mqtt_auth_failed: !client_side
+            && protocol == "mqtt"
+            && matches!(info.mqtt_connack, Some(4 | 5 | 134 | 135)),
+        anomalies,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hosts_ports_and_downloads() {
+        assert!(numeric_host("10.0.0.9:7080") && numeric_host("[2001:db8::1]:80"));
+        assert!(numeric_host("192.168.1.1") && !numeric_host("example.com:80"));
+        assert!(!numeric_host("example.com") && !numeric_host("1.2.3.4.nip.io"));
+        assert!(usual_port("http", 8080) && !usual_port("http", 7080));
+        let mut i = AppInfo {
+            http_uri: Some("/a/payload.EXE?x=1".into()),
+            ..Default::default()
+        };
+        assert!(executable(&i));
+        i.http_uri = Some("/index.html".into());
+        i.http_content_type = Some("application/x-dosexec".into());
+        assert!(executable(&i));
+        i.http_content_type = Some("text/html".into());
+        assert!(!executable(&i));
+    }
 
     fn flow(client: &[&[u8]], server: &[&[u8]]) -> AppState {
         let mut a = AppState::default();

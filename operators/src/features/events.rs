@@ -1,6 +1,7 @@
 //! The event windows' observations and accumulator, shared by the families of
 //! the log and device sources: syslog (syslog.rs), authentication (auth.rs),
-//! SNMP (snmp.rs), MQTT (mqtt.rs), and DHCP (dhcp.rs, read from packets).
+//! SNMP (snmp.rs), MQTT (mqtt.rs), and, read from packets, DHCP (dhcp.rs) and
+//! the application layer of flows (app.rs).
 //!
 //! Records become [`EventObs`] observations keyed by the entity they are evidence
 //! for: a syslog message counts for the host that sent it, and an authentication
@@ -12,6 +13,7 @@
 use amoskys_schemas::{Addr, DeviceKind, Entity, EventRow, FeatureDef, Record};
 use serde::{Deserialize, Serialize};
 
+use super::app::{APP_FEATURES, AppAcc, AppObs};
 use super::auth::{AUTH_FEATURES, AuthAcc, AuthObs, auth_code, fail_slot};
 use super::dhcp::{DHCP_FEATURES, DhcpAcc};
 use super::family::FamilyFeature;
@@ -56,6 +58,9 @@ pub enum EventWhat {
     /// One DHCP message about the entity (a client's hardware address), seen in
     /// packets: its type, and the IP address it came from.
     Dhcp { msg_type: u8, src: Addr },
+    /// One side of a flow the entity (an address) opened, read at the
+    /// application layer.
+    App(AppObs),
 }
 
 /// One observation for the event windows.
@@ -169,6 +174,7 @@ pub struct EventAcc {
     pub snmp: SnmpAcc,
     pub mqtt: MqttAcc,
     pub dhcp: DhcpAcc,
+    pub app: AppAcc,
 }
 
 impl EventAcc {
@@ -199,6 +205,7 @@ impl EventAcc {
                 topic,
                 values,
             } => self.mqtt.observe(o.ts_ns, *bytes, *topic, values),
+            EventWhat::App(a) => self.app.observe(a),
         }
     }
 
@@ -209,6 +216,7 @@ impl EventAcc {
         self.snmp.append(&l.snmp);
         self.mqtt.append(&l.mqtt);
         self.dhcp.append(&l.dhcp);
+        self.app.append(&l.app);
     }
 }
 
@@ -231,6 +239,7 @@ fn visit(acc: Option<&EventAcc>, f: &mut dyn FnMut(&'static FeatureDef, Option<f
     each(RATIO_FEATURES, acc.map(|a| &a.snmp), f);
     each(MQTT_FEATURES, acc.map(|a| &a.mqtt), f);
     each(DHCP_FEATURES, acc.map(|a| &a.dhcp), f);
+    each(APP_FEATURES, acc.map(|a| &a.app), f);
 }
 
 /// The event families' feature definitions, in column order.

@@ -4,6 +4,7 @@
 //! dtype, description — everything downstream derives from it) plus `compute`, a
 //! function of the entity's window accumulator. One file per source family.
 
+mod app;
 mod auth;
 mod cross;
 mod dhcp;
@@ -14,6 +15,7 @@ mod pcap;
 mod snmp;
 mod syslog;
 
+pub use app::{AppObs, EXPLOIT_MARKERS, has_exploit_marker};
 pub use auth::AuthObs;
 pub use cross::{CROSS, fill_cross};
 pub use events::{EventAcc, EventObs, EventWhat, event_catalogue};

@@ -1,0 +1,270 @@
+//! The application family, read from packets: what a host did at the
+//! application layer in the flows it opened (docs/APPLICATION.md) — HTTP
+//! requests and their traits, TLS handshakes, SSH and MQTT sessions — counted
+//! when each side of a flow has been read, for the host that opened it.
+
+use amoskys_schemas::{FeatureDef, FeatureDtype};
+use serde::{Deserialize, Serialize};
+
+use super::family::FamilyFeature;
+use crate::Set;
+
+use FeatureDtype::Count as C;
+
+/// What reading one side of one flow said, for the host that opened it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppObs {
+    /// The side read: the opener's (request, ClientHello, CONNECT) or the
+    /// responder's (response, ServerHello, CONNACK).
+    pub client_side: bool,
+    /// `app_protocol`'s name, as in the flows table.
+    pub protocol: String,
+    /// The protocol on a port that is not one of its usual ones.
+    pub nonstandard_port: bool,
+    /// Hashes (0: none) of the TLS server name, the JA4 and the HTTP user agent.
+    pub sni: u64,
+    pub ja4: u64,
+    pub user_agent: u64,
+    /// A TLS ClientHello without a server name.
+    pub no_sni: bool,
+    /// An HTTP request to a host given as an IP address.
+    pub numeric_host: bool,
+    /// An HTTP request carrying an exploit string ([`EXPLOIT_MARKERS`]).
+    pub exploit: bool,
+    /// An HTTP response carrying an executable, from a host given as an IP
+    /// address.
+    pub executable_from_numeric_host: bool,
+    /// An MQTT CONNACK refusing the credentials.
+    pub mqtt_auth_failed: bool,
+    /// Payload anomalies and protocol violations met in the flow so far.
+    pub anomalies: u32,
+}
+
+/// Strings that mark an exploit attempt in an HTTP request line or header
+/// (matched case-insensitively in the decoded URI, the host and the user
+/// agent): Log4Shell lookups, Shellshock function definitions, path traversal
+/// to system files, script and SQL injection, shell and command-interpreter
+/// invocations, PHP code. Each is a marker no ordinary client sends.
+pub const EXPLOIT_MARKERS: &[&str] = &[
+    "${jndi:",
+    "${${",
+    "() {",
+    "/etc/passwd",
+    "/etc/shadow",
+    "../../..",
+    "<script",
+    "union select",
+    "union all select",
+    "xp_cmdshell",
+    "cmd.exe",
+    "/bin/sh",
+    "/bin/bash",
+    "<?php",
+    "base64_decode(",
+    "eval-stdin.php",
+    ";wget ",
+    "|wget ",
+    ";curl ",
+    "|curl ",
+];
+
+/// Whether `text` carries an exploit marker.
+pub fn has_exploit_marker(text: &str) -> bool {
+    let lower = text.to_ascii_lowercase();
+    EXPLOIT_MARKERS.iter().any(|m| lower.contains(m))
+}
+
+/// What a host's flows said at the application layer in a pane, or (merged)
+/// a window.
+#[derive(Clone, Debug, Default)]
+pub struct AppAcc {
+    pub sides: u64,
+    pub flows_out: u64,
+    pub nonstandard_port: u64,
+    pub http_requests: u64,
+    pub numeric_host: u64,
+    pub exploit: u64,
+    pub executable: u64,
+    pub user_agents: Set<u64>,
+    pub tls_hellos: u64,
+    pub no_sni: u64,
+    pub snis: Set<u64>,
+    pub ja4s: Set<u64>,
+    pub ssh: u64,
+    pub mqtt_connects: u64,
+    pub mqtt_auth_failures: u64,
+    pub anomalies: u64,
+}
+
+impl AppAcc {
+    pub fn observe(&mut self, o: &AppObs) {
+        self.sides += 1;
+        self.anomalies += u64::from(o.anomalies);
+        if !o.client_side {
+            self.executable += u64::from(o.executable_from_numeric_host);
+            self.mqtt_auth_failures += u64::from(o.mqtt_auth_failed);
+            return;
+        }
+        self.flows_out += 1;
+        self.nonstandard_port += u64::from(o.nonstandard_port);
+        match o.protocol.as_str() {
+            "http" => {
+                self.http_requests += 1;
+                self.numeric_host += u64::from(o.numeric_host);
+                self.exploit += u64::from(o.exploit);
+                if o.user_agent != 0 {
+                    self.user_agents.insert(o.user_agent);
+                }
+            }
+            "ssh" => self.ssh += 1,
+            "mqtt" => self.mqtt_connects += 1,
+            _ => {}
+        }
+        if o.ja4 != 0 {
+            self.tls_hellos += 1;
+            self.no_sni += u64::from(o.no_sni);
+            self.ja4s.insert(o.ja4);
+            if o.sni != 0 {
+                self.snis.insert(o.sni);
+            }
+        }
+    }
+
+    /// Extends this pane with a later one.
+    pub fn append(&mut self, l: &AppAcc) {
+        self.sides += l.sides;
+        self.flows_out += l.flows_out;
+        self.nonstandard_port += l.nonstandard_port;
+        self.http_requests += l.http_requests;
+        self.numeric_host += l.numeric_host;
+        self.exploit += l.exploit;
+        self.executable += l.executable;
+        self.user_agents.extend(l.user_agents.iter().copied());
+        self.tls_hellos += l.tls_hellos;
+        self.no_sni += l.no_sni;
+        self.snis.extend(l.snis.iter().copied());
+        self.ja4s.extend(l.ja4s.iter().copied());
+        self.ssh += l.ssh;
+        self.mqtt_connects += l.mqtt_connects;
+        self.mqtt_auth_failures += l.mqtt_auth_failures;
+        self.anomalies += l.anomalies;
+    }
+}
+
+/// An application feature: family `app`, read from packets, a count of
+/// [`AppAcc`], null for a host none of whose flows was read.
+macro_rules! feature {
+    ($name:expr, $unit:expr, $description:expr, $count:expr) => {
+        FamilyFeature {
+            def: FeatureDef {
+                name: $name,
+                family: "app",
+                source: "pcap",
+                unit: $unit,
+                dtype: C,
+                description: $description,
+                null_when: Some(
+                    "no flow the host opened or answered was read at the application layer in the window",
+                ),
+            },
+            compute: |a: &AppAcc| {
+                let count: fn(&AppAcc) -> u64 = $count;
+                (a.sides > 0).then(|| count(a) as f64)
+            },
+        }
+    };
+}
+
+/// The features, each a counter of [`AppAcc`], null when no side was read.
+pub(super) static APP_FEATURES: &[FamilyFeature<AppAcc>] = &[
+    feature!(
+        "app_flows_out",
+        "flows",
+        "Flows the host opened whose application protocol was recognised by content (docs/APPLICATION.md).",
+        |a| a.flows_out
+    ),
+    feature!(
+        "app_nonstandard_port_out",
+        "flows",
+        "Of them, flows on a port that is not one of the protocol's usual ones (HTTP on 7080, TLS on 3001).",
+        |a| a.nonstandard_port
+    ),
+    feature!(
+        "app_anomalies_out",
+        "anomalies",
+        "Payload anomalies in flows the host opened or answered: segments out of order or past the part read, retransmissions that differ, messages that do not parse, MQTT protocol violations.",
+        |a| a.anomalies
+    ),
+    feature!(
+        "http_requests_out",
+        "requests",
+        "HTTP requests the host sent (the first of each connection).",
+        |a| a.http_requests
+    ),
+    feature!(
+        "http_numeric_host_out",
+        "requests",
+        "HTTP requests to a host named by an IP address rather than a name.",
+        |a| a.numeric_host
+    ),
+    feature!(
+        "http_exploit_requests_out",
+        "requests",
+        "HTTP requests carrying an exploit marker in the URI, Host or User-Agent (Log4Shell, Shellshock, traversal to system files, script or SQL injection, shell invocations; the list is EXPLOIT_MARKERS in operators/src/features/app.rs).",
+        |a| a.exploit
+    ),
+    feature!(
+        "http_numeric_host_executables_in",
+        "downloads",
+        "Executables (by content type, or a URI ending in .exe, .dll, .scr, .msi, .ps1, .hta or .vbs) the host downloaded over HTTP from a host named by an IP address.",
+        |a| a.executable
+    ),
+    feature!(
+        "http_distinct_user_agents_out",
+        "values",
+        "Distinct User-Agent headers in the host's HTTP requests.",
+        |a| a.user_agents.len() as u64
+    ),
+    feature!(
+        "tls_client_hellos_out",
+        "handshakes",
+        "TLS ClientHellos the host sent (also after STARTTLS).",
+        |a| a.tls_hellos
+    ),
+    feature!(
+        "tls_no_sni_out",
+        "handshakes",
+        "Of them, ClientHellos without a server name.",
+        |a| a.no_sni
+    ),
+    feature!(
+        "tls_distinct_sni_out",
+        "values",
+        "Distinct server names in the host's ClientHellos.",
+        |a| a.snis.len() as u64
+    ),
+    feature!(
+        "tls_distinct_ja4_out",
+        "values",
+        "Distinct JA4 fingerprints of the host's ClientHellos: several TLS clients on one host.",
+        |a| a.ja4s.len() as u64
+    ),
+    feature!(
+        "ssh_sessions_out",
+        "connections",
+        "SSH connections the host opened (its identification string seen).",
+        |a| a.ssh
+    ),
+    feature!(
+        "mqtt_connects_out",
+        "packets",
+        "MQTT CONNECTs the host sent.",
+        |a| a.mqtt_connects
+    ),
+    feature!(
+        "mqtt_auth_failures_out",
+        "packets",
+        "MQTT CONNACKs refusing the host's credentials (3.1.1 codes 4 and 5; MQTT 5 reason codes 134 and 135).",
+        |a| a.mqtt_auth_failures
+    ),
+];
