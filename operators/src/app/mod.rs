@@ -409,6 +409,7 @@ fn observation(info: &AppInfo, client_side: bool, port: u16, anomalies: u32) -> 
             0
         },
         no_sni: client_side && ja4 != 0 && info.tls_sni.is_none(),
+        http_request: client_side && http && info.http_method.is_some(),
         numeric_host: client_side && numeric,
         exploit: client_side
             && http

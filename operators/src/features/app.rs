@@ -27,6 +27,8 @@ pub struct AppObs {
     pub user_agent: u64,
     /// A TLS ClientHello without a server name.
     pub no_sni: bool,
+    /// An HTTP request that was read (its method known).
+    pub http_request: bool,
     /// An HTTP request to a host given as an IP address.
     pub numeric_host: bool,
     /// An HTTP request carrying an exploit string ([`EXPLOIT_MARKERS`]).
@@ -108,7 +110,7 @@ impl AppAcc {
         self.flows_out += 1;
         self.nonstandard_port += u64::from(o.nonstandard_port);
         match o.protocol.as_str() {
-            "http" => {
+            "http" if o.http_request => {
                 self.http_requests += 1;
                 self.numeric_host += u64::from(o.numeric_host);
                 self.exploit += u64::from(o.exploit);
