@@ -170,7 +170,14 @@ impl FlowState {
     /// Reads the payload of `p` (from the originator when `fwd`), up to
     /// `limit` bytes per side; `may_start` says whether a flow not yet read
     /// may start being read.
-    fn read_payload(&mut self, p: &Packet, fwd: bool, limit: usize, may_start: bool) -> Reading {
+    fn read_payload(
+        &mut self,
+        p: &Packet,
+        fwd: bool,
+        limit: usize,
+        may_start: bool,
+        obs: &mut Vec<EventObs>,
+    ) -> Reading {
         if limit == 0 || p.proto != Proto::TCP {
             return Reading::Same;
         }
@@ -201,6 +208,14 @@ impl FlowState {
             && !a.finished()
         {
             a.segment(fwd, p.tcp_seq, &p.payload, limit);
+            let (opener, ts_ns) = (self.src, p.ts_ns);
+            a.take_read(self.dport, &mut |o| {
+                obs.push(EventObs {
+                    entity: Entity::Ip(opener),
+                    ts_ns,
+                    what: EventWhat::App(o),
+                })
+            });
         }
         if started {
             Reading::Started
@@ -209,8 +224,15 @@ impl FlowState {
         }
     }
 
-    /// Adds `p`, reading its payload (see [`FlowState::read_payload`]).
-    fn add(&mut self, p: &Packet, limit: usize, may_start: bool) -> Reading {
+    /// Adds `p`, reading its payload (see [`FlowState::read_payload`]); what
+    /// reading a side said goes to `obs`, for the host that opened the flow.
+    fn add(
+        &mut self,
+        p: &Packet,
+        limit: usize,
+        may_start: bool,
+        obs: &mut Vec<EventObs>,
+    ) -> Reading {
         // Ports tell the sides apart (even on one address); ICMP types do not.
         let fwd = match p.proto {
             Proto::TCP | Proto::UDP | 132 => p.src == self.src && p.sport == self.sport,
@@ -238,7 +260,7 @@ impl FlowState {
                 }
             }
         }
-        self.read_payload(p, fwd, limit, may_start)
+        self.read_payload(p, fwd, limit, may_start, obs)
     }
 
     /// Whether packet `p` starts a new record instead of joining this one, and why
@@ -374,13 +396,13 @@ impl FlowAssembler {
                 self.app_flows -= usize::from(st.app.is_some());
                 *st = FlowState::open(p);
             }
-            st.add(p, limit, may_start)
+            st.add(p, limit, may_start, &mut self.app_obs)
         } else {
             if self.flows.len() >= self.cfg.max_flows.max(1) {
                 self.evict(out);
             }
             let mut st = FlowState::open(p);
-            let reading = st.add(p, limit, may_start);
+            let reading = st.add(p, limit, may_start, &mut self.app_obs);
             self.flows.insert(key, st);
             reading
         };
@@ -388,22 +410,6 @@ impl FlowAssembler {
             Reading::Started => self.app_flows += 1,
             Reading::Skipped => self.app_skipped += 1,
             Reading::Same => {}
-        }
-        if p.payload.is_empty() {
-            return;
-        }
-        if let Some(st) = self.flows.get_mut(&key)
-            && let Some(app) = st.app.as_mut()
-        {
-            let (opener, port, ts_ns) = (st.src, st.dport, p.ts_ns);
-            let obs = &mut self.app_obs;
-            app.take_read(port, &mut |o| {
-                obs.push(EventObs {
-                    entity: Entity::Ip(opener),
-                    ts_ns,
-                    what: EventWhat::App(o),
-                })
-            });
         }
     }
 

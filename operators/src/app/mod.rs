@@ -378,6 +378,13 @@ fn executable(info: &AppInfo) -> bool {
     TYPES.iter().any(|t| ct.starts_with(t)) || ENDINGS.iter().any(|e| path.ends_with(e))
 }
 
+/// MD5 of `text` as 32 lowercase hex digits: how JA3, JA3S and HASSH are
+/// written.
+fn md5_hex(text: &str) -> String {
+    use md5::{Digest, Md5};
+    format!("{:x}", Md5::digest(text.as_bytes()))
+}
+
 fn hash(s: Option<&str>) -> u64 {
     s.map_or(0, |s| amoskys_schemas::stable_hash(s).max(1))
 }

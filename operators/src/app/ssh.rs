@@ -5,8 +5,6 @@
 //! and KEXINIT a run of length-prefixed lists, which no maintained crate reads
 //! from captured bytes.
 
-use md5::{Digest, Md5};
-
 /// Longest identification string kept (RFC 4253 allows 255 with CR LF).
 const MAX_BANNER: usize = 255;
 
@@ -53,18 +51,16 @@ pub fn hassh(data: &[u8], client: bool) -> Option<String> {
     }
     // kex, host key, enc c2s, enc s2c, mac c2s, mac s2c, comp c2s, comp s2c, ...
     let (enc, mac, comp) = if client { (2, 4, 6) } else { (3, 5, 7) };
-    let text = format!("{};{};{};{}", lists[0], lists[enc], lists[mac], lists[comp]);
-    Some(
-        Md5::digest(text.as_bytes())
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect(),
-    )
+    Some(super::md5_hex(&format!(
+        "{};{};{};{}",
+        lists[0], lists[enc], lists[mac], lists[comp]
+    )))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use md5::{Digest, Md5};
 
     fn kexinit(lists: [&str; 10]) -> Vec<u8> {
         let mut payload = vec![20u8];

@@ -5,7 +5,9 @@
 //! no maintained crate computes them from parsed messages.
 
 use amoskys_schemas::app::AppInfo;
-use md5::{Digest, Md5};
+use sha2::Digest;
+
+use super::md5_hex;
 use tls_parser::{
     TlsExtension, TlsMessage, TlsMessageHandshake, TlsRecordType,
     parse_tls_client_hello_extensions, parse_tls_message_handshake, parse_tls_raw_record,
@@ -78,13 +80,6 @@ fn ja4_version(v: u16) -> &'static str {
 
 fn join<T: ToString>(v: &[T], sep: &str) -> String {
     v.iter().map(T::to_string).collect::<Vec<_>>().join(sep)
-}
-
-fn md5_hex(s: &str) -> String {
-    Md5::digest(s.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
 }
 
 /// The first 12 hex digits of SHA-256, or twelve zeros for nothing.
