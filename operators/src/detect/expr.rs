@@ -40,15 +40,23 @@ impl Expr {
                     Op::Ne => v != *value,
                 })
             }
-            Expr::And(a, b) => match (a.eval(values), b.eval(values)) {
-                (Some(false), _) | (_, Some(false)) => Some(false),
-                (Some(true), Some(true)) => Some(true),
-                _ => None,
+            // The right side is evaluated only when the left does not decide:
+            // most rows fail a rule's first comparison.
+            Expr::And(a, b) => match a.eval(values) {
+                Some(false) => Some(false),
+                l => match (l, b.eval(values)) {
+                    (_, Some(false)) => Some(false),
+                    (Some(true), Some(true)) => Some(true),
+                    _ => None,
+                },
             },
-            Expr::Or(a, b) => match (a.eval(values), b.eval(values)) {
-                (Some(true), _) | (_, Some(true)) => Some(true),
-                (Some(false), Some(false)) => Some(false),
-                _ => None,
+            Expr::Or(a, b) => match a.eval(values) {
+                Some(true) => Some(true),
+                l => match (l, b.eval(values)) {
+                    (_, Some(true)) => Some(true),
+                    (Some(false), Some(false)) => Some(false),
+                    _ => None,
+                },
             },
             Expr::Not(a) => a.eval(values).map(|b| !b),
         }
