@@ -10,6 +10,15 @@
 //!   variance (α = 0.1) of the entity's earlier values of `b` (its rows' non-null
 //!   values, in window order); null until 5 earlier values, or when σ = 0.
 //!
+//! - `b_10m` for each base `b` of [`HORIZON_BASES`]: the sum of `b` over the
+//!   ten minutes ending with this window (this window and the nine
+//!   non-overlapping windows before it, [`HORIZON_WINDOWS`]), so that attempts
+//!   spread thinner than any one window's threshold still add up, as Zeek's
+//!   password-guessing and fail2ban's find-time count over minutes, and
+//!   `b_10m_max`, the largest of those windows' values (a rule for slow
+//!   guessing leaves bursts to the per-window rule); null when `b` is null in
+//!   all of them.
+//!
 //! State is per entity, on the worker that owns the entity, and bounded: an
 //! entity unseen for `idle_windows` windows is forgotten, and past `max_entities`
 //! the longest-unseen are forgotten first (counted in `evicted`). A forgotten
@@ -39,6 +48,51 @@ pub const HISTORY_BASES: [&str; 10] = [
     "auth_failures_as_remote",
     "mqtt_messages",
 ];
+
+/// The features summed over a horizon longer than a window: login attempts
+/// seen in packets, failures logged, failures read from clear-text logins.
+pub const HORIZON_BASES: [&str; 3] = [
+    "auth_conn_attempts_out",
+    "auth_failures_as_remote",
+    "app_login_failures_out",
+];
+/// Non-overlapping windows summed by the horizon features: ten minutes.
+pub const HORIZON_WINDOWS: u64 = 10;
+/// Windows (hops) remembered for them: windows overlap by half, so every
+/// other one of the last `2 × HORIZON_WINDOWS`.
+const HORIZON_SLOTS: usize = 2 * HORIZON_WINDOWS as usize;
+
+macro_rules! horizon_defs {
+    ($($b:literal),*) => {
+        /// The horizon features' definitions, one per base.
+        pub const HORIZON_DEFS: &[FeatureDef] = &[$(
+            FeatureDef {
+                name: concat!($b, "_10m"),
+                family: "horizon",
+                source: "derived",
+                unit: "count",
+                dtype: FeatureDtype::Count,
+                description: concat!("`", $b, "` summed over the ten minutes ending with this window: this window and the nine non-overlapping windows before it (a window without a row counts 0)."),
+                null_when: Some("the value is null in all of those windows"),
+            },
+            FeatureDef {
+                name: concat!($b, "_10m_max"),
+                family: "horizon",
+                source: "derived",
+                unit: "count",
+                dtype: FeatureDtype::Count,
+                description: concat!("The largest `", $b, "` of any one of the windows `", $b, "_10m` sums: tells attempts spread thin from a burst."),
+                null_when: Some("the value is null in all of those windows"),
+            },
+        )*];
+    };
+}
+
+horizon_defs!(
+    "auth_conn_attempts_out",
+    "auth_failures_as_remote",
+    "app_login_failures_out"
+);
 
 /// Weight of the newest value in the running baseline.
 pub const EWMA_ALPHA: f64 = 0.1;
@@ -144,6 +198,10 @@ struct EntityHistory {
     values: [f64; HISTORY_BASES.len()],
     deltas: [f64; HISTORY_BASES.len()],
     ewma: [Ewma; HISTORY_BASES.len()],
+    /// The horizon bases of the latest windows, by window modulo the slots,
+    /// with the window each slot holds.
+    recent: [[f64; HORIZON_SLOTS]; HORIZON_BASES.len()],
+    recent_window: [u64; HORIZON_SLOTS],
 }
 
 /// The timely-free core: per-entity history, fed rows in window order.
@@ -151,6 +209,8 @@ pub struct History {
     /// Column of each base in a row, and of each base's three outputs.
     base_idx: Vec<usize>,
     out_idx: Vec<[usize; 3]>,
+    /// Column of each horizon base, of its sum and of its maximum.
+    horizon_idx: Vec<(usize, usize, usize)>,
     /// Each entity's latest window (kept inline: expiry reads it for every
     /// entity) and its history, boxed: growing a map of 400-byte values would
     /// copy (and fault in) them all at each doubling.
@@ -177,9 +237,20 @@ impl History {
             base_idx.push(bi);
             out_idx.push([d, a, z]);
         }
+        let horizon_idx = HORIZON_BASES
+            .iter()
+            .filter_map(|b| {
+                Some((
+                    pos(b)?,
+                    pos(&format!("{b}_10m"))?,
+                    pos(&format!("{b}_10m_max"))?,
+                ))
+            })
+            .collect();
         History {
             base_idx,
             out_idx,
+            horizon_idx,
             state: Map::default(),
             cfg,
             evicted: 0,
@@ -220,6 +291,32 @@ impl History {
             row.values[ai] = accel;
             row.values[zi] = if z.is_finite() { z } else { f64::NAN };
         }
+        let (mut recent, mut recent_window) = prev.map_or(
+            (
+                [[f64::NAN; HORIZON_SLOTS]; HORIZON_BASES.len()],
+                [u64::MAX; HORIZON_SLOTS],
+            ),
+            |p| (p.recent, p.recent_window),
+        );
+        let slot = (row.window % HORIZON_SLOTS as u64) as usize;
+        recent_window[slot] = row.window;
+        for (k, &(bi, si, mi)) in self.horizon_idx.iter().enumerate() {
+            recent[k][slot] = row.values[bi];
+            let (mut sum, mut max) = (f64::NAN, f64::NAN);
+            for back in 0..HORIZON_WINDOWS {
+                let Some(w) = row.window.checked_sub(2 * back) else {
+                    break;
+                };
+                let s = (w % HORIZON_SLOTS as u64) as usize;
+                let v = recent[k][s];
+                if recent_window[s] == w && !v.is_nan() {
+                    sum = if sum.is_nan() { v } else { sum + v };
+                    max = max.max(v);
+                }
+            }
+            row.values[si] = sum;
+            row.values[mi] = max;
+        }
         let mut ewma = prev.map_or([Ewma::default(); HISTORY_BASES.len()], |p| p.ewma);
         for k in 0..n {
             if !now[k].is_nan() {
@@ -231,6 +328,8 @@ impl History {
             values: now,
             deltas,
             ewma,
+            recent,
+            recent_window,
         };
         match self.state.get_mut(&row.entity) {
             Some((last, h)) => {
@@ -394,6 +493,47 @@ mod tests {
         assert!(get(&d, &r, "packets_out_zscore").is_some());
         // A null base gives null history features but keeps the rest.
         assert_eq!(get(&d, &r, "bytes_out_delta"), None);
+    }
+
+    #[test]
+    fn horizon_sums_every_other_window_over_ten_minutes() {
+        let d = defs();
+        let mut h = History::new(
+            &d,
+            HistoryConfig {
+                max_entities: 10,
+                idle_windows: 100,
+            },
+        );
+        let base = d
+            .iter()
+            .position(|f| f.name == "auth_conn_attempts_out")
+            .expect("base");
+        let mut at = |w: u64, v: f64| {
+            let mut r = row(&d, 1, w, 1.0);
+            r.values[base] = v;
+            h.apply(&mut r);
+            (
+                get(&d, &r, "auth_conn_attempts_out_10m"),
+                get(&d, &r, "auth_conn_attempts_out_10m_max"),
+            )
+        };
+        // Windows 0..=19, odd ones 1 attempt, even ones 100: windows 19, 17,
+        // .., 1 are summed (ten of them); the overlapping even ones are not.
+        let mut last = (None, None);
+        for w in 0..20 {
+            last = at(w, if w % 2 == 0 { 100.0 } else { 1.0 });
+        }
+        assert_eq!(last, (Some(10.0), Some(1.0)));
+        // Window 21 reaches back to 3: 1 dropped (window 1), 21 added.
+        assert_eq!(at(21, 5.0), (Some(14.0), Some(5.0)));
+        // Window 22 reaches back to the even windows: 100 each from 4 to 18
+        // (window 20 had no row).
+        assert_eq!(at(22, 0.0), (Some(800.0), Some(100.0)));
+        // A gap longer than the horizon leaves only the new window.
+        assert_eq!(at(60, 2.0), (Some(2.0), Some(2.0)));
+        // A null base everywhere in the horizon gives null.
+        assert_eq!(at(100, f64::NAN), (None, None));
     }
 
     #[test]

@@ -22,8 +22,8 @@ mod window;
 
 pub use flow::{AssembleFlows, FlowAssembler, FlowConfig, FlowCounters, FlowKey};
 pub use history::{
-    EWMA_ALPHA, HISTORY_BASES, HISTORY_DEFS, History, HistoryConfig, HistoryCounters, WithHistory,
-    ZSCORE_MIN_HISTORY,
+    EWMA_ALPHA, HISTORY_BASES, HISTORY_DEFS, HORIZON_BASES, HORIZON_DEFS, HORIZON_WINDOWS, History,
+    HistoryConfig, HistoryCounters, WithHistory, ZSCORE_MIN_HISTORY,
 };
 pub use stats::Moments;
 pub use window::{

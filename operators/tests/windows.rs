@@ -6,7 +6,9 @@ use std::sync::{Arc, Mutex};
 
 use amoskys_operators::features::defs;
 use amoskys_operators::{Featurize, WindowCounters};
-use amoskys_schemas::{Addr, DnsInfo, FeatureRow, HOP_NS, Packet, Proto, TcpFlags, pane_of};
+use amoskys_schemas::{
+    Addr, DnsInfo, EchoInfo, FeatureRow, HOP_NS, Packet, Proto, TcpFlags, pane_of,
+};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use timely::container::CapacityContainerBuilder;
@@ -63,9 +65,15 @@ fn traffic(seed: u64, n: usize, minutes: i64) -> Vec<Packet> {
                 0
             };
             let (sport, dport) = match proto {
+                // 1900 (SSDP) is an amplifier port: some of its packets answer
+                // nothing the receiver sent.
                 Proto::TCP | Proto::UDP => (
-                    [80u16, 443, 22, 5000, 5001][rng.random_range(0..5)],
-                    [80u16, 443, 22, 5000, 5001, 53][rng.random_range(0..6)],
+                    [80u16, 443, 22, 5000, 5001, 1900][rng.random_range(0..6)],
+                    if rng.random_bool(0.005) {
+                        1900
+                    } else {
+                        [80u16, 443, 22, 5000, 5001, 53][rng.random_range(0..6)]
+                    },
                 ),
                 Proto::ICMP => (8, 0),
                 _ => (0, 0),
@@ -76,7 +84,7 @@ fn traffic(seed: u64, n: usize, minutes: i64) -> Vec<Packet> {
                 DnsInfo {
                     kind: rng.random_range(1..=2),
                     rcode: [0, 0, 3][rng.random_range(0..3)],
-                    qtype: [0u16, 1, 28, 16][rng.random_range(0..4)],
+                    qtype: [0u16, 1, 28, 16, 10][rng.random_range(0..5)],
                     qname_len: 8 + name as u16,
                     qname_entropy_bits: (2.0f32 + name as f32 / 4.0).to_bits(),
                     qname_hash: name,
@@ -103,6 +111,15 @@ fn traffic(seed: u64, n: usize, minutes: i64) -> Vec<Packet> {
                 },
                 dns,
                 dhcp: Default::default(),
+                echo: if proto == Proto::ICMP {
+                    EchoInfo {
+                        kind: rng.random_range(0..=2),
+                        len: [0u16, 32, 56, 56, 1000][rng.random_range(0..5)],
+                        entropy_bits: (rng.random_range(0.0f32..8.0)).to_bits(),
+                    }
+                } else {
+                    EchoInfo::default()
+                },
                 ..Default::default()
             }
         })
@@ -481,6 +498,59 @@ fn oracle(packets: &[Packet]) -> BTreeMap<(u64, String), BTreeMap<&'static str, 
         f.insert("dns_qname_len_mean_out", lens[2]);
         f.insert("dns_qname_len_max_out", lens[1]);
         f.insert("dns_qname_entropy_mean_out", ents[2]);
+        f.insert(
+            "dns_null_queries_out",
+            Some(asked.iter().filter(|p| p.dns.qtype == 10).count() as f64),
+        );
+        let echo: Vec<&Packet> = out_p.iter().copied().filter(|p| p.echo.kind != 0).collect();
+        f.insert("icmp_echo_out", Some(echo.len() as f64));
+        f.insert(
+            "icmp_echo_bytes_out",
+            Some(echo.iter().map(|p| f64::from(p.echo.len)).sum()),
+        );
+        f.insert(
+            "icmp_echo_sizes_out",
+            (!echo.is_empty()).then(|| {
+                echo.iter()
+                    .map(|p| p.echo.len)
+                    .collect::<BTreeSet<_>>()
+                    .len() as f64
+            }),
+        );
+        let echo_ent = stats(
+            echo.iter()
+                .filter(|p| p.echo.len > 0)
+                .map(|p| p.echo.entropy())
+                .collect(),
+        );
+        f.insert("icmp_echo_entropy_mean_out", echo_ent[2]);
+        // Reflection: UDP from an amplifier port to which the entity sent nothing.
+        let amplifiers = [
+            17u16, 19, 69, 111, 123, 137, 161, 389, 520, 1434, 1900, 3283, 3702, 5353, 5683, 10001,
+            11211, 27015, 27960, 37810,
+        ];
+        let amp: Vec<&Packet> = in_p
+            .iter()
+            .copied()
+            .filter(|p| p.proto == Proto::UDP && amplifiers.contains(&p.sport))
+            .collect();
+        let asked_ports: BTreeSet<u16> = out_p
+            .iter()
+            .filter(|p| matches!(p.proto, Proto::TCP | Proto::UDP))
+            .map(|p| p.dport)
+            .collect();
+        f.insert(
+            "udp_amplifier_in",
+            Some(
+                amp.iter()
+                    .filter(|p| !asked_ports.contains(&p.sport))
+                    .count() as f64,
+            ),
+        );
+        f.insert(
+            "udp_amplifier_sources_in",
+            Some(amp.iter().map(|p| p.src).collect::<BTreeSet<_>>().len() as f64),
+        );
         f.insert(
             "dns_qname_spread_out",
             entropy(asked.iter().map(|p| p.dns.qname_hash).collect()),

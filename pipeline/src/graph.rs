@@ -192,7 +192,7 @@ pub fn build(
                         .clone()
                         .observe_events()
                         .concat(dhcp)
-                        .concat(app_obs);
+                        .concat(app_obs.clone());
                     packet_rows
                         .concat(events.event_windows(c.event_windows.clone()))
                         .merge_rows()
@@ -200,7 +200,10 @@ pub fn build(
                     // The application family is keyed by address, as the
                     // packet rows are: merged with them.
                     packet_rows
-                        .concat(dhcp.concat(app_obs).event_windows(c.event_windows.clone()))
+                        .concat(
+                            dhcp.concat(app_obs.clone())
+                                .event_windows(c.event_windows.clone()),
+                        )
                         .merge_rows()
                 } else {
                     // Packet rows are keyed by address, DHCP rows by hardware
@@ -218,7 +221,8 @@ pub fn build(
                 }
                 if let Some(corr) = &spec.correlation {
                     let logs = spec.records.then(|| records.clone());
-                    let (joined, feed) = corr.build(&defs, rows.clone(), packets.clone(), logs);
+                    let (joined, feed) =
+                        corr.build(&defs, rows.clone(), packets.clone(), logs, app_obs);
                     alerts = alerts.concat(joined);
                     intel = feed;
                 }

@@ -24,6 +24,14 @@ pub struct AppInfo {
     pub ja3: Option<String>,
     pub ja3s: Option<String>,
     pub ja4: Option<String>,
+    /// The server certificate (the first of the chain, where the handshake is
+    /// in clear): subject and issuer as RFC 4514 strings, validity in seconds
+    /// since the epoch, and whether the issuer is the subject itself.
+    pub tls_subject: Option<String>,
+    pub tls_issuer: Option<String>,
+    pub tls_not_before: Option<i64>,
+    pub tls_not_after: Option<i64>,
+    pub tls_self_signed: Option<bool>,
     /// SSH identification strings (without the line end).
     pub ssh_client: Option<String>,
     pub ssh_server: Option<String>,
@@ -38,6 +46,12 @@ pub struct AppInfo {
     pub mqtt_connack: Option<u8>,
     pub mqtt_topic: Option<String>,
     pub mqtt_qos: Option<u8>,
+    /// Logins in FTP, SMTP AUTH, POP3 and IMAP: the user name of the latest
+    /// attempt (never the password), attempts the server answered and those
+    /// it refused.
+    pub login_user: Option<String>,
+    pub login_attempts: Option<u32>,
+    pub login_failures: Option<u32>,
     /// Problems reading the payload: segments out of order or past the part
     /// read, overlapping retransmissions that disagree, data that does not
     /// parse as the protocol it started as.
@@ -61,6 +75,8 @@ pub const TEXT_COLUMNS: &[TextColumn] = &[
     ("tls_ja3", |a| a.ja3.as_deref()),
     ("tls_ja3s", |a| a.ja3s.as_deref()),
     ("tls_ja4", |a| a.ja4.as_deref()),
+    ("tls_subject", |a| a.tls_subject.as_deref()),
+    ("tls_issuer", |a| a.tls_issuer.as_deref()),
     ("ssh_client", |a| a.ssh_client.as_deref()),
     ("ssh_server", |a| a.ssh_server.as_deref()),
     ("ssh_hassh", |a| a.hassh.as_deref()),
@@ -68,6 +84,7 @@ pub const TEXT_COLUMNS: &[TextColumn] = &[
     ("mqtt_client_id", |a| a.mqtt_client_id.as_deref()),
     ("mqtt_username", |a| a.mqtt_username.as_deref()),
     ("mqtt_topic", |a| a.mqtt_topic.as_deref()),
+    ("login_user", |a| a.login_user.as_deref()),
 ];
 
 /// A small-number column of [`AppInfo`].

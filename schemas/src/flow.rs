@@ -1,8 +1,8 @@
 use std::sync::Arc;
 
 use arrow_array::builder::{
-    Float64Builder, StringBuilder, TimestampMicrosecondBuilder, UInt8Builder, UInt16Builder,
-    UInt64Builder,
+    BooleanBuilder, Float64Builder, StringBuilder, TimestampMicrosecondBuilder, UInt8Builder,
+    UInt16Builder, UInt32Builder, UInt64Builder,
 };
 use arrow_array::{ArrayRef, RecordBatch};
 use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
@@ -120,6 +120,16 @@ pub fn flows_schema() -> SchemaRef {
     }
     fields.push(Field::new("http_status", DataType::UInt16, true));
     fields.push(Field::new("http_content_length", DataType::UInt64, true));
+    for name in ["tls_not_before", "tls_not_after"] {
+        fields.push(Field::new(
+            name,
+            DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+            true,
+        ));
+    }
+    fields.push(Field::new("tls_self_signed", DataType::Boolean, true));
+    fields.push(Field::new("login_attempts", DataType::UInt32, true));
+    fields.push(Field::new("login_failures", DataType::UInt32, true));
     fields.push(Field::new("app_anomalies", DataType::UInt64, true));
     Arc::new(Schema::new(fields))
 }
@@ -152,6 +162,10 @@ pub fn flows_to_batch(rows: &[FlowRecord]) -> Result<RecordBatch, SchemaError> {
         .collect();
     let mut http_status = UInt16Builder::with_capacity(n);
     let mut http_length = UInt64Builder::with_capacity(n);
+    let mut validity: [_; 2] =
+        std::array::from_fn(|_| TimestampMicrosecondBuilder::with_capacity(n).with_timezone("UTC"));
+    let mut self_signed = BooleanBuilder::with_capacity(n);
+    let mut logins: [UInt32Builder; 2] = std::array::from_fn(|_| UInt32Builder::with_capacity(n));
     let mut anomalies = UInt64Builder::with_capacity(n);
     let mut text = String::with_capacity(40);
     for r in rows {
@@ -202,6 +216,12 @@ pub fn flows_to_batch(rows: &[FlowRecord]) -> Result<RecordBatch, SchemaError> {
                 }
                 http_status.append_option(a.http_status);
                 http_length.append_option(a.http_content_length);
+                for (b, t) in validity.iter_mut().zip([a.tls_not_before, a.tls_not_after]) {
+                    b.append_option(t.map(|s| s.saturating_mul(1_000_000)));
+                }
+                self_signed.append_option(a.tls_self_signed);
+                logins[0].append_option(a.login_attempts);
+                logins[1].append_option(a.login_failures);
                 anomalies.append_value(u64::from(a.anomalies));
             }
             None => {
@@ -209,6 +229,9 @@ pub fn flows_to_batch(rows: &[FlowRecord]) -> Result<RecordBatch, SchemaError> {
                 app_bytes.iter_mut().for_each(|b| b.append_null());
                 http_status.append_null();
                 http_length.append_null();
+                validity.iter_mut().for_each(|b| b.append_null());
+                self_signed.append_null();
+                logins.iter_mut().for_each(|b| b.append_null());
                 anomalies.append_null();
             }
         }
@@ -245,6 +268,13 @@ pub fn flows_to_batch(rows: &[FlowRecord]) -> Result<RecordBatch, SchemaError> {
     }
     cols.push(Arc::new(http_status.finish()));
     cols.push(Arc::new(http_length.finish()));
+    for mut b in validity {
+        cols.push(Arc::new(b.finish()));
+    }
+    cols.push(Arc::new(self_signed.finish()));
+    for mut b in logins {
+        cols.push(Arc::new(b.finish()));
+    }
     cols.push(Arc::new(anomalies.finish()));
     Ok(RecordBatch::try_new(flows_schema(), cols)?)
 }

@@ -31,7 +31,9 @@ pub use feature::{
 };
 pub use flow::{EndReason, FlowRecord, Summary, flows_schema, flows_to_batch};
 pub use hash::{stable_hash, stable_hasher};
-pub use packet::{DhcpInfo, DnsInfo, Packet, Proto, TcpFlags, domain_key, domain_keys};
+pub use packet::{
+    DhcpInfo, DnsInfo, EchoInfo, Packet, Proto, TcpFlags, byte_entropy, domain_key, domain_keys,
+};
 pub use time::{
     HOP_NS, HOP_SECONDS, NS_PER_SEC, WINDOW_NS, WINDOW_SECONDS, pane_of, pane_start_ns,
 };

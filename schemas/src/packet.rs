@@ -60,6 +60,9 @@ pub struct Packet {
     pub dns: DnsInfo,
     /// What a DHCP message over UDP ports 67/68 says (type 0 for any other packet).
     pub dhcp: DhcpInfo,
+    /// What an ICMP or ICMPv6 echo request or reply carries (kind 0 for any
+    /// other packet).
+    pub echo: EchoInfo,
     /// TCP sequence number (0 for other protocols).
     pub tcp_seq: u32,
     /// The transport payload as captured (TCP segment data, UDP datagram, ICMP
@@ -116,6 +119,50 @@ pub struct DnsInfo {
     /// [`domain_key`] of the name, of its last three labels and of its last two
     /// (0 where the name has no such part): what domain indicators match.
     pub domain_keys: [u64; 3],
+}
+
+/// The data of an ICMP echo request or reply (RFC 792; ICMPv6: RFC 4443):
+/// ping sends a fixed pattern of one size, and the reply returns it unchanged.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
+)]
+pub struct EchoInfo {
+    /// 0 not an echo message, 1 request, 2 reply.
+    pub kind: u8,
+    /// Bytes of data after the identifier and sequence number.
+    pub len: u16,
+    /// Shannon entropy of the data's bytes, in bits per byte, as f32 bits.
+    pub entropy_bits: u32,
+}
+
+impl EchoInfo {
+    pub const REQUEST: u8 = 1;
+    pub const REPLY: u8 = 2;
+
+    pub fn entropy(&self) -> f64 {
+        f64::from(f32::from_bits(self.entropy_bits))
+    }
+}
+
+/// Shannon entropy of a byte string's bytes, in bits per byte (0 for nothing).
+pub fn byte_entropy(data: &[u8]) -> f64 {
+    if data.is_empty() {
+        return 0.0;
+    }
+    let mut counts = [0u32; 256];
+    for b in data {
+        counts[usize::from(*b)] += 1;
+    }
+    let n = data.len() as f64;
+    let h: f64 = counts
+        .iter()
+        .filter(|&&c| c > 0)
+        .map(|&c| {
+            let p = f64::from(c) / n;
+            -p * p.log2()
+        })
+        .sum();
+    h.max(0.0)
 }
 
 /// The key a domain name is matched by: FNV-1a over its lowercase bytes, without

@@ -8,6 +8,7 @@
 //! per flow, boxed, and only for flows that carry payload.
 
 mod http;
+mod login;
 mod mqtt;
 mod reasm;
 mod ssh;
@@ -15,7 +16,7 @@ mod tls;
 
 use amoskys_schemas::app::AppInfo;
 
-use crate::features::{AppObs, has_exploit_marker};
+use crate::features::{AppObs, fingerprint_key, has_exploit_marker};
 use reasm::Prefix;
 
 /// Bytes each side may send before the protocol must be known.
@@ -35,6 +36,17 @@ enum Protocol {
 }
 
 impl Protocol {
+    /// The text protocols whose logins [`login`] reads.
+    fn text(self) -> Option<login::Text> {
+        Some(match self {
+            Protocol::Ftp => login::Text::Ftp,
+            Protocol::Smtp => login::Text::Smtp,
+            Protocol::Pop3 => login::Text::Pop3,
+            Protocol::Imap => login::Text::Imap,
+            _ => return None,
+        })
+    }
+
     fn name(self) -> &'static str {
         match self {
             Protocol::Http => "http",
@@ -127,6 +139,9 @@ pub struct AppState {
     /// opener's), and the anomalies already reported with them.
     newly_read: u8,
     reported_anomalies: u32,
+    /// Login outcomes of a text protocol so far, and those already reported.
+    logins: login::Logins,
+    reported_logins: (u32, u32),
     info: AppInfo,
 }
 
@@ -171,6 +186,13 @@ impl AppState {
             self.read(1 - i, limit);
         }
         self.read(i, limit);
+        // Logins are read while both sides' bytes are held.
+        if let Some(t) = self.protocol.and_then(Protocol::text)
+            && !self.done[0]
+            && !self.done[1]
+        {
+            self.logins = login::read(t, &self.sides[0].data, &self.sides[1].data);
+        }
         if self.protocol == Some(Protocol::Mqtt) {
             // The opener's side is read once the broker has answered.
             self.read(1 - i, limit);
@@ -284,6 +306,18 @@ impl AppState {
             out(observation(&info, i == 0, port, anomalies));
         }
         self.newly_read = 0;
+        let (failures, successes) = (self.logins.failures, self.logins.successes);
+        if (failures, successes) != self.reported_logins {
+            let (f0, s0) = self.reported_logins;
+            self.reported_logins = (failures, successes);
+            out(AppObs {
+                client_side: false,
+                protocol: self.info.protocol.unwrap_or("").to_string(),
+                login_failures: failures.saturating_sub(f0),
+                login_successes: successes.saturating_sub(s0),
+                ..AppObs::default()
+            });
+        }
     }
 
     fn give_up(&mut self, i: usize) {
@@ -309,6 +343,11 @@ impl AppState {
         }
         info.anomalies += self.sides.iter().map(Prefix::anomalies).sum::<u32>();
         info.anomalies += self.mqtt_violations.iter().sum::<u32>();
+        if self.logins.attempts > 0 || self.logins.user.is_some() {
+            info.login_user = self.logins.user.clone();
+            info.login_attempts = Some(self.logins.attempts);
+            info.login_failures = Some(self.logins.failures);
+        }
         (info.protocol.is_some() || info.anomalies > 0).then_some(info)
     }
 }
@@ -389,12 +428,54 @@ fn hash(s: Option<&str>) -> u64 {
     s.map_or(0, |s| amoskys_schemas::stable_hash(s).max(1))
 }
 
+/// The domain keys of the TLS server name and of the HTTP host (without its
+/// port), where they are names.
+fn indicator_domains(info: &AppInfo) -> Vec<u64> {
+    let host = info
+        .http_host
+        .as_deref()
+        .filter(|h| !numeric_host(h))
+        .map(|h| {
+            // A name with a port: the name.
+            h.rsplit_once(':')
+                .filter(|(_, p)| p.bytes().all(|b| b.is_ascii_digit()))
+                .map_or(h, |(n, _)| n)
+        });
+    [info.tls_sni.as_deref(), host]
+        .into_iter()
+        .flatten()
+        .flat_map(|n| amoskys_schemas::domain_keys(n.as_bytes()))
+        .filter(|k| *k != 0)
+        .collect()
+}
+
+/// The fingerprint keys of one side: JA3, JA4 and user agent from the
+/// opener's, JA3S from the responder's (a JA3 or JA3S also as a bare MD5).
+fn indicator_prints(info: &AppInfo, client_side: bool) -> Vec<u64> {
+    let mut out = Vec::new();
+    if client_side {
+        if let Some(v) = &info.ja3 {
+            out.extend([fingerprint_key("ja3", v), fingerprint_key("md5", v)]);
+        }
+        if let Some(v) = &info.ja4 {
+            out.push(fingerprint_key("ja4", v));
+        }
+        if let Some(v) = &info.http_user_agent {
+            out.push(fingerprint_key("ua", v));
+        }
+    } else if let Some(v) = &info.ja3s {
+        out.extend([fingerprint_key("ja3s", v), fingerprint_key("md5", v)]);
+    }
+    out
+}
+
 /// What reading one side said, for the features of the host that opened the
 /// flow.
 fn observation(info: &AppInfo, client_side: bool, port: u16, anomalies: u32) -> AppObs {
     let protocol = info.protocol.unwrap_or("");
     let http = protocol == "http";
     let numeric = http && info.http_host.as_deref().is_some_and(numeric_host);
+    let self_signed = !client_side && info.tls_self_signed == Some(true);
     let ja4 = if client_side {
         hash(info.ja4.as_deref())
     } else {
@@ -427,115 +508,23 @@ fn observation(info: &AppInfo, client_side: bool, port: u16, anomalies: u32) -> 
         mqtt_auth_failed: !client_side
             && protocol == "mqtt"
             && matches!(info.mqtt_connack, Some(4 | 5 | 134 | 135)),
+        self_signed,
+        // Direct TLS only: mail servers meet self-signed certificates without
+        // a server name all the time after STARTTLS.
+        c2_traits: self_signed
+            && protocol == "tls"
+            && (info.tls_sni.is_none() || !usual_port(protocol, port)),
+        domains: if client_side {
+            indicator_domains(info)
+        } else {
+            Vec::new()
+        },
+        prints: indicator_prints(info, client_side),
+        login_failures: 0,
+        login_successes: 0,
         anomalies,
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn hosts_ports_and_downloads() {
-        assert!(numeric_host("10.0.0.9:7080") && numeric_host("[2001:db8::1]:80"));
-        assert!(numeric_host("192.168.1.1") && !numeric_host("example.com:80"));
-        assert!(!numeric_host("example.com") && !numeric_host("1.2.3.4.nip.io"));
-        assert!(usual_port("http", 8080) && !usual_port("http", 7080));
-        let mut i = AppInfo {
-            http_uri: Some("/a/payload.EXE?x=1".into()),
-            ..Default::default()
-        };
-        assert!(executable(&i));
-        i.http_uri = Some("/index.html".into());
-        i.http_content_type = Some("application/x-dosexec".into());
-        assert!(executable(&i));
-        i.http_content_type = Some("text/html".into());
-        assert!(!executable(&i));
-    }
-
-    fn flow(client: &[&[u8]], server: &[&[u8]]) -> AppState {
-        let mut a = AppState::default();
-        a.syn(true, 99);
-        a.syn(false, 499);
-        let (mut cs, mut ss) = (100u32, 500u32);
-        for k in 0..client.len().max(server.len()) {
-            if let Some(c) = client.get(k) {
-                a.segment(true, cs, c, 8192);
-                cs += c.len() as u32;
-            }
-            if let Some(s) = server.get(k) {
-                a.segment(false, ss, s, 8192);
-                ss += s.len() as u32;
-            }
-        }
-        a
-    }
-
-    #[test]
-    fn protocols_are_recognised_by_content() {
-        type Case<'a> = (&'a [&'a [u8]], &'a [&'a [u8]], Option<&'a str>);
-        let cases: [Case; 8] = [
-            (
-                &[b"GET / HTTP/1.1\r\nHost: h\r\n\r\n"],
-                &[b"HTTP/1.1 200 OK\r\n\r\n"],
-                Some("http"),
-            ),
-            (
-                &[b"SSH-2.0-OpenSSH_9.6\r\n"],
-                &[b"SSH-2.0-dropbear\r\n"],
-                Some("ssh"),
-            ),
-            (
-                &[b"EHLO me\r\n"],
-                &[b"220 mail ESMTP Postfix\r\n"],
-                Some("smtp"),
-            ),
-            (
-                &[b"USER anonymous\r\n"],
-                &[b"220 (vsFTPd 3.0.3)\r\n"],
-                Some("ftp"),
-            ),
-            (&[b"USER bob\r\n"], &[b"+OK POP3 ready\r\n"], Some("pop3")),
-            (
-                &[b"a1 LOGIN x y\r\n"],
-                &[b"* OK IMAP4rev1\r\n"],
-                Some("imap"),
-            ),
-            (
-                &[b"\x10\x0c\x00\x04MQTT\x04\x02\x00\x3c"],
-                &[],
-                Some("mqtt"),
-            ),
-            (&[&[0u8; 600]], &[&[1u8; 600]], None),
-        ];
-        for (c, s, want) in cases {
-            let a = flow(c, s);
-            assert_eq!(a.info().and_then(|i| i.protocol), want, "{c:?}");
-        }
-    }
-
-    #[test]
-    fn an_http_exchange_split_and_reordered_is_read_whole() {
-        let req = b"POST /up HTTP/1.1\r\nHost: 10.0.0.9:7080\r\nUser-Agent: curl/8.5.0\r\nContent-Length: 3\r\n\r\nabc";
-        let mut a = AppState::default();
-        a.syn(true, 0);
-        a.segment(true, 1 + 20, &req[20..], 8192);
-        a.segment(true, 1, &req[..20], 8192);
-        a.segment(
-            false,
-            7,
-            b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n",
-            8192,
-        );
-        let i = a.info().expect("info");
-        assert_eq!(i.protocol, Some("http"));
-        assert_eq!(i.http_method.as_deref(), Some("POST"));
-        assert_eq!(i.http_host.as_deref(), Some("10.0.0.9:7080"));
-        assert_eq!(i.http_status, Some(404));
-        assert_eq!(i.anomalies, 1, "one segment out of order");
-        assert!(
-            a.finished() && !a.holds_bytes(),
-            "both sides read, bytes let go"
-        );
-    }
-}
+mod tests;

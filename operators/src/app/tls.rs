@@ -1,8 +1,10 @@
 //! TLS handshakes in clear: the ClientHello's SNI, ALPN and fingerprints (JA3,
-//! JA4), the ServerHello's version and JA3S. Records and handshake messages
-//! are read with rusticata's tls-parser; the fingerprints are computed here,
-//! from their published definitions (JA3/JA3S: Salesforce; JA4: FoxIO), since
-//! no maintained crate computes them from parsed messages.
+//! JA4), the ServerHello's version and JA3S, and the server's certificate
+//! (before TLS 1.3, which encrypts it). Records and handshake messages are read
+//! with rusticata's tls-parser, certificates with its x509-parser; the
+//! fingerprints are computed here, from their published definitions (JA3/JA3S:
+//! Salesforce; JA4: FoxIO), since no maintained crate computes them from
+//! parsed messages.
 
 use amoskys_schemas::app::AppInfo;
 use sha2::Digest;
@@ -13,6 +15,8 @@ use tls_parser::{
     parse_tls_client_hello_extensions, parse_tls_message_handshake, parse_tls_raw_record,
     parse_tls_server_hello_extensions,
 };
+use x509_parser::objects::{oid_registry, oid2abbrev};
+use x509_parser::x509::X509Name;
 
 /// Whether `data` starts like a TLS handshake record (SSL 3.0 to TLS 1.3).
 pub fn looks_like_tls(data: &[u8]) -> bool {
@@ -26,17 +30,22 @@ fn grease(v: u16) -> bool {
 
 /// The handshake messages of the records at the start of `data`, joined (a
 /// message may span records); stops at the first record of another type, or
-/// one not wholly in.
-fn handshake_bytes(mut data: &[u8]) -> Vec<u8> {
+/// one not wholly in. Also whether a whole record of another type follows
+/// them: the handshake in clear has ended.
+fn handshake_records(mut data: &[u8]) -> (Vec<u8>, bool) {
     let mut hs = Vec::new();
     while let Ok((rest, rec)) = parse_tls_raw_record(data) {
         if rec.hdr.record_type != TlsRecordType::Handshake {
-            break;
+            return (hs, true);
         }
         hs.extend_from_slice(rec.data);
         data = rest;
     }
-    hs
+    (hs, false)
+}
+
+fn handshake_bytes(data: &[u8]) -> Vec<u8> {
+    handshake_records(data).0
 }
 
 /// Extension types in wire order, read from the raw extension block.
@@ -222,14 +231,131 @@ pub fn client(data: &[u8], app: &mut AppInfo) -> bool {
     true
 }
 
-/// Reads the server's first flight into `app`; whether a ServerHello was found.
+/// A distinguished name as RFC 4514 writes it (and OpenSSL's RFC 2253 form,
+/// which Zeek logs): the last RDN first, attributes by their short names
+/// (dotted numbers where none is registered), `,` between RDNs and `+` inside
+/// one, special characters escaped; a value that is not a string is `#` and
+/// the hex of its DER content.
+fn rfc4514(name: &X509Name<'_>) -> String {
+    let mut out = String::new();
+    let rdns: Vec<_> = name.iter_rdn().collect();
+    for (i, rdn) in rdns.iter().rev().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        for (j, atv) in rdn.iter().enumerate() {
+            if j > 0 {
+                out.push('+');
+            }
+            match oid2abbrev(atv.attr_type(), oid_registry()) {
+                Ok(short) => out.push_str(short),
+                Err(_) => out.push_str(&atv.attr_type().to_id_string()),
+            }
+            out.push('=');
+            match string_value(atv) {
+                Some(v) => escape_value(&v, &mut out),
+                None => {
+                    out.push('#');
+                    for b in atv.attr_value().data.iter() {
+                        out.push_str(&format!("{b:02X}"));
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+/// An attribute's value as text, from any of the ASN.1 string types a name
+/// may use: the UTF-8 and ASCII ones as they are, TeletexString (T61) as
+/// Latin-1 (as OpenSSL reads it), BMPString as UTF-16; `None` for other types.
+fn string_value(atv: &x509_parser::x509::AttributeTypeAndValue<'_>) -> Option<String> {
+    use x509_parser::der_parser::asn1_rs::Tag;
+    if let Ok(v) = atv.as_str() {
+        return Some(v.to_string());
+    }
+    let any = atv.attr_value();
+    let data: &[u8] = any.data;
+    match any.tag() {
+        Tag::T61String | Tag::VideotexString | Tag::GeneralString | Tag::GraphicString => {
+            Some(data.iter().map(|&b| char::from(b)).collect())
+        }
+        Tag::BmpString => {
+            let units: Vec<u16> = data
+                .chunks_exact(2)
+                .map(|c| u16::from_be_bytes([c[0], c[1]]))
+                .collect();
+            Some(String::from_utf16_lossy(&units))
+        }
+        Tag::Utf8String | Tag::PrintableString | Tag::Ia5String | Tag::VisibleString => {
+            Some(String::from_utf8_lossy(data).into_owned())
+        }
+        _ => None,
+    }
+}
+
+/// RFC 4514 section 2.4: `"+,;<>\` anywhere, `#` or a space first, a space
+/// last, and control characters (as `\XX`) are escaped.
+fn escape_value(v: &str, out: &mut String) {
+    let last = v.chars().count().saturating_sub(1);
+    for (i, c) in v.chars().enumerate() {
+        match c {
+            '"' | '+' | ',' | ';' | '<' | '>' | '\\' => {
+                out.push('\\');
+                out.push(c);
+            }
+            '#' if i == 0 => out.push_str("\\#"),
+            ' ' if i == 0 || i == last => out.push_str("\\ "),
+            c if c.is_control() => out.push_str(&format!("\\{:02X}", c as u32)),
+            c => out.push(c),
+        }
+    }
+}
+
+/// Reads the server's certificate (the first of its chain) into `app`:
+/// subject, issuer, validity and whether it names itself as its issuer.
+fn certificate(der: &[u8], app: &mut AppInfo) {
+    let Ok((_, cert)) = x509_parser::parse_x509_certificate(der) else {
+        app.anomalies += 1;
+        return;
+    };
+    app.tls_subject = Some(rfc4514(cert.subject()));
+    app.tls_issuer = Some(rfc4514(cert.issuer()));
+    app.tls_not_before = Some(cert.validity().not_before.timestamp());
+    app.tls_not_after = Some(cert.validity().not_after.timestamp());
+    app.tls_self_signed = Some(cert.subject().as_raw() == cert.issuer().as_raw());
+}
+
+/// Reads the server's first flight into `app`; whether it is read: the
+/// ServerHello and, where the handshake shows it, the certificate (which may
+/// come in later segments than the ServerHello).
 pub fn server(data: &[u8], app: &mut AppInfo) -> bool {
-    let hs = handshake_bytes(data);
-    let Ok((_, TlsMessage::Handshake(TlsMessageHandshake::ServerHello(sh)))) =
+    let (hs, ended) = handshake_records(data);
+    let Ok((mut rest, TlsMessage::Handshake(TlsMessageHandshake::ServerHello(sh)))) =
         parse_tls_message_handshake(&hs)
     else {
         return false;
     };
+    // The messages after the ServerHello: the Certificate follows it unless
+    // the handshake is TLS 1.3 (encrypted from here) or resumed (a
+    // ChangeCipherSpec record follows); ServerHelloDone ends the flight.
+    let mut done = ended;
+    while let Ok((next, msg)) = parse_tls_message_handshake(rest) {
+        match msg {
+            TlsMessage::Handshake(TlsMessageHandshake::Certificate(c)) => {
+                if let Some(first) = c.cert_chain.first() {
+                    certificate(first.data, app);
+                }
+                done = true;
+                break;
+            }
+            TlsMessage::Handshake(TlsMessageHandshake::ServerDone(_)) => {
+                done = true;
+                break;
+            }
+            _ => rest = next,
+        }
+    }
     let raw_ext = sh.ext.unwrap_or(&[]);
     let types = extension_types(raw_ext);
     let mut version = sh.version.0;
@@ -245,7 +371,7 @@ pub fn server(data: &[u8], app: &mut AppInfo) -> bool {
     let ja3s = format!("{},{},{}", sh.version.0, sh.cipher.0, join(&types, "-"));
     app.ja3s = Some(md5_hex(&ja3s));
     app.tls_version = version_name(version).or(app.tls_version);
-    true
+    done || version == 0x0304
 }
 
 #[cfg(test)]
@@ -256,6 +382,16 @@ mod tests {
     fn grease_values() {
         assert!(grease(0x0a0a) && grease(0xfafa) && grease(0x3a3a));
         assert!(!grease(0x0a1a) && !grease(0x0000) && !grease(0x1301));
+    }
+
+    #[test]
+    fn distinguished_name_values_are_escaped_as_rfc_4514_says() {
+        let mut out = String::new();
+        escape_value("#1 Widgets, Inc; <\"x\"> + co\\ ", &mut out);
+        assert_eq!(out, "\\#1 Widgets\\, Inc\\; \\<\\\"x\\\"\\> \\+ co\\\\\\ ");
+        out.clear();
+        escape_value(" a\u{1}b", &mut out);
+        assert_eq!(out, "\\ a\\01b");
     }
 
     #[test]

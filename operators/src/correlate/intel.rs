@@ -12,13 +12,17 @@ pub enum IndicatorKey {
     Net(Addr, u8),
     /// [`amoskys_schemas::domain_key`] of a domain name.
     Domain(u64),
+    /// [`crate::features::fingerprint_key`] of a JA3, JA3S, JA4 or user agent.
+    Print(u64),
 }
 
 /// One line of an indicator file, parsed: the key and the line's text.
 pub type Indicator = (IndicatorKey, String);
 
-/// Parses an indicator file: one IP address, network (CIDR) or domain name per
-/// line; `#` starts a comment. Returns the indicators and, for each line that is
+/// Parses an indicator file: one IP address, network (CIDR), domain name or
+/// fingerprint per line (`ja3:`, `ja3s:`, `ja4:` and `ua:` before a JA3, JA3S,
+/// JA4 or user agent; a bare 32-digit MD5 is a JA3 or JA3S, a bare JA4 a JA4);
+/// `#` starts a comment. Returns the indicators and, for each line that is
 /// none of these, its number and why.
 pub fn parse_indicators(text: &str) -> (Vec<Indicator>, Vec<(usize, String)>) {
     let mut out = Vec::new();
@@ -38,7 +42,45 @@ pub fn parse_indicators(text: &str) -> (Vec<Indicator>, Vec<(usize, String)>) {
     (out, bad)
 }
 
+/// Whether `t` has the form of a JA4: `t13d1516h2_8daaf6152771_b186095e22b6`.
+fn is_ja4(t: &str) -> bool {
+    let parts: Vec<&str> = t.split('_').collect();
+    let hex = |p: &str| p.len() == 12 && p.bytes().all(|b| b.is_ascii_hexdigit());
+    parts.len() == 3
+        && parts[0].len() == 10
+        && parts[0].is_ascii()
+        && matches!(parts[0].as_bytes()[0], b't' | b'q' | b'd')
+        && hex(parts[1])
+        && hex(parts[2])
+}
+
 fn parse_indicator(t: &str) -> Result<IndicatorKey, String> {
+    use crate::features::fingerprint_key;
+    let md5 = |v: &str| v.len() == 32 && v.bytes().all(|b| b.is_ascii_hexdigit());
+    if let Some((kind, v)) = t.split_once(':')
+        && matches!(
+            kind.to_ascii_lowercase().as_str(),
+            "ja3" | "ja3s" | "ja4" | "ua"
+        )
+    {
+        let kind = kind.to_ascii_lowercase();
+        let v = v.trim();
+        let ok = match kind.as_str() {
+            "ja3" | "ja3s" => md5(v),
+            "ja4" => is_ja4(&v.to_ascii_lowercase()),
+            _ => !v.is_empty(),
+        };
+        if !ok {
+            return Err(format!("{v:?} is not a {}", kind.to_ascii_uppercase()));
+        }
+        return Ok(IndicatorKey::Print(fingerprint_key(&kind, v)));
+    }
+    if md5(t) {
+        return Ok(IndicatorKey::Print(fingerprint_key("md5", t)));
+    }
+    if is_ja4(&t.to_ascii_lowercase()) {
+        return Ok(IndicatorKey::Print(fingerprint_key("ja4", t)));
+    }
     if let Ok(ip) = t.parse::<std::net::IpAddr>() {
         return Ok(IndicatorKey::Ip(Addr::from(ip)));
     }
@@ -75,7 +117,8 @@ fn parse_indicator(t: &str) -> Result<IndicatorKey, String> {
             .is_some_and(|tld| tld.bytes().all(|b| b.is_ascii_digit()));
     if !ok {
         return Err(format!(
-            "{t:?} is not an IP address, a network (a.b.c.d/len) or a domain name"
+            "{t:?} is not an IP address, a network (a.b.c.d/len), a domain name or a \
+             fingerprint (ja3:, ja3s:, ja4:, ua:)"
         ));
     }
     Ok(IndicatorKey::Domain(amoskys_schemas::domain_key(
@@ -235,6 +278,39 @@ pub(super) enum Via {
     Dns,
     /// Log lines naming the address (the remote of an authentication message).
     Logs(Addr),
+    /// TLS or HTTP sessions carrying the name or fingerprint, with this peer.
+    App,
+}
+
+/// Server names, HTTP hosts and fingerprints in what the host's flows said
+/// at the application layer, as contacts of the host that opened them.
+pub(super) fn app_contacts<'s>(
+    app: Stream<'s, u64, Vec<crate::features::EventObs>>,
+) -> Stream<'s, u64, Vec<(Contact, isize)>> {
+    use crate::features::EventWhat;
+    app.unary::<CapacityContainerBuilder<Vec<(Contact, isize)>>, _, _, _>(
+        Pipeline,
+        "AppContacts",
+        move |_cap, _info| {
+            move |input, output| {
+                input.for_each(|cap, data| {
+                    let mut v = Vec::new();
+                    for e in data.iter() {
+                        let EventWhat::App(o) = &e.what else { continue };
+                        let pane = pane_of(e.ts_ns.max(0));
+                        let keys = o.domains.iter().map(|k| IndicatorKey::Domain(*k));
+                        let keys = keys.chain(o.prints.iter().map(|k| IndicatorKey::Print(*k)));
+                        for k in keys {
+                            v.push(((k, (e.entity.clone(), pane, Via::App)), 1));
+                        }
+                    }
+                    if !v.is_empty() {
+                        output.session(&cap).give_container(&mut v);
+                    }
+                });
+            }
+        },
+    )
 }
 
 /// Remote addresses named in authentication log lines, as contacts of the host
@@ -301,7 +377,8 @@ pub(super) fn intel_alerts<'s>(
                 if !last.starts((x.clone(), text.clone()), pane) {
                     continue;
                 }
-                let (mut packets, mut queries, mut lines) = (0isize, 0isize, 0isize);
+                let (mut packets, mut queries, mut lines, mut sessions) =
+                    (0isize, 0isize, 0isize, 0isize);
                 let mut peers: Vec<Addr> = Vec::new();
                 for (via, n) in &seen {
                     match via {
@@ -314,6 +391,7 @@ pub(super) fn intel_alerts<'s>(
                             lines += n;
                             peers.push(*a);
                         }
+                        Via::App => sessions += n,
                     }
                 }
                 peers.sort();
@@ -337,6 +415,16 @@ pub(super) fn intel_alerts<'s>(
                         if queries == 1 { "y" } else { "ies" }
                     ));
                     evidence.push(("dns_queries".to_string(), queries as f64));
+                    if !sources.iter().any(|s| s == "pcap") {
+                        sources.push("pcap".to_string());
+                    }
+                }
+                if sessions > 0 {
+                    parts.push(format!(
+                        "named it or showed its fingerprint in {sessions} TLS, HTTP or SSH exchange{}",
+                        if sessions == 1 { "" } else { "s" }
+                    ));
+                    evidence.push(("app_sessions".to_string(), sessions as f64));
                     if !sources.iter().any(|s| s == "pcap") {
                         sources.push("pcap".to_string());
                     }

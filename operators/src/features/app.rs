@@ -38,8 +38,30 @@ pub struct AppObs {
     pub executable_from_numeric_host: bool,
     /// An MQTT CONNACK refusing the credentials.
     pub mqtt_auth_failed: bool,
+    /// A TLS server certificate whose issuer is its own subject.
+    pub self_signed: bool,
+    /// Such a certificate in a session that named no server (no SNI) or ran
+    /// on a port not usual for TLS.
+    pub c2_traits: bool,
+    /// What threat-intelligence indicators may match in what this side said:
+    /// [`amoskys_schemas::domain_keys`] of the TLS server name and the HTTP
+    /// host, and [`fingerprint_key`]s of the JA3, JA3S, JA4 and user agent.
+    pub domains: Vec<u64>,
+    pub prints: Vec<u64>,
+    /// Login attempts (FTP, SMTP AUTH, POP3, IMAP) the server refused and
+    /// accepted since the flow's last observation.
+    pub login_failures: u32,
+    pub login_successes: u32,
     /// Payload anomalies and protocol violations met in the flow so far.
     pub anomalies: u32,
+}
+
+/// The key a fingerprint or user-agent indicator is matched by: `kind` is
+/// `ja3`, `ja3s`, `ja4`, `md5` (a bare JA3 or JA3S) or `ua`; the value is
+/// compared case-insensitively.
+pub fn fingerprint_key(kind: &str, value: &str) -> u64 {
+    let text = format!("{kind}:{}", value.trim().to_ascii_lowercase());
+    amoskys_schemas::stable_hash(text.as_bytes()).max(1)
 }
 
 /// Strings that mark an exploit attempt in an HTTP request line or header
@@ -90,13 +112,21 @@ pub struct AppAcc {
     pub user_agents: Set<u64>,
     pub tls_hellos: u64,
     pub no_sni: u64,
+    pub self_signed: u64,
+    pub c2_traits: u64,
     pub snis: Set<u64>,
     pub ja4s: Set<u64>,
     pub ssh: u64,
     pub mqtt_connects: u64,
     pub mqtt_auth_failures: u64,
+    /// Refused logins by protocol (FTP, SMTP, POP3, IMAP), accepted ones.
+    pub login_failures: [u64; 4],
+    pub login_successes: u64,
     pub anomalies: u64,
 }
+
+/// The protocols whose logins are counted, in [`AppAcc::login_failures`] order.
+const LOGIN_PROTOCOLS: [&str; 4] = ["ftp", "smtp", "pop3", "imap"];
 
 impl AppAcc {
     pub fn observe(&mut self, o: &AppObs) {
@@ -105,6 +135,12 @@ impl AppAcc {
         if !o.client_side {
             self.executable += u64::from(o.executable_from_numeric_host);
             self.mqtt_auth_failures += u64::from(o.mqtt_auth_failed);
+            self.self_signed += u64::from(o.self_signed);
+            self.c2_traits += u64::from(o.c2_traits);
+            if let Some(i) = LOGIN_PROTOCOLS.iter().position(|p| *p == o.protocol) {
+                self.login_failures[i] += u64::from(o.login_failures);
+            }
+            self.login_successes += u64::from(o.login_successes);
             return;
         }
         self.flows_out += 1;
@@ -144,11 +180,17 @@ impl AppAcc {
         self.user_agents.extend(l.user_agents.iter().copied());
         self.tls_hellos += l.tls_hellos;
         self.no_sni += l.no_sni;
+        self.self_signed += l.self_signed;
+        self.c2_traits += l.c2_traits;
         self.snis.extend(l.snis.iter().copied());
         self.ja4s.extend(l.ja4s.iter().copied());
         self.ssh += l.ssh;
         self.mqtt_connects += l.mqtt_connects;
         self.mqtt_auth_failures += l.mqtt_auth_failures;
+        for (a, b) in self.login_failures.iter_mut().zip(l.login_failures) {
+            *a += b;
+        }
+        self.login_successes += l.login_successes;
         self.anomalies += l.anomalies;
     }
 }
@@ -240,6 +282,18 @@ pub(super) static APP_FEATURES: &[FamilyFeature<AppAcc>] = &[
         |a| a.no_sni
     ),
     feature!(
+        "tls_self_signed_in",
+        "certificates",
+        "Self-signed certificates (issuer equal to subject) that TLS servers presented to the host, where the handshake is in clear (before TLS 1.3).",
+        |a| a.self_signed
+    ),
+    feature!(
+        "tls_c2_traits_in",
+        "sessions",
+        "TLS sessions (direct, not after STARTTLS) the host opened whose server presented a self-signed certificate and that either named no server (no SNI) or ran on a port not usual for TLS: traits of servers set up by hand, as command-and-control servers are.",
+        |a| a.c2_traits
+    ),
+    feature!(
         "tls_distinct_sni_out",
         "values",
         "Distinct server names in the host's ClientHellos.",
@@ -268,5 +322,41 @@ pub(super) static APP_FEATURES: &[FamilyFeature<AppAcc>] = &[
         "packets",
         "MQTT CONNACKs refusing the host's credentials (3.1.1 codes 4 and 5; MQTT 5 reason codes 134 and 135).",
         |a| a.mqtt_auth_failures
+    ),
+    feature!(
+        "app_login_failures_out",
+        "logins",
+        "Logins of the host refused by FTP, SMTP (AUTH), POP3 and IMAP servers, read from both sides of clear-text connections (FTP 530, SMTP 535, POP3 -ERR, IMAP NO in answer to a login).",
+        |a| a.login_failures.iter().sum()
+    ),
+    feature!(
+        "ftp_login_failures_out",
+        "logins",
+        "Of them, FTP logins refused (530 or 430 in answer to USER or PASS).",
+        |a| a.login_failures[0]
+    ),
+    feature!(
+        "smtp_auth_failures_out",
+        "logins",
+        "Of them, SMTP AUTH exchanges refused (535).",
+        |a| a.login_failures[1]
+    ),
+    feature!(
+        "pop3_login_failures_out",
+        "logins",
+        "Of them, POP3 logins refused (-ERR in answer to PASS, APOP or AUTH).",
+        |a| a.login_failures[2]
+    ),
+    feature!(
+        "imap_login_failures_out",
+        "logins",
+        "Of them, IMAP logins refused (NO in answer to LOGIN or AUTHENTICATE).",
+        |a| a.login_failures[3]
+    ),
+    feature!(
+        "app_login_successes_out",
+        "logins",
+        "Logins of the host accepted by FTP, SMTP, POP3 and IMAP servers.",
+        |a| a.login_successes
     ),
 ];

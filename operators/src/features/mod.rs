@@ -15,7 +15,7 @@ mod pcap;
 mod snmp;
 mod syslog;
 
-pub use app::{AppObs, EXPLOIT_MARKERS, has_exploit_marker};
+pub use app::{AppObs, EXPLOIT_MARKERS, fingerprint_key, has_exploit_marker};
 pub use auth::AuthObs;
 pub use cross::{CROSS, fill_cross};
 pub use events::{EventAcc, EventObs, EventWhat, event_catalogue};
@@ -23,7 +23,7 @@ pub use pcap::{LOGIN_PORTS, NEW_PEERS_OUT};
 pub use snmp::{Combine, SNMP_METRICS, SnmpMetricDef, snmp_metric_index};
 pub use syslog::{SYSLOG_NEW_TEMPLATES, template_hash};
 
-use amoskys_schemas::{Addr, DnsInfo, FeatureDef, HOP_NS, Packet, Proto, TcpFlags};
+use amoskys_schemas::{Addr, DnsInfo, EchoInfo, FeatureDef, HOP_NS, Packet, Proto, TcpFlags};
 use serde::{Deserialize, Serialize};
 
 use crate::histogram::Hist;
@@ -47,12 +47,17 @@ pub fn defs() -> Vec<FeatureDef> {
         .chain(event_catalogue().iter().copied())
         .chain(CROSS.iter().map(|c| c.def))
         .chain(crate::history::HISTORY_DEFS.iter().copied())
+        .chain(crate::history::HORIZON_DEFS.iter().copied())
         .collect()
 }
 
 /// Number of features in the catalogue.
 pub fn count() -> usize {
-    catalogue().len() + event_catalogue().len() + CROSS.len() + crate::history::HISTORY_DEFS.len()
+    catalogue().len()
+        + event_catalogue().len()
+        + CROSS.len()
+        + crate::history::HISTORY_DEFS.len()
+        + crate::history::HORIZON_DEFS.len()
 }
 
 /// The catalogue as Markdown: the body of docs/FEATURES.md.
@@ -144,6 +149,18 @@ pub fn merge_values(into: &mut [f64], other: &[f64]) {
     }
 }
 
+/// UDP ports of services that answer a small request with a large response,
+/// and so serve reflection and amplification attacks (US-CERT/CISA alert
+/// TA14-017A and its updates): QOTD 17, CharGEN 19, TFTP 69, Portmap 111, NTP
+/// 123, NetBIOS 137, SNMP 161, CLDAP 389, RIPv1 520, MS SQL resolution 1434,
+/// SSDP 1900, Apple Remote Desktop 3283, WS-Discovery 3702, mDNS 5353, CoAP
+/// 5683, Ubiquiti discovery 10001, memcached 11211, Steam 27015, Quake 27960,
+/// DVR discovery 37810. DNS (53) is read as DNS and has its own features.
+pub const AMPLIFIER_PORTS: [u16; 20] = [
+    17, 19, 69, 111, 123, 137, 161, 389, 520, 1434, 1900, 3283, 3702, 5353, 5683, 10001, 11211,
+    27015, 27960, 37810,
+];
+
 /// One packet as seen from one of its endpoints (the entity).
 #[derive(
     Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
@@ -161,6 +178,7 @@ pub struct Obs {
     pub outbound: bool,
     pub ip_len: u32,
     pub dns: DnsInfo,
+    pub echo: EchoInfo,
 }
 
 impl Obs {
@@ -178,6 +196,7 @@ impl Obs {
             outbound: true,
             ip_len: p.ip_len,
             dns: p.dns,
+            echo: p.echo,
         };
         let inbound = Obs {
             entity: p.dst,
@@ -352,6 +371,20 @@ pub struct PaneAcc {
     pub dns_qname_entropy_out: Moments,
     pub dns_responses_in: u64,
     pub dns_nxdomain_in: u64,
+    /// DNS queries for NULL records (type 10): no resolver needs them; DNS
+    /// tunnels (iodine) carry data in them.
+    pub dns_null_out: u64,
+    /// ICMP echo requests and replies sent: their data's bytes, distinct
+    /// sizes and per-message byte entropy (messages with data only).
+    pub echo_out: u64,
+    pub echo_bytes_out: u64,
+    pub echo_sizes_out: Set<u16>,
+    pub echo_entropy_out: Moments,
+    /// UDP packets received from well-known amplifier ports
+    /// ([`AMPLIFIER_PORTS`]) by a unicast entity, by that port, and their
+    /// distinct sources.
+    pub amp_in: Map<u16, u64>,
+    pub amp_sources_in: Set<Addr>,
     /// Window fields of the SYNs (without ACK) the entity sent.
     pub syn_windows_out: Moments,
     pub syn_window_values_out: Set<u16>,
@@ -366,6 +399,14 @@ impl PaneAcc {
     pub fn observe(&mut self, o: &Obs) {
         if o.dns.kind != 0 {
             self.observe_dns(o);
+        }
+        if o.echo.kind != 0 && o.outbound {
+            self.echo_out += 1;
+            self.echo_bytes_out += u64::from(o.echo.len);
+            self.echo_sizes_out.insert(o.echo.len);
+            if o.echo.len > 0 {
+                self.echo_entropy_out.push(o.echo.entropy());
+            }
         }
         let syn = o.proto == Proto::TCP && o.tcp_flags & TcpFlags::SYN != 0;
         let ack = o.tcp_flags & TcpFlags::ACK != 0;
@@ -397,6 +438,14 @@ impl PaneAcc {
         } else {
             self.inb.add(o);
             self.peers_in.insert(o.peer);
+            if o.proto == Proto::UDP
+                && AMPLIFIER_PORTS.contains(&o.remote_port)
+                && !o.entity.ip().is_multicast()
+                && o.entity.ip() != std::net::Ipv4Addr::BROADCAST
+            {
+                *self.amp_in.entry(o.remote_port).or_insert(0) += 1;
+                self.amp_sources_in.insert(o.peer);
+            }
             if o.has_ports() {
                 self.local_ports_in.insert(o.local_port);
             }
@@ -420,6 +469,7 @@ impl PaneAcc {
                 *self.dns_qnames_out.entry(d.qname_hash).or_insert(0) += 1;
                 self.dns_qtypes_out.insert(d.qtype);
                 self.dns_txt_out += u64::from(d.qtype == 16);
+                self.dns_null_out += u64::from(d.qtype == 10);
                 self.dns_qname_len_out.push(f64::from(d.qname_len));
                 self.dns_qname_entropy_out.push(d.qname_entropy());
             }
@@ -460,6 +510,17 @@ impl PaneAcc {
         w.dns_qtypes_out
             .extend(later.dns_qtypes_out.iter().copied());
         w.dns_txt_out += later.dns_txt_out;
+        w.dns_null_out += later.dns_null_out;
+        for (p, n) in &later.amp_in {
+            *w.amp_in.entry(*p).or_insert(0) += n;
+        }
+        w.amp_sources_in
+            .extend(later.amp_sources_in.iter().copied());
+        w.echo_out += later.echo_out;
+        w.echo_bytes_out += later.echo_bytes_out;
+        w.echo_sizes_out
+            .extend(later.echo_sizes_out.iter().copied());
+        w.echo_entropy_out.merge(&later.echo_entropy_out);
         w.dns_qname_len_out.merge(&later.dns_qname_len_out);
         w.dns_qname_entropy_out.merge(&later.dns_qname_entropy_out);
         w.dns_responses_in += later.dns_responses_in;
@@ -523,69 +584,4 @@ pub fn entropy_bits(counts: impl Iterator<Item = u64>) -> Option<f64> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn catalogue_names_are_unique_and_documented() {
-        let defs = defs();
-        assert!(defs.len() >= 40, "{} features", defs.len());
-        let mut names: Vec<&str> = defs.iter().map(|d| d.name).collect();
-        names.sort_unstable();
-        names.dedup();
-        assert_eq!(names.len(), defs.len());
-        for d in &defs {
-            assert!(
-                !d.description.is_empty() && !d.unit.is_empty() && d.null_when != Some(""),
-                "{}",
-                d.name
-            );
-            assert!(
-                d.name
-                    .chars()
-                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
-            );
-        }
-    }
-
-    #[test]
-    fn features_md_matches_the_catalogue() {
-        crate::assert_doc_fresh("docs/FEATURES.md", &markdown(), "features_md");
-    }
-
-    #[test]
-    fn gap_buckets_keep_four_leading_bits() {
-        assert_eq!(gap_bucket(15_999), 15);
-        assert_eq!(gap_bucket(16_000), 16);
-        // 16–31 µs in steps of 2, 32–63 in steps of 4, ...
-        assert_eq!(gap_bucket(17_500), 16);
-        assert_eq!(gap_bucket(19_000), 18);
-        assert_eq!(gap_bucket(35_000), 32);
-        assert_eq!(gap_bucket(36_000), 36);
-        // 1 s = 1,000,000 µs = 0b1111_0100_0010_0100_0000: four leading bits kept.
-        assert_eq!(gap_bucket(1_000_000_000), 0b1111_0000_0000_0000_0000);
-        assert_eq!(gap_bucket(-5), 0);
-    }
-
-    #[test]
-    fn pearson_of_known_series() {
-        let c = |v: &[(f64, f64)]| pearson(v.iter().copied());
-        assert_eq!(c(&[(1.0, 2.0), (2.0, 4.0), (3.0, 6.0)]), Some(1.0));
-        assert_eq!(c(&[(1.0, 3.0), (2.0, 2.0), (3.0, 1.0)]), Some(-1.0));
-        assert_eq!(c(&[(1.0, 1.0), (2.0, 1.0)]), None);
-        assert_eq!(c(&[(1.0, 1.0)]), None);
-        let r = c(&[(1.0, 1.0), (2.0, 3.0), (3.0, 2.0)]).expect("varying series");
-        assert!((r - 0.5).abs() < 1e-12, "{r}");
-    }
-
-    #[test]
-    fn entropy_of_known_distributions() {
-        assert_eq!(
-            entropy_bits([5].into_iter()).map(f64::to_bits),
-            Some(0.0f64.to_bits())
-        );
-        assert_eq!(entropy_bits([1, 1].into_iter()), Some(1.0));
-        assert_eq!(entropy_bits([2, 2, 2, 2].into_iter()), Some(2.0));
-        assert_eq!(entropy_bits(std::iter::empty()), None);
-    }
-}
+mod tests;

@@ -873,6 +873,86 @@ pub(super) static FEATURES: &[FeatureSpec] = &[
         Some("the entity sent no DNS query with a question in the window"),
         |a| (a.dns_qname_entropy_out.n > 0).then_some(a.dns_qname_entropy_out.mean),
     ),
+    spec(
+        "dns_null_queries_out",
+        "dns",
+        "queries",
+        C,
+        "DNS queries for NULL records (type 10) the entity sent: no ordinary \
+         resolver asks for them; DNS tunnels such as iodine carry data in their answers.",
+        NEVER,
+        |a| n(a.dns_null_out),
+    ),
+    // UDP reflection
+    spec(
+        "udp_amplifier_in",
+        "reflection",
+        "packets",
+        C,
+        "UDP packets the entity received from a well-known amplifier port (NTP, SNMP, \
+         SSDP, CLDAP, memcached, CharGEN and others: AMPLIFIER_PORTS in \
+         operators/src/features/mod.rs) to which it sent nothing in the window: \
+         responses without requests. Multicast and broadcast destinations are not counted.",
+        NEVER,
+        |a| {
+            n(a.amp_in
+                .iter()
+                .filter(|(p, _)| !a.dst_ports_out.contains_key(p))
+                .map(|(_, c)| *c)
+                .sum())
+        },
+    ),
+    spec(
+        "udp_amplifier_sources_in",
+        "reflection",
+        "hosts",
+        C,
+        "Distinct hosts that sent the entity UDP packets from a well-known amplifier port.",
+        NEVER,
+        |a| n(a.amp_sources_in.len() as u64),
+    ),
+    // ICMP echo
+    spec(
+        "icmp_echo_out",
+        "icmp",
+        "messages",
+        C,
+        "ICMP and ICMPv6 echo requests and replies the entity sent.",
+        NEVER,
+        |a| n(a.echo_out),
+    ),
+    spec(
+        "icmp_echo_bytes_out",
+        "icmp",
+        "bytes",
+        C,
+        "Data bytes (after identifier and sequence number) of the echo requests and \
+         replies the entity sent: ping sends tens of bytes a second, a tunnel over ICMP \
+         what it carries.",
+        NEVER,
+        |a| n(a.echo_bytes_out),
+    ),
+    spec(
+        "icmp_echo_sizes_out",
+        "icmp",
+        "sizes",
+        C,
+        "Distinct data sizes of the echo messages the entity sent: ping keeps one \
+         size, a tunnel's sizes follow what it carries.",
+        Some("the entity sent no echo request or reply in the window"),
+        |a| (a.echo_out > 0).then_some(a.echo_sizes_out.len() as f64),
+    ),
+    spec(
+        "icmp_echo_entropy_mean_out",
+        "icmp",
+        "bits/byte",
+        F,
+        "Mean Shannon entropy of the bytes of each echo message's data the entity \
+         sent (messages with data): ping's fixed patterns stay low for their length, \
+         encrypted or compressed data carried in echoes approaches 8.",
+        Some("the entity sent no echo request or reply with data in the window"),
+        |a| (a.echo_entropy_out.n > 0).then_some(a.echo_entropy_out.mean),
+    ),
     // correlation
     spec(
         "bytes_conns_corr",

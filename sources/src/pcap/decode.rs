@@ -7,8 +7,8 @@
 //! v2, BSD loopback (NULL/LOOP) and PPPoE session frames, each a fixed header of a few
 //! bytes in front of an EtherType or IP packet.
 
-use amoskys_schemas::DnsInfo;
 use amoskys_schemas::{Addr, DhcpInfo, Packet};
+use amoskys_schemas::{DnsInfo, EchoInfo};
 use etherparse::{EtherType, LaxNetSlice, LaxSlicedPacket, TransportSlice};
 
 /// libpcap link-layer header types the decoder understands.
@@ -325,6 +325,7 @@ fn fill<'d>(
     out.tcp_window = 0;
     out.tcp_seq = 0;
     out.dns = DnsInfo::default();
+    out.echo = EchoInfo::default();
     let mut data: &'d [u8] = &[];
     match &s.transport {
         Some(TransportSlice::Tcp(t)) => {
@@ -350,11 +351,13 @@ fn fill<'d>(
             out.sport = u16::from(i.type_u8());
             out.dport = u16::from(i.code_u8());
             data = i.payload();
+            out.echo = echo_info(i.type_u8(), 8, 0, data);
         }
         Some(TransportSlice::Icmpv6(i)) => {
             out.sport = u16::from(i.type_u8());
             out.dport = u16::from(i.code_u8());
             data = i.payload();
+            out.echo = echo_info(i.type_u8(), 128, 129, data);
         }
         _ if payload.fragmented && first_fragment && matches!(out.proto, 6 | 17) => {
             // The first fragment of a TCP or UDP datagram starts with its ports
@@ -378,6 +381,22 @@ fn fill<'d>(
         stats.fragments += 1;
     }
     Ok(data)
+}
+
+/// The echo data of an ICMP message of type `t` (`request` and `reply` are
+/// the echo types of its version); kind 0 for any other type. `data` follows
+/// the identifier and sequence number (etherparse's header holds them).
+fn echo_info(t: u8, request: u8, reply: u8, data: &[u8]) -> EchoInfo {
+    let kind = match t {
+        _ if t == request => EchoInfo::REQUEST,
+        _ if t == reply => EchoInfo::REPLY,
+        _ => return EchoInfo::default(),
+    };
+    EchoInfo {
+        kind,
+        len: data.len().min(usize::from(u16::MAX)) as u16,
+        entropy_bits: (amoskys_schemas::byte_entropy(data) as f32).to_bits(),
+    }
 }
 
 /// The payloads of one batch of packets, copied into one buffer (at most
@@ -501,20 +520,7 @@ pub fn dns_info(m: &[u8]) -> DnsInfo {
         d.qtype = u16::from_be_bytes([t[0], t[1]]);
     }
     d.qname_len = name.len() as u16;
-    let mut counts = [0u32; 256];
-    for b in &name {
-        counts[usize::from(*b)] += 1;
-    }
-    let n = name.len() as f64;
-    let h: f64 = counts
-        .iter()
-        .filter(|&&c| c > 0)
-        .map(|&c| {
-            let p = f64::from(c) / n;
-            -p * p.log2()
-        })
-        .sum();
-    d.qname_entropy_bits = (h.max(0.0) as f32).to_bits();
+    d.qname_entropy_bits = (amoskys_schemas::byte_entropy(&name) as f32).to_bits();
     d.qname_hash = amoskys_schemas::stable_hash(&name);
     d.domain_keys = amoskys_schemas::domain_keys(&name);
     d
