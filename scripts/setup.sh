@@ -15,7 +15,7 @@ want_test=0
 [[ ${1:-} == --test ]] && want_test=1
 
 packages=(gcc libc6-dev pkg-config libpcap-dev python3 python3-venv)
-(( want_test )) && packages+=(tshark bsdutils snmpd snmp mosquitto mosquitto-clients curl openssl)
+(( want_test )) && packages+=(tshark bsdutils snmpd snmp mosquitto mosquitto-clients curl openssl iputils-ping)
 
 missing=()
 for p in "${packages[@]}"; do

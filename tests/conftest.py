@@ -180,7 +180,7 @@ TSHARK_FIELDS = ["frame.time_epoch", "frame.len", "frame.protocols", "ip.len", "
                  "ip.proto", "tcp.srcport", "tcp.dstport", "udp.srcport", "udp.dstport",
                  "tcp.flags", "icmp.type", "icmpv6.type", "communityid",
                  "dns.flags.response", "dns.flags.rcode", "dns.qry.name", "dns.qry.type",
-                 "tcp.window_size_value"]
+                 "tcp.window_size_value", "frame.number"]
 
 
 def tshark_packets(path: Path):

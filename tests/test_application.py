@@ -11,6 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from conftest import DATA, run_bin
+from wire import alerts_of, capture_while
 
 L7 = DATA / "pcap" / "l7"
 
@@ -163,6 +164,105 @@ def test_fingerprints_equal_the_independent_implementation(flows):
     assert not bad, bad
 
 
+def test_certificates_equal_zeeks_x509_log(flows):
+    """The server certificate of each TLS connection of Zeek's ssl.log with a
+    chain: subject, issuer and validity as Zeek's x509.log has them for the
+    first certificate of the chain (RFC 2253 strings, epoch seconds)."""
+    results = []
+    for cap, z in zeek_rows("ssl.log"):
+        fps = z.get("cert_chain_fps") or ""
+        x509 = (DATA / cap).parent / "x509.log"
+        if not fps or not x509.exists():
+            continue
+        certs = {r["fingerprint"]: r for r in zeek_log(x509)}
+        x = certs[fps.split(",")[0]]
+        f = flow_of(flows, cap, z)
+        assert f is not None, (cap, z["uid"])
+        where = (cap, z["uid"])
+        epoch = lambda t: t and int(t.timestamp())  # noqa: E731
+        results += [
+            ("subject", x["certificate.subject"], f["tls_subject"], where),
+            ("issuer", x["certificate.issuer"], f["tls_issuer"], where),
+            ("not_before", int(float(x["certificate.not_valid_before"])), epoch(f["tls_not_before"]), where),
+            ("not_after", int(float(x["certificate.not_valid_after"])), epoch(f["tls_not_after"]), where),
+            ("self_signed", x["certificate.subject"] == x["certificate.issuer"], f["tls_self_signed"], where),
+        ]
+    bad = agreement("Certificates vs Zeek x509.log", results)
+    assert len(results) >= 5
+    assert not bad, bad
+
+
+def ndpi_flows(out_file):
+    """(client ip, client port, server ip, server port, the rest of the line)
+    of each flow line of an nDPI .out file."""
+    import re
+    for line in out_file.read_text().splitlines():
+        m = re.match(r"\s+\d+\s+TCP (\[?[\w.:]+?\]?):(\d+) <-> (\[?[\w.:]+?\]?):(\d+) (.*)$", line)
+        if m:
+            yield m.group(1).strip("[]"), int(m.group(2)), m.group(3).strip("[]"), int(m.group(4)), m.group(5)
+
+
+def test_certificates_and_logins_equal_ndpis(flows):
+    """nDPI's certificate fields (subject and issuer in certificate order,
+    validity, its Self-signed risk) and FTP user and failed-login flag, for
+    each flow of the nDPI captures that has them."""
+    import re
+    results = []
+    for out_file in sorted((L7 / "ndpi").glob("*/*.out")):
+        cap = str(out_file.with_suffix("").relative_to(DATA))
+        for a, ap, b, bp, rest in ndpi_flows(out_file):
+            f = flows.get((cap, a, ap, b, bp))
+            where = (cap, a, ap)
+            fields = dict(re.findall(r"\[(Issuer|Subject|Validity|User): ([^\]]*)\]", rest))
+            if "Subject" in fields:
+                assert f is not None, where
+                # nDPI writes RDNs in certificate order; the flows, as RFC 4514 does, last first.
+                rfc = lambda v: ",".join(reversed(v.split(", ")))  # noqa: E731
+                results += [
+                    ("subject", rfc(fields["Subject"]), f["tls_subject"], where),
+                    ("issuer", rfc(fields["Issuer"]), f["tls_issuer"], where),
+                    ("validity", fields["Validity"],
+                     f"{f['tls_not_before']:%Y-%m-%d %H:%M:%S} - {f['tls_not_after']:%Y-%m-%d %H:%M:%S}", where),
+                    ("self_signed", "Self-signed Cert" in rest, f["tls_self_signed"], where),
+                ]
+            if "User" in fields:
+                assert f is not None, where
+                results += [
+                    ("login_user", fields["User"], f["login_user"], where),
+                    ("login_failed", "[Auth Failed]" in rest, (f["login_failures"] or 0) > 0, where),
+                ]
+    bad = agreement("Certificates and logins vs nDPI", results)
+    assert len(results) >= 14
+    assert not bad, bad
+
+
+def test_ftp_logins_equal_zeeks_ftp_log(flows):
+    """Per FTP connection of Zeek's ftp.log: the user name; where Zeek logged
+    the PASS commands (with their reply: 230 accepted, 530 refused), the
+    attempts and failures. The password Zeek logs is in no column."""
+    per_conn = {}
+    for cap, z in zeek_rows("ftp.log"):
+        key = (cap, z["id.orig_h"], int(z["id.orig_p"]), z["id.resp_h"], int(z["id.resp_p"]))
+        c = per_conn.setdefault(key, {"user": None, "password": None, "pass": []})
+        c["user"], c["password"] = z["user"], z["password"]
+        if z["command"] == "PASS":
+            c["pass"].append(z["reply_code"])
+    results = []
+    for key, c in per_conn.items():
+        f = flows.get(key)
+        assert f is not None, key
+        results.append(("user", c["user"], f["login_user"], key))
+        if c["pass"]:
+            results.append(("attempts", len(c["pass"]), f["login_attempts"], key))
+            failures = sum(code in ("530", "430") for code in c["pass"])
+            results.append(("failures", failures, f["login_failures"], key))
+        if c["password"]:
+            assert all(c["password"] not in str(v) for v in f.values()), key
+    bad = agreement("FTP logins vs Zeek ftp.log", results)
+    assert len(results) >= 4
+    assert not bad, bad
+
+
 def test_protocols_are_recognised_by_content_not_port(flows):
     """nDPI's HTTP on the SIP port, Zeek's HTTP on a non-standard port, TLS to
     port 3001: recognised by what they carry."""
@@ -221,38 +321,6 @@ def test_mqtt_records_equal_suricata_verify(flows):
     bad = agreement("MQTT vs suricata-verify", results)
     assert len(results) >= 12
     assert not bad, bad
-
-
-def capture_while(tmp_path, bpf, make_traffic):
-    """Runs `make_traffic()` while tshark captures `bpf` on loopback; the pcap."""
-    import subprocess
-    import time
-    from conftest import wait_until
-    from livejob import need
-    out = tmp_path / "traffic.pcapng"
-    tshark = subprocess.Popen([need("tshark"), "-i", "lo", "-f", bpf, "-w", str(out)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    try:
-        # tshark says "Capturing on 'Loopback: lo'" once it listens.
-        wait_until(lambda: out.exists(), 15, "tshark to start capturing")
-        time.sleep(0.5)
-        make_traffic()
-        time.sleep(0.5)
-    finally:
-        tshark.terminate()
-        tshark.wait(timeout=15)
-    return out
-
-
-def alerts_of(tmp_path, pcap):
-    import duckdb
-    out = tmp_path / "out"
-    r = run_bin("replay", "--no-progress", "--out", str(out), str(pcap))
-    assert r.returncode == 0, r.stderr
-    files = list((out / "alerts").rglob("*.parquet"))
-    if not files:
-        return []
-    return duckdb.sql(f"select rule, entity, summary from read_parquet({[str(f) for f in files]})").fetchall()
 
 
 def test_exploit_strings_and_executables_over_http_raise_alerts(tmp_path):
@@ -340,9 +408,25 @@ def test_application_detections_stay_quiet_on_the_l7_captures(flows):
             files = [str(f) for f in (__import__("pathlib").Path(d) / "alerts").rglob("*.parquet")]
             if files:
                 rules = duckdb.sql(f"select distinct rule from read_parquet({files})").fetchall()
-                noisy += [(cap.name, r[0]) for r in rules if r[0] in
-                          ("http_exploit_attempt", "executable_from_numeric_host", "mqtt_auth_failures")]
+                noisy += [(cap.name, r[0]) for r in rules if r[0] in QUIET_ON_L7]
     assert not noisy, noisy
+
+
+# The wire-read detections that none of the l7 captures should raise. Not
+# tls_c2_traits: nDPI's selfsigned.pcap is a self-signed server on port 3001.
+QUIET_ON_L7 = ("http_exploit_attempt", "executable_from_numeric_host", "mqtt_auth_failures",
+               "cleartext_login_bruteforce", "udp_reflection", "icmp_tunnel", "dns_null_queries")
+
+
+def test_a_self_signed_server_on_an_odd_port_has_c2_traits(tmp_path):
+    """nDPI's selfsigned.pcap (its risks: self-signed certificate, known
+    protocol on a non-standard port): tls_c2_traits, low, for the client; the
+    TLS captures with certificates from public authorities raise none."""
+    alerts = alerts_of(tmp_path / "a", L7 / "ndpi" / "selfsigned" / "selfsigned.pcap")
+    assert [(r, e) for r, e, _ in alerts if r == "tls_c2_traits"] == [("tls_c2_traits", "127.0.0.1")], alerts
+    for cap in (L7 / "zeek" / "tls-ecdsa-cert" / "ecdsa-cert.pcap",
+                L7 / "ndpi" / "ssl-cert-name-mismatch" / "ssl-cert-name-mismatch.pcap"):
+        assert not [a for a in alerts_of(tmp_path / cap.stem, cap) if a[0] == "tls_c2_traits"], cap
 
 
 # (Zeek's methods.pcap is left out: it is a set of malformed request lines,

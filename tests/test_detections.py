@@ -21,7 +21,14 @@ ATTACKS = {
     # stopddos: SYN flood (ECN/CWR flags) from spoofed sources against 10.10.10.10.
     "pcap/stopddos/pkt.TCP.DOMINATE.syn.ecn.cwr.pcapng": {("syn_flood", "10.10.10.10")},
     # Zeek's notice FTP::Bruteforcing: "192.168.56.1 had 20 failed logins on 1 FTP server".
-    "pcap/zeek/attacks/ftp-bruteforce.pcap": {("login_bruteforce_network", "192.168.56.1")},
+    # zeek's ftp-bruteforce: 30 FTP connections from 192.168.56.1, each a refused
+    # login (tshark: 30 replies 530), over about three minutes: first paced
+    # below 20 connections a window (login_guessing_network, over ten minutes),
+    # then a window above (login_bruteforce_network); the refusals read from
+    # both sides add up to cleartext_login_bruteforce.
+    "pcap/zeek/attacks/ftp-bruteforce.pcap": {("login_bruteforce_network", "192.168.56.1"),
+                                               ("login_guessing_network", "192.168.56.1"),
+                                               ("cleartext_login_bruteforce", "192.168.56.1")},
     # ndpi's bad-dns-traffic: long encoded names queried by 192.168.43.91 (its
     # labels decode to dnscat2 traffic). nDPI flags "Susp DGA Domain name", but
     # every query got an answer (159 NOERROR, 3 SERVFAIL, no NXDOMAIN), so it is
@@ -103,16 +110,44 @@ def test_sshd_failures_in_logs_raise_one_alert_per_attacking_address_and_burst(t
     want = {r: n for r, n in want.items() if n}
     assert want, "the log has brute-force bursts"
     got = defaultdict(int)
-    for rule, entity, *_ in job.rows(f"select rule, entity from {job.table('alerts')}"):
-        assert rule == "login_bruteforce_logs", rule
-        got[entity] += 1
-    assert dict(got) == want
+    alerts = job.rows(f"select rule, entity from {job.table('alerts')}")
+    for rule, entity in alerts:
+        assert rule in ("login_bruteforce_logs", "login_guessing_logs"), rule
+        got[entity] += rule == "login_bruteforce_logs"
+    assert {e: n for e, n in got.items() if n} == want
+    # Slow guessing: where the failures of ten minutes (this window and the nine
+    # non-overlapping ones before it) reach 10 though none of those windows
+    # reaches 10 alone; recomputed from the per-window counts above, at the
+    # windows where the remote has a row.
+    rows = job.rows(f"select entity, epoch(window_start)::bigint // 30, auth_failures_as_remote "
+                    f"from {job.table('features')} where auth_failures_as_remote is not null")
+    per = defaultdict(dict)
+    for e, w, n in rows:
+        per[e][w] = n
+    slow = defaultdict(int)
+    for e, windows in per.items():
+        firing = []
+        for w in sorted(windows):
+            xs = [windows[w - 2 * j] for j in range(10) if w - 2 * j in windows]
+            if sum(xs) >= 10 and max(xs) <= 9:
+                firing.append(w)
+        slow[e] = sum(1 for i, w in enumerate(firing) if i == 0 or firing[i - 1] != w - 1)
+    got_slow = defaultdict(int)
+    for rule, entity in alerts:
+        got_slow[entity] += rule == "login_guessing_logs"
+    assert {e: n for e, n in got_slow.items() if n} == {e: n for e, n in slow.items() if n}
 
 
 def test_a_rule_written_in_flows_toml_fires_and_a_bad_one_is_refused(tmp_path):
     cfg = tmp_path / "flows.toml"
     cfg.write_text('''
 [detections.login_bruteforce_network]
+enabled = false
+
+[detections.login_guessing_network]
+enabled = false
+
+[detections.cleartext_login_bruteforce]
 enabled = false
 
 [[rules]]

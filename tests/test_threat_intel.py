@@ -84,13 +84,60 @@ def test_the_malware_capture_matches_the_hosts_ndpi_flags_as_malware(tmp_path):
     replay(DATA / "pcap" / "ndpi" / "malware.pcap", out, "--config", cfg)
     got = query(f"select entity, summary, evidence from {table(out, 'alerts')} "
                 f"where rule = 'threat_intel_match' order by window_start, summary")
-    assert [r[0] for r in got] == ["192.168.7.7", "192.168.7.7"], got
-    # The name under the domain indicator, then the packets to the flagged host
-    # (an unanswered ICMP echo and SYN: two packets).
+    assert [r[0] for r in got] == ["192.168.7.7"] * 3, got
+    # The name under the domain indicator; then, in a later pane, the
+    # connections naming it (nDPI's flows 2 and 3, a TLS server name and an
+    # HTTP Host of www.internetbadguys.com, both in its Malware category),
+    # and the packets to the flagged host (an unanswered ICMP echo and SYN).
     assert "asked 1 DNS query for names under it (indicator internetbadguys.com)" in got[0][1], got
-    assert "exchanged 2 packets with 144.139.247.220" in got[1][1], got
+    named = [line for line in truth.splitlines()
+             if "Hostname/SNI: www.internetbadguys.com" in line and "\tTCP " in line]
+    assert len(named) == 2, named
+    rest = sorted(r[1] for r in got[1:])
+    assert "exchanged 2 packets with 144.139.247.220" in rest[0], got
+    assert "showed its fingerprint in 2 TLS, HTTP or SSH exchanges (indicator internetbadguys.com)" \
+        in rest[1], got
     # Without the indicators, the same capture raises nothing (but the canary
     # rule's alert: the alerts table was written).
     out2 = tmp_path / "plain"
     s = replay(DATA / "pcap" / "ndpi" / "malware.pcap", out2, "--config", canary_config(tmp_path))
     assert silent_alerts(out2, s) == []
+
+
+def test_fingerprints_server_names_and_user_agents_are_indicators(tmp_path):
+    """Indicators of the application layer, each taken from the ground truth,
+    not from our output: tls-conn-with-extensions.pcap's JA3 (bare, as
+    abuse.ch's SSLBL lists them) and its server's JA3S (fingerprints.tsv), a
+    parent domain of its server name ssl.gstatic.com (Zeek's ssl.log), and a
+    user agent of wikipedia.pcap (Zeek's http.log). Each matches, for the
+    host that opened the connection; a JA4 that no client sent does not."""
+    l7 = DATA / "pcap" / "l7" / "zeek"
+    ua = next(r["user_agent"] for r in zeek_rows(l7 / "wikipedia" / "http.log") if r["user_agent"])
+    ind = tmp_path / "indicators.txt"
+    ind.write_text("62351d5ea3cd4f21f697965b10a9bbbe\nja3s:e07f21892995126f4b539c02215c8456\n"
+                   "gstatic.com\nja4:t13d1516h2_8daaf6152771_b186095e22b6\n"
+                   f"ua:{ua.upper()}\n")
+    cfg = tmp_path / "flows.toml"
+    cfg.write_text(f'[threat_intel]\nfile = "{ind}"\n')
+    out = tmp_path / "tls"
+    replay(l7 / "tls-conn-with-extensions" / "tls-conn-with-extensions.pcap", out, "--config", cfg)
+    got = query(f"select entity, summary from {table(out, 'alerts')} "
+                f"where rule = 'threat_intel_match' order by summary")
+    texts = sorted(s.split("(indicator ")[1].rstrip(")") for _, s in got)
+    assert texts == ["62351d5ea3cd4f21f697965b10a9bbbe", "gstatic.com",
+                     "ja3s:e07f21892995126f4b539c02215c8456"], got
+    assert {e for e, _ in got} == {"192.168.1.105"}, got
+    assert all("TLS, HTTP or SSH exchange" in s for _, s in got), got
+    out = tmp_path / "http"
+    replay(l7 / "wikipedia" / "wikipedia.pcap", out, "--config", cfg)
+    got = query(f"select summary from {table(out, 'alerts')} where rule = 'threat_intel_match'")
+    assert got and all(f"indicator ua:{ua.lower()}" in s for (s,) in got), got
+
+
+def zeek_rows(log):
+    fields = None
+    for line in log.read_text().splitlines():
+        if line.startswith("#fields"):
+            fields = line.split("\t")[1:]
+        elif line and not line.startswith("#"):
+            yield {k: (None if v == "-" else v) for k, v in zip(fields, line.split("\t"))}

@@ -2,7 +2,8 @@
 http.server on loopback): signatures checked with OpenSSL against the key
 `amoskys-pipeline keygen` wrote, a receiver that is down (refusing connections,
 then answering 503) before it comes up, and a job killed with alerts still
-spooled. Alerts come from loghub's OpenSSH log (login_bruteforce_logs)."""
+spooled. Alerts come from loghub's OpenSSH log (login_bruteforce_logs and
+login_guessing_logs)."""
 import base64
 import json
 import signal
@@ -97,8 +98,9 @@ def test_alerts_arrive_signed_with_their_idempotency_keys(tmp_path):
             alert = json.loads(body)
             assert headers["Idempotency-Key"] == alert["id"]
             assert headers["Authorization"] == "Bearer test-token"
-            assert alert["rule"] == "login_bruteforce_logs"
-            assert alert["evidence"]["auth_failures_as_remote"] >= 10
+            assert alert["rule"] in ("login_bruteforce_logs", "login_guessing_logs"), alert
+            counted = "auth_failures_as_remote" + ("_10m" if alert["rule"] == "login_guessing_logs" else "")
+            assert alert["evidence"][counted] >= 10, alert
             sig = headers["Amoskys-Signature"]
             assert sig.startswith("ed25519=")
             (tmp_path / f"body{n}").write_bytes(body)

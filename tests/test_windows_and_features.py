@@ -14,8 +14,43 @@ HOP_NS = 30 * 10**9
 SYN, RST, PSH, ACK, FIN = 0x02, 0x04, 0x08, 0x10, 0x01
 
 
-def parse(p):
-    """One tshark row as (ts_ns, src, dst, proto, sport, dport, flags, length)."""
+def echo_data(cap):
+    """{frame number: the data of an ICMP or ICMPv6 echo request or reply}: the
+    message's bytes as tshark delimits them (its raw JSON), past the 8-byte
+    header. (tshark's own `data` field leaves out a leading timestamp.)"""
+    r = subprocess.run(["tshark", "-n", "-r", str(cap), "-o", "ip.defragment:FALSE", "-Y",
+                        "icmp.type == 0 || icmp.type == 8 || icmpv6.type == 128 || icmpv6.type == 129",
+                        "-T", "json", "-x"], capture_output=True, text=True, check=True)
+    out = {}
+    for pk in json.loads(r.stdout or "[]"):
+        layers = pk["_source"]["layers"]
+        raw = layers.get("icmp_raw") or layers.get("icmpv6_raw")
+        if isinstance(raw[0], list):  # an ICMP error quoting one: the outer
+            raw = raw[0]
+        out[int(layers["frame"]["frame.number"])] = bytes.fromhex(raw[0])[8:]
+    return out
+
+
+def byte_entropy(data):
+    """Bits per byte, rounded to f32 as the pipeline keeps it."""
+    import struct
+    if not data:
+        return 0.0
+    counts = defaultdict(int)
+    for b in data:
+        counts[b] += 1
+    n = len(data)
+    h = max(0.0, -sum(c / n * math.log2(c / n) for c in counts.values()))
+    return struct.unpack("f", struct.pack("f", h))[0]
+
+
+AMPLIFIER_PORTS = {17, 19, 69, 111, 123, 137, 161, 389, 520, 1434, 1900, 3283, 3702, 5353, 5683,
+                   10001, 11211, 27015, 27960, 37810}
+
+
+def parse(p, echoes=None):
+    """One tshark row as (ts_ns, src, dst, proto, sport, dport, flags, length,
+    dns, window, echo data)."""
     sec, _, frac = p["frame.time_epoch"].partition(".")
     ts = int(sec) * 10**9 + int((frac + "000000000")[:9])
     src = p.get("ip.src") or p.get("ipv6.src")
@@ -43,7 +78,8 @@ def parse(p):
         dns = (2 if response else 1, int(p.get("dns.flags.rcode") or 0), qtype,
                "" if name == "<Root>" else name)
     window = int(p["tcp.window_size_value"]) if proto == 6 and p.get("tcp.window_size_value") else 0
-    return ts, src, dst, proto, sp, dp, flags, ip_bytes(p), dns, window
+    echo = (echoes or {}).get(int(p["frame.number"])) if proto in (1, 58) else None
+    return ts, src, dst, proto, sp, dp, flags, ip_bytes(p), dns, window, echo
 
 
 def name_entropy(name):
@@ -214,13 +250,29 @@ def expected_features(packets):
                  dns_txt_queries_out=sum(q[2] == 16 for q in asked),
                  dns_qname_len_mean_out=lens[2], dns_qname_len_max_out=lens[1],
                  dns_qname_entropy_mean_out=ents[2],
-                 dns_qname_spread_out=entropy([q[3] for q in asked]))
+                 dns_qname_spread_out=entropy([q[3] for q in asked]),
+                 dns_null_queries_out=sum(q[2] == 10 for q in asked))
+        echoes = [p[10] for p in o if p[10] is not None]
+        f.update(icmp_echo_out=len(echoes), icmp_echo_bytes_out=sum(map(len, echoes)),
+                 icmp_echo_sizes_out=len({len(d) for d in echoes}) if echoes else None,
+                 icmp_echo_entropy_mean_out=stats([byte_entropy(d) for d in echoes if d])[2])
+        import ipaddress
+        unicast = not ipaddress.ip_address(e).is_multicast and e != "255.255.255.255"
+        amp = [p for p in i if p[3] == 17 and p[4] in AMPLIFIER_PORTS] if unicast else []
+        sent_ports = {p[5] for p in o if p[3] in (6, 17)}
+        f.update(udp_amplifier_in=sum(p[4] not in sent_ports for p in amp),
+                 udp_amplifier_sources_in=len({p[1] for p in amp}))
         out[(e, w * 30)] = f
     return out
 
 
 CASES = ["generated", "pcap/zeek/http-bro.org.pcap", "pcap/ndpi/synscan.pcap",
-         "pcap/zeek/attacks/ftp-bruteforce.pcap", "pcap/esnet/nmap_80_w_service_detection.pcap"]
+         "pcap/zeek/attacks/ftp-bruteforce.pcap", "pcap/esnet/nmap_80_w_service_detection.pcap",
+         # ICMP echo (Linux ping with its timestamp; Windows ping over IPv6), SNMP
+         # answers from port 161, asked for (test_wire_detections.py has
+         # answers nobody asked for).
+         "pcap/l7/zeek/icmp-events/icmp-ping.pcap", "pcap/l7/zeek/icmp6-ping/icmp6-ping.pcap",
+         "pcap/zeek/snmp/snmpv1_get.pcap"]
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -229,7 +281,8 @@ def test_every_feature_equals_its_definition_recomputed_from_tshark(case, genera
     out = tmp_path / "out"
     s = replay(cap, out)
     assert s["late"] == 0
-    packets = [parse(p) for p in tshark_packets(cap) if p.get("ip.src") or p.get("ipv6.src")]
+    echoes = echo_data(cap)
+    packets = [parse(p, echoes) for p in tshark_packets(cap) if p.get("ip.src") or p.get("ipv6.src")]
     assert len(packets) == s["ip_packets"]
     want = expected_features(packets)
     meta = json.loads((out / "feature_metadata.json").read_text())
@@ -309,7 +362,8 @@ def test_history_features_follow_their_definitions(generated, tmp_path):
     out = tmp_path / "out"
     replay(generated, out)
     meta = json.loads((out / "feature_metadata.json").read_text())
-    derived = [f["name"] for f in meta["features"] if f["source"] == "derived"]
+    derived = [f["name"] for f in meta["features"]
+               if f["source"] == "derived" and f["family"] != "horizon"]
     bases = sorted({n.rsplit("_", 1)[0] for n in derived})
     assert len(derived) == 3 * len(bases) >= 30
     cols = ", ".join(bases + derived)
@@ -349,6 +403,38 @@ def test_history_features_follow_their_definitions(generated, tmp_path):
     assert all(checked[f"{b}_delta"] > 0 for b in bases if b in
                ("packets_out", "bytes_out", "packets_in", "bytes_in")), dict(checked)
     assert checked["distinct_peers_out_zscore"] > 0, dict(checked)
+
+
+def test_horizon_features_sum_ten_minutes_of_windows(tmp_path):
+    """`b_10m` and `b_10m_max` of each horizon base, recomputed in Python from
+    the base column of the same features table: per entity, the sum and the
+    largest of its non-null values at this window and the nine non-overlapping
+    windows before it (w, w-2, ..., w-18; 30 s hops). On zeek's FTP brute force,
+    whose login connections and refused logins spread over several minutes."""
+    out = tmp_path / "out"
+    replay(DATA / "pcap" / "zeek" / "attacks" / "ftp-bruteforce.pcap", out)
+    meta = json.loads((out / "feature_metadata.json").read_text())
+    horizon = [f["name"] for f in meta["features"] if f["family"] == "horizon"]
+    bases = [n.removesuffix("_10m") for n in horizon if n.endswith("_10m")]
+    assert len(horizon) == 2 * len(bases) >= 6
+    cols = ", ".join(f"{b}, {b}_10m, {b}_10m_max" for b in bases)
+    rows = query(f"select entity, epoch(window_start)::bigint // 30, {cols} "
+                 f"from {table(out, 'features')} order by 1, 2")
+    by_entity = defaultdict(dict)
+    for r in rows:
+        by_entity[r[0]][r[1]] = r[2:]
+    checked = defaultdict(int)
+    for e, windows in by_entity.items():
+        for w, vals in windows.items():
+            for k, b in enumerate(bases):
+                xs = [windows[w - 2 * j][3 * k] for j in range(10)
+                      if w - 2 * j in windows and windows[w - 2 * j][3 * k] is not None]
+                want = (sum(xs), max(xs)) if xs else (None, None)
+                got = (vals[3 * k + 1], vals[3 * k + 2])
+                assert got == want, f"{b} of {e} at window {w}: {got} vs {want}"
+                checked[b] += bool(xs) and want[0] > want[1]
+    # Sums over more than one window with something in it, for the packet bases.
+    assert checked["auth_conn_attempts_out"] > 0 and checked["app_login_failures_out"] > 0, dict(checked)
 
 
 def test_history_state_is_bounded_on_a_flood_of_spoofed_sources(tmp_path):
@@ -394,6 +480,16 @@ MAY_BE_CONSTANT = {
           "test_application.py makes each non-zero with curl and mosquitto_pub on loopback"
        for n in ("http_numeric_host_out", "http_exploit_requests_out",
                  "http_numeric_host_executables_in", "mqtt_auth_failures_out")},
+    **{n: "the conformance captures hold no DNS query for NULL records and their pings keep one "
+          "data size (or send no data); test_wire_detections.py makes them vary with ping and "
+          "DNS datagrams on loopback, and the l7 ping captures check them against tshark above"
+       for n in ("dns_null_queries_out", "icmp_echo_sizes_out", "icmp_echo_entropy_mean_out")},
+    **{n: "read from application payloads: the conformance captures have no self-signed "
+          "certificate and no SMTP, POP3 or IMAP login; test_application.py checks certificates "
+          "against Zeek and nDPI on pcap/l7, operators/src/app/login.rs each protocol's logins, "
+          "and test_wire_detections.py an FTP server's refusals and acceptance with curl"
+       for n in ("tls_self_signed_in", "tls_c2_traits_in", "smtp_auth_failures_out",
+                 "pop3_login_failures_out", "imap_login_failures_out", "app_login_successes_out")},
     "distinct_peers_out_zscore": "needs one host seen in 6 windows (3 minutes) with a varying "
                                  "number of peers; no shared capture has one (the generated "
                                  "capture does: test_history_features_follow_their_definitions)",

@@ -1,0 +1,145 @@
+"""Detections read from packets, on traffic made on loopback by real tools and
+sockets (ping, curl against pyftpdlib's FTP server, UDP and DNS datagrams from
+Python's socket module), captured by tshark and replayed: each raises its
+detection on the host that did it, and on no other."""
+import socket
+import struct
+import subprocess
+import sys
+import time
+
+from conftest import wait_until
+from livejob import free_port, need
+from wire import alerts_of, capture_while
+
+
+def rules_on(alerts, rule):
+    return sorted({e for r, e, _ in alerts if r == rule})
+
+
+def test_echo_data_of_varying_sizes_is_an_icmp_tunnel(tmp_path):
+    """ping with eight data sizes from 600 to 1300 bytes and a pattern, five
+    echoes each: tens of kilobytes of echo data in varying sizes, which
+    icmp_tunnel reports. The same host's ordinary pings before it (one size)
+    would not."""
+    ping = need("ping")
+
+    def traffic():
+        for size in range(600, 1400, 100):
+            subprocess.run([ping, "-n", "-q", "-c", "5", "-i", "0.01", "-s", str(size),
+                            "-p", "a5c3e1f0", "127.0.0.1"], check=True, capture_output=True)
+    pcap = capture_while(tmp_path, "icmp", traffic)
+    alerts = alerts_of(tmp_path, pcap)
+    assert rules_on(alerts, "icmp_tunnel") == ["127.0.0.1"], alerts
+    summary = next(s for r, _, s in alerts if r == "icmp_tunnel")
+    # 40 requests and their 40 replies, all from 127.0.0.1 (loopback).
+    assert "8 different sizes" in summary, summary
+
+
+def test_ordinary_ping_is_not_a_tunnel(tmp_path):
+    ping = need("ping")
+    pcap = capture_while(tmp_path, "icmp", lambda: subprocess.run(
+        [ping, "-n", "-q", "-c", "20", "-i", "0.01", "127.0.0.1"], check=True, capture_output=True))
+    assert rules_on(alerts_of(tmp_path, pcap), "icmp_tunnel") == []
+
+
+def test_unsolicited_responses_from_amplifier_ports_are_reflection(tmp_path):
+    """Twenty 'reflectors' (127.0.0.2-21) answer from the SSDP, memcached,
+    WS-Discovery and Ubiquiti ports to 127.0.0.1, which asked none of them:
+    udp_reflection on 127.0.0.1. Meanwhile 127.0.0.50 asks 127.0.0.60's
+    memcached port and gets 250 answers: asked for, no alert."""
+    victim_port = free_port(socket.SOCK_DGRAM)
+    amp_ports = [1900, 11211, 3702, 10001]
+
+    def traffic():
+        for i in range(20):
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+                s.bind((f"127.0.0.{2 + i}", amp_ports[i % 4]))
+                for _ in range(15):
+                    s.sendto(b"HTTP/1.1 200 OK\r\nST: upnp:rootdevice\r\n" + bytes(300), ("127.0.0.1", victim_port))
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as server, \
+                socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as client:
+            server.bind(("127.0.0.60", 11211))
+            client.bind(("127.0.0.50", 0))
+            client.sendto(b"\x00\x01\x00\x00\x00\x01\x00\x00stats\r\n", ("127.0.0.60", 11211))
+            _, asker = server.recvfrom(2048)
+            for _ in range(250):
+                server.sendto(bytes(1000), asker)
+    pcap = capture_while(tmp_path, "udp", traffic)
+    alerts = alerts_of(tmp_path, pcap)
+    assert rules_on(alerts, "udp_reflection") == ["127.0.0.1"], alerts
+    summary = next(s for r, _, s in alerts if r == "udp_reflection")
+    assert "300 UDP packets" in summary and "20 host(s)" in summary, summary
+
+
+def dns_query(qid, name, qtype):
+    labels = b"".join(bytes([len(p)]) + p.encode() for p in name.split(".")) + b"\x00"
+    return struct.pack(">HHHHHH", qid, 0x0100, 1, 0, 0, 0) + labels + struct.pack(">HH", qtype, 1)
+
+
+def test_queries_for_null_records_are_reported(tmp_path):
+    """Twelve queries for NULL records (iodine's downstream) from 127.0.0.1 to
+    port 53: dns_null_queries. Queries for A records beside them are not
+    counted."""
+    def traffic():
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            for i in range(12):
+                s.sendto(dns_query(i, f"p{i:03x}a9f3k2.t.example.org", 10), ("127.0.0.1", 53))
+                s.sendto(dns_query(100 + i, "www.example.org", 1), ("127.0.0.1", 53))
+    pcap = capture_while(tmp_path, "udp port 53", traffic)
+    alerts = alerts_of(tmp_path, pcap)
+    assert rules_on(alerts, "dns_null_queries") == ["127.0.0.1"], alerts
+    assert "12 DNS queries for NULL records" in next(s for r, _, s in alerts if r == "dns_null_queries")
+
+
+FTP_SERVER = """
+import sys
+from pyftpdlib.authorizers import DummyAuthorizer
+from pyftpdlib.handlers import FTPHandler
+from pyftpdlib.servers import FTPServer
+auth = DummyAuthorizer()
+auth.add_user("alice", "right-pass", sys.argv[2], perm="elr")
+FTPHandler.authorizer = auth
+FTPHandler.auth_failed_timeout = 0
+FTPServer(("127.0.0.1", int(sys.argv[1])), FTPHandler).serve_forever()
+"""
+
+
+def test_refused_ftp_logins_on_the_wire_are_a_brute_force(tmp_path):
+    """pyftpdlib's FTP server, curl guessing alice's password twelve times then
+    logging in: the flows name the user and count each refusal, and
+    cleartext_login_bruteforce is raised for the client."""
+    import duckdb
+    port = free_port()
+    home = tmp_path / "home"
+    home.mkdir()
+    server = subprocess.Popen([sys.executable, "-c", FTP_SERVER, str(port), str(home)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    curl = need("curl")
+    url = f"ftp://127.0.0.1:{port}/"
+    try:
+        wait_until(lambda: subprocess.run([curl, "-s", "-o", "/dev/null", "--user", "alice:right-pass", url])
+                   .returncode == 0, 15, "the FTP server to answer", interval=0.2)
+
+        def traffic():
+            for i in range(12):
+                r = subprocess.run([curl, "-s", "-o", "/dev/null", "--user", f"alice:guess{i}", url])
+                assert r.returncode == 67, r.returncode  # curl: login denied
+            subprocess.run([curl, "-s", "-o", "/dev/null", "--user", "alice:right-pass", url], check=True)
+            time.sleep(0.2)
+        pcap = capture_while(tmp_path, f"tcp port {port}", traffic)
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+    alerts = alerts_of(tmp_path, pcap)
+    assert rules_on(alerts, "cleartext_login_bruteforce") == ["127.0.0.1"], alerts
+    files = [str(f) for f in (tmp_path / "out" / "flows").rglob("*.parquet")]
+    rows = duckdb.sql(f"select login_user, login_attempts, login_failures from read_parquet({files}) "
+                      f"where dst_port = {port} order by first_ts").fetchall()
+    assert rows == [("alice", 1, 1)] * 12 + [("alice", 1, 0)], rows
+    feats = [str(f) for f in (tmp_path / "out" / "features").rglob("*.parquet")]
+    most = duckdb.sql(f"select max(ftp_login_failures_out), max(app_login_failures_out_10m), "
+                      f"max(app_login_successes_out) "
+                      f"from read_parquet({feats}) where entity = '127.0.0.1'").fetchall()[0]
+    # (the readiness check's login is before the capture.)
+    assert most == (12, 12, 1), most
