@@ -143,3 +143,61 @@ def test_refused_ftp_logins_on_the_wire_are_a_brute_force(tmp_path):
                       f"from read_parquet({feats}) where entity = '127.0.0.1'").fetchall()[0]
     # (the readiness check's login is before the capture.)
     assert most == (12, 12, 1), most
+
+
+def test_malformed_application_data_is_counted_as_anomalies(tmp_path):
+    """Application data that breaks its protocol, made on loopback: a server
+    answering curl's HTTP request with a status line without a code, and a
+    client sending mosquitto a PUBLISH with QoS 3 (reserved, MQTT 3.1.1
+    section 3.3.1.2) after a valid CONNECT. Each flow is recognised, counts an
+    anomaly in `app_anomalies`, and its client's `app_anomalies_out` counts it;
+    the replay exits cleanly."""
+    import duckdb
+    import getpass
+    import threading
+    http_port, mqtt_port = free_port(), free_port()
+    listener = socket.create_server(("127.0.0.1", http_port))
+
+    def bad_http_server():
+        conn, _ = listener.accept()
+        with conn:
+            conn.recv(4096)
+            conn.sendall(b"HTTP/1.1 abc\r\nContent-Length: 0\r\n\r\n")
+    conf = tmp_path / "m.conf"
+    conf.write_text(f"user {getpass.getuser()}\nlistener {mqtt_port} 127.0.0.1\nallow_anonymous true\n")
+    broker = subprocess.Popen([need("mosquitto"), "-c", str(conf)], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    connect = b"\x10\x10\x00\x04MQTT\x04\x02\x00\x3c\x00\x04bad1"
+    try:
+        def listening():
+            try:
+                socket.create_connection(("127.0.0.1", mqtt_port)).close()
+                return True
+            except OSError:
+                return False
+        wait_until(listening, 15, "mosquitto to listen", interval=0.2)
+
+        def traffic():
+            t = threading.Thread(target=bad_http_server)
+            t.start()
+            subprocess.run([need("curl"), "-s", "-o", "/dev/null", f"http://127.0.0.1:{http_port}/"])
+            t.join(timeout=10)
+            with socket.create_connection(("127.0.0.1", mqtt_port)) as s:
+                s.sendall(connect)
+                assert s.recv(4) == b"\x20\x02\x00\x00"  # CONNACK, accepted
+                s.sendall(b"\x36\x07\x00\x03a/b\x00\x01")  # PUBLISH, QoS 3
+                time.sleep(0.2)
+        pcap = capture_while(tmp_path, f"tcp port {http_port} or tcp port {mqtt_port}", traffic)
+    finally:
+        listener.close()
+        broker.terminate()
+        broker.wait(timeout=10)
+    alerts_of(tmp_path, pcap)  # replays into tmp_path/out
+    files = [str(f) for f in (tmp_path / "out" / "flows").rglob("*.parquet")]
+    rows = duckdb.sql(f"select dst_port, app_protocol, app_anomalies from read_parquet({files}) "
+                      f"where src_port not in ({http_port}, {mqtt_port}) order by dst_port").fetchall()
+    assert sorted(rows) == sorted([(http_port, "http", 1), (mqtt_port, "mqtt", 1)]), rows
+    feats = [str(f) for f in (tmp_path / "out" / "features").rglob("*.parquet")]
+    (most,), = duckdb.sql(f"select max(app_anomalies_out) from read_parquet({feats}) "
+                          f"where entity = '127.0.0.1'").fetchall()
+    assert most == 2, most

@@ -306,6 +306,18 @@ impl AppState {
             out(observation(&info, i == 0, port, anomalies));
         }
         self.newly_read = 0;
+        // Anomalies met while no side completed (a side that never will, such
+        // as a client that breaks the protocol and is cut off): counted now.
+        let anomalies = self.anomaly_count();
+        if anomalies > self.reported_anomalies {
+            out(AppObs {
+                client_side: false,
+                protocol: self.info.protocol.unwrap_or("").to_string(),
+                anomalies: anomalies - self.reported_anomalies,
+                ..AppObs::default()
+            });
+            self.reported_anomalies = anomalies;
+        }
         let (failures, successes) = (self.logins.failures, self.logins.successes);
         if (failures, successes) != self.reported_logins {
             let (f0, s0) = self.reported_logins;
@@ -318,6 +330,13 @@ impl AppState {
                 ..AppObs::default()
             });
         }
+    }
+
+    /// Anomalies so far, as [`AppState::info`] counts them.
+    fn anomaly_count(&self) -> u32 {
+        self.info.anomalies
+            + self.sides.iter().map(Prefix::anomalies).sum::<u32>()
+            + self.mqtt_violations.iter().sum::<u32>()
     }
 
     fn give_up(&mut self, i: usize) {
