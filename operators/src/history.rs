@@ -204,6 +204,19 @@ struct EntityHistory {
     recent_window: [u64; HORIZON_SLOTS],
 }
 
+impl EntityHistory {
+    fn new(window: u64) -> Self {
+        EntityHistory {
+            last: window,
+            values: [f64::NAN; HISTORY_BASES.len()],
+            deltas: [f64::NAN; HISTORY_BASES.len()],
+            ewma: [Ewma::default(); HISTORY_BASES.len()],
+            recent: [[f64::NAN; HORIZON_SLOTS]; HORIZON_BASES.len()],
+            recent_window: [u64::MAX; HORIZON_SLOTS],
+        }
+    }
+}
+
 /// The timely-free core: per-entity history, fed rows in window order.
 pub struct History {
     /// Column of each base in a row, and of each base's three outputs.
@@ -268,78 +281,65 @@ impl History {
     /// Fills the history features of `row` and records it. Rows of one entity
     /// must come in window order.
     pub fn apply(&mut self, row: &mut FeatureRow) {
-        let n = self.base_idx.len();
-        let mut now = [f64::NAN; HISTORY_BASES.len()];
-        for (x, &i) in now.iter_mut().zip(&self.base_idx) {
-            *x = row.values[i];
-        }
-        let prev = self.state.get(&row.entity).map(|(_, b)| &**b);
-        let adjacent = prev.filter(|p| p.last + 1 == row.window);
-        let mut deltas = [f64::NAN; HISTORY_BASES.len()];
-        for k in 0..n {
-            let x = now[k];
+        // The entity's state, updated in place (it is a kilobyte: copying it
+        // per row cost more than the arithmetic).
+        let (fresh, h) = match self.state.get_mut(&row.entity) {
+            Some((last, h)) => {
+                *last = row.window;
+                (false, &mut **h)
+            }
+            None => {
+                let e = self
+                    .state
+                    .entry(row.entity.clone())
+                    .or_insert((row.window, Box::new(EntityHistory::new(row.window))));
+                (true, &mut *e.1)
+            }
+        };
+        let adjacent = !fresh && h.last + 1 == row.window;
+        for (k, &bi) in self.base_idx.iter().enumerate() {
+            let x = row.values[bi];
             let [di, ai, zi] = self.out_idx[k];
-            let delta = adjacent.map_or(f64::NAN, |p| x - p.values[k]);
-            deltas[k] = delta;
-            let accel = adjacent.map_or(f64::NAN, |p| delta - p.deltas[k]);
-            let z = prev
-                .filter(|_| !x.is_nan())
-                .and_then(|p| p.ewma[k].z(x))
-                .unwrap_or(f64::NAN);
+            let delta = if adjacent { x - h.values[k] } else { f64::NAN };
+            let accel = if adjacent {
+                delta - h.deltas[k]
+            } else {
+                f64::NAN
+            };
+            let z = if fresh || x.is_nan() {
+                None
+            } else {
+                h.ewma[k].z(x)
+            };
             // NaN in, NaN out: a null anywhere gives a null.
             row.values[di] = delta;
             row.values[ai] = accel;
-            row.values[zi] = if z.is_finite() { z } else { f64::NAN };
+            row.values[zi] = z.filter(|z| z.is_finite()).unwrap_or(f64::NAN);
+            h.values[k] = x;
+            h.deltas[k] = delta;
+            if !x.is_nan() {
+                h.ewma[k].push(x);
+            }
         }
-        let (mut recent, mut recent_window) = prev.map_or(
-            (
-                [[f64::NAN; HORIZON_SLOTS]; HORIZON_BASES.len()],
-                [u64::MAX; HORIZON_SLOTS],
-            ),
-            |p| (p.recent, p.recent_window),
-        );
+        h.last = row.window;
         let slot = (row.window % HORIZON_SLOTS as u64) as usize;
-        recent_window[slot] = row.window;
+        h.recent_window[slot] = row.window;
         for (k, &(bi, si, mi)) in self.horizon_idx.iter().enumerate() {
-            recent[k][slot] = row.values[bi];
+            h.recent[k][slot] = row.values[bi];
             let (mut sum, mut max) = (f64::NAN, f64::NAN);
             for back in 0..HORIZON_WINDOWS {
                 let Some(w) = row.window.checked_sub(2 * back) else {
                     break;
                 };
                 let s = (w % HORIZON_SLOTS as u64) as usize;
-                let v = recent[k][s];
-                if recent_window[s] == w && !v.is_nan() {
+                let v = h.recent[k][s];
+                if h.recent_window[s] == w && !v.is_nan() {
                     sum = if sum.is_nan() { v } else { sum + v };
                     max = max.max(v);
                 }
             }
             row.values[si] = sum;
             row.values[mi] = max;
-        }
-        let mut ewma = prev.map_or([Ewma::default(); HISTORY_BASES.len()], |p| p.ewma);
-        for k in 0..n {
-            if !now[k].is_nan() {
-                ewma[k].push(now[k]);
-            }
-        }
-        let next = EntityHistory {
-            last: row.window,
-            values: now,
-            deltas,
-            ewma,
-            recent,
-            recent_window,
-        };
-        match self.state.get_mut(&row.entity) {
-            Some((last, h)) => {
-                *last = row.window;
-                **h = next;
-            }
-            None => {
-                self.state
-                    .insert(row.entity.clone(), (row.window, Box::new(next)));
-            }
         }
     }
 

@@ -495,33 +495,56 @@ impl<'scope> MergeRows<'scope> for Stream<'scope, u64, Vec<FeatureRow>> {
                 });
                 let f = frontier.frontier().first().copied();
                 while let Some((w, cap, rows)) = hold.pop_complete(f) {
-                    let mut merged: Map<Entity, Box<[f64]>> = Map::default();
-                    for r in rows {
-                        match merged.entry(r.entity) {
-                            std::collections::hash_map::Entry::Occupied(mut e) => {
-                                merge_values(e.get_mut(), &r.values);
-                            }
-                            std::collections::hash_map::Entry::Vacant(e) => {
-                                e.insert(r.values);
-                            }
-                        }
-                    }
-                    let mut out: Vec<FeatureRow> = merged
-                        .into_iter()
-                        .map(|(entity, mut values)| {
-                            crate::features::fill_cross(&mut values);
-                            FeatureRow {
-                                entity,
-                                window: w,
-                                values,
-                            }
-                        })
-                        .collect();
+                    let mut out = merge_window(rows, w);
                     output.session(&cap).give_container(&mut out);
                 }
             }
         })
     }
+}
+
+/// The rows of one window merged per entity. Packet rows (every one has
+/// `packets_out`) are most of them and at most one per entity: they keep
+/// their order, and only the few rows of the other families (logs, devices,
+/// application observations) are looked up and merged into them; rows of
+/// entities without packets follow. Order and memory stay as the window
+/// operator made them, which the Parquet encoder and the statistics after it
+/// read faster than rows scattered by a hash map.
+fn merge_window(rows: Vec<FeatureRow>, w: u64) -> Vec<FeatureRow> {
+    let mut others: Map<Entity, Box<[f64]>> = Map::default();
+    let mut out: Vec<FeatureRow> = Vec::with_capacity(rows.len());
+    for r in rows {
+        if r.values.first().is_some_and(|v| !v.is_nan()) {
+            out.push(r);
+            continue;
+        }
+        match others.entry(r.entity) {
+            std::collections::hash_map::Entry::Occupied(mut e) => {
+                merge_values(e.get_mut(), &r.values);
+            }
+            std::collections::hash_map::Entry::Vacant(e) => {
+                e.insert(r.values);
+            }
+        }
+    }
+    if !others.is_empty() {
+        for r in out.iter_mut() {
+            if let Some(v) = others.remove(&r.entity) {
+                merge_values(&mut r.values, &v);
+            }
+        }
+        let mut rest: Vec<(Entity, Box<[f64]>)> = others.into_iter().collect();
+        rest.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        out.extend(rest.into_iter().map(|(entity, values)| FeatureRow {
+            entity,
+            window: w,
+            values,
+        }));
+    }
+    for r in out.iter_mut() {
+        crate::features::fill_cross(&mut r.values);
+    }
+    out
 }
 
 /// Cuts feature rows down to the packet features (the first columns).
@@ -552,6 +575,37 @@ impl<'scope> PacketFeaturesOnly<'scope> for Stream<'scope, u64, Vec<FeatureRow>>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn merging_keeps_packet_rows_in_order_and_fills_them_from_other_families() {
+        let n = crate::features::count();
+        let row = |e: &str, first: f64, last: f64| {
+            let mut values = vec![f64::NAN; n];
+            values[0] = first;
+            values[n - 1] = last;
+            FeatureRow {
+                entity: Entity::Name(e.into()),
+                window: 7,
+                values: values.into(),
+            }
+        };
+        // Packet rows c, a, b (packets_out set); rows of another family for a
+        // and for z, which has no packets.
+        let rows = vec![
+            row("c", 1.0, f64::NAN),
+            row("z", f64::NAN, 9.0),
+            row("a", 2.0, f64::NAN),
+            row("a", f64::NAN, 5.0),
+            row("b", 3.0, f64::NAN),
+        ];
+        let out = merge_window(rows, 7);
+        let names: Vec<String> = out.iter().map(|r| r.entity.to_string()).collect();
+        assert_eq!(names, ["c", "a", "b", "z"]);
+        let a = &out[1].values;
+        assert_eq!((a[0], a[n - 1]), (2.0, 5.0));
+        assert!(out[0].values[n - 1].is_nan() && out[3].values[0].is_nan());
+        assert!(out.iter().all(|r| r.window == 7));
+    }
 
     #[test]
     fn an_item_is_new_unless_seen_in_the_four_panes_before_the_window() {

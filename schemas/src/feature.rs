@@ -120,6 +120,18 @@ pub fn features_to_batch(
     defs: &[FeatureDef],
     rows: &[FeatureRow],
 ) -> Result<RecordBatch, SchemaError> {
+    features_to_batch_with_stats(schema, defs, rows, None)
+}
+
+/// [`features_to_batch`], adding each column's values to `stats` (when given)
+/// while the column is at hand: one pass over contiguous values per column
+/// rather than one over every row's values.
+pub fn features_to_batch_with_stats(
+    schema: &SchemaRef,
+    defs: &[FeatureDef],
+    rows: &[FeatureRow],
+    mut stats: Option<&mut FeatureStats>,
+) -> Result<RecordBatch, SchemaError> {
     let n = rows.len();
     if let Some(r) = rows.iter().find(|r| r.values.len() != defs.len()) {
         return Err(SchemaError::RowWidth {
@@ -165,11 +177,17 @@ pub fn features_to_batch(
         }
     }
     let mut columns = columns.into_iter();
-    for (d, live) in defs.iter().zip(live) {
+    for (i, (d, live)) in defs.iter().zip(live).enumerate() {
         let Some(mut values) = live.then(|| columns.next()).flatten() else {
+            if let Some(c) = stats.as_mut().and_then(|s| s.columns.get_mut(i)) {
+                c.add_nulls(n as u64);
+            }
             arrays.push(arrow_array::new_null_array(&d.dtype.arrow(), n));
             continue;
         };
+        if let Some(c) = stats.as_mut().and_then(|s| s.columns.get_mut(i)) {
+            c.add_column(&values);
+        }
         let nan = values.iter().filter(|v| v.is_nan()).count();
         let nulls = (nan > 0).then(|| NullBuffer::from_iter(values.iter().map(|v| !v.is_nan())));
         arrays.push(match d.dtype {
@@ -225,6 +243,51 @@ impl ColumnStats {
         let d = v - self.mean;
         self.mean += d / n;
         self.m2 += d * (v - self.mean);
+    }
+
+    /// Adds `n` nulls.
+    pub fn add_nulls(&mut self, n: u64) {
+        self.count += n;
+        self.nulls += n;
+    }
+
+    /// Adds a column's values (NaN stands for null): their own count, extremes,
+    /// mean and sum of squared deviations, merged into the running ones
+    /// (Chan, Golub and LeVeque's pairwise update), which is what [`push`]
+    /// gives value by value, up to rounding.
+    ///
+    /// [`push`]: ColumnStats::push
+    pub fn add_column(&mut self, values: &[f64]) {
+        let (mut nb, mut sum, mut min, mut max) = (0u64, 0.0, f64::INFINITY, f64::NEG_INFINITY);
+        for &v in values.iter().filter(|v| !v.is_nan()) {
+            nb += 1;
+            sum += v;
+            min = min.min(v);
+            max = max.max(v);
+        }
+        self.count += values.len() as u64;
+        self.nulls += values.len() as u64 - nb;
+        if nb == 0 {
+            return;
+        }
+        let mean_b = sum / nb as f64;
+        let m2_b: f64 = values
+            .iter()
+            .filter(|v| !v.is_nan())
+            .map(|v| (v - mean_b) * (v - mean_b))
+            .sum();
+        let na = self.present() - nb;
+        if na == 0 {
+            (self.min, self.max, self.mean, self.m2) = (min, max, mean_b, m2_b);
+            return;
+        }
+        let (na, nbf) = (na as f64, nb as f64);
+        let n = na + nbf;
+        let delta = mean_b - self.mean;
+        self.mean += delta * nbf / n;
+        self.m2 += m2_b + delta * delta * na * nbf / n;
+        self.min = self.min.min(min);
+        self.max = self.max.max(max);
     }
 
     fn present(&self) -> u64 {
@@ -342,6 +405,40 @@ mod tests {
         let meta = metadata_json(&DEFS);
         assert_eq!(meta["feature_count"], 2);
         assert_eq!(meta["features"][1]["dtype"], "float");
+    }
+
+    #[test]
+    fn column_statistics_equal_value_by_value_ones() {
+        let xs: Vec<f64> = (0..1000)
+            .map(|i| {
+                if i % 7 == 0 {
+                    f64::NAN
+                } else {
+                    (i as f64 * 0.37).sin() * 1e6
+                }
+            })
+            .collect();
+        let mut one = ColumnStats::default();
+        xs.iter().for_each(|v| one.push(*v));
+        let mut cols = ColumnStats::default();
+        for chunk in xs.chunks(97) {
+            cols.add_column(chunk);
+        }
+        cols.add_nulls(5);
+        one.add_nulls(5);
+        assert_eq!((cols.count, cols.nulls), (one.count, one.nulls));
+        let (a, b) = (cols.to_json(), one.to_json());
+        for k in ["min", "max", "mean", "std"] {
+            let (x, y) = (
+                a[k].as_f64().unwrap_or(f64::NAN),
+                b[k].as_f64().unwrap_or(0.0),
+            );
+            assert!((x - y).abs() <= 1e-9 * y.abs().max(1.0), "{k}: {x} vs {y}");
+        }
+        // All null: no values.
+        let mut none = ColumnStats::default();
+        none.add_column(&[f64::NAN, f64::NAN]);
+        assert!(none.to_json()["mean"].is_null());
     }
 
     #[test]

@@ -27,7 +27,7 @@ pub use event::{
 };
 pub use feature::{
     ColumnStats, Entity, FeatureDef, FeatureDtype, FeatureRow, FeatureStats, features_schema,
-    features_to_batch, metadata_json, metadata_json_with_stats,
+    features_to_batch, features_to_batch_with_stats, metadata_json, metadata_json_with_stats,
 };
 pub use flow::{EndReason, FlowRecord, Summary, flows_schema, flows_to_batch};
 pub use hash::{stable_hash, stable_hasher};

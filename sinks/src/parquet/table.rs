@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use amoskys_schemas::{
     Alert, EventRow, FeatureDef, FeatureRow, FeatureStats, FlowRecord, SchemaError, alerts_schema,
     alerts_to_batch, events_schema, events_to_batch, features_schema, features_to_batch,
-    flows_schema, flows_to_batch,
+    features_to_batch_with_stats, flows_schema, flows_to_batch,
 };
 
 /// How one table's rows become Arrow batches, and which hour partition a row is in.
@@ -94,11 +94,12 @@ impl TableRows for FeatureTable {
         row.window_start_us()
     }
     fn to_batch(&self, rows: &[FeatureRow]) -> Result<RecordBatch, SchemaError> {
-        let batch = features_to_batch(&self.schema, &self.defs, rows)?;
-        if let Ok(mut st) = self.stats.lock() {
-            st.add(rows);
+        match self.stats.lock() {
+            Ok(mut st) => {
+                features_to_batch_with_stats(&self.schema, &self.defs, rows, Some(&mut st))
+            }
+            Err(_) => features_to_batch(&self.schema, &self.defs, rows),
         }
-        Ok(batch)
     }
 }
 
