@@ -394,6 +394,13 @@ def test_refused_mqtt_logins_on_the_wire_raise_an_alert(tmp_path):
         broker.wait(timeout=10)
     alerts = alerts_of(tmp_path, pcap)
     assert any(r == "mqtt_auth_failures" and e == "127.0.0.1" for r, e, _ in alerts), alerts
+    # The four refusals are logins refused on the wire, as FTP's are.
+    import duckdb
+    feats = [str(f) for f in (tmp_path / "out" / "features").rglob("*.parquet")]
+    most = duckdb.sql(f"select max(mqtt_auth_failures_out), max(app_login_failures_out), "
+                      f"max(app_login_failures_out_10m) from read_parquet({feats}) "
+                      f"where entity = '127.0.0.1'").fetchall()[0]
+    assert most == (4, 4, 4), most
 
 
 def test_application_detections_stay_quiet_on_the_l7_captures(flows):

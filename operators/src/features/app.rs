@@ -326,8 +326,8 @@ pub(super) static APP_FEATURES: &[FamilyFeature<AppAcc>] = &[
     feature!(
         "app_login_failures_out",
         "logins",
-        "Logins of the host refused by FTP, SMTP (AUTH), POP3 and IMAP servers, read from both sides of clear-text connections (FTP 530, SMTP 535, POP3 -ERR, IMAP NO in answer to a login).",
-        |a| a.login_failures.iter().sum()
+        "Logins of the host refused by FTP, SMTP (AUTH), POP3, IMAP and MQTT servers, read from both sides of clear-text connections (FTP 530, SMTP 535, POP3 -ERR, IMAP NO in answer to a login; MQTT CONNACK 4, 5, 134 or 135).",
+        |a| a.login_failures.iter().sum::<u64>() + a.mqtt_auth_failures
     ),
     feature!(
         "ftp_login_failures_out",
