@@ -248,6 +248,8 @@ fn rfc4514(name: &X509Name<'_>) -> String {
                 out.push('+');
             }
             match oid2abbrev(atv.attr_type(), oid_registry()) {
+                // PKCS #9 emailAddress: OpenSSL's (and so Zeek's) short name.
+                Ok("Email") => out.push_str("emailAddress"),
                 Ok(short) => out.push_str(short),
                 Err(_) => out.push_str(&atv.attr_type().to_id_string()),
             }
