@@ -222,7 +222,9 @@ fn smtp(client: &[u8], server: &[u8]) -> Logins {
 fn pop3_multiline(verb: &[u8], arg: &[u8]) -> bool {
     match verb {
         b"CAPA" | b"RETR" | b"TOP" => true,
-        b"LIST" | b"UIDL" => arg.trim_ascii().is_empty(),
+        // Without arguments: LIST and UIDL list every message, AUTH the
+        // mechanisms (RFC 5034 section 4).
+        b"LIST" | b"UIDL" | b"AUTH" => arg.trim_ascii().is_empty(),
         _ => false,
     }
 }
@@ -384,6 +386,11 @@ mod tests {
         let l = read(Text::Pop3, c, s);
         assert_eq!((l.attempts, l.failures, l.successes), (2, 1, 1));
         assert_eq!(l.user.as_deref(), Some("carol"));
+        // AUTH without arguments lists the mechanisms, in lines up to a dot.
+        let c = b"AUTH\r\nUSER erin\r\nPASS x\r\n";
+        let s = b"+OK\r\n+OK mechanisms\r\nPLAIN\r\n.\r\n+OK\r\n+OK logged in\r\n";
+        let l = read(Text::Pop3, c, s);
+        assert_eq!((l.attempts, l.failures, l.successes), (1, 0, 1));
         let l = read(
             Text::Pop3,
             b"APOP dave c4c9334bac560ecc979e58001b3e22fb\r\n",
