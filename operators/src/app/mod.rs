@@ -307,28 +307,22 @@ impl AppState {
         }
         self.newly_read = 0;
         // Anomalies met while no side completed (a side that never will, such
-        // as a client that breaks the protocol and is cut off): counted now.
+        // as a client that breaks the protocol and is cut off) and login
+        // outcomes: counted as they come, in one observation.
         let anomalies = self.anomaly_count();
-        if anomalies > self.reported_anomalies {
+        let logins = (self.logins.failures, self.logins.successes);
+        if anomalies > self.reported_anomalies || logins != self.reported_logins {
+            let (f0, s0) = self.reported_logins;
             out(AppObs {
                 client_side: false,
                 protocol: self.info.protocol.unwrap_or("").to_string(),
-                anomalies: anomalies - self.reported_anomalies,
+                anomalies: anomalies.saturating_sub(self.reported_anomalies),
+                login_failures: logins.0.saturating_sub(f0),
+                login_successes: logins.1.saturating_sub(s0),
                 ..AppObs::default()
             });
             self.reported_anomalies = anomalies;
-        }
-        let (failures, successes) = (self.logins.failures, self.logins.successes);
-        if (failures, successes) != self.reported_logins {
-            let (f0, s0) = self.reported_logins;
-            self.reported_logins = (failures, successes);
-            out(AppObs {
-                client_side: false,
-                protocol: self.info.protocol.unwrap_or("").to_string(),
-                login_failures: failures.saturating_sub(f0),
-                login_successes: successes.saturating_sub(s0),
-                ..AppObs::default()
-            });
+            self.reported_logins = logins;
         }
     }
 
@@ -360,8 +354,7 @@ impl AppState {
                 }
             }
         }
-        info.anomalies += self.sides.iter().map(Prefix::anomalies).sum::<u32>();
-        info.anomalies += self.mqtt_violations.iter().sum::<u32>();
+        info.anomalies = self.anomaly_count();
         if self.logins.attempts > 0 || self.logins.user.is_some() {
             info.login_user = self.logins.user.clone();
             info.login_attempts = Some(self.logins.attempts);

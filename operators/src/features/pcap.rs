@@ -5,9 +5,12 @@
 //! of a capture. Inter-arrival times are gaps between consecutive packets of one
 //! direction in capture order.
 //!
-//! Why one file of this size: one family: the catalogue of packet features (an
-//! entry of name, unit, meaning, null rule and computation for each of them) over
-//! the packet accumulator of features/mod.rs.
+//! Why one file of this size: it holds one thing, the catalogue of packet
+//! features (an entry of name, unit, meaning, null rule and computation for each
+//! of them, DNS, UDP reflection and ICMP echo included) over the packet
+//! accumulator of features/mod.rs. It is one static table in column order, the
+//! order of the `features` table; split, its parts would have to be joined back
+//! in that order at run time.
 
 use amoskys_schemas::{FeatureDtype, WINDOW_SECONDS};
 
