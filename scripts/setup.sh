@@ -5,6 +5,8 @@
 #                             PyPI's duckdb-cli) to read the output
 #   scripts/setup.sh --test   also the test tools: tshark/capinfos, net-snmp's
 #                             snmpd and snmpget, mosquitto and its clients, curl,
+#                             inetutils' telnetd and socat to start it on
+#                             loopback (no inetd service is enabled), ping,
 #                             and a Python venv (.venv) with DuckDB, pyarrow and
 #                             snmpsim (the tests start and stop every server
 #                             themselves, on free loopback ports)
@@ -15,7 +17,7 @@ want_test=0
 [[ ${1:-} == --test ]] && want_test=1
 
 packages=(gcc libc6-dev pkg-config libpcap-dev python3 python3-venv)
-(( want_test )) && packages+=(tshark bsdutils snmpd snmp mosquitto mosquitto-clients curl openssl iputils-ping)
+(( want_test )) && packages+=(tshark bsdutils snmpd snmp mosquitto mosquitto-clients curl openssl iputils-ping inetutils-telnetd socat)
 
 missing=()
 for p in "${packages[@]}"; do

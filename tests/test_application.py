@@ -263,6 +263,31 @@ def test_ftp_logins_equal_zeeks_ftp_log(flows):
     assert not bad, bad
 
 
+def test_telnet_login_equals_ndpis(tmp_path):
+    """nDPI's Telnet capture (an OpenBSD login(1) session): the protocol, the
+    user name nDPI reports, and the one attempt, accepted ("Last login"). The
+    password typed is in no column."""
+    import re
+    cap = DATA / "pcap" / "ndpi" / "telnet.pcap"
+    ndpi = list(ndpi_flows(cap.with_name("telnet.pcap.out")))
+    assert len(ndpi) == 1
+    a, ap, b, bp, rest = ndpi[0]
+    r = run_bin("replay", "--no-progress", "--out", str(tmp_path), str(cap))
+    assert r.returncode == 0, r.stderr
+    rows = [row for f in (tmp_path / "flows").rglob("*.parquet") for row in pq.read_table(f).to_pylist()]
+    f = next(row for row in rows if (row["src_ip"], row["src_port"], row["dst_ip"], row["dst_port"]) == (a, ap, b, bp))
+    assert "[proto: 77/Telnet]" in rest
+    results = [
+        ("protocol", "telnet", f["app_protocol"], cap.name),
+        ("login_user", re.search(r"\[Username: ([^\]]*)\]", rest).group(1), f["login_user"], cap.name),
+        ("attempts", 1, f["login_attempts"], cap.name),
+        ("failures", 0, f["login_failures"], cap.name),
+    ]
+    bad = agreement("Telnet login vs nDPI", results)
+    assert not bad, bad
+    assert all("user" != v for row in rows for v in row.values() if isinstance(v, str))
+
+
 def test_protocols_are_recognised_by_content_not_port(flows):
     """nDPI's HTTP on the SIP port, Zeek's HTTP on a non-standard port, TLS to
     port 3001: recognised by what they carry."""

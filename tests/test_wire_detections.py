@@ -1,6 +1,6 @@
 """Detections read from packets, on traffic made on loopback by real tools and
-sockets (ping, curl against pyftpdlib's FTP server, UDP and DNS datagrams from
-Python's socket module), captured by tshark and replayed: each raises its
+sockets (ping, curl against pyftpdlib's FTP server, inetutils' telnetd with the
+system's login(1), UDP and DNS datagrams from Python's socket module), captured by tshark and replayed: each raises its
 detection on the host that did it, and on no other."""
 import socket
 import struct
@@ -8,7 +8,7 @@ import subprocess
 import sys
 import time
 
-from conftest import wait_until
+from conftest import run_bin, wait_until
 from livejob import free_port, need
 from wire import alerts_of, capture_while
 
@@ -143,6 +143,99 @@ def test_refused_ftp_logins_on_the_wire_are_a_brute_force(tmp_path):
                       f"from read_parquet({feats}) where entity = '127.0.0.1'").fetchall()[0]
     # (the readiness check's login is before the capture.)
     assert most == (12, 12, 1), most
+
+
+class TelnetClient:
+    """A Telnet client on a socket: refuses every option the server offers or
+    asks for (RFC 854's minimal implementation) and reads text until a prompt."""
+
+    def __init__(self, port):
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=20)
+        self.text = b""
+
+    def until(self, prompt):
+        while prompt not in self.text:
+            data = self.sock.recv(4096)
+            assert data, f"the server closed before {prompt!r}: {self.text!r}"
+            answer, i = b"", 0
+            while i < len(data):
+                if data[i] == 255 and i + 2 < len(data) and 251 <= data[i + 1] <= 254:
+                    # WILL/WONT → DONT; DO/DONT → WONT.
+                    answer += bytes([255, 254 if data[i + 1] <= 252 else 252, data[i + 2]])
+                    i += 3
+                else:
+                    self.text += data[i:i + 1]
+                    i += 1
+            if answer:
+                self.sock.sendall(answer)
+        self.text = self.text.split(prompt, 1)[1]
+
+    def line(self, text):
+        self.sock.sendall(text.encode() + b"\r\n")
+
+
+def test_refused_telnet_logins_on_the_wire_are_counted(tmp_path):
+    """inetutils' telnetd running the system's login(1) (socat accepting on
+    loopback, as inetd would), and two clients each failing twice for users
+    that do not exist: the flows say telnet, name each client's last user and
+    count its refusals; the client host's telnet_login_failures_out is 4."""
+    import duckdb
+    import threading
+    port = free_port()
+    server = subprocess.Popen([need("socat"), f"TCP-LISTEN:{port},bind=127.0.0.1,reuseaddr,fork",
+                               f"EXEC:{need('telnetd')} -E /bin/login,nofork"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    errors = []
+
+    def guess(n):
+        try:
+            c = TelnetClient(port)
+            for k in range(2):
+                c.until(b"login: ")
+                c.line(f"nobody-{n}-{k}")
+                c.until(b"Password: ")
+                c.line(f"guess-{n}-{k}")
+            c.until(b"login: ")
+            c.sock.close()
+        except Exception as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    try:
+        def ready():
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                return True
+            except OSError:
+                return False
+        wait_until(ready, 15, "socat to listen", interval=0.1)
+
+        def traffic():
+            clients = [threading.Thread(target=guess, args=(n,)) for n in range(2)]
+            for t in clients:
+                t.start()
+            for t in clients:
+                t.join(60)
+        pcap = capture_while(tmp_path, f"tcp port {port}", traffic)
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+    assert not errors, errors
+    out = tmp_path / "out"
+    r = run_bin("replay", "--no-progress", "--out", str(out), str(pcap))
+    assert r.returncode == 0, r.stderr
+    files = [str(f) for f in (out / "flows").rglob("*.parquet")]
+    rows = duckdb.sql(f"select app_protocol, login_user, login_attempts, login_failures "
+                      f"from read_parquet({files}) where dst_port = {port} and src_port != 0 "
+                      f"order by login_user").fetchall()
+    assert rows == [("telnet", "nobody-0-1", 2, 2), ("telnet", "nobody-1-1", 2, 2)], rows
+    feats = [str(f) for f in (out / "features").rglob("*.parquet")]
+    most = duckdb.sql(f"select max(telnet_login_failures_out), max(app_login_failures_out_10m), "
+                      f"max(app_login_successes_out) "
+                      f"from read_parquet({feats}) where entity = '127.0.0.1'").fetchall()[0]
+    assert most == (4, 4, 0), most
+    # The passwords are in no column.
+    every = duckdb.sql(f"select * from read_parquet({files})").fetchall()
+    assert not [v for row in every for v in row if "guess-" in str(v)]
 
 
 def test_malformed_application_data_is_counted_as_anomalies(tmp_path):

@@ -1,12 +1,15 @@
 //! Logins in clear-text protocols, read from both sides of a connection: FTP
 //! (RFC 959: USER, PASS), SMTP AUTH (RFC 4954), POP3 (RFC 1939: USER, PASS,
-//! APOP; RFC 5034: AUTH) and IMAP (RFC 9051: LOGIN, AUTHENTICATE). Each
-//! attempt's outcome is taken from the server's answer to it; the user name is
-//! kept, the secret never.
+//! APOP; RFC 5034: AUTH), IMAP (RFC 9051: LOGIN, AUTHENTICATE) and Telnet
+//! (RFC 854) login dialogues. Each attempt's outcome is taken from the
+//! server's answer to it; the user name is kept, the secret never.
 //!
 //! FTP, SMTP and POP3 answer every command with one final reply, in order, so
 //! commands and replies are paired by position; IMAP answers by tag. Only whole
-//! lines count; reading stops where the connection turns to TLS.
+//! lines count; reading stops where the connection turns to TLS. Telnet has no
+//! protocol for logging in: `login(1)` and network devices prompt for a name
+//! and a password in text, and say "Login incorrect" or let the user in; see
+//! [`telnet`].
 
 use base64::Engine;
 
@@ -40,6 +43,7 @@ pub enum Text {
     Smtp,
     Pop3,
     Imap,
+    Telnet,
 }
 
 /// Longest user name kept.
@@ -114,6 +118,7 @@ pub fn read(proto: Text, client: &[u8], server: &[u8]) -> Logins {
         Text::Smtp => smtp(client, server),
         Text::Pop3 => pop3(client, server),
         Text::Imap => imap(client, server),
+        Text::Telnet => telnet(client, server),
     }
 }
 
@@ -335,6 +340,167 @@ fn imap(client: &[u8], server: &[u8]) -> Logins {
     out
 }
 
+/// The data of a Telnet side: commands (IAC, byte 255, and the command) and
+/// option subnegotiations (IAC SB … IAC SE) taken out, IAC IAC read as 255.
+fn telnet_data(b: &[u8]) -> Vec<u8> {
+    const IAC: u8 = 255;
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] != IAC {
+            out.push(b[i]);
+            i += 1;
+            continue;
+        }
+        match b.get(i + 1) {
+            Some(&IAC) => {
+                out.push(IAC);
+                i += 2;
+            }
+            // SB: up to IAC SE (240).
+            Some(250) => match b[i + 2..].windows(2).position(|w| w == [IAC, 240]) {
+                Some(at) => i += 2 + at + 2,
+                None => break,
+            },
+            // WILL, WONT, DO, DONT name an option.
+            Some(251..=254) => i += 3,
+            Some(_) => i += 2,
+            None => break,
+        }
+    }
+    out
+}
+
+/// What a line of a Telnet server's text says about a login.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Said {
+    AskUser,
+    AskPassword,
+    Refused,
+    /// Text after a password that is neither a refusal nor a new prompt.
+    Other,
+}
+
+/// Messages of refusal: util-linux, shadow and BusyBox `login` ("Login
+/// incorrect"), BSD ("Login incorrect", "Permission denied"), Cisco IOS
+/// ("% Login invalid", "% Authentication failed", "% Access denied", "% Bad
+/// passwords", "% Bad secrets"), Juniper
+/// ("Login incorrect"), Windows ("Logon failure"), and the general forms.
+const REFUSALS: [&str; 12] = [
+    "login incorrect",
+    "login invalid",
+    "invalid login",
+    "login failed",
+    "authentication failed",
+    "authentication failure",
+    "access denied",
+    "permission denied",
+    "logon failure",
+    "incorrect password",
+    "bad password",
+    "bad secret",
+];
+
+fn telnet_said(line: &str, complete: bool) -> Option<Said> {
+    let l = line.trim_matches(|c: char| c.is_whitespace() || c == '\0');
+    if l.is_empty() {
+        return None;
+    }
+    if REFUSALS.iter().any(|r| l.contains(r)) {
+        return Some(Said::Refused);
+    }
+    // "Last login: …" after a success is not a prompt.
+    if l.starts_with("last ") {
+        return Some(Said::Other);
+    }
+    if PROMPTS[3..].iter().any(|p| l.ends_with(p)) {
+        return Some(Said::AskPassword);
+    }
+    if PROMPTS[..3].iter().any(|p| l.ends_with(p)) || l.ends_with("user:") {
+        return Some(Said::AskUser);
+    }
+    // A line still being written may be a refusal in the making; a shell
+    // prompt is the one unfinished line that says the user is in.
+    (complete || l.ends_with(['$', '#', '>', '%'])).then_some(Said::Other)
+}
+
+/// The lines a Telnet client typed (ended by CR LF, CR NUL, CR or LF), with
+/// backspace and DEL applied; the last, unfinished one left out.
+fn typed_lines(data: &[u8]) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut line = Vec::new();
+    let mut after_cr = false;
+    for &b in data {
+        match b {
+            b'\r' => {
+                out.push(std::mem::take(&mut line));
+                after_cr = true;
+                continue;
+            }
+            // The second byte of CR LF or CR NUL.
+            b'\n' | 0 if after_cr => {}
+            b'\n' => out.push(std::mem::take(&mut line)),
+            0 => {}
+            8 | 127 => {
+                line.pop();
+            }
+            _ => line.push(b),
+        }
+        after_cr = false;
+    }
+    out
+}
+
+/// Words that end a prompt: each is read as a line of its own, as the answer
+/// typed after it is not always echoed.
+const PROMPTS: [&str; 6] = [
+    "login:",
+    "username:",
+    "user name:",
+    "password:",
+    "passcode:",
+    "passwd:",
+];
+
+/// Telnet logins: the server's prompts for a name and a password, paired in
+/// order with the lines the client typed; after a password, a refusal or a
+/// new prompt is a failure and other text (a banner, "Last login", a shell
+/// prompt) a success.
+fn telnet(client: &[u8], server: &[u8]) -> Logins {
+    let mut out = Logins::default();
+    let mut typed = typed_lines(&telnet_data(client)).into_iter();
+    let mut server = String::from_utf8_lossy(&telnet_data(server)).to_lowercase();
+    for p in PROMPTS {
+        server = server.replace(p, &format!("{p}\n"));
+    }
+    // A password sent and not yet answered.
+    let mut pending = false;
+    let mut lines = server.split('\n').peekable();
+    while let Some(line) = lines.next() {
+        let complete = lines.peek().is_some();
+        let Some(said) = telnet_said(line, complete) else {
+            continue;
+        };
+        if pending {
+            pending = false;
+            out.outcome(said == Said::Other);
+        }
+        match said {
+            Said::AskUser => match typed.next() {
+                Some(u) => out.user = Some(text(&u)),
+                None => break,
+            },
+            // The password is consumed, never kept.
+            Said::AskPassword => match typed.next() {
+                Some(_) => pending = true,
+                None => break,
+            },
+            Said::Refused | Said::Other => {}
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -413,8 +579,43 @@ mod tests {
     }
 
     #[test]
+    fn telnet_prompts_and_answers() {
+        // Option negotiation, a pre-login banner, two refusals (one typed with
+        // a backspace), then a success with a shell prompt.
+        let s = b"\xff\xfd\x18\xff\xfd\x20\xff\xfa\x18\x01\xff\xf0\r\nLinux 6.1 (host)\r\n\r\n\
+                  host login: Password: \r\n\r\nLogin incorrect\r\nhost login: \
+                  Password: \r\nLogin incorrect\r\nhost login: Password: \r\n\
+                  Last login: Mon Dec  7 on pts/1\r\nuser@host:~$ ";
+        let c = b"\xff\xfb\x18\xff\xfa\x18\x00xterm\xff\xf0root\r\nx\r\nadmin\r\ny\r\n\
+                  alicx\x7fe\r\0secret\r\0";
+        let l = read(Text::Telnet, c, s);
+        assert_eq!((l.attempts, l.failures, l.successes), (3, 2, 1));
+        assert_eq!(l.user.as_deref(), Some("alice"));
+        // An answer still being written, or not yet typed, counts nothing.
+        let cut = s.len()
+            - b"ogin incorrect\r\nhost login: Password: \r\n\
+                               Last login: Mon Dec  7 on pts/1\r\nuser@host:~$ "
+                .len();
+        let l = read(Text::Telnet, c, &s[..cut]);
+        assert_eq!((l.attempts, l.failures), (1, 1));
+        let l = read(
+            Text::Telnet,
+            b"root\r\n",
+            b"login: Password: \r\nLogin incorrect\r\n",
+        );
+        assert_eq!(l.attempts, 0);
+        // A device that asks for a password only, and asks again.
+        let l = read(
+            Text::Telnet,
+            b"a\r\nb\r\n",
+            b"\r\nUser Access Verification\r\n\r\nPassword: \r\nPassword: \r\n% Bad secrets\r\n",
+        );
+        assert_eq!((l.attempts, l.failures, l.successes), (2, 2, 0));
+    }
+
+    #[test]
     fn partial_lines_and_garbage_count_nothing() {
-        for t in [Text::Ftp, Text::Smtp, Text::Pop3, Text::Imap] {
+        for t in [Text::Ftp, Text::Smtp, Text::Pop3, Text::Imap, Text::Telnet] {
             assert_eq!(read(t, b"PASS x", b"220 x\r\n530"), Logins::default());
             assert_eq!(
                 read(t, &[0xff; 64], &[0x00, b'\n', 0xff]),

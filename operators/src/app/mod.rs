@@ -33,6 +33,7 @@ enum Protocol {
     Pop3,
     Imap,
     Mqtt,
+    Telnet,
 }
 
 impl Protocol {
@@ -43,6 +44,7 @@ impl Protocol {
             Protocol::Smtp => login::Text::Smtp,
             Protocol::Pop3 => login::Text::Pop3,
             Protocol::Imap => login::Text::Imap,
+            Protocol::Telnet => login::Text::Telnet,
             _ => return None,
         })
     }
@@ -57,6 +59,7 @@ impl Protocol {
             Protocol::Pop3 => "pop3",
             Protocol::Imap => "imap",
             Protocol::Mqtt => "mqtt",
+            Protocol::Telnet => "telnet",
         }
     }
 }
@@ -73,6 +76,13 @@ fn looks_like_mqtt(d: &[u8]) -> bool {
     };
     let name = &d[2 + n..];
     name.starts_with(b"\x00\x04MQTT") || name.starts_with(b"\x00\x06MQIsdp")
+}
+
+/// Telnet option negotiation (RFC 854, 855), which both sides start with:
+/// IAC (255) then WILL, WONT, DO, DONT (251 to 254) or SB (250), then an option
+/// code. Options are numbered well below 255.
+fn looks_like_telnet(d: &[u8]) -> bool {
+    matches!(d, [255, 250..=254, opt, ..] if *opt < 255)
 }
 
 fn starts_with_word(d: &[u8], words: &[&[u8]]) -> bool {
@@ -96,6 +106,9 @@ fn recognise(client: &[u8], server: &[u8]) -> Option<Protocol> {
     }
     if looks_like_mqtt(client) {
         return Some(Protocol::Mqtt);
+    }
+    if looks_like_telnet(client) || looks_like_telnet(server) {
+        return Some(Protocol::Telnet);
     }
     if server.starts_with(b"+OK") {
         return Some(Protocol::Pop3);
@@ -259,6 +272,8 @@ impl AppState {
             }
             // Text protocols that may turn to TLS (STARTTLS, STLS, AUTH TLS):
             // the handshake starts on a line of its own after the command.
+            // Telnet is read for its login, while both sides are held.
+            Some(Protocol::Telnet) => full,
             Some(Protocol::Smtp | Protocol::Ftp | Protocol::Pop3 | Protocol::Imap) => {
                 let start = data
                     .windows(4)
@@ -378,6 +393,7 @@ fn usual_port(protocol: &str, port: u16) -> bool {
         "pop3" => port == 110,
         "imap" => port == 143,
         "mqtt" => port == 1883,
+        "telnet" => port == 23,
         _ => true,
     }
 }

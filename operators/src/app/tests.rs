@@ -39,7 +39,7 @@ fn flow(client: &[&[u8]], server: &[&[u8]]) -> AppState {
 #[test]
 fn protocols_are_recognised_by_content() {
     type Case<'a> = (&'a [&'a [u8]], &'a [&'a [u8]], Option<&'a str>);
-    let cases: [Case; 8] = [
+    let cases: [Case; 9] = [
         (
             &[b"GET / HTTP/1.1\r\nHost: h\r\n\r\n"],
             &[b"HTTP/1.1 200 OK\r\n\r\n"],
@@ -70,6 +70,11 @@ fn protocols_are_recognised_by_content() {
             &[b"\x10\x0c\x00\x04MQTT\x04\x02\x00\x3c"],
             &[],
             Some("mqtt"),
+        ),
+        (
+            &[],
+            &[b"\xff\xfd\x18\xff\xfd\x20", b"\r\nlogin: "],
+            Some("telnet"),
         ),
         (&[&[0u8; 600]], &[&[1u8; 600]], None),
     ];

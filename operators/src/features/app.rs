@@ -119,14 +119,14 @@ pub struct AppAcc {
     pub ssh: u64,
     pub mqtt_connects: u64,
     pub mqtt_auth_failures: u64,
-    /// Refused logins by protocol (FTP, SMTP, POP3, IMAP), accepted ones.
-    pub login_failures: [u64; 4],
+    /// Refused logins by protocol (FTP, SMTP, POP3, IMAP, Telnet), accepted ones.
+    pub login_failures: [u64; 5],
     pub login_successes: u64,
     pub anomalies: u64,
 }
 
 /// The protocols whose logins are counted, in [`AppAcc::login_failures`] order.
-const LOGIN_PROTOCOLS: [&str; 4] = ["ftp", "smtp", "pop3", "imap"];
+const LOGIN_PROTOCOLS: [&str; 5] = ["ftp", "smtp", "pop3", "imap", "telnet"];
 
 impl AppAcc {
     pub fn observe(&mut self, o: &AppObs) {
@@ -326,7 +326,7 @@ pub(super) static APP_FEATURES: &[FamilyFeature<AppAcc>] = &[
     feature!(
         "app_login_failures_out",
         "logins",
-        "Logins of the host refused by FTP, SMTP (AUTH), POP3, IMAP and MQTT servers, read from both sides of clear-text connections (FTP 530, SMTP 535, POP3 -ERR, IMAP NO in answer to a login; MQTT CONNACK 4, 5, 134 or 135).",
+        "Logins of the host refused by FTP, SMTP (AUTH), POP3, IMAP, Telnet and MQTT servers, read from both sides of clear-text connections (FTP 530, SMTP 535, POP3 -ERR, IMAP NO in answer to a login; a Telnet refusal message or new prompt after a password; MQTT CONNACK 4, 5, 134 or 135).",
         |a| a.login_failures.iter().sum::<u64>() + a.mqtt_auth_failures
     ),
     feature!(
@@ -354,9 +354,15 @@ pub(super) static APP_FEATURES: &[FamilyFeature<AppAcc>] = &[
         |a| a.login_failures[3]
     ),
     feature!(
+        "telnet_login_failures_out",
+        "logins",
+        "Of them, Telnet logins refused: after the password, a refusal (\"Login incorrect\", \"% Login invalid\", \"Authentication failed\", \"Access denied\" …) or a new prompt.",
+        |a| a.login_failures[4]
+    ),
+    feature!(
         "app_login_successes_out",
         "logins",
-        "Logins of the host accepted by FTP, SMTP, POP3 and IMAP servers.",
+        "Logins of the host accepted by FTP, SMTP, POP3, IMAP and Telnet servers (Telnet: other text than a refusal or a prompt after the password).",
         |a| a.login_successes
     ),
 ];
