@@ -490,6 +490,9 @@ MAY_BE_CONSTANT = {
           "and test_wire_detections.py an FTP server's refusals and acceptance with curl"
        for n in ("tls_self_signed_in", "tls_c2_traits_in", "smtp_auth_failures_out",
                  "pop3_login_failures_out", "imap_login_failures_out", "app_login_successes_out")},
+    **{n: "no shared capture has 3 TLS clients over more than 10 minutes; "
+          "test_wire_detections.py makes one with curl, Python's ssl and openssl s_server"
+       for n in ("tls_rare_ja4_out", "tls_rare_ja4_traits_out")},
     "telnet_login_failures_out": "the one Telnet login in the shared captures (nDPI's) succeeds; "
                                  "test_wire_detections.py makes refusals with telnetd and login(1)",
     "distinct_peers_out_zscore": "needs one host seen in 6 windows (3 minutes) with a varying "

@@ -238,6 +238,62 @@ def test_refused_telnet_logins_on_the_wire_are_counted(tmp_path):
     assert not [v for row in every for v in row if "guess-" in str(v)]
 
 
+def test_a_tls_client_no_other_host_uses_is_rare(tmp_path):
+    """openssl s_server on loopback. First three hosts (127.0.0.2-4) fetch a
+    page with curl; eleven minutes later (the second capture shifted by
+    editcap, merged by mergecap) 127.0.0.2 again with curl, and 127.0.0.9 with
+    Python's ssl module and no server name: its JA4 is the network's only one
+    of its kind, so tls_rare_client names it and no curl host. The second
+    capture alone (nothing learned yet) raises nothing."""
+    import duckdb
+    import ssl
+    from livejob import make_pki
+    make_pki(tmp_path)
+    for d in ("first", "second", "merged", "alone"):
+        (tmp_path / d).mkdir()
+    port = free_port()
+    server = subprocess.Popen([need("openssl"), "s_server", "-accept", f"127.0.0.1:{port}", "-www",
+                               "-cert", str(tmp_path / "server.pem"), "-key", str(tmp_path / "server.key")],
+                              stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    curl = need("curl")
+
+    def fetch(host):
+        subprocess.run([curl, "-sk", "-o", "/dev/null", "--interface", host,
+                        "--resolve", f"pipeline.test:{port}:127.0.0.1", f"https://pipeline.test:{port}/"],
+                       check=True, timeout=30)
+
+    def own_client():
+        ctx = ssl.create_default_context()
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        with socket.create_connection(("127.0.0.1", port), timeout=10, source_address=("127.0.0.9", 0)) as s:
+            with ctx.wrap_socket(s) as t:
+                t.sendall(b"GET / HTTP/1.0\r\n\r\n")
+                t.recv(100)
+
+    try:
+        wait_until(lambda: subprocess.run([curl, "-sk", "-o", "/dev/null", f"https://127.0.0.1:{port}/"])
+                   .returncode == 0, 15, "openssl s_server to answer", interval=0.2)
+        first = capture_while(tmp_path / "first", f"tcp port {port}",
+                              lambda: [fetch(f"127.0.0.{i}") for i in (2, 3, 4)])
+        second = capture_while(tmp_path / "second", f"tcp port {port}",
+                               lambda: (fetch("127.0.0.2"), own_client()))
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+    shifted, merged = tmp_path / "shifted.pcapng", tmp_path / "merged.pcapng"
+    subprocess.run([need("editcap"), "-t", "660", str(second), str(shifted)], check=True)
+    subprocess.run([need("mergecap"), "-w", str(merged), str(first), str(shifted)], check=True)
+    alerts = alerts_of(tmp_path / "merged", merged)
+    assert rules_on(alerts, "tls_rare_client") == ["127.0.0.9"], alerts
+    feats = [str(f) for f in (tmp_path / "merged" / "out" / "features").rglob("*.parquet")]
+    per_host = dict(duckdb.sql(f"select entity, sum(tls_rare_ja4_out) from read_parquet({feats}) "
+                               f"where tls_client_hellos_out > 0 group by entity").fetchall())
+    # (each hello counts in the two windows that hold it)
+    assert per_host == {"127.0.0.2": 0, "127.0.0.3": 0, "127.0.0.4": 0, "127.0.0.9": 2}, per_host
+    assert rules_on(alerts_of(tmp_path / "alone", second), "tls_rare_client") == []
+
+
 def test_malformed_application_data_is_counted_as_anomalies(tmp_path):
     """Application data that breaks its protocol, made on loopback: a server
     answering curl's HTTP request with a status line without a code, and a

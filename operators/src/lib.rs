@@ -12,6 +12,7 @@ pub mod count_rules;
 pub mod detect;
 pub mod device_watch;
 pub mod features;
+mod fingerprints;
 mod flow;
 mod histogram;
 mod history;
@@ -20,6 +21,7 @@ pub mod occurrence;
 mod stats;
 mod window;
 
+pub use fingerprints::RareFingerprints;
 pub use flow::{AssembleFlows, FlowAssembler, FlowConfig, FlowCounters, FlowKey};
 pub use history::{
     EWMA_ALPHA, HISTORY_BASES, HISTORY_DEFS, HORIZON_BASES, HORIZON_DEFS, HORIZON_WINDOWS, History,

@@ -16,8 +16,8 @@ use amoskys_operators::detect::{
 use amoskys_operators::device_watch::{DeviceWatch, LearnRule};
 use amoskys_operators::{
     AssembleFlows, DhcpObservations, EventWindows, Featurize, FeaturizeEvents, FlowConfig,
-    FlowCounters, HistoryConfig, HistoryCounters, MergeRows, PacketFeaturesOnly, WindowCounters,
-    WithHistory, features,
+    FlowCounters, HistoryConfig, HistoryCounters, MergeRows, PacketFeaturesOnly, RareFingerprints,
+    WindowCounters, WithHistory, features,
 };
 use amoskys_schemas::{EventRow, FeatureDef, Packet};
 use timely::container::CapacityContainerBuilder;
@@ -187,12 +187,15 @@ pub fn build(
                 // DHCP messages are windowed per client hardware address,
                 // entities of their own beside the IP addresses.
                 let dhcp = packets.clone().dhcp_observations();
+                // What the flows' payloads said, and which ClientHellos carried
+                // a fingerprint no other host uses: windowed together.
+                let app_windowed = app_obs.clone().concat(app_obs.clone().rare_fingerprints());
                 let rows = if spec.records {
                     let events = records
                         .clone()
                         .observe_events()
                         .concat(dhcp)
-                        .concat(app_obs.clone());
+                        .concat(app_windowed);
                     packet_rows
                         .concat(events.event_windows(c.event_windows.clone()))
                         .merge_rows()
@@ -201,7 +204,7 @@ pub fn build(
                     // packet rows are: merged with them.
                     packet_rows
                         .concat(
-                            dhcp.concat(app_obs.clone())
+                            dhcp.concat(app_windowed)
                                 .event_windows(c.event_windows.clone()),
                         )
                         .merge_rows()

@@ -551,6 +551,8 @@ fn observation(info: &AppInfo, client_side: bool, port: u16, anomalies: u32) -> 
         login_failures: 0,
         login_successes: 0,
         anomalies,
+        rare_ja4: false,
+        rare_ja4_traits: false,
     }
 }
 

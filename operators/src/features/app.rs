@@ -54,6 +54,11 @@ pub struct AppObs {
     pub login_successes: u32,
     /// Payload anomalies and protocol violations met in the flow so far.
     pub anomalies: u32,
+    /// A ClientHello whose JA4 no other host of the network used (the
+    /// observation of `fingerprints`, not of a flow), and whether it also named
+    /// no server or went to a port not usual for TLS.
+    pub rare_ja4: bool,
+    pub rare_ja4_traits: bool,
 }
 
 /// The key a fingerprint or user-agent indicator is matched by: `kind` is
@@ -123,6 +128,8 @@ pub struct AppAcc {
     pub login_failures: [u64; 5],
     pub login_successes: u64,
     pub anomalies: u64,
+    pub rare_ja4: u64,
+    pub rare_ja4_traits: u64,
 }
 
 /// The protocols whose logins are counted, in [`AppAcc::login_failures`] order.
@@ -130,6 +137,12 @@ const LOGIN_PROTOCOLS: [&str; 5] = ["ftp", "smtp", "pop3", "imap", "telnet"];
 
 impl AppAcc {
     pub fn observe(&mut self, o: &AppObs) {
+        if o.rare_ja4 {
+            // Said of a ClientHello whose side is observed on its own.
+            self.rare_ja4 += 1;
+            self.rare_ja4_traits += u64::from(o.rare_ja4_traits);
+            return;
+        }
         self.sides += 1;
         self.anomalies += u64::from(o.anomalies);
         if !o.client_side {
@@ -192,6 +205,8 @@ impl AppAcc {
         }
         self.login_successes += l.login_successes;
         self.anomalies += l.anomalies;
+        self.rare_ja4 += l.rare_ja4;
+        self.rare_ja4_traits += l.rare_ja4_traits;
     }
 }
 
@@ -304,6 +319,18 @@ pub(super) static APP_FEATURES: &[FamilyFeature<AppAcc>] = &[
         "values",
         "Distinct JA4 fingerprints of the host's ClientHellos: several TLS clients on one host.",
         |a| a.ja4s.len() as u64
+    ),
+    feature!(
+        "tls_rare_ja4_out",
+        "connections",
+        "ClientHellos of the host whose JA4 no other host of the network had used, once the population is learned (10 minutes of event time after the first ClientHello seen, and at least 3 hosts sending ClientHellos): a TLS client of its own on one host (malware, an implant, a tool) among the browsers and libraries every host shares.",
+        |a| a.rare_ja4
+    ),
+    feature!(
+        "tls_rare_ja4_traits_out",
+        "connections",
+        "Of them, ClientHellos that named no server (no SNI) or went to a port not usual for TLS.",
+        |a| a.rare_ja4_traits
     ),
     feature!(
         "ssh_sessions_out",
