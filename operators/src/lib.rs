@@ -17,6 +17,7 @@ mod flow;
 mod histogram;
 mod history;
 mod hold;
+pub mod model;
 pub mod occurrence;
 mod stats;
 mod window;

@@ -21,6 +21,10 @@ pub enum PipelineError {
     Dataflow(String),
     #[error("export-training: {0}")]
     Export(String),
+    #[error("train: {0}")]
+    Train(String),
+    #[error("model: {0}")]
+    Model(String),
 }
 
 impl PipelineError {
@@ -32,6 +36,8 @@ impl PipelineError {
             PipelineError::Io { .. } => "io",
             PipelineError::Dataflow(_) => "dataflow",
             PipelineError::Export(_) => "export",
+            PipelineError::Train(_) => "train",
+            PipelineError::Model(_) => "model",
         }
     }
 }

@@ -2,12 +2,8 @@
 //! validation Parquet, with every transform's parameters written beside them.
 //!
 //! Per feature, fitted on the training rows only and applied to both splits:
-//! 1. impute: a count that is null (its source did not see the entity) is 0; any
-//!    other null is the training median of the feature (0 if it has none);
-//! 2. log-transform: `log1p` when the imputed training values are all ≥ 0 and
-//!    their skewness is above 1;
-//! 3. robust-scale: subtract the training median and divide by the interquartile
-//!    range (numpy's linear percentiles; a zero range divides by 1).
+//! impute, log-transform, robust-scale ([`Scaling`], the transform `train`
+//! and scoring share).
 //!
 //! The split is by time: the earliest windows, up to `1 − val_fraction` of the
 //! rows, train; validation starts one full window (60 s) after the last training
@@ -32,6 +28,7 @@ use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 use serde::Serialize;
 
+use amoskys_operators::model::Scaling;
 use amoskys_schemas::{WINDOW_SECONDS, cols};
 
 use crate::error::PipelineError;
@@ -92,10 +89,10 @@ struct TrainingMetadata {
     features: Vec<FeatureTransform>,
 }
 
-struct Catalogue {
-    names: Vec<String>,
-    families: Vec<String>,
-    dtypes: Vec<String>,
+pub(crate) struct Catalogue {
+    pub(crate) names: Vec<String>,
+    pub(crate) families: Vec<String>,
+    pub(crate) dtypes: Vec<String>,
 }
 
 fn io(context: String) -> impl FnOnce(std::io::Error) -> PipelineError {
@@ -106,7 +103,7 @@ fn bad(msg: String) -> PipelineError {
     PipelineError::Export(msg)
 }
 
-fn read_catalogue(data: &Path) -> Result<Catalogue, PipelineError> {
+pub(crate) fn read_catalogue(data: &Path) -> Result<Catalogue, PipelineError> {
     let path = data.join("feature_metadata.json");
     let text = std::fs::read_to_string(&path).map_err(io(format!("read {}", path.display())))?;
     let doc: serde_json::Value = serde_json::from_str(&text)
@@ -138,14 +135,14 @@ fn parquet_files(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), PipelineError
 }
 
 /// The features table, column by column, rows in file order.
-struct Table {
-    entity: Vec<String>,
-    window_us: Vec<i64>,
+pub(crate) struct Table {
+    pub(crate) entity: Vec<String>,
+    pub(crate) window_us: Vec<i64>,
     /// One column per feature; NaN for null.
-    values: Vec<Vec<f64>>,
+    pub(crate) values: Vec<Vec<f64>>,
 }
 
-fn read_features(data: &Path, cat: &Catalogue) -> Result<Table, PipelineError> {
+pub(crate) fn read_features(data: &Path, cat: &Catalogue) -> Result<Table, PipelineError> {
     let dir = data.join("features");
     let mut files = Vec::new();
     parquet_files(&dir, &mut files)?;
@@ -207,34 +204,6 @@ fn read_features(data: &Path, cat: &Catalogue) -> Result<Table, PipelineError> {
         }
     }
     Ok(t)
-}
-
-/// numpy's default ("linear") percentile of sorted values.
-fn percentile(sorted: &[f64], q: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    let pos = (sorted.len() - 1) as f64 * q;
-    let (lo, hi) = (pos.floor() as usize, pos.ceil() as usize);
-    sorted[lo] + (sorted[hi] - sorted[lo]) * (pos - lo as f64)
-}
-
-fn sorted(v: impl Iterator<Item = f64>) -> Vec<f64> {
-    let mut s: Vec<f64> = v.collect();
-    s.sort_by(f64::total_cmp);
-    s
-}
-
-/// Sample skewness (Fisher–Pearson, population moments); 0 for a constant.
-fn skewness(v: &[f64]) -> f64 {
-    let n = v.len() as f64;
-    if n < 3.0 {
-        return 0.0;
-    }
-    let mean = v.iter().sum::<f64>() / n;
-    let m2 = v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / n;
-    let m3 = v.iter().map(|x| (x - mean).powi(3)).sum::<f64>() / n;
-    if m2 <= 0.0 { 0.0 } else { m3 / m2.powf(1.5) }
 }
 
 fn write_split(
@@ -346,39 +315,25 @@ pub fn export_training(opts: &ExportOptions) -> Result<ExportReport, PipelineErr
     let mut val_cols = Vec::with_capacity(cat.names.len());
     for (k, name) in cat.names.iter().enumerate() {
         let col = &t.values[k];
-        let is_count = cat.dtypes[k] == "count";
-        let present = sorted(train.iter().map(|&i| col[i]).filter(|v| !v.is_nan()));
-        let train_nulls = train.len() - present.len();
-        let (impute, impute_value) = if is_count {
-            ("zero", 0.0)
-        } else {
-            ("train_median", percentile(&present, 0.5))
-        };
-        let imputed = |v: f64| if v.is_nan() { impute_value } else { v };
-        let train_imputed: Vec<f64> = train.iter().map(|&i| imputed(col[i])).collect();
-        let log1p = train_imputed.iter().all(|v| *v >= 0.0) && skewness(&train_imputed) > 1.0;
-        let f = |v: f64| if log1p { v.ln_1p() } else { v };
-        let tr = sorted(train_imputed.iter().map(|v| f(*v)));
-        let center = percentile(&tr, 0.5);
-        let iqr = percentile(&tr, 0.75) - percentile(&tr, 0.25);
-        let scale = if iqr > 0.0 && iqr.is_finite() {
-            iqr
-        } else {
-            1.0
-        };
-        let apply = |v: f64| (f(imputed(v)) - center) / scale;
-        train_cols.push(train.iter().map(|&i| apply(col[i])).collect::<Vec<f64>>());
-        val_cols.push(val.iter().map(|&i| apply(col[i])).collect::<Vec<f64>>());
+        let train_values: Vec<f64> = train.iter().map(|&i| col[i]).collect();
+        let fit = Scaling::fit(&train_values, cat.dtypes[k] == "count");
+        train_cols.push(
+            train
+                .iter()
+                .map(|&i| fit.apply(col[i]))
+                .collect::<Vec<f64>>(),
+        );
+        val_cols.push(val.iter().map(|&i| fit.apply(col[i])).collect::<Vec<f64>>());
         transforms.push(FeatureTransform {
             name: name.clone(),
             family: cat.families[k].clone(),
             dtype: cat.dtypes[k].clone(),
-            impute,
-            impute_value,
-            log1p,
-            center,
-            scale,
-            train_null_count: train_nulls,
+            impute: fit.impute_name(),
+            impute_value: fit.impute_value,
+            log1p: fit.log1p,
+            center: fit.center,
+            scale: fit.scale,
+            train_null_count: fit.train_nulls,
         });
     }
 
@@ -436,25 +391,4 @@ pub fn export_training(opts: &ExportOptions) -> Result<ExportReport, PipelineErr
         features: cat.names.len(),
         log_transformed,
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn percentiles_match_numpy_linear() {
-        let v = [1.0, 2.0, 3.0, 4.0];
-        assert_eq!(percentile(&v, 0.5), 2.5);
-        assert_eq!(percentile(&v, 0.25), 1.75);
-        assert_eq!(percentile(&v, 0.75), 3.25);
-        assert_eq!(percentile(&[7.0], 0.9), 7.0);
-    }
-
-    #[test]
-    fn skewness_of_known_samples() {
-        assert_eq!(skewness(&[1.0, 1.0, 1.0]), 0.0);
-        assert!(skewness(&[0.0, 0.0, 0.0, 0.0, 10.0]) > 1.0);
-        assert!(skewness(&[1.0, 2.0, 3.0]).abs() < 1e-12);
-    }
 }

@@ -25,6 +25,8 @@ pub struct GenerateOptions {
     pub seed: u64,
     pub hosts: u16,
     pub minutes: u16,
+    /// Whether one host scans a server's ports (from minute 2).
+    pub scan: bool,
 }
 
 struct Rng(u64);
@@ -309,6 +311,9 @@ pub fn generate_capture(o: &GenerateOptions) -> Result<u64, PipelineError> {
     let target = servers[0];
     let mut t = start + 120 * 1_000_000_000;
     for p in 1..=300u16 {
+        if !o.scan {
+            break;
+        }
         if t >= end {
             break;
         }

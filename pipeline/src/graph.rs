@@ -14,6 +14,7 @@ use amoskys_operators::detect::{
     detect_groups,
 };
 use amoskys_operators::device_watch::{DeviceWatch, LearnRule};
+use amoskys_operators::model::{ModelSet, ModelSpec, ScoreModels};
 use amoskys_operators::{
     AssembleFlows, DhcpObservations, EventWindows, Featurize, FeaturizeEvents, FlowConfig,
     FlowCounters, HistoryConfig, HistoryCounters, MergeRows, PacketFeaturesOnly, RareFingerprints,
@@ -63,6 +64,8 @@ pub struct GraphSpec {
     pub learn_rules: Vec<LearnRule>,
     /// The joins: incidents across sources, indicator matches.
     pub correlation: Option<Arc<Correlation>>,
+    /// The anomaly models rows are scored with, when any.
+    pub models: Option<Arc<ModelSet>>,
     /// Whether any source carries records: without, the record-only parts
     /// (event windows, the merge of packet and event rows, device learning,
     /// count rules) are left out, having nothing to do.
@@ -113,9 +116,28 @@ impl GraphSpec {
             count_rules: cfg.counting_rules(),
             learn_rules: cfg.learning_rules(),
             correlation,
+            models: None,
             records,
         };
         spec.check().map_err(PipelineError::Dataflow)?;
+        let spec = GraphSpec {
+            models: match (&cfg.models[..], feature_set) {
+                ([], _) => None,
+                (_, FeatureSet::Packet) => {
+                    return Err(PipelineError::Model(
+                        "models score the whole catalogue: --features packet leaves most of it out"
+                            .into(),
+                    ));
+                }
+                (specs, FeatureSet::All) => {
+                    check_model_names(specs)?;
+                    Some(Arc::new(
+                        ModelSet::load(specs).map_err(PipelineError::Model)?,
+                    ))
+                }
+            },
+            ..spec
+        };
         Ok((spec, counters, intel))
     }
 
@@ -131,6 +153,33 @@ impl GraphSpec {
         }
         Ok(())
     }
+}
+
+/// Model names are rule names and the `model` column: one each, not taken by a
+/// built-in detection.
+fn check_model_names(specs: &[ModelSpec]) -> Result<(), PipelineError> {
+    use amoskys_operators::detect::{DETECTIONS, LEARNING};
+    let builtin: Vec<&str> = DETECTIONS
+        .iter()
+        .map(|d| d.name)
+        .chain(LEARNING.iter().map(|l| l.rule.name.as_str()))
+        .collect();
+    let mut seen = std::collections::HashSet::new();
+    for s in specs {
+        if s.name.is_empty() || !seen.insert(s.name.as_str()) {
+            return Err(PipelineError::Model(format!(
+                "[[models]] name {:?} is empty or given twice",
+                s.name
+            )));
+        }
+        if builtin.contains(&s.name.as_str()) {
+            return Err(PipelineError::Model(format!(
+                "[[models]] name {:?} is a built-in detection's: name the model otherwise",
+                s.name
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// The counters the operators keep, shared by every worker.
@@ -252,6 +301,14 @@ pub fn build(
                             CountRules::new(rules),
                             c.detect.clone(),
                         ));
+                    }
+                }
+                if let Some(models) = &spec.models {
+                    let (scores, anomalies) =
+                        rows.clone().score_models(models.clone(), c.detect.clone());
+                    alerts = alerts.concat(anomalies);
+                    if let Some(tx) = &out.scores {
+                        channel_sink(scores, "ScoresToParquet", tx.clone(), None);
                     }
                 }
                 if let Some(tx) = &out.webhook {

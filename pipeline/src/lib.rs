@@ -13,5 +13,6 @@ mod metrics;
 pub mod outputs;
 pub mod replay;
 pub mod run;
+pub mod train;
 
 pub use error::PipelineError;

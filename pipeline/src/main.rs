@@ -110,6 +110,11 @@ enum Command {
         /// file's modification time.
         #[arg(long, value_name = "FILE")]
         syslog: Vec<PathBuf>,
+        /// An anomaly model made by `train` to score every feature row with
+        /// (the model's alerts are named after the file: site.model raises
+        /// `site`); may be repeated. Adds to the config's `[[models]]`.
+        #[arg(long, value_name = "FILE")]
+        model: Vec<PathBuf>,
     },
     /// Turn a run's features into model-ready train and validation Parquet.
     ///
@@ -133,6 +138,42 @@ enum Command {
         /// Share of the rows, from the latest windows, kept for validation.
         #[arg(long, default_value_t = 0.2, value_name = "F")]
         val_fraction: f64,
+    },
+    /// Fit an anomaly model to a run's features (smartcore: PCA and k-means).
+    ///
+    /// Reads DIR/features and DIR/feature_metadata.json: the windows you say
+    /// were normal (by default all of them). Each feature goes through the
+    /// transform of export-training, fitted on these rows; the model learns
+    /// which combinations of features and which kinds of window are usual, and
+    /// sets its threshold at the score these rows exceed at the chosen
+    /// false-positive rate. The file holds everything scoring needs; the same
+    /// rows give the same bytes. A model learns what it was shown: attacks in
+    /// the training windows become normal. See docs/MODELS.md.
+    #[command(after_help = "Examples:\n  \
+        amoskys-pipeline replay monday.pcap --out normal\n  \
+        amoskys-pipeline train --data normal --model site.model\n  \
+        amoskys-pipeline train --data data --model site.model --from 2024-01-15T00:00:00Z --to 2024-01-16T00:00:00Z --fpr 0.0005")]
+    Train {
+        /// Output root of a replay or a long-running job.
+        #[arg(long, value_name = "DIR")]
+        data: PathBuf,
+        /// Where the model file goes.
+        #[arg(long, value_name = "FILE")]
+        model: PathBuf,
+        /// Train on windows starting at or after this time (RFC 3339, e.g.
+        /// 2024-01-15T09:00:00Z).
+        #[arg(long, value_name = "TIME", value_parser = parse_time)]
+        from: Option<i64>,
+        /// Train on windows starting before this time (RFC 3339).
+        #[arg(long, value_name = "TIME", value_parser = parse_time)]
+        to: Option<i64>,
+        /// Share of training windows allowed above the threshold: the
+        /// false-positive rate the threshold is set at.
+        #[arg(long, default_value_t = 0.001, value_name = "RATE")]
+        fpr: f64,
+        /// Seed of the k-means initialisation.
+        #[arg(long, default_value_t = 7)]
+        seed: u64,
     },
     /// Query the Parquet output with SQL (DataFusion).
     ///
@@ -246,6 +287,10 @@ enum Command {
         /// Minutes of traffic.
         #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u16).range(1..=1440))]
         minutes: u16,
+        /// Leave the port scan out: only the office's ordinary traffic, e.g. to
+        /// train a model on.
+        #[arg(long)]
+        no_scan: bool,
     },
 }
 
@@ -538,8 +583,20 @@ fn run(cmd: Command) -> anyhow::Result<ExitCode> {
             summary_json,
             features,
             syslog,
+            model,
         } => {
-            let config = load(config.as_ref())?;
+            let mut config = load(config.as_ref())?;
+            for path in model {
+                let name = path
+                    .file_stem()
+                    .map_or("model".into(), |s| s.to_string_lossy().into_owned());
+                config.models.push(amoskys_pipeline::config::ModelSpec {
+                    name,
+                    path,
+                    threshold: None,
+                    severity: amoskys_schemas::Severity::Medium,
+                });
+            }
             let report = replay(ReplayOptions {
                 inputs: paths,
                 out: out.clone(),
@@ -585,6 +642,40 @@ fn run(cmd: Command) -> anyhow::Result<ExitCode> {
                 r.features,
                 r.log_transformed,
                 out.display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Train {
+            data,
+            model,
+            from,
+            to,
+            fpr,
+            seed,
+        } => {
+            let m = amoskys_pipeline::train::train(&amoskys_pipeline::train::TrainOptions {
+                data,
+                model: model.clone(),
+                from_us: from,
+                to_us: to,
+                fit: amoskys_operators::model::FitOptions {
+                    false_positive_rate: fpr,
+                    seed,
+                },
+            })?;
+            let t = &m.training;
+            eprintln!(
+                "trained on {} rows ({} windows, {} entities; fitted on {}): {} principal components explain {:.1} % of the variance, {} clusters; threshold {:.3} (false-positive rate {}) to {}",
+                t.rows,
+                t.windows,
+                t.entities,
+                t.fit_rows,
+                t.components,
+                100.0 * t.variance_explained,
+                t.clusters,
+                m.threshold,
+                m.false_positive_rate,
+                model.display()
             );
             Ok(ExitCode::SUCCESS)
         }
@@ -648,16 +739,25 @@ fn run(cmd: Command) -> anyhow::Result<ExitCode> {
             seed,
             hosts,
             minutes,
+            no_scan,
         } => {
             let n = generate_capture(&GenerateOptions {
                 out: out.clone(),
                 seed,
                 hosts,
                 minutes,
+                scan: !no_scan,
             })?;
             let mut err = std::io::stderr().lock();
             writeln!(err, "wrote {} packets to {}", n, out.display())?;
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// An RFC 3339 time as UTC microseconds.
+fn parse_time(s: &str) -> Result<i64, String> {
+    chrono::DateTime::parse_from_rfc3339(s)
+        .map(|t| t.timestamp_micros())
+        .map_err(|e| format!("{s:?} is not an RFC 3339 time such as 2024-01-15T09:00:00Z: {e}"))
 }

@@ -7,11 +7,11 @@ use std::sync::mpsc::SyncSender;
 use std::sync::{Arc, Mutex};
 
 use amoskys_schemas::{
-    Alert, EventRow, FeatureDef, FeatureRow, FeatureStats, FlowRecord, metadata_json,
+    Alert, EventRow, FeatureDef, FeatureRow, FeatureStats, FlowRecord, ScoreRow, metadata_json,
     metadata_json_with_stats,
 };
 use amoskys_sinks::parquet::{
-    AlertTable, EventTable, FeatureTable, FlowTable, Recent, SinkSummary, TableRows,
+    AlertTable, EventTable, FeatureTable, FlowTable, Recent, ScoreTable, SinkSummary, TableRows,
 };
 
 use crate::bridge::{SinkThread, Webhook, WebhookReport, spawn_live_table_sink, spawn_webhook};
@@ -72,6 +72,8 @@ pub struct Senders {
     pub flows: SyncSender<Vec<FlowRecord>>,
     pub features: SyncSender<Vec<FeatureRow>>,
     pub alerts: SyncSender<Vec<Alert>>,
+    /// Anomaly scores, when models are configured.
+    pub scores: Option<SyncSender<Vec<ScoreRow>>>,
     pub webhook: Option<SyncSender<Vec<Alert>>>,
 }
 
@@ -83,6 +85,7 @@ pub struct Outputs {
     flows: SinkThread,
     features: SinkThread,
     alerts: SinkThread,
+    scores: Option<SinkThread>,
     pub webhook: Option<Webhook>,
     stats: Arc<Mutex<FeatureStats>>,
     /// The tables' unfinished rows, for a Flight endpoint.
@@ -95,6 +98,7 @@ pub struct Written {
     pub flows: SinkSummary,
     pub features: SinkSummary,
     pub alerts: SinkSummary,
+    pub scores: Option<SinkSummary>,
     pub webhook: Option<WebhookReport>,
 }
 
@@ -132,6 +136,14 @@ impl Outputs {
         let stats = feature_table.stats();
         let r = keep(&feature_table);
         let (features_tx, features) = spawn_live_table_sink(feature_table, settings.clone(), r)?;
+        let (scores_tx, scores) = match plan.cfg.models.is_empty() {
+            true => (None, None),
+            false => {
+                let r = keep(&ScoreTable);
+                let (tx, h) = spawn_live_table_sink(ScoreTable, settings.clone(), r)?;
+                (Some(tx), Some(h))
+            }
+        };
         let r = keep(&AlertTable);
         let (alerts_tx, alerts) = spawn_live_table_sink(AlertTable, settings, r)?;
         let webhook = spawn_webhook(plan.cfg, &plan.dir)?;
@@ -141,6 +153,7 @@ impl Outputs {
             flows: flows_tx,
             features: features_tx,
             alerts: alerts_tx,
+            scores: scores_tx,
             webhook: webhook.as_ref().map(|w| w.tx.clone()),
         };
         Ok((
@@ -151,6 +164,7 @@ impl Outputs {
                 flows,
                 features,
                 alerts,
+                scores,
                 webhook,
                 stats,
                 recent,
@@ -171,6 +185,7 @@ impl Outputs {
         let flows = joined(self.flows, "flows")?;
         let features = joined(self.features, "features")?;
         let alerts = joined(self.alerts, "alerts")?;
+        let scores = self.scores.map(|h| joined(h, "scores")).transpose()?;
         let webhook = self.webhook.map(Webhook::finish).transpose()?;
         if let Ok(st) = self.stats.lock() {
             write_feature_metadata(&self.dir, &self.defs, Some(&st))?;
@@ -180,6 +195,7 @@ impl Outputs {
             flows,
             features,
             alerts,
+            scores,
             webhook,
         })
     }

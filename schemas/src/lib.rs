@@ -14,6 +14,7 @@ mod feature;
 mod flow;
 mod hash;
 mod packet;
+mod score;
 mod snmp;
 mod time;
 pub mod values;
@@ -34,6 +35,7 @@ pub use hash::{stable_hash, stable_hasher};
 pub use packet::{
     DhcpInfo, DnsInfo, EchoInfo, Packet, Proto, TcpFlags, byte_entropy, domain_key, domain_keys,
 };
+pub use score::{ScoreRow, scores_schema, scores_to_batch};
 pub use time::{
     HOP_NS, HOP_SECONDS, NS_PER_SEC, WINDOW_NS, WINDOW_SECONDS, pane_of, pane_start_ns,
 };

@@ -24,6 +24,7 @@ pub use amoskys_operators::correlate::{CorrelationSettings, IntelSettings};
 pub use amoskys_operators::count_rules::CountRuleSpec;
 pub use amoskys_operators::detect::{RuleKind, RuleSpec, Tunings, UserRule};
 pub use amoskys_operators::device_watch::LearnRule;
+pub use amoskys_operators::model::ModelSpec;
 pub use amoskys_schemas::values::{Bounded, PositiveSecs, Secs};
 pub use sinks::*;
 
@@ -47,6 +48,9 @@ pub struct Config {
     pub threat_intel: Option<IntelSettings>,
     /// `[[count_rules]]`: the older spelling of `[[rules]]` with `kind = "count"`.
     pub count_rules: Vec<CountRuleSpec>,
+    /// `[[models]]`: anomaly models every feature row is scored with
+    /// (docs/MODELS.md).
+    pub models: Vec<ModelSpec>,
 }
 
 /// Event-time windows.
@@ -287,6 +291,9 @@ impl Config {
         }
         if let Some(f) = &self.sinks.flight {
             f.settings(self.sinks.parquet.path.clone())?;
+        }
+        for m in &self.models {
+            m.load()?;
         }
         if let Some(t) = &self.threat_intel {
             let text = std::fs::read_to_string(&t.file).map_err(|e| {

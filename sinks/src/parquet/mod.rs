@@ -8,7 +8,7 @@ mod writer;
 pub use config::ParquetConfig;
 pub use recent::Recent;
 
-pub use table::{AlertTable, EventTable, FeatureTable, FlowTable, TableRows};
+pub use table::{AlertTable, EventTable, FeatureTable, FlowTable, ScoreTable, TableRows};
 pub use writer::{
     IN_PROGRESS_DIR, MAX_RECENT_ROWS, ParquetSettings, SinkSummary, TableWriter, hour_partition,
     run_table, run_table_live,

@@ -4,9 +4,10 @@ use arrow_schema::SchemaRef;
 use std::sync::{Arc, Mutex};
 
 use amoskys_schemas::{
-    Alert, EventRow, FeatureDef, FeatureRow, FeatureStats, FlowRecord, SchemaError, alerts_schema,
-    alerts_to_batch, events_schema, events_to_batch, features_schema, features_to_batch,
-    features_to_batch_with_stats, flows_schema, flows_to_batch,
+    Alert, EventRow, FeatureDef, FeatureRow, FeatureStats, FlowRecord, SchemaError, ScoreRow,
+    alerts_schema, alerts_to_batch, events_schema, events_to_batch, features_schema,
+    features_to_batch, features_to_batch_with_stats, flows_schema, flows_to_batch, scores_schema,
+    scores_to_batch,
 };
 
 /// How one table's rows become Arrow batches, and which hour partition a row is in.
@@ -35,6 +36,25 @@ impl TableRows for AlertTable {
     }
     fn to_batch(&self, rows: &[Alert]) -> Result<RecordBatch, SchemaError> {
         alerts_to_batch(rows)
+    }
+}
+
+/// The `scores` table, partitioned by the start of each scored window.
+pub struct ScoreTable;
+
+impl TableRows for ScoreTable {
+    type Row = ScoreRow;
+    fn name(&self) -> &'static str {
+        "scores"
+    }
+    fn schema(&self) -> SchemaRef {
+        scores_schema()
+    }
+    fn partition_us(row: &ScoreRow) -> i64 {
+        row.window_start_us()
+    }
+    fn to_batch(&self, rows: &[ScoreRow]) -> Result<RecordBatch, SchemaError> {
+        scores_to_batch(rows)
     }
 }
 

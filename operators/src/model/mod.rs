@@ -1,0 +1,487 @@
+//! Anomaly models: each network's normal, learned from its feature rows with
+//! smartcore, and the score of a new row against it (docs/MODELS.md).
+//!
+//! A row is put in *model space* — each feature through its fitted
+//! [`Scaling`], then a symmetric logarithm, `sign(x)·ln(1 + |x|)`, so that a
+//! feature never seen moving in training (scale 1) weighs like one that moved a
+//! hundredfold, not a millionfold. Two detectors are fitted there with
+//! smartcore:
+//! - PCA: the principal components that explain 90 % of the training variance
+//!   (at most [`MAX_COMPONENTS`]); a row's *reconstruction error* is what those
+//!   components cannot express — a combination of features training never saw;
+//! - k-means: [`CLUSTERS`] clusters (seeded); a row's distance to the nearest
+//!   centroid (recomputed here from the training assignments, which smartcore
+//!   keeps private) — a kind of window far from every kind seen.
+//!
+//! Each is divided by its 90th percentile over the training rows and the score
+//! is their mean: 1 is an ordinary training row's level. The threshold is the
+//! score the training rows exceed at the chosen false-positive rate. The
+//! features that explain a score are those with the largest reconstruction
+//! residuals.
+//!
+//! Scoring reads only the model file's numbers (means, components,
+//! centroids): smartcore is needed to fit, not to score, and the file format is
+//! this crate's, versioned.
+
+mod scaling;
+mod score;
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use smartcore::cluster::kmeans::{KMeans, KMeansParameters};
+use smartcore::decomposition::pca::{PCA, PCAParameters};
+use smartcore::linalg::basic::matrix::DenseMatrix;
+
+pub use scaling::{Scaling, percentile, skewness, sorted};
+pub use score::{ModelCounters, ModelSet, ModelSpec, RELOAD_CHECK, ScoreModels};
+
+/// What a model file says it is.
+pub const FORMAT: &str = "amoskys-model";
+/// The model file layout this build reads and writes.
+pub const VERSION: u32 = 1;
+/// The smartcore release models are fitted with (pinned in Cargo.toml).
+pub const SMARTCORE: &str = "0.7.0";
+/// Most principal components kept.
+pub const MAX_COMPONENTS: usize = 40;
+/// Share of the training variance the kept components explain.
+pub const VARIANCE: f64 = 0.9;
+/// Clusters of the k-means detector.
+pub const CLUSTERS: usize = 8;
+/// Rows the detectors are fitted on at most (a regular sample of the training
+/// rows beyond that; the threshold is still taken over every training row).
+pub const MAX_FIT_ROWS: usize = 20_000;
+/// Features named in an alert's evidence.
+pub const EXPLAINED: usize = 5;
+
+/// One feature of a model.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ModelFeature {
+    pub name: String,
+    pub dtype: String,
+    pub scaling: Scaling,
+    /// Median of the feature's values in training (null: never present).
+    pub train_median: Option<f64>,
+}
+
+/// How a model was trained.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TrainingSummary {
+    pub rows: usize,
+    pub fit_rows: usize,
+    pub windows: usize,
+    pub entities: usize,
+    /// First and last training window starts (UTC, microseconds).
+    pub first_window_us: i64,
+    pub last_window_us: i64,
+    pub seed: u64,
+    pub components: usize,
+    pub variance_explained: f64,
+    pub clusters: usize,
+    /// The training rows' scores at these quantiles.
+    pub score_quantiles: Vec<(f64, f64)>,
+}
+
+/// A fitted anomaly model, as its file holds it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Model {
+    pub format: String,
+    pub version: u32,
+    pub smartcore: String,
+    /// SHA-256 of the feature catalogue it was trained on (names and dtypes in
+    /// column order), and its size.
+    pub catalogue_sha256: String,
+    pub catalogue_features: usize,
+    pub features: Vec<ModelFeature>,
+    /// PCA: the training mean in model space, and the kept components (one
+    /// row of `features.len()` values each).
+    pub mean: Vec<f64>,
+    pub components: Vec<Vec<f64>>,
+    /// k-means centroids in model space.
+    pub centroids: Vec<Vec<f64>>,
+    /// The training 90th percentiles of reconstruction error and centroid
+    /// distance that the score divides by.
+    pub normalizers: [f64; 2],
+    pub false_positive_rate: f64,
+    pub threshold: f64,
+    pub training: TrainingSummary,
+}
+
+/// The catalogue's fingerprint: SHA-256 over `name:dtype\n` in column order.
+pub fn catalogue_sha256<'a>(features: impl Iterator<Item = (&'a str, &'a str)>) -> String {
+    let mut h = Sha256::new();
+    for (name, dtype) in features {
+        h.update(name.as_bytes());
+        h.update(b":");
+        h.update(dtype.as_bytes());
+        h.update(b"\n");
+    }
+    h.finalize().iter().fold(String::new(), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
+}
+
+/// This build's feature catalogue: names and dtypes (`count`, `float`) in
+/// column order, as `feature_metadata.json` writes them.
+pub fn build_catalogue() -> (Vec<&'static str>, Vec<&'static str>) {
+    crate::features::defs()
+        .iter()
+        .map(|d| {
+            let dtype = match d.dtype {
+                amoskys_schemas::FeatureDtype::Count => "count",
+                amoskys_schemas::FeatureDtype::Float => "float",
+            };
+            (d.name, dtype)
+        })
+        .unzip()
+}
+
+/// What a model is fitted on: the features table's columns (NaN for null)
+/// over the training rows.
+pub struct TrainingSet<'a> {
+    pub names: &'a [String],
+    pub dtypes: &'a [String],
+    pub columns: Vec<Vec<f64>>,
+    pub windows: usize,
+    pub entities: usize,
+    pub first_window_us: i64,
+    pub last_window_us: i64,
+}
+
+/// Choices of a fit.
+#[derive(Clone, Copy, Debug)]
+pub struct FitOptions {
+    pub false_positive_rate: f64,
+    pub seed: u64,
+}
+
+impl Default for FitOptions {
+    fn default() -> Self {
+        FitOptions {
+            false_positive_rate: 0.001,
+            seed: 7,
+        }
+    }
+}
+
+#[inline]
+fn squash(x: f64) -> f64 {
+    x.signum() * x.abs().ln_1p()
+}
+
+/// A score and why.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Score {
+    pub score: f64,
+    /// The features with the largest reconstruction residuals, largest first:
+    /// column index and squared residual.
+    pub top: Vec<(usize, f64)>,
+}
+
+/// Fits a model to `set` (smartcore's PCA and k-means, seeded).
+pub fn fit(set: &TrainingSet, opts: FitOptions) -> Result<Model, String> {
+    let d = set.names.len();
+    let n = set.columns.first().map_or(0, Vec::len);
+    if d == 0 || set.columns.len() != d || set.dtypes.len() != d {
+        return Err("no feature columns to train on".into());
+    }
+    if n < CLUSTERS * 2 {
+        return Err(format!(
+            "{n} training row(s): at least {} are needed (a few minutes of traffic)",
+            CLUSTERS * 2
+        ));
+    }
+    if !(opts.false_positive_rate > 0.0 && opts.false_positive_rate < 1.0) {
+        return Err(format!(
+            "false-positive rate {} must be above 0 and below 1",
+            opts.false_positive_rate
+        ));
+    }
+    let mut features = Vec::with_capacity(d);
+    for k in 0..d {
+        let col = &set.columns[k];
+        let present = sorted(col.iter().copied().filter(|v| !v.is_nan()));
+        features.push(ModelFeature {
+            name: set.names[k].clone(),
+            dtype: set.dtypes[k].clone(),
+            scaling: Scaling::fit(col, set.dtypes[k] == "count"),
+            train_median: (!present.is_empty()).then(|| percentile(&present, 0.5)),
+        });
+    }
+    // Every training row in model space, row-major.
+    let mut x = vec![0.0; n * d];
+    for (k, f) in features.iter().enumerate() {
+        for (i, v) in set.columns[k].iter().enumerate() {
+            x[i * d + k] = squash(f.scaling.apply(*v));
+        }
+    }
+    // A regular sample to fit on.
+    let step = n.div_ceil(MAX_FIT_ROWS);
+    let fit_rows: Vec<usize> = (0..n).step_by(step).collect();
+    let m = fit_rows.len();
+    let mut sample = Vec::with_capacity(m * d);
+    for &i in &fit_rows {
+        sample.extend_from_slice(&x[i * d..(i + 1) * d]);
+    }
+    let matrix = DenseMatrix::new(m, d, sample.clone(), false).map_err(|e| e.to_string())?;
+
+    // PCA: as many components as explain VARIANCE of the variance.
+    let n_components = d.min(MAX_COMPONENTS).min(m.saturating_sub(1)).max(1);
+    let pca = PCA::fit(
+        &matrix,
+        PCAParameters::default().with_n_components(n_components),
+    )
+    .map_err(|e| format!("PCA: {e}"))?;
+    let mean: Vec<f64> = (0..d)
+        .map(|k| fit_rows.iter().map(|&i| x[i * d + k]).sum::<f64>() / m as f64)
+        .collect();
+    let projection = pca.components();
+    let mut components: Vec<Vec<f64>> = (0..n_components)
+        .map(|j| {
+            (0..d)
+                .map(|k| *smartcore::linalg::basic::arrays::Array::get(projection, (k, j)))
+                .collect()
+        })
+        .collect();
+    let total: f64 = (0..d)
+        .map(|k| {
+            fit_rows
+                .iter()
+                .map(|&i| (x[i * d + k] - mean[k]).powi(2))
+                .sum::<f64>()
+        })
+        .sum::<f64>()
+        / m as f64;
+    let mut kept = 0;
+    let mut explained = 0.0;
+    for c in &components {
+        if total <= 0.0 || explained / total >= VARIANCE {
+            break;
+        }
+        let var = fit_rows
+            .iter()
+            .map(|&i| {
+                let z: f64 = (0..d).map(|k| (x[i * d + k] - mean[k]) * c[k]).sum();
+                z * z
+            })
+            .sum::<f64>()
+            / m as f64;
+        explained += var;
+        kept += 1;
+    }
+    components.truncate(kept.max(1));
+
+    // k-means, with centroids recomputed from its assignments.
+    let clusters = CLUSTERS.min(m);
+    let mut params = KMeansParameters::default()
+        .with_k(clusters)
+        .with_max_iter(100);
+    params.seed = Some(opts.seed);
+    let km: KMeans<f64, usize, DenseMatrix<f64>, Vec<usize>> =
+        KMeans::fit(&matrix, params).map_err(|e| format!("k-means: {e}"))?;
+    let labels = km.predict(&matrix).map_err(|e| format!("k-means: {e}"))?;
+    let mut centroids = vec![vec![0.0; d]; clusters];
+    let mut sizes = vec![0usize; clusters];
+    for (r, &l) in labels.iter().enumerate() {
+        sizes[l] += 1;
+        for k in 0..d {
+            centroids[l][k] += sample[r * d + k];
+        }
+    }
+    let centroids: Vec<Vec<f64>> = centroids
+        .into_iter()
+        .zip(&sizes)
+        .filter(|(_, s)| **s > 0)
+        .map(|(c, &s)| c.into_iter().map(|v| v / s as f64).collect())
+        .collect();
+
+    let mut model = Model {
+        format: FORMAT.into(),
+        version: VERSION,
+        smartcore: SMARTCORE.into(),
+        catalogue_sha256: catalogue_sha256(
+            set.names
+                .iter()
+                .map(String::as_str)
+                .zip(set.dtypes.iter().map(String::as_str)),
+        ),
+        catalogue_features: d,
+        features,
+        mean,
+        components,
+        centroids,
+        normalizers: [1.0, 1.0],
+        false_positive_rate: opts.false_positive_rate,
+        threshold: 0.0,
+        training: TrainingSummary {
+            rows: n,
+            fit_rows: m,
+            windows: set.windows,
+            entities: set.entities,
+            first_window_us: set.first_window_us,
+            last_window_us: set.last_window_us,
+            seed: opts.seed,
+            components: 0,
+            variance_explained: if total > 0.0 { explained / total } else { 1.0 },
+            clusters: 0,
+            score_quantiles: Vec::new(),
+        },
+    };
+    model.training.components = model.components.len();
+    model.training.clusters = model.centroids.len();
+    // Normalize each detector by its training 90th percentile, then set the
+    // threshold over every training row's score.
+    let parts: Vec<[f64; 2]> = (0..n)
+        .map(|i| model.parts(&x[i * d..(i + 1) * d], &mut Vec::new()))
+        .collect();
+    for (j, norm) in model.normalizers.iter_mut().enumerate() {
+        let q = percentile(&sorted(parts.iter().map(|p| p[j])), 0.9);
+        *norm = if q > 1e-12 { q } else { 1.0 };
+    }
+    let scores = sorted(parts.iter().map(|p| model.combine(*p)));
+    model.threshold = percentile(&scores, 1.0 - opts.false_positive_rate);
+    model.training.score_quantiles = [0.5, 0.9, 0.99, 0.999, 1.0]
+        .iter()
+        .map(|&q| (q, percentile(&scores, q)))
+        .collect();
+    Ok(model)
+}
+
+impl Model {
+    /// Reconstruction error and distance to the nearest centroid of a row in
+    /// model space; the residuals go to `residuals`.
+    fn parts(&self, x: &[f64], residuals: &mut Vec<f64>) -> [f64; 2] {
+        let d = x.len();
+        residuals.clear();
+        residuals.extend(x.iter().zip(&self.mean).map(|(v, m)| v - m));
+        let z: Vec<f64> = self
+            .components
+            .iter()
+            .map(|c| c.iter().zip(residuals.iter()).map(|(a, b)| a * b).sum())
+            .collect();
+        for (c, zj) in self.components.iter().zip(&z) {
+            for k in 0..d {
+                residuals[k] -= zj * c[k];
+            }
+        }
+        let pca = residuals.iter().map(|r| r * r).sum();
+        let km = self
+            .centroids
+            .iter()
+            .map(|c| c.iter().zip(x).map(|(a, b)| (a - b).powi(2)).sum::<f64>())
+            .fold(f64::INFINITY, f64::min);
+        [pca, km]
+    }
+
+    fn combine(&self, p: [f64; 2]) -> f64 {
+        0.5 * (p[0] / self.normalizers[0] + p[1] / self.normalizers[1])
+    }
+
+    /// The score of a feature row (catalogue order, NaN for null), and the
+    /// features that explain it.
+    pub fn score(&self, values: &[f64]) -> Score {
+        let x: Vec<f64> = self
+            .features
+            .iter()
+            .zip(values)
+            .map(|(f, v)| squash(f.scaling.apply(*v)))
+            .collect();
+        let mut residuals = Vec::with_capacity(x.len());
+        let score = self.combine(self.parts(&x, &mut residuals));
+        let mut top: Vec<(usize, f64)> = residuals
+            .iter()
+            .enumerate()
+            .map(|(k, r)| (k, r * r))
+            .collect();
+        top.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        top.truncate(EXPLAINED);
+        Score { score, top }
+    }
+
+    /// The model file's text: the same model gives the same bytes.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("a model serializes") + "\n"
+    }
+
+    /// Reads and checks a model file against the catalogue this build
+    /// computes (`names` and `dtypes` in column order).
+    pub fn load(path: &Path, names: &[&str], dtypes: &[&str]) -> Result<Model, String> {
+        let text = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        Model::from_bytes(&text, names, dtypes).map_err(|e| format!("{}: {e}", path.display()))
+    }
+
+    /// [`Model::load`] of bytes already read.
+    pub fn from_bytes(bytes: &[u8], names: &[&str], dtypes: &[&str]) -> Result<Model, String> {
+        let head: serde_json::Value = serde_json::from_slice(bytes)
+            .map_err(|e| format!("not a model file (not JSON: {e})"))?;
+        if head.get("format").and_then(|f| f.as_str()) != Some(FORMAT) {
+            return Err(format!(
+                "not a model file (no \"format\": \"{FORMAT}\"); make one with `amoskys-pipeline train`"
+            ));
+        }
+        let version = head.get("version").and_then(|v| v.as_u64());
+        if version != Some(u64::from(VERSION)) {
+            return Err(format!(
+                "model file format version {}; this build reads version {VERSION}: train the model again with this build",
+                version.map_or("unknown".into(), |v| v.to_string())
+            ));
+        }
+        let sc = head.get("smartcore").and_then(|v| v.as_str());
+        if sc != Some(SMARTCORE) {
+            return Err(format!(
+                "model fitted with smartcore {}; this build uses smartcore {SMARTCORE}: train the model again with this build",
+                sc.unwrap_or("unknown")
+            ));
+        }
+        let model: Model =
+            serde_json::from_value(head).map_err(|e| format!("corrupt model file: {e}"))?;
+        let want = catalogue_sha256(names.iter().copied().zip(dtypes.iter().copied()));
+        if model.catalogue_sha256 != want || model.catalogue_features != names.len() {
+            return Err(format!(
+                "model trained on another feature catalogue ({} features, sha256 {}); this build computes {} features (sha256 {}): train the model again on this build's output",
+                model.catalogue_features,
+                short(&model.catalogue_sha256),
+                names.len(),
+                short(&want)
+            ));
+        }
+        model.check()?;
+        Ok(model)
+    }
+
+    /// Shapes and numbers consistent with each other.
+    fn check(&self) -> Result<(), String> {
+        let d = self.features.len();
+        let corrupt = |what: &str| Err(format!("corrupt model file: {what}"));
+        if d != self.catalogue_features || self.mean.len() != d {
+            return corrupt("feature count and mean disagree");
+        }
+        if self.components.is_empty() || self.components.iter().any(|c| c.len() != d) {
+            return corrupt("components do not match the features");
+        }
+        if self.centroids.is_empty() || self.centroids.iter().any(|c| c.len() != d) {
+            return corrupt("centroids do not match the features");
+        }
+        let finite = |v: &[f64]| v.iter().all(|x| x.is_finite());
+        if !finite(&self.mean)
+            || !self.components.iter().all(|c| finite(c))
+            || !self.centroids.iter().all(|c| finite(c))
+            || !finite(&self.normalizers)
+            || self.normalizers.iter().any(|n| *n <= 0.0)
+            || !self.threshold.is_finite()
+        {
+            return corrupt("a number is not finite");
+        }
+        Ok(())
+    }
+}
+
+fn short(sha: &str) -> &str {
+    sha.get(..12).unwrap_or(sha)
+}
+
+#[cfg(test)]
+mod tests;
