@@ -5,6 +5,7 @@ must name the scanner and its target and say why, stay near its
 false-positive rate on ordinary traffic, give the same bytes for the same
 rows, and refuse files it cannot use."""
 import json
+import socket
 
 import pytest
 
@@ -116,3 +117,62 @@ def test_files_it_cannot_use_are_refused_with_the_reason(trained, tmp_path):
     cfg.write_text(f'[[models]]\nname = "vertical_scan"\npath = "{model}"\n')
     r = run_bin("replay", cap, "--out", tmp_path / "bn", "--no-progress", "--config", cfg, check=False)
     assert r.returncode != 0 and "built-in detection" in r.stderr, r.stderr
+
+
+def test_the_long_running_job_scores_live_and_takes_a_new_model_file(trained, tmp_path):
+    """The job with `[[models]]` and a webhook (Python's http.server), fed
+    loghub's OpenSSH log over TCP syslog: rows are scored as their windows
+    close, anomalies reach the receiver and the alerts table. The model file
+    is then replaced (a model trained with another false-positive rate, so
+    another threshold) while the rest of the log arrives: the job reads it
+    again without a restart, and later rows carry the new threshold."""
+    import os
+    import shutil
+    from conftest import DATA, wait_until
+    from livejob import Job, free_port, syslog_source
+    from test_webhook import Receiver, webhook_toml
+    d, data, (model, _) = trained
+    other = d / "loose.model"
+    if not other.exists():
+        run_bin("train", "--data", data, "--model", other, "--fpr", "0.05")
+    thresholds = {json.loads(p.read_text())["threshold"] for p in (model, other)}
+    assert len(thresholds) == 2
+    live = tmp_path / "live.model"
+    shutil.copy(model, live)
+    lines = (DATA / "syslog" / "loghub" / "OpenSSH_2k.log").read_bytes().splitlines(keepends=True)
+    # Up to 08:00 first, the rest in chunks after the model file is replaced.
+    cut = next(i for i, l in enumerate(lines) if l[7:9] >= b"08")
+    hport, sport = free_port(), free_port()
+    receiver = Receiver(hport)
+    models_toml = f'[[models]]\nname = "site"\npath = "{live}"\nseverity = "high"\n'
+    try:
+        with Job(tmp_path, syslog_source(sport), models_toml + webhook_toml(hport, tmp_path)) as job:
+            conn = socket.create_connection(("127.0.0.1", sport))
+            conn.sendall(b"".join(lines[:cut]))
+            job.wait_metric("amoskys_model_scores_total", 1)
+            wait_until(lambda: any(json.loads(b)["rule"] == "site" for _, b in receiver.accepted()),
+                       60, "an anomaly alert at the receiver")
+            tmp = live.with_suffix(".tmp")
+            shutil.copy(other, tmp)
+            os.replace(tmp, live)
+            rest = iter(range(cut, len(lines), 40))
+
+            def fed_until_reloaded():
+                i = next(rest, None)
+                if i is not None:
+                    conn.sendall(b"".join(lines[i:i + 40]))
+                return job.metric_or_0("amoskys_model_reloads_total") >= 1
+            wait_until(fed_until_reloaded, 60, "the job to read the new model file", interval=0.3)
+            for i in rest:
+                conn.sendall(b"".join(lines[i:i + 40]))
+            conn.close()
+            job.wait_metric("amoskys_events_sent_total", len(lines))
+        got = {t for (t,) in query(f"select distinct threshold from {job.table('scores')}")}
+        assert got == thresholds, got
+        site = job.alert_rows("rule, severity, entity", "rule = 'site'")
+        assert site and all(s == "high" for _, s, _ in site), site
+        delivered = [json.loads(b) for _, b in receiver.accepted()]
+        assert {a["id"] for a in delivered if a["rule"] == "site"} == \
+            {i for (i,) in query(f"select id from {job.table('alerts', 'rule = ' + chr(39) + 'site' + chr(39))}")}
+    finally:
+        receiver.close()

@@ -14,7 +14,7 @@ use amoskys_operators::detect::{
     detect_groups,
 };
 use amoskys_operators::device_watch::{DeviceWatch, LearnRule};
-use amoskys_operators::model::{ModelSet, ModelSpec, ScoreModels};
+use amoskys_operators::model::{ModelCounters, ModelSet, ModelSpec, ScoreModels};
 use amoskys_operators::{
     AssembleFlows, DhcpObservations, EventWindows, Featurize, FeaturizeEvents, FlowConfig,
     FlowCounters, HistoryConfig, HistoryCounters, MergeRows, PacketFeaturesOnly, RareFingerprints,
@@ -132,7 +132,8 @@ impl GraphSpec {
                 (specs, FeatureSet::All) => {
                     check_model_names(specs)?;
                     Some(Arc::new(
-                        ModelSet::load(specs).map_err(PipelineError::Model)?,
+                        ModelSet::load(specs, counters.models.clone())
+                            .map_err(PipelineError::Model)?,
                     ))
                 }
             },
@@ -190,6 +191,7 @@ pub struct GraphCounters {
     pub event_windows: Arc<WindowCounters>,
     pub history: Arc<HistoryCounters>,
     pub detect: Arc<DetectCounters>,
+    pub models: Arc<ModelCounters>,
 }
 
 pub type RecordInput = UnorderedHandle<u64, CapacityContainerBuilder<Vec<EventRow>>>;

@@ -97,6 +97,10 @@ impl Published {
         metrics::counter!("amoskys_window_late_observations_total").absolute(g(&c.windows.late));
         metrics::counter!("amoskys_feature_rows_total").absolute(g(&c.windows.rows));
         metrics::counter!("amoskys_alerts_total").absolute(g(&c.detect.alerts));
+        metrics::counter!("amoskys_model_scores_total").absolute(g(&c.models.scored));
+        metrics::counter!("amoskys_model_reloads_total").absolute(g(&c.models.reloads));
+        metrics::counter!("amoskys_model_reload_failures_total")
+            .absolute(g(&c.models.reload_failures));
         if let Some(w) = &self.webhook {
             metrics::counter!("amoskys_webhook_spooled_total").absolute(g(&w.spooled));
             metrics::counter!("amoskys_webhook_delivered_total").absolute(g(&w.delivered));

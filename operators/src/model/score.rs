@@ -83,7 +83,7 @@ pub struct ModelSet {
 
 impl ModelSet {
     /// Loads every model; the first that cannot be used is the error.
-    pub fn load(specs: &[ModelSpec]) -> Result<ModelSet, String> {
+    pub fn load(specs: &[ModelSpec], counters: Arc<ModelCounters>) -> Result<ModelSet, String> {
         let mut loaded = Vec::with_capacity(specs.len());
         for s in specs {
             let st = stamp(&s.path);
@@ -96,7 +96,7 @@ impl ModelSet {
         Ok(ModelSet {
             specs: specs.to_vec(),
             loaded,
-            counters: Arc::default(),
+            counters,
         })
     }
 
