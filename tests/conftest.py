@@ -249,3 +249,20 @@ def generated(tmp_path_factory):
     pcap = d / "sample.pcap"
     run_bin("generate-capture", pcap, "--hosts", "16", "--minutes", "4")
     return pcap
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory):
+    """Thirty minutes of the sample office without its scan, replayed and
+    trained on twice (two model files): tests/test_models.py and the
+    notebooks share it."""
+    d = tmp_path_factory.mktemp("models")
+    normal = d / "normal.pcap"
+    run_bin("generate-capture", normal, "--hosts", "24", "--minutes", "30", "--seed", "3", "--no-scan")
+    data = d / "normal"
+    replay(normal, data)
+    models = [d / "site.model", d / "again.model"]
+    for m in models:
+        r = run_bin("train", "--data", data, "--model", m)
+        assert "trained on" in r.stderr, r.stderr
+    return d, data, models

@@ -7,25 +7,7 @@ rows, and refuse files it cannot use."""
 import json
 import socket
 
-import pytest
-
 from conftest import query, replay, run_bin, table
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    """Thirty minutes of the office without the scan, replayed and trained on
-    twice (two model files)."""
-    d = tmp_path_factory.mktemp("models")
-    normal = d / "normal.pcap"
-    run_bin("generate-capture", normal, "--hosts", "24", "--minutes", "30", "--seed", "3", "--no-scan")
-    data = d / "normal"
-    replay(normal, data)
-    models = [d / "site.model", d / "again.model"]
-    for m in models:
-        r = run_bin("train", "--data", data, "--model", m)
-        assert "trained on" in r.stderr, r.stderr
-    return d, data, models
 
 
 def test_the_same_rows_give_the_same_model(trained):
