@@ -158,3 +158,40 @@ def test_the_long_running_job_scores_live_and_takes_a_new_model_file(trained, tm
             {i for (i,) in query(f"select id from {job.table('alerts', 'rule = ' + chr(39) + 'site' + chr(39))}")}
     finally:
         receiver.close()
+
+
+def test_labelled_windows_train_a_classifier_whose_alerts_name_the_class(tmp_path):
+    """`train --labels`: half an hour of the office with its scan, the
+    scanner's windows labelled `scan`. On another day with the scan, the
+    scanner is said to look like a scan (`lab.scan`), and no other host is;
+    malformed label files are refused with the line at fault."""
+    day = tmp_path / "day.pcap"
+    run_bin("generate-capture", day, "--hosts", "24", "--minutes", "30", "--seed", "11")
+    data = tmp_path / "day"
+    replay(day, data)
+    labels = tmp_path / "labels.csv"
+    labels.write_text("entity,from,to,label\n# the sample office's scanner\n"
+                      "10.1.0.250,2024-01-01T00:00:00Z,2030-01-01T00:00:00Z,scan\n")
+    model = tmp_path / "lab.model"
+    r = run_bin("train", "--data", data, "--model", model, "--labels", labels)
+    assert "classifier of 2 classes: normal" in r.stderr, r.stderr
+    m = json.loads(model.read_text())
+    assert m["classifier"]["classes"] == ["normal", "scan"]
+    (scanner_rows,), = query(f"select count(*) from {table(data, 'features')} where entity = '10.1.0.250'")
+    assert m["classifier"]["rows"][1] == scanner_rows
+    # The model of normal leaves the labelled windows out.
+    assert m["training"]["rows"] + scanner_rows == query(f"select count(*) from {table(data, 'features')}")[0][0]
+    other = tmp_path / "other.pcap"
+    run_bin("generate-capture", other, "--hosts", "24", "--minutes", "10", "--seed", "13")
+    out = tmp_path / "scored"
+    replay(other, out, "--model", model)
+    classed = query(f"select entity, summary from {table(out, 'alerts')} where rule = 'lab.scan'")
+    assert [e for e, _ in classed] == ["10.1.0.250"], classed
+    assert "looks like scan to model lab" in classed[0][1]
+    for text, why in (("entity,label\n", "header"),
+                      ("entity,from,to,label\n10.0.0.1,yesterday,2030-01-01T00:00:00Z,scan\n", ":2:"),
+                      ("entity,from,to,label\n10.0.0.1,2024-01-01T00:00:00Z,2030-01-01T00:00:00Z,normal\n", "not \"normal\""),
+                      ("entity,from,to,label\n10.0.0.1,2024-01-01T00:00:00Z\n", "expected 4 fields")):
+        labels.write_text(text)
+        r = run_bin("train", "--data", data, "--model", tmp_path / "bad.model", "--labels", labels, check=False)
+        assert r.returncode != 0 and why in r.stderr, (text, r.stderr)

@@ -174,6 +174,13 @@ enum Command {
         /// Seed of the k-means initialisation.
         #[arg(long, default_value_t = 7)]
         seed: u64,
+        /// A CSV of labelled windows — header `entity,from,to,label`, then
+        /// e.g. `10.1.0.250,2024-01-15T09:02:00Z,2024-01-15T09:10:00Z,scan` —
+        /// to learn as kinds of their own: the model of normal leaves them out,
+        /// and a classifier (logistic regression) learns them; rows it puts in
+        /// a class raise alerts named `<model>.<label>`.
+        #[arg(long, value_name = "FILE")]
+        labels: Option<PathBuf>,
     },
     /// Query the Parquet output with SQL (DataFusion).
     ///
@@ -652,6 +659,7 @@ fn run(cmd: Command) -> anyhow::Result<ExitCode> {
             to,
             fpr,
             seed,
+            labels,
         } => {
             let m = amoskys_pipeline::train::train(&amoskys_pipeline::train::TrainOptions {
                 data,
@@ -662,6 +670,7 @@ fn run(cmd: Command) -> anyhow::Result<ExitCode> {
                     false_positive_rate: fpr,
                     seed,
                 },
+                labels,
             })?;
             let t = &m.training;
             eprintln!(
@@ -677,6 +686,19 @@ fn run(cmd: Command) -> anyhow::Result<ExitCode> {
                 m.false_positive_rate,
                 model.display()
             );
+            if let Some(c) = &m.classifier {
+                let counts: Vec<String> = c
+                    .classes
+                    .iter()
+                    .zip(&c.rows)
+                    .map(|(k, n)| format!("{k} {n}"))
+                    .collect();
+                eprintln!(
+                    "classifier of {} classes: {} rows",
+                    c.classes.len(),
+                    counts.join(", ")
+                );
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Sql {

@@ -18,6 +18,81 @@ pub struct TrainOptions {
     pub from_us: Option<i64>,
     pub to_us: Option<i64>,
     pub fit: FitOptions,
+    /// `entity,from,to,label` lines: windows to learn as kinds of their own.
+    pub labels: Option<PathBuf>,
+}
+
+/// A labelled stretch of one entity's windows.
+struct Label {
+    entity: String,
+    from_us: i64,
+    to_us: i64,
+    label: String,
+}
+
+/// Reads a labels file: a header `entity,from,to,label`, then one line per
+/// stretch (RFC 3339 times; the windows starting at or after `from` and before
+/// `to`). `#` starts a comment line.
+fn read_labels(path: &std::path::Path) -> Result<Vec<Label>, PipelineError> {
+    let text = std::fs::read_to_string(path).map_err(|source| PipelineError::Io {
+        context: format!("read {}", path.display()),
+        source,
+    })?;
+    let mut lines = text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty() && !l.trim_start().starts_with('#'));
+    let header = lines.next().map(|(_, l)| l.replace(' ', ""));
+    if header.as_deref() != Some("entity,from,to,label") {
+        return Err(bad(format!(
+            "{}: the first line must be the header entity,from,to,label",
+            path.display()
+        )));
+    }
+    let time = |s: &str, at: usize| {
+        chrono::DateTime::parse_from_rfc3339(s.trim())
+            .map(|t| t.timestamp_micros())
+            .map_err(|e| {
+                bad(format!(
+                    "{}:{}: {s:?} is not an RFC 3339 time: {e}",
+                    path.display(),
+                    at + 1
+                ))
+            })
+    };
+    let mut out = Vec::new();
+    for (at, line) in lines {
+        let f: Vec<&str> = line.split(',').collect();
+        let [entity, from, to, label] = f[..] else {
+            return Err(bad(format!(
+                "{}:{}: expected 4 fields (entity,from,to,label), found {}",
+                path.display(),
+                at + 1,
+                f.len()
+            )));
+        };
+        let label = label.trim().to_string();
+        if label.is_empty()
+            || label == model::NORMAL
+            || !label
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        {
+            return Err(bad(format!(
+                "{}:{}: label {label:?}: letters, digits, _ and - only, and not {:?} (the class of unlabelled windows)",
+                path.display(),
+                at + 1,
+                model::NORMAL
+            )));
+        }
+        out.push(Label {
+            entity: entity.trim().to_string(),
+            from_us: time(from, at)?,
+            to_us: time(to, at)?,
+            label,
+        });
+    }
+    Ok(out)
 }
 
 fn bad(msg: String) -> PipelineError {
@@ -54,8 +129,33 @@ pub fn train(opts: &TrainOptions) -> Result<Model, PipelineError> {
             opts.data.display()
         )));
     }
+    // Labelled windows are kinds of their own: the model of normal is fitted
+    // on the others, the classifier on all.
+    let labels = opts.labels.as_deref().map(read_labels).transpose()?;
+    let label_of = |i: usize| -> String {
+        labels
+            .iter()
+            .flatten()
+            .find(|l| {
+                l.entity == t.entity[i] && l.from_us <= t.window_us[i] && t.window_us[i] < l.to_us
+            })
+            .map_or(model::NORMAL.to_string(), |l| l.label.clone())
+    };
+    let all_labels: Vec<String> = order.iter().map(|&i| label_of(i)).collect();
+    let all = order.clone();
+    let order: Vec<usize> = all
+        .iter()
+        .zip(&all_labels)
+        .filter(|(_, l)| *l == model::NORMAL)
+        .map(|(&i, _)| i)
+        .collect();
     let windows: BTreeSet<i64> = order.iter().map(|&i| t.window_us[i]).collect();
     let entities: BTreeSet<&str> = order.iter().map(|&i| t.entity[i].as_str()).collect();
+    if order.is_empty() {
+        return Err(bad(
+            "every row is labelled: nothing is left to learn normal from".into(),
+        ));
+    }
     let set = TrainingSet {
         names: &cat.names,
         dtypes: &cat.dtypes,
@@ -69,7 +169,15 @@ pub fn train(opts: &TrainOptions) -> Result<Model, PipelineError> {
         first_window_us: *windows.first().expect("rows"),
         last_window_us: *windows.last().expect("rows"),
     };
-    let model = model::fit(&set, opts.fit).map_err(bad)?;
+    let mut model = model::fit(&set, opts.fit).map_err(bad)?;
+    if labels.is_some() {
+        let columns: Vec<Vec<f64>> = t
+            .values
+            .iter()
+            .map(|col| all.iter().map(|&i| col[i]).collect())
+            .collect();
+        model.fit_classifier(&columns, &all_labels).map_err(bad)?;
+    }
     let io = |source| PipelineError::Io {
         context: format!("write {}", opts.model.display()),
         source,

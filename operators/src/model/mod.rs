@@ -107,7 +107,29 @@ pub struct Model {
     pub false_positive_rate: f64,
     pub threshold: f64,
     pub training: TrainingSummary,
+    /// With `train --labels`: a classifier of the labelled kinds of window.
+    #[serde(default)]
+    pub classifier: Option<Classifier>,
 }
+
+/// A multinomial logistic regression (smartcore's, L2-regularised) over model
+/// space: which labelled kind a window looks like. Class 0 is `normal`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Classifier {
+    pub classes: Vec<String>,
+    /// One row per class (one row in all for two classes: the second's
+    /// log-odds), and the intercepts.
+    pub coefficients: Vec<Vec<f64>>,
+    pub intercept: Vec<f64>,
+    /// Training rows per class.
+    pub rows: Vec<usize>,
+}
+
+/// The class every row without a label has.
+pub const NORMAL: &str = "normal";
+
+/// L2 penalty of the classifier.
+pub const CLASSIFIER_ALPHA: f64 = 1.0;
 
 /// The catalogue's fingerprint: SHA-256 over `name:dtype\n` in column order.
 pub fn catalogue_sha256<'a>(features: impl Iterator<Item = (&'a str, &'a str)>) -> String {
@@ -314,6 +336,7 @@ pub fn fit(set: &TrainingSet, opts: FitOptions) -> Result<Model, String> {
         components,
         centroids,
         normalizers: [1.0, 1.0],
+        classifier: None,
         false_positive_rate: opts.false_positive_rate,
         threshold: 0.0,
         training: TrainingSummary {
@@ -351,6 +374,109 @@ pub fn fit(set: &TrainingSet, opts: FitOptions) -> Result<Model, String> {
 }
 
 impl Model {
+    /// A row in model space.
+    fn model_space(&self, values: &[f64]) -> Vec<f64> {
+        self.features
+            .iter()
+            .zip(values)
+            .map(|(f, v)| squash(f.scaling.apply(*v)))
+            .collect()
+    }
+
+    /// Fits the classifier (smartcore's logistic regression) to `columns`
+    /// (raw values, as [`TrainingSet::columns`]) and their `labels`
+    /// ([`NORMAL`] for unlabelled rows), in this model's space.
+    pub fn fit_classifier(
+        &mut self,
+        columns: &[Vec<f64>],
+        labels: &[String],
+    ) -> Result<(), String> {
+        use smartcore::linear::logistic_regression::{
+            LogisticRegression, LogisticRegressionParameters,
+        };
+        let d = self.features.len();
+        let n = labels.len();
+        if columns.len() != d || columns.iter().any(|c| c.len() != n) {
+            return Err("labels and feature rows disagree".into());
+        }
+        let mut classes: Vec<String> = labels.to_vec();
+        classes.sort();
+        classes.dedup();
+        // `normal` first, the labelled kinds after it in name order.
+        classes.retain(|c| c != NORMAL);
+        classes.insert(0, NORMAL.to_string());
+        if classes.len() < 2 {
+            return Err("--labels named no window of the training data".into());
+        }
+        let y: Vec<i32> = labels
+            .iter()
+            .map(|l| classes.iter().position(|c| c == l).unwrap_or(0) as i32)
+            .collect();
+        let mut rows = vec![0usize; classes.len()];
+        for &c in &y {
+            rows[c as usize] += 1;
+        }
+        if rows[0] == 0 {
+            return Err(
+                "every training row is labelled: the classifier needs normal rows too".into(),
+            );
+        }
+        let mut x = vec![0.0; n * d];
+        let mut values = vec![0.0; d];
+        for i in 0..n {
+            for k in 0..d {
+                values[k] = columns[k][i];
+            }
+            x[i * d..(i + 1) * d].copy_from_slice(&self.model_space(&values));
+        }
+        let matrix = DenseMatrix::new(n, d, x, false).map_err(|e| e.to_string())?;
+        let lr: LogisticRegression<f64, i32, DenseMatrix<f64>, Vec<i32>> = LogisticRegression::fit(
+            &matrix,
+            &y,
+            LogisticRegressionParameters::default().with_alpha(CLASSIFIER_ALPHA),
+        )
+        .map_err(|e| format!("logistic regression: {e}"))?;
+        use smartcore::linalg::basic::arrays::Array;
+        let (r, _) = lr.coefficients().shape();
+        self.classifier = Some(Classifier {
+            classes,
+            coefficients: (0..r)
+                .map(|j| (0..d).map(|k| *lr.coefficients().get((j, k))).collect())
+                .collect(),
+            intercept: (0..r).map(|j| *lr.intercept().get((j, 0))).collect(),
+            rows,
+        });
+        Ok(())
+    }
+
+    /// The class a row looks like and its probability, with a classifier.
+    pub fn classify(&self, values: &[f64]) -> Option<(usize, f64)> {
+        let c = self.classifier.as_ref()?;
+        let x = self.model_space(values);
+        let logit = |j: usize| -> f64 {
+            c.coefficients[j]
+                .iter()
+                .zip(&x)
+                .map(|(a, b)| a * b)
+                .sum::<f64>()
+                + c.intercept[j]
+        };
+        if c.coefficients.len() == 1 {
+            let p = 1.0 / (1.0 + (-logit(0)).exp());
+            return Some(if p > 0.5 { (1, p) } else { (0, 1.0 - p) });
+        }
+        let z: Vec<f64> = (0..c.coefficients.len()).map(logit).collect();
+        let top = z.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        let e: Vec<f64> = z.iter().map(|v| (v - top).exp()).collect();
+        let sum: f64 = e.iter().sum();
+        let (best, _) =
+            e.iter().enumerate().fold(
+                (0, f64::NEG_INFINITY),
+                |b, (i, v)| if *v > b.1 { (i, *v) } else { b },
+            );
+        Some((best, e[best] / sum))
+    }
+
     /// Reconstruction error and distance to the nearest centroid of a row in
     /// model space; the residuals go to `residuals`.
     fn parts(&self, x: &[f64], residuals: &mut Vec<f64>) -> [f64; 2] {
@@ -383,12 +509,7 @@ impl Model {
     /// The score of a feature row (catalogue order, NaN for null), and the
     /// features that explain it.
     pub fn score(&self, values: &[f64]) -> Score {
-        let x: Vec<f64> = self
-            .features
-            .iter()
-            .zip(values)
-            .map(|(f, v)| squash(f.scaling.apply(*v)))
-            .collect();
+        let x = self.model_space(values);
         let mut residuals = Vec::with_capacity(x.len());
         let score = self.combine(self.parts(&x, &mut residuals));
         let mut top: Vec<(usize, f64)> = residuals
@@ -474,6 +595,19 @@ impl Model {
             || !self.threshold.is_finite()
         {
             return corrupt("a number is not finite");
+        }
+        if let Some(c) = &self.classifier {
+            let k = c.classes.len();
+            let r = if k == 2 { 1 } else { k };
+            if k < 2
+                || c.classes[0] != NORMAL
+                || c.coefficients.len() != r
+                || c.intercept.len() != r
+                || c.coefficients.iter().any(|w| w.len() != d || !finite(w))
+                || !finite(&c.intercept)
+            {
+                return corrupt("the classifier does not match the features");
+            }
         }
         Ok(())
     }

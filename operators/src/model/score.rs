@@ -167,6 +167,7 @@ impl<'scope> ScoreModels<'scope> for Stream<'scope, u64, Vec<FeatureRow>> {
             .collect();
         builder.build(move |_| {
             let mut firing: Occurrences<(usize, Entity)> = Occurrences::new(1);
+            let mut classed: Occurrences<(usize, usize, Entity)> = Occurrences::new(1);
             move |_frontiers| {
                 let mut scores_h = scores_out.activate();
                 let mut alerts_h = alerts_out.activate();
@@ -182,6 +183,12 @@ impl<'scope> ScoreModels<'scope> for Stream<'scope, u64, Vec<FeatureRow>> {
                             if s.score > threshold && firing.starts((i, r.entity.clone()), r.window)
                             {
                                 raised.push(anomaly(spec, &model, r, &s, threshold));
+                            }
+                            if let Some((class, p)) = model.classify(&r.values)
+                                && class > 0
+                                && classed.starts((i, class, r.entity.clone()), r.window)
+                            {
+                                raised.push(classified(spec, &model, r, &s, class, p));
                             }
                             rows.push(ScoreRow {
                                 entity: r.entity.clone(),
@@ -251,6 +258,47 @@ fn anomaly(
             threshold,
             why.join(", ")
         ),
+        evidence,
+    }
+}
+
+/// The alert of a row the classifier puts in a labelled class: named
+/// `<model>.<class>`, with the probability and the features that explain the
+/// row's anomaly score.
+fn classified(
+    spec: &ModelSpec,
+    model: &Model,
+    row: &FeatureRow,
+    s: &super::Score,
+    class: usize,
+    p: f64,
+) -> Alert {
+    let name = model
+        .classifier
+        .as_ref()
+        .map_or("labelled", |c| c.classes[class].as_str());
+    let rule = format!("{}.{name}", spec.name);
+    let mut evidence = vec![
+        ("probability".to_string(), p),
+        ("score".to_string(), s.score),
+    ];
+    for &(k, _) in &s.top {
+        let v = row.values.get(k).copied().unwrap_or(f64::NAN);
+        if !v.is_nan() {
+            evidence.push((model.features[k].name.clone(), v));
+        }
+    }
+    Alert {
+        id: alert_id(&rule, &row.entity, row.window),
+        summary: format!(
+            "{} looks like {name} to model {} (probability {p:.2})",
+            row.entity, spec.name
+        ),
+        rule,
+        severity: spec.severity,
+        entity: row.entity.clone(),
+        window: row.window,
+        sources: vec!["model".to_string()],
         evidence,
     }
 }
