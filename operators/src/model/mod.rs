@@ -506,6 +506,20 @@ impl Model {
         0.5 * (p[0] / self.normalizers[0] + p[1] / self.normalizers[1])
     }
 
+    /// The score of a feature row (catalogue order, NaN for null) alone,
+    /// with `scratch` buffers reused from row to row: what every row pays.
+    pub fn score_value(&self, values: &[f64], scratch: &mut (Vec<f64>, Vec<f64>)) -> f64 {
+        let (x, residuals) = scratch;
+        x.clear();
+        x.extend(
+            self.features
+                .iter()
+                .zip(values)
+                .map(|(f, v)| squash(f.scaling.apply(*v))),
+        );
+        self.combine(self.parts(x, residuals))
+    }
+
     /// The score of a feature row (catalogue order, NaN for null), and the
     /// features that explain it.
     pub fn score(&self, values: &[f64]) -> Score {

@@ -168,6 +168,7 @@ impl<'scope> ScoreModels<'scope> for Stream<'scope, u64, Vec<FeatureRow>> {
         builder.build(move |_| {
             let mut firing: Occurrences<(usize, Entity)> = Occurrences::new(1);
             let mut classed: Occurrences<(usize, usize, Entity)> = Occurrences::new(1);
+            let mut scratch = (Vec::new(), Vec::new());
             move |_frontiers| {
                 let mut scores_h = scores_out.activate();
                 let mut alerts_h = alerts_out.activate();
@@ -179,22 +180,24 @@ impl<'scope> ScoreModels<'scope> for Stream<'scope, u64, Vec<FeatureRow>> {
                         let spec = &models.specs[i];
                         let threshold = spec.threshold.unwrap_or(model.threshold);
                         for r in data.iter() {
-                            let s = model.score(&r.values);
-                            if s.score > threshold && firing.starts((i, r.entity.clone()), r.window)
-                            {
+                            let score = model.score_value(&r.values, &mut scratch);
+                            // Why, only for the rows that raise an alert.
+                            if score > threshold && firing.starts((i, r.entity.clone()), r.window) {
+                                let s = model.score(&r.values);
                                 raised.push(anomaly(spec, &model, r, &s, threshold));
                             }
                             if let Some((class, p)) = model.classify(&r.values)
                                 && class > 0
                                 && classed.starts((i, class, r.entity.clone()), r.window)
                             {
+                                let s = model.score(&r.values);
                                 raised.push(classified(spec, &model, r, &s, class, p));
                             }
                             rows.push(ScoreRow {
                                 entity: r.entity.clone(),
                                 window: r.window,
                                 model: name.clone(),
-                                score: s.score,
+                                score,
                                 threshold,
                             });
                         }

@@ -59,6 +59,10 @@ fn a_row_unlike_training_scores_above_the_threshold_and_says_why() {
     assert!(ordinary.score < model.threshold, "{ordinary:?}");
     let odd = model.score(&[120.0, 9_000_000.0, 2.0, 40.0, 20.5]);
     assert!(odd.score > model.threshold, "{odd:?}");
+    // The score alone, as every row gets it, is the same number.
+    let mut scratch = (Vec::new(), Vec::new());
+    let alone = model.score_value(&[120.0, 9_000_000.0, 2.0, 40.0, 20.5], &mut scratch);
+    assert_eq!(alone, odd.score);
     let named: Vec<&str> = odd
         .top
         .iter()
