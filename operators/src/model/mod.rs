@@ -110,6 +110,10 @@ pub struct Model {
     /// With `train --labels`: a classifier of the labelled kinds of window.
     #[serde(default)]
     pub classifier: Option<Classifier>,
+    /// Each feature's model-space value for null and for 0, the values most
+    /// rows hold: computed once instead of two logarithms per value.
+    #[serde(skip)]
+    fixed: Vec<[f64; 2]>,
 }
 
 /// A multinomial logistic regression (smartcore's, L2-regularised) over model
@@ -187,6 +191,35 @@ impl Default for FitOptions {
             seed: 7,
         }
     }
+}
+
+/// Sum of products in eight lanes: floating-point addition is not
+/// associative, so a plain sum runs one addition at a time; lanes let the
+/// compiler use vector instructions. Training and scoring use the same
+/// function, so a model's scores are the same wherever they are computed.
+#[inline]
+fn dot(a: &[f64], b: &[f64]) -> f64 {
+    lanes(a, b, |x, y| x * y)
+}
+
+/// Squared Euclidean distance, in eight lanes as [`dot`].
+#[inline]
+fn distance2(a: &[f64], b: &[f64]) -> f64 {
+    lanes(a, b, |x, y| (x - y) * (x - y))
+}
+
+#[inline]
+fn lanes(a: &[f64], b: &[f64], f: impl Fn(f64, f64) -> f64) -> f64 {
+    let (ca, ra) = a.as_chunks::<8>();
+    let (cb, rb) = b.as_chunks::<8>();
+    let mut acc = [0.0f64; 8];
+    for (x, y) in ca.iter().zip(cb) {
+        for i in 0..8 {
+            acc[i] += f(x[i], y[i]);
+        }
+    }
+    let tail: f64 = ra.iter().zip(rb).map(|(x, y)| f(*x, *y)).sum();
+    acc.iter().sum::<f64>() + tail
 }
 
 #[inline]
@@ -337,6 +370,7 @@ pub fn fit(set: &TrainingSet, opts: FitOptions) -> Result<Model, String> {
         centroids,
         normalizers: [1.0, 1.0],
         classifier: None,
+        fixed: Vec::new(),
         false_positive_rate: opts.false_positive_rate,
         threshold: 0.0,
         training: TrainingSummary {
@@ -370,17 +404,58 @@ pub fn fit(set: &TrainingSet, opts: FitOptions) -> Result<Model, String> {
         .iter()
         .map(|&q| (q, percentile(&scores, q)))
         .collect();
+    model.prepare();
     Ok(model)
 }
 
 impl Model {
     /// A row in model space.
     fn model_space(&self, values: &[f64]) -> Vec<f64> {
-        self.features
+        let mut x = Vec::with_capacity(values.len());
+        self.to_model_space(values, &mut x);
+        x
+    }
+
+    fn to_model_space(&self, values: &[f64], x: &mut Vec<f64>) {
+        x.clear();
+        if self.fixed.len() != self.features.len() {
+            x.extend(
+                self.features
+                    .iter()
+                    .zip(values)
+                    .map(|(f, v)| squash(f.scaling.apply(*v))),
+            );
+            return;
+        }
+        x.extend(
+            self.features
+                .iter()
+                .zip(values)
+                .zip(&self.fixed)
+                .map(|((f, &v), fixed)| {
+                    if v.is_nan() {
+                        fixed[0]
+                    } else if v == 0.0 {
+                        fixed[1]
+                    } else {
+                        squash(f.scaling.apply(v))
+                    }
+                }),
+        );
+    }
+
+    /// Computes what [`Model::to_model_space`] takes ready-made.
+    fn prepare(&mut self) {
+        self.fixed = self
+            .features
             .iter()
-            .zip(values)
-            .map(|(f, v)| squash(f.scaling.apply(*v)))
-            .collect()
+            .map(|f| {
+                [
+                    squash(f.scaling.apply(f64::NAN)),
+                    squash(f.scaling.apply(0.0)),
+                ]
+            })
+            .collect();
     }
 
     /// Fits the classifier (smartcore's logistic regression) to `columns`
@@ -480,24 +555,21 @@ impl Model {
     /// Reconstruction error and distance to the nearest centroid of a row in
     /// model space; the residuals go to `residuals`.
     fn parts(&self, x: &[f64], residuals: &mut Vec<f64>) -> [f64; 2] {
-        let d = x.len();
         residuals.clear();
         residuals.extend(x.iter().zip(&self.mean).map(|(v, m)| v - m));
-        let z: Vec<f64> = self
-            .components
-            .iter()
-            .map(|c| c.iter().zip(residuals.iter()).map(|(a, b)| a * b).sum())
-            .collect();
+        // Each component's coordinate, taken from the centred row before any
+        // is subtracted (the components are orthonormal).
+        let z: Vec<f64> = self.components.iter().map(|c| dot(c, residuals)).collect();
         for (c, zj) in self.components.iter().zip(&z) {
-            for k in 0..d {
-                residuals[k] -= zj * c[k];
+            for (r, ck) in residuals.iter_mut().zip(c) {
+                *r -= zj * ck;
             }
         }
-        let pca = residuals.iter().map(|r| r * r).sum();
+        let pca = dot(residuals, residuals);
         let km = self
             .centroids
             .iter()
-            .map(|c| c.iter().zip(x).map(|(a, b)| (a - b).powi(2)).sum::<f64>())
+            .map(|c| distance2(c, x))
             .fold(f64::INFINITY, f64::min);
         [pca, km]
     }
@@ -510,13 +582,7 @@ impl Model {
     /// with `scratch` buffers reused from row to row: what every row pays.
     pub fn score_value(&self, values: &[f64], scratch: &mut (Vec<f64>, Vec<f64>)) -> f64 {
         let (x, residuals) = scratch;
-        x.clear();
-        x.extend(
-            self.features
-                .iter()
-                .zip(values)
-                .map(|(f, v)| squash(f.scaling.apply(*v))),
-        );
+        self.to_model_space(values, x);
         self.combine(self.parts(x, residuals))
     }
 
@@ -584,6 +650,8 @@ impl Model {
             ));
         }
         model.check()?;
+        let mut model = model;
+        model.prepare();
         Ok(model)
     }
 
