@@ -1,7 +1,8 @@
 """The notebooks of notebooks/, executed headless (nbclient, a fresh Python
 kernel) over outputs the pipeline writes here: the sample office's ordinary
 half-hour (replay, export-training, train) and a ten-minute day with its port
-scan replayed with the model, served over Arrow Flight. A failing cell fails
+scan replayed with the model, beside a log of its gateway's sshd refusing the
+scanner's passwords (RFC 5424 lines written here), served over Arrow Flight. A failing cell fails
 the test; the figures they draw are written under notebooks/out/ (not kept in
 the repository)."""
 import os
@@ -25,8 +26,14 @@ def outputs(trained, tmp_path_factory):
     run_bin("export-training", "--data", normal, "--out", t / "training", "--val-fraction", "0.2")
     attack = t / "attack.pcap"
     run_bin("generate-capture", attack, "--hosts", "24", "--minutes", "10", "--seed", "11")
+    # generate.rs starts the office at 2024-01-15 09:00 UTC and the scan at
+    # minute 2: twelve refused passwords from the scanner during it.
+    log = t / "auth.log"
+    log.write_text("".join(
+        f"<38>1 2024-01-15T09:02:{5 * k:02d}Z office-gw sshd 4242 - - Failed password for root "
+        f"from 10.1.0.250 port {50000 + k} ssh2\n" for k in range(12)))
     scored = t / "scored"
-    run_bin("replay", attack, "--out", scored, "--no-progress", "--model", model)
+    run_bin("replay", attack, "--out", scored, "--no-progress", "--model", model, "--syslog", log)
     server = Server(scored, token=None)
     try:
         yield {
