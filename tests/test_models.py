@@ -80,7 +80,9 @@ def test_files_it_cannot_use_are_refused_with_the_reason(trained, tmp_path):
     m = json.loads(model.read_text())
     cases = {
         "truncated": (model.read_text()[:1000], "not a model file (not JSON"),
-        "other-catalogue": (json.dumps({**m, "catalogue_sha256": "0" * 64}), "another feature catalogue"),
+        "other-catalogue": (json.dumps({**m, "features": [{**m["features"][0], "name": "renamed"}, *m["features"][1:]]}),
+                            "another feature catalogue"),
+        "names-another": (json.dumps({**m, "catalogue_sha256": "0" * 64}), "not the catalogue it names"),
         "other-smartcore": (json.dumps({**m, "smartcore": "0.3.2"}), "smartcore 0.3.2"),
         "newer": (json.dumps({**m, "version": 2}), "format version 2"),
         "corrupt": (json.dumps({**m, "centroids": [[1.0]]}), "corrupt model file"),
@@ -99,6 +101,18 @@ def test_files_it_cannot_use_are_refused_with_the_reason(trained, tmp_path):
     cfg.write_text(f'[[models]]\nname = "vertical_scan"\npath = "{model}"\n')
     r = run_bin("replay", cap, "--out", tmp_path / "bn", "--no-progress", "--config", cfg, check=False)
     assert r.returncode != 0 and "built-in detection" in r.stderr, r.stderr
+    r = run_bin("validate", "--config", cfg, check=False)
+    assert r.returncode != 0 and "built-in detection" in r.stderr, r.stderr
+    # A feature list that is not the catalogue the file names, and a zero scale.
+    m = json.loads(model.read_text())
+    swapped = {**m, "features": [m["features"][1], m["features"][0], *m["features"][2:]]}
+    zero = {**m, "features": [{**m["features"][0], "scaling": {**m["features"][0]["scaling"], "scale": 0.0}},
+                              *m["features"][1:]]}
+    for name, doc, why in (("swapped", swapped, "another feature catalogue"), ("zero", zero, "scale must be above 0")):
+        bad = tmp_path / f"{name}.model"
+        bad.write_text(json.dumps(doc))
+        r = run_bin("replay", cap, "--out", tmp_path / name, "--no-progress", "--model", bad, check=False)
+        assert r.returncode != 0 and why in r.stderr, (name, r.stderr)
 
 
 def test_the_long_running_job_scores_live_and_takes_a_new_model_file(trained, tmp_path):
@@ -191,7 +205,9 @@ def test_labelled_windows_train_a_classifier_whose_alerts_name_the_class(tmp_pat
     for text, why in (("entity,label\n", "header"),
                       ("entity,from,to,label\n10.0.0.1,yesterday,2030-01-01T00:00:00Z,scan\n", ":2:"),
                       ("entity,from,to,label\n10.0.0.1,2024-01-01T00:00:00Z,2030-01-01T00:00:00Z,normal\n", "not \"normal\""),
-                      ("entity,from,to,label\n10.0.0.1,2024-01-01T00:00:00Z\n", "expected 4 fields")):
+                      ("entity,from,to,label\n10.0.0.1,2024-01-01T00:00:00Z\n", "expected 4 fields"),
+                      ("entity,from,to,label\n10.0.0.1,2030-01-01T00:00:00Z,2024-01-01T00:00:00Z,scan\n",
+                       "from must be before to")):
         labels.write_text(text)
         r = run_bin("train", "--data", data, "--model", tmp_path / "bad.model", "--labels", labels, check=False)
         assert r.returncode != 0 and why in r.stderr, (text, r.stderr)

@@ -23,6 +23,7 @@ use timely::dataflow::Stream;
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::Capability;
 use timely::dataflow::operators::generic::Operator;
+use timely::dataflow::operators::vec::Map as _;
 
 use crate::Map;
 use crate::features::{AppObs, EventObs, EventWhat};
@@ -79,14 +80,16 @@ impl Population {
         learned && users.second.is_none()
     }
 
-    /// Forgets the eighth of the fingerprints seen longest ago.
+    /// Forgets the eighth of the fingerprints seen longest ago (exactly
+    /// that many: ties in time are broken by fingerprint).
     fn forget_oldest(&mut self) {
-        let mut ages: Vec<i64> = self.prints.values().map(|u| u.last_ns).collect();
-        let k = ages.len() / 8;
-        let (_, &mut cut, _) = ages.select_nth_unstable(k);
-        let before = self.prints.len();
-        self.prints.retain(|_, u| u.last_ns > cut);
-        self.forgotten += (before - self.prints.len()) as u64;
+        let mut ages: Vec<(i64, u64)> = self.prints.iter().map(|(k, u)| (u.last_ns, *k)).collect();
+        let k = (ages.len() / 8).max(1);
+        ages.select_nth_unstable(k - 1);
+        for (_, print) in &ages[..k] {
+            self.prints.remove(print);
+        }
+        self.forgotten += k as u64;
     }
 }
 
@@ -104,9 +107,16 @@ pub trait RareFingerprints<'scope> {
 
 impl<'scope> RareFingerprints<'scope> for Stream<'scope, u64, Vec<EventObs>> {
     fn rare_fingerprints(self) -> Stream<'scope, u64, Vec<EventObs>> {
-        // Every hello to worker 0: the population is the network's.
+        // Only ClientHellos with a JA4 travel, every one to worker 0: the
+        // population is the network's.
+        let hellos = self.flat_map(|o: EventObs| {
+            let EventWhat::App(a) = &o.what else {
+                return None;
+            };
+            (a.client_side && a.ja4 != 0).then_some(o)
+        });
         let pact = Exchange::new(|_: &EventObs| 0u64);
-        self.unary_frontier::<CapacityContainerBuilder<Vec<EventObs>>, _, _, _>(
+        hellos.unary_frontier::<CapacityContainerBuilder<Vec<EventObs>>, _, _, _>(
             pact,
             "RareFingerprints",
             |_cap, _info| {
@@ -216,5 +226,12 @@ mod tests {
         // The newest are kept, the oldest gone.
         assert!(p.prints.contains_key(&(MAX_PRINTS as u64 + 9)));
         assert!(!p.prints.contains_key(&0));
+        // Fingerprints all seen at one time: an eighth goes, not all.
+        let mut p = Population::default();
+        for k in 0..=(MAX_PRINTS as u64) {
+            p.hello(&host(1), k, 0);
+        }
+        assert_eq!(p.forgotten, (MAX_PRINTS / 8) as u64);
+        assert_eq!(p.prints.len(), MAX_PRINTS - MAX_PRINTS / 8 + 1);
     }
 }

@@ -367,7 +367,8 @@ pub fn export_training(opts: &ExportOptions) -> Result<ExportReport, PipelineErr
         format: "amoskys-training-export",
         version: 1,
         transform: "scaled = (g(x) - center) / scale, where x is the value with nulls replaced by \
-                    impute_value, and g is log1p when log1p is true, else the identity",
+                    impute_value, and g is log1p when log1p is true (sign(x)·log1p(|x|) for a \
+                    negative value, which the training rows never hold), else the identity",
         keys: [cols::ENTITY, cols::WINDOW_START],
         source_rows: n,
         split: SplitInfo {

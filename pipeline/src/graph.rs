@@ -130,7 +130,7 @@ impl GraphSpec {
                     ));
                 }
                 (specs, FeatureSet::All) => {
-                    check_model_names(specs)?;
+                    ModelSpec::check_all(specs).map_err(PipelineError::Model)?;
                     Some(Arc::new(
                         ModelSet::load(specs, counters.models.clone())
                             .map_err(PipelineError::Model)?,
@@ -154,33 +154,6 @@ impl GraphSpec {
         }
         Ok(())
     }
-}
-
-/// Model names are rule names and the `model` column: one each, not taken by a
-/// built-in detection.
-fn check_model_names(specs: &[ModelSpec]) -> Result<(), PipelineError> {
-    use amoskys_operators::detect::{DETECTIONS, LEARNING};
-    let builtin: Vec<&str> = DETECTIONS
-        .iter()
-        .map(|d| d.name)
-        .chain(LEARNING.iter().map(|l| l.rule.name.as_str()))
-        .collect();
-    let mut seen = std::collections::HashSet::new();
-    for s in specs {
-        if s.name.is_empty() || !seen.insert(s.name.as_str()) {
-            return Err(PipelineError::Model(format!(
-                "[[models]] name {:?} is empty or given twice",
-                s.name
-            )));
-        }
-        if builtin.contains(&s.name.as_str()) {
-            return Err(PipelineError::Model(format!(
-                "[[models]] name {:?} is a built-in detection's: name the model otherwise",
-                s.name
-            )));
-        }
-    }
-    Ok(())
 }
 
 /// The counters the operators keep, shared by every worker.

@@ -38,6 +38,7 @@ fn read_labels(path: &std::path::Path) -> Result<Vec<Label>, PipelineError> {
         context: format!("read {}", path.display()),
         source,
     })?;
+    let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
     let mut lines = text
         .lines()
         .enumerate()
@@ -85,10 +86,23 @@ fn read_labels(path: &std::path::Path) -> Result<Vec<Label>, PipelineError> {
                 model::NORMAL
             )));
         }
+        let (from_us, to_us) = (time(from, at)?, time(to, at)?);
+        if from_us >= to_us {
+            return Err(bad(format!(
+                "{}:{}: from must be before to",
+                path.display(),
+                at + 1
+            )));
+        }
+        // Addresses as the features table writes them (2001:DB8::1 is 2001:db8::1).
+        let entity = entity.trim();
+        let entity = entity
+            .parse::<std::net::IpAddr>()
+            .map_or(entity.to_string(), |a| a.to_string());
         out.push(Label {
-            entity: entity.trim().to_string(),
-            from_us: time(from, at)?,
-            to_us: time(to, at)?,
+            entity,
+            from_us,
+            to_us,
             label,
         });
     }

@@ -420,8 +420,9 @@ fn telnet_said(line: &str, complete: bool) -> Option<Said> {
         return Some(Said::AskUser);
     }
     // A line still being written may be a refusal in the making; a shell
-    // prompt is the one unfinished line that says the user is in.
-    (complete || l.ends_with(['$', '#', '>', '%'])).then_some(Said::Other)
+    // prompt is the one unfinished line that says the user is in (not a
+    // Cisco message, which starts with `%`, cut after a character of it).
+    (complete || l.ends_with(['$', '#', '>', '%']) && !l.starts_with('%')).then_some(Said::Other)
 }
 
 /// The lines a Telnet client typed (ended by CR LF, CR NUL, CR or LF), with

@@ -373,14 +373,27 @@ impl Model {
         let model: Model =
             serde_json::from_value(head).map_err(|e| format!("corrupt model file: {e}"))?;
         let want = catalogue_sha256(names.iter().copied().zip(dtypes.iter().copied()));
-        if model.catalogue_sha256 != want || model.catalogue_features != names.len() {
+        // The features listed, in order, must be this build's catalogue, and
+        // the catalogue the file names.
+        let listed = catalogue_sha256(
+            model
+                .features
+                .iter()
+                .map(|f| (f.name.as_str(), f.dtype.as_str())),
+        );
+        if listed != want || model.features.len() != names.len() {
             return Err(format!(
                 "model trained on another feature catalogue ({} features, sha256 {}); this build computes {} features (sha256 {}): train the model again on this build's output",
-                model.catalogue_features,
-                short(&model.catalogue_sha256),
+                model.features.len(),
+                short(&listed),
                 names.len(),
                 short(&want)
             ));
+        }
+        if model.catalogue_sha256 != listed || model.catalogue_features != names.len() {
+            return Err(
+                "corrupt model file: its features are not the catalogue it names".to_string(),
+            );
         }
         model.check()?;
         let mut model = model;
@@ -402,6 +415,15 @@ impl Model {
             return corrupt("centroids do not match the features");
         }
         let finite = |v: &[f64]| v.iter().all(|x| x.is_finite());
+        if self.features.iter().any(|f| {
+            let s = &f.scaling;
+            !(s.scale > 0.0
+                && s.scale.is_finite()
+                && s.center.is_finite()
+                && s.impute_value.is_finite())
+        }) {
+            return corrupt("a feature's transform is not usable (scale must be above 0)");
+        }
         if !finite(&self.mean)
             || !self.components.iter().all(|c| finite(c))
             || !self.centroids.iter().all(|c| finite(c))

@@ -4,7 +4,9 @@
 //! 1. impute: a count that is null (its source did not see the entity) is 0;
 //!    any other null is the training median of the feature (0 if it has none);
 //! 2. log-transform: `log1p` when the imputed training values are all ≥ 0 and
-//!    their skewness is above 1;
+//!    their skewness is above 1 (applied to later values as
+//!    `sign(x)·log1p(|x|)`, the same for x ≥ 0 and defined for a negative
+//!    value training never had);
 //! 3. robust-scale: subtract the training median and divide by the
 //!    interquartile range (numpy's linear percentiles; a zero range divides
 //!    by 1).
@@ -59,7 +61,11 @@ impl Scaling {
     #[inline]
     pub fn apply(&self, v: f64) -> f64 {
         let v = if v.is_nan() { self.impute_value } else { v };
-        let v = if self.log1p { v.ln_1p() } else { v };
+        let v = if self.log1p {
+            v.signum() * v.abs().ln_1p()
+        } else {
+            v
+        };
         (v - self.center) / self.scale
     }
 
@@ -136,5 +142,7 @@ mod tests {
         // A constant column divides by 1.
         let flat = Scaling::fit(&[4.0; 5], false);
         assert_eq!((flat.scale, flat.apply(6.0)), (1.0, 2.0));
+        // A negative value where training had none is finite, not NaN.
+        assert!(count.apply(-5.0).is_finite() && count.apply(-5.0) < count.apply(0.0));
     }
 }

@@ -44,6 +44,33 @@ fn medium() -> Severity {
 }
 
 impl ModelSpec {
+    /// Model names are rule names and the `model` column: one each, not
+    /// taken by a built-in detection; thresholds given are numbers.
+    pub fn check_all(specs: &[ModelSpec]) -> Result<(), String> {
+        use crate::detect::{DETECTIONS, LEARNING};
+        let mut seen = std::collections::HashSet::new();
+        for s in specs {
+            if s.name.is_empty() || !seen.insert(s.name.as_str()) {
+                return Err(format!(
+                    "[[models]] name {:?} is empty or given twice",
+                    s.name
+                ));
+            }
+            if DETECTIONS.iter().any(|d| d.name == s.name)
+                || LEARNING.iter().any(|l| l.rule.name == s.name)
+            {
+                return Err(format!(
+                    "[[models]] name {:?} is a built-in detection's: name the model otherwise",
+                    s.name
+                ));
+            }
+            if s.threshold.is_some_and(|t| !t.is_finite()) {
+                return Err(format!("[[models]] {}: threshold must be a number", s.name));
+            }
+        }
+        Ok(())
+    }
+
     /// Reads and checks the model file.
     pub fn load(&self) -> Result<Model, String> {
         let (names, dtypes) = build_catalogue();
@@ -104,30 +131,40 @@ impl ModelSet {
         self.specs.is_empty()
     }
 
-    /// Model `i` as it is now: read again when its file changed.
+    /// Model `i` as it is now: read again when its file changed. The file
+    /// is read without holding the lock, so other workers keep scoring with
+    /// the model in use meanwhile; one worker reads it (the first to see the
+    /// check due).
     fn current(&self, i: usize) -> Arc<Model> {
-        let mut l = self.loaded[i].lock().unwrap_or_else(|e| e.into_inner());
-        if l.checked.elapsed() >= RELOAD_CHECK {
+        let lock = || self.loaded[i].lock().unwrap_or_else(|e| e.into_inner());
+        {
+            let mut l = lock();
+            if l.checked.elapsed() < RELOAD_CHECK {
+                return l.model.clone();
+            }
             l.checked = Instant::now();
             let now = stamp(&self.specs[i].path);
-            if now != l.stamp {
-                l.stamp = now;
-                match self.specs[i].load() {
-                    Ok(m) => {
-                        l.model = Arc::new(m);
-                        self.counters.reloads.fetch_add(1, Ordering::Relaxed);
-                        tracing::info!(model = %self.specs[i].name, "model file read again");
-                    }
-                    Err(e) => {
-                        self.counters
-                            .reload_failures
-                            .fetch_add(1, Ordering::Relaxed);
-                        tracing::warn!("{e}; the model in use is kept");
-                    }
-                }
+            if now == l.stamp {
+                return l.model.clone();
+            }
+            l.stamp = now;
+        }
+        match self.specs[i].load() {
+            Ok(m) => {
+                let m = Arc::new(m);
+                lock().model = m.clone();
+                self.counters.reloads.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(model = %self.specs[i].name, "model file read again");
+                m
+            }
+            Err(e) => {
+                self.counters
+                    .reload_failures
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::warn!("{e}; the model in use is kept");
+                lock().model.clone()
             }
         }
-        l.model.clone()
     }
 }
 
@@ -167,7 +204,9 @@ impl<'scope> ScoreModels<'scope> for Stream<'scope, u64, Vec<FeatureRow>> {
             .collect();
         builder.build(move |_| {
             let mut firing: Occurrences<(usize, Entity)> = Occurrences::new(1);
-            let mut classed: Occurrences<(usize, usize, Entity)> = Occurrences::new(1);
+            // Keyed by the class's name: a reloaded model may number its
+            // classes otherwise.
+            let mut classed: Occurrences<(usize, String, Entity)> = Occurrences::new(1);
             let mut scratch = (Vec::new(), Vec::new());
             move |_frontiers| {
                 let mut scores_h = scores_out.activate();
@@ -188,7 +227,11 @@ impl<'scope> ScoreModels<'scope> for Stream<'scope, u64, Vec<FeatureRow>> {
                             }
                             if let Some((class, p)) = model.classify(&r.values)
                                 && class > 0
-                                && classed.starts((i, class, r.entity.clone()), r.window)
+                                && let Some(c) = &model.classifier
+                                && classed.starts(
+                                    (i, c.classes[class].clone(), r.entity.clone()),
+                                    r.window,
+                                )
                             {
                                 let s = model.score(&r.values);
                                 raised.push(classified(spec, &model, r, &s, class, p));

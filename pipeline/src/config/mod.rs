@@ -292,6 +292,7 @@ impl Config {
         if let Some(f) = &self.sinks.flight {
             f.settings(self.sinks.parquet.path.clone())?;
         }
+        ModelSpec::check_all(&self.models)?;
         for m in &self.models {
             m.load()?;
         }
