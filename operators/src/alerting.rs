@@ -27,6 +27,18 @@ impl DetectCounters {
     }
 }
 
+/// A value as alert summaries write it: whole numbers without decimals,
+/// others with three, null as `null`.
+pub fn summary_number(v: f64) -> String {
+    if v.is_nan() {
+        "null".into()
+    } else if v.fract() == 0.0 && v.abs() < 1e15 {
+        format!("{v:.0}")
+    } else {
+        format!("{v:.3}")
+    }
+}
+
 /// 128 bits of FNV-1a (two 64-bit passes with different offsets) over the
 /// detection, the entity and the window: stable across runs, workers and builds.
 pub fn alert_id(rule: &str, entity: &Entity, window: u64) -> String {

@@ -278,13 +278,7 @@ impl EventDetector for DeviceWatch {
                 if crate::occurrence::continues(&mut r.out_pane, pane, 1) {
                     continue;
                 }
-                let fmt = |v: f64| {
-                    if v.fract() == 0.0 && v.abs() < 1e15 {
-                        format!("{v:.0}")
-                    } else {
-                        format!("{v:.3}")
-                    }
-                };
+                let fmt = crate::alerting::summary_number;
                 out.push(Alert {
                     id: alert_id(&format!("{}\u{0}{}", rule.name, s.metric), entity, pane),
                     rule: rule.name.clone(),

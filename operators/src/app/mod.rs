@@ -155,6 +155,8 @@ pub struct AppState {
     /// Login outcomes of a text protocol so far, and those already reported.
     logins: login::Logins,
     reported_logins: (u32, u32),
+    /// How much of each side the logins were last read from.
+    logins_read: [usize; 2],
     info: AppInfo,
 }
 
@@ -199,12 +201,22 @@ impl AppState {
             self.read(1 - i, limit);
         }
         self.read(i, limit);
-        // Logins are read while both sides' bytes are held.
+        // Logins are read while both sides' bytes are held, again whenever
+        // the server said more or the client ended a line: the client's
+        // unfinished lines count for nothing (keystrokes of a Telnet session
+        // each come alone).
         if let Some(t) = self.protocol.and_then(Protocol::text)
             && !self.done[0]
             && !self.done[1]
         {
-            self.logins = login::read(t, &self.sides[0].data, &self.sides[1].data);
+            let [client, server] = [&self.sides[0].data, &self.sides[1].data];
+            let typed = client.get(self.logins_read[0]..).unwrap_or(&[]);
+            if server.len() != self.logins_read[1]
+                || typed.iter().any(|&b| b == b'\n' || b == b'\r')
+            {
+                self.logins = login::read(t, client, server);
+                self.logins_read = [client.len(), server.len()];
+            }
         }
         if self.protocol == Some(Protocol::Mqtt) {
             // The opener's side is read once the broker has answered.

@@ -172,12 +172,7 @@ fn placeholders(template: &str) -> Vec<String> {
 fn summary(template: &str, entity: &Entity, evidence: &[(String, f64)]) -> String {
     let mut s = template.replace("{entity}", &entity.to_string());
     for (n, v) in evidence {
-        let text = if v.fract() == 0.0 && v.abs() < 1e15 {
-            format!("{v:.0}")
-        } else {
-            format!("{v:.3}")
-        };
-        s = s.replace(&format!("{{{n}}}"), &text);
+        s = s.replace(&format!("{{{n}}}"), &crate::alerting::summary_number(*v));
     }
     s
 }

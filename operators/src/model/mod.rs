@@ -259,12 +259,18 @@ impl Model {
 
     /// The class a row looks like and its probability, with a classifier.
     pub fn classify(&self, values: &[f64]) -> Option<(usize, f64)> {
+        self.classifier.as_ref()?;
+        self.classify_model_space(&self.model_space(values))
+    }
+
+    /// [`Model::classify`] of a row already in model space (what
+    /// [`Model::score_value`] leaves in its scratch's first buffer).
+    pub fn classify_model_space(&self, x: &[f64]) -> Option<(usize, f64)> {
         let c = self.classifier.as_ref()?;
-        let x = self.model_space(values);
         let logit = |j: usize| -> f64 {
             c.coefficients[j]
                 .iter()
-                .zip(&x)
+                .zip(x)
                 .map(|(a, b)| a * b)
                 .sum::<f64>()
                 + c.intercept[j]

@@ -18,7 +18,7 @@ use timely::dataflow::operators::generic::OutputBuilder;
 use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 
 use super::{Model, build_catalogue};
-use crate::alerting::{DetectCounters, alert_id};
+use crate::alerting::{DetectCounters, alert_id, summary_number as number};
 use crate::occurrence::Occurrences;
 
 /// How often each model file is looked at for a change.
@@ -225,7 +225,7 @@ impl<'scope> ScoreModels<'scope> for Stream<'scope, u64, Vec<FeatureRow>> {
                                 let s = model.score(&r.values);
                                 raised.push(anomaly(spec, &model, r, &s, threshold));
                             }
-                            if let Some((class, p)) = model.classify(&r.values)
+                            if let Some((class, p)) = model.classify_model_space(&scratch.0)
                                 && class > 0
                                 && let Some(c) = &model.classifier
                                 && classed.starts(
@@ -346,15 +346,5 @@ fn classified(
         window: row.window,
         sources: vec!["model".to_string()],
         evidence,
-    }
-}
-
-fn number(v: f64) -> String {
-    if v.is_nan() {
-        "null".into()
-    } else if v.fract() == 0.0 && v.abs() < 1e15 {
-        format!("{v:.0}")
-    } else {
-        format!("{v:.3}")
     }
 }
