@@ -1,7 +1,7 @@
 """Anomaly models: `train` on an office network's ordinary traffic (the sample
 capture without its port scan), then `replay --model` of the same office on
 other days, with and without the scan. The model, fitted with smartcore,
-must name the scanner and its target and say why, stay near its
+must name the scanner, rank its target next, say why, stay near its
 false-positive rate on ordinary traffic, give the same bytes for the same
 rows, and refuse files it cannot use."""
 import json
@@ -19,15 +19,25 @@ def test_the_same_rows_give_the_same_model(trained):
     assert m["training"]["rows"] == rows
     meta = json.loads((data / "feature_metadata.json").read_text())
     assert [f["name"] for f in m["features"]] == [f["name"] for f in meta["features"]]
-    # The threshold is the training scores' quantile at the false-positive rate.
-    quantiles = dict((q, s) for q, s in m["training"]["score_quantiles"])
-    assert m["threshold"] == quantiles[0.999]
+    # The threshold is the quantile at the false-positive rate of the scores
+    # of entities held out of the fit, above the training rows' own.
+    assert "held out by hosts in 5 folds" in m["training"]["calibration"], m["training"]
+    held = dict((q, s) for q, s in m["training"]["held_out_quantiles"])
+    own = dict((q, s) for q, s in m["training"]["score_quantiles"])
+    assert m["threshold"] == held[0.999] and m["threshold"] > own[0.999]
     # A time range trains on those windows only.
     first = m["training"]["first_window_us"]
     part = trained[0] / "part.model"
     run_bin("train", "--data", data, "--model", part,
             "--from", "1970-01-01T00:00:00Z", "--to", _rfc3339(first + 600_000_000))
     assert json.loads(part.read_text())["training"]["windows"] == 20
+    # Held out by stretches of time instead: the hosts were all seen, so the
+    # threshold is lower.
+    timed = trained[0] / "time.model"
+    run_bin("train", "--data", data, "--model", timed, "--hold-out", "time")
+    t = json.loads(timed.read_text())
+    assert "held out by time in 5 folds" in t["training"]["calibration"], t["training"]
+    assert t["threshold"] < m["threshold"]
 
 
 def _rfc3339(us):
@@ -43,8 +53,11 @@ def test_the_scanner_and_its_target_are_flagged_with_the_reasons(trained, tmp_pa
     s = replay(attack, out, "--model", model)
     flagged = query(f"select entity, summary, evidence from {table(out, 'alerts')} where rule = 'site'")
     by_entity = {e: (summary, json.loads(ev)) for e, summary, ev in flagged}
-    # generate.rs: 10.1.0.250 scans ports 1-300 of the first server, 10.1.1.10.
-    assert {"10.1.0.250", "10.1.1.10"} <= set(by_entity), flagged
+    # generate.rs: 10.1.0.250 scans ports 1-300 of the first server, 10.1.1.10:
+    # the scanner is flagged, and the two score above every other entity.
+    assert "10.1.0.250" in by_entity, flagged
+    top = query(f"select entity from {table(out, 'scores')} group by entity order by max(score) desc limit 2")
+    assert {e for e, in top} == {"10.1.0.250", "10.1.1.10"}, top
     summary, ev = by_entity["10.1.0.250"]
     assert ev["score"] > ev["threshold"]
     assert "tcp_syn_out" in ev and ev["tcp_syn_out.train_median"] < ev["tcp_syn_out"], ev
@@ -58,9 +71,9 @@ def test_the_scanner_and_its_target_are_flagged_with_the_reasons(trained, tmp_pa
 
 
 def test_ordinary_days_stay_near_the_false_positive_rate(trained, tmp_path):
-    """Two other ordinary half-hours of the office (other seeds): few windows
-    above the threshold — the rate is set on training rows, so a little above
-    it on new days is expected, far above is not."""
+    """Two other ordinary half-hours of the office (other seeds): windows above
+    the threshold at about the model's rate (0.1 %; the threshold is set on
+    hosts held out of the fit, so new days sit near it)."""
     _, _, (model, _) = trained
     rates = []
     for seed in (5, 9):
@@ -71,7 +84,7 @@ def test_ordinary_days_stay_near_the_false_positive_rate(trained, tmp_path):
         (above, n), = query(f"select count(*) filter (where score > threshold), count(*) "
                             f"from {table(out, 'scores')}")
         rates.append(above / n)
-    assert max(rates) <= 0.01, rates
+    assert max(rates) <= 0.002, rates
 
 
 def test_files_it_cannot_use_are_refused_with_the_reason(trained, tmp_path):
@@ -127,10 +140,13 @@ def test_the_long_running_job_scores_live_and_takes_a_new_model_file(trained, tm
     from conftest import DATA, wait_until
     from livejob import Job, free_port, syslog_source
     from test_webhook import Receiver, webhook_toml
-    d, data, (model, _) = trained
-    other = d / "loose.model"
-    if not other.exists():
-        run_bin("train", "--data", data, "--model", other, "--fpr", "0.05")
+    d, data, (strict, _) = trained
+    # The log's hosts are of a kind the office model never saw: a model set
+    # at 5 % first (brute-forcers score above it), the 0.1 % one after.
+    model = d / "loose.model"
+    if not model.exists():
+        run_bin("train", "--data", data, "--model", model, "--fpr", "0.05")
+    other = strict
     thresholds = {json.loads(p.read_text())["threshold"] for p in (model, other)}
     assert len(thresholds) == 2
     live = tmp_path / "live.model"

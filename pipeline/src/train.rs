@@ -4,7 +4,7 @@
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 
-use amoskys_operators::model::{self, FitOptions, Model, TrainingSet};
+use amoskys_operators::model::{self, FitOptions, HoldOut, Model, TrainingSet};
 
 use crate::error::PipelineError;
 use crate::export::{read_catalogue, read_features};
@@ -18,6 +18,8 @@ pub struct TrainOptions {
     pub from_us: Option<i64>,
     pub to_us: Option<i64>,
     pub fit: FitOptions,
+    /// What the threshold's held-out rows are held out by.
+    pub hold_out: HoldOut,
     /// `entity,from,to,label` lines: windows to learn as kinds of their own.
     pub labels: Option<PathBuf>,
 }
@@ -173,11 +175,14 @@ pub fn train(opts: &TrainOptions) -> Result<Model, PipelineError> {
     let set = TrainingSet {
         names: &cat.names,
         dtypes: &cat.dtypes,
-        columns: t
-            .values
-            .iter()
-            .map(|col| order.iter().map(|&i| col[i]).collect())
-            .collect(),
+        columns: &t.values,
+        folds: opts.hold_out.folds(
+            order
+                .iter()
+                .map(|&i| (t.entity[i].as_str(), t.window_us[i])),
+        ),
+        hold_out: opts.hold_out,
+        rows: order,
         windows: windows.len(),
         entities: entities.len(),
         first_window_us: *windows.first().expect("rows"),
@@ -185,12 +190,9 @@ pub fn train(opts: &TrainOptions) -> Result<Model, PipelineError> {
     };
     let mut model = model::fit(&set, opts.fit).map_err(bad)?;
     if labels.is_some() {
-        let columns: Vec<Vec<f64>> = t
-            .values
-            .iter()
-            .map(|col| all.iter().map(|&i| col[i]).collect())
-            .collect();
-        model.fit_classifier(&columns, &all_labels).map_err(bad)?;
+        model
+            .fit_classifier(&t.values, &all, &all_labels)
+            .map_err(bad)?;
     }
     let io = |source| PipelineError::Io {
         context: format!("write {}", opts.model.display()),

@@ -15,7 +15,8 @@
 //!
 //! Each is divided by its 90th percentile over the training rows and the score
 //! is their mean: 1 is an ordinary training row's level. The threshold is the
-//! score the training rows exceed at the chosen false-positive rate. The
+//! score that rows of entities held out of the fit exceed at the chosen
+//! false-positive rate (see [`fit`]). The
 //! features that explain a score are those with the largest reconstruction
 //! residuals.
 //!
@@ -33,7 +34,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-pub use fit::{FitOptions, TrainingSet, fit};
+pub use fit::{FOLDS, FitOptions, HoldOut, TrainingSet, fit};
 pub use scaling::{Scaling, percentile, skewness, sorted};
 pub use score::{ModelCounters, ModelSet, ModelSpec, RELOAD_CHECK, ScoreModels};
 
@@ -81,6 +82,13 @@ pub struct TrainingSummary {
     pub clusters: usize,
     /// The training rows' scores at these quantiles.
     pub score_quantiles: Vec<(f64, f64)>,
+    /// What the threshold was set on.
+    #[serde(default)]
+    pub calibration: String,
+    /// The held-out rows' scores (each by the model fitted without its
+    /// entity's fold) at the same quantiles.
+    #[serde(default)]
+    pub held_out_quantiles: Vec<(f64, f64)>,
 }
 
 /// A fitted anomaly model, as its file holds it.
