@@ -3,11 +3,16 @@
 //! The capture is `$AMOSKYS_BENCH_PCAP`, else `target/bench-data/bench.pcap` (built
 //! by `benches/make-bench-data.sh` from ../shared/data), else the smaller
 //! ../shared/data/bench/zeek-echo-connections.pcap. Each configuration runs
-//! `ROUNDS` times, interleaved so that machine noise hits all alike; the median
+//! `ROUNDS` times (default 6), interleaved and each round starting one
+//! configuration later, so that machine noise and what one run leaves to the
+//! next hit all alike; the median
 //! rate of each, and its ratio to the plain read, are printed, and the ratio of the
 //! full catalogue to the packet features alone (the first feature set), both with
-//! one worker, and of the full replay with application metadata (the default)
-//! to the same without it (`[flows] application_bytes = 0`), both with two.
+//! one worker, of the full replay with application metadata (the default)
+//! to the same without it (`[flows] application_bytes = 0`), both with two,
+//! and of the full replay with an anomaly model scoring every feature row
+//! (`replay --model`; trained before the rounds on a half-hour of the sample
+//! office) to the same without, both with two.
 //!
 //!     cargo bench -p amoskys-benches --bench replay
 
@@ -27,7 +32,7 @@ fn rounds() -> usize {
     std::env::var("AMOSKYS_BENCH_ROUNDS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(3)
+        .unwrap_or(6)
 }
 
 fn capture() -> Option<PathBuf> {
@@ -66,6 +71,48 @@ fn without_application(path: &Path, workers: usize, out: &Path) -> u64 {
     replay_with(path, workers, out, FeatureSet::All, config)
 }
 
+/// The full replay with an anomaly model scoring every feature row.
+fn with_model(path: &Path, workers: usize, out: &Path, model: &Path) -> u64 {
+    let mut config = Config::default();
+    config.models.push(amoskys_pipeline::config::ModelSpec {
+        name: "bench".into(),
+        path: model.to_path_buf(),
+        threshold: None,
+        severity: amoskys_schemas::Severity::Medium,
+    });
+    replay_with(path, workers, out, FeatureSet::All, config)
+}
+
+/// A model of half an hour of the sample office (generate-capture, no scan),
+/// written in `dir`.
+fn train_model(dir: &Path) -> PathBuf {
+    use amoskys_pipeline::generate::{GenerateOptions, generate_capture};
+    use amoskys_pipeline::train::{TrainOptions, train};
+    let capture = dir.join("office.pcap");
+    generate_capture(&GenerateOptions {
+        out: capture.clone(),
+        seed: 3,
+        hosts: 24,
+        minutes: 30,
+        scan: false,
+    })
+    .expect("generate");
+    let data = dir.join("office");
+    replay_with(&capture, 2, &data, FeatureSet::All, Config::default());
+    let model = dir.join("office.model");
+    train(&TrainOptions {
+        data,
+        model: model.clone(),
+        from_us: None,
+        to_us: None,
+        fit: Default::default(),
+        hold_out: Default::default(),
+        labels: None,
+    })
+    .expect("train");
+    model
+}
+
 fn replay_with(
     path: &Path,
     workers: usize,
@@ -97,8 +144,10 @@ fn main() {
     };
     let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
     println!("capture: {} ({} MB)", path.display(), size / 1_000_000);
+    let models = tempfile::tempdir().expect("tempdir");
+    let model = train_model(models.path());
     type Run<'a> = Box<dyn Fn(&Path) -> u64 + 'a>;
-    let configs: [(&str, Run); 5] = [
+    let configs: [(&str, Run); 6] = [
         ("plain libpcap read", Box::new(|_| plain_read(&path))),
         (
             "replay -w 1, packet features only",
@@ -116,11 +165,19 @@ fn main() {
             "replay -w 2 without application metadata",
             Box::new(|out| without_application(&path, 2, out)),
         ),
+        (
+            "replay -w 2 with an anomaly model",
+            Box::new(|out| with_model(&path, 2, out, &model)),
+        ),
     ];
     let mut rates: Vec<Vec<f64>> = vec![Vec::new(); configs.len()];
     let mut packets = 0;
-    for _ in 0..rounds() {
-        for (i, (_, f)) in configs.iter().enumerate() {
+    for round in 0..rounds() {
+        // Each round starts one configuration later: what a run leaves behind
+        // (dirty pages, freed memory) falls on every configuration alike.
+        for k in 0..configs.len() {
+            let i = (k + round) % configs.len();
+            let f = &configs[i].1;
             // A fresh output directory, made and removed outside the timing.
             let out = tempfile::tempdir().expect("tempdir");
             let t = Instant::now();
@@ -136,6 +193,7 @@ fn main() {
     let base = median(rates[0].clone());
     let (packet_only, full) = (median(rates[1].clone()), median(rates[2].clone()));
     let (with_app, without_app) = (median(rates[3].clone()), median(rates[4].clone()));
+    let scored = median(rates[5].clone());
     for ((name, _), r) in configs.iter().zip(rates) {
         let m = median(r);
         println!(
@@ -151,5 +209,9 @@ fn main() {
     println!(
         "with / without application metadata (-w 2): {:.1} %",
         100.0 * with_app / without_app
+    );
+    println!(
+        "with / without an anomaly model (-w 2): {:.1} %",
+        100.0 * scored / with_app
     );
 }

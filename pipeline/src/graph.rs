@@ -240,7 +240,7 @@ pub fn build(
                 let rows = rows.with_history(defs.clone(), spec.history, c.history.clone());
                 let detector = Detector::new(&defs, &spec.detections, &spec.user_rules)
                     .expect("checked before the dataflow");
-                let (rows, mut alerts) = rows.detect(detector, c.detect.clone());
+                let (mut rows, mut alerts) = rows.detect(detector, c.detect.clone());
                 let groups =
                     GroupRules::new(&defs, &spec.user_rules).expect("checked before the dataflow");
                 if !groups.is_empty() {
@@ -279,8 +279,9 @@ pub fn build(
                     }
                 }
                 if let Some(models) = &spec.models {
-                    let (scores, anomalies) =
-                        rows.clone().score_models(models.clone(), c.detect.clone());
+                    let (passed, scores, anomalies) =
+                        rows.score_models(models.clone(), c.detect.clone());
+                    rows = passed;
                     alerts = alerts.concat(anomalies);
                     if let Some(tx) = &out.scores {
                         channel_sink(scores, "ScoresToParquet", tx.clone(), None);

@@ -349,7 +349,7 @@ fn fit_normal(set: &TrainingSet, rows: &[usize], seed: u64) -> Result<(Model, Ve
         centroids,
         normalizers: [1.0, 1.0],
         classifier: None,
-        fixed: Vec::new(),
+        prepared: Default::default(),
         false_positive_rate: 0.0,
         threshold: 0.0,
         training: TrainingSummary {
@@ -373,13 +373,12 @@ fn fit_normal(set: &TrainingSet, rows: &[usize], seed: u64) -> Result<(Model, Ve
     model.prepare();
     // Normalize each detector by its 90th percentile over the rows.
     let mut values = vec![0.0; d];
-    let (mut x, mut residuals) = (Vec::new(), Vec::new());
+    let (mut x, mut acc) = (Vec::new(), Vec::new());
     let parts: Vec<[f64; 2]> = rows
         .iter()
         .map(|&i| {
             row(set.columns, i, &mut values);
-            model.to_model_space(&values, &mut x);
-            model.parts(&x, &mut residuals)
+            model.parts(&values, &mut x, &mut acc)
         })
         .collect();
     for (j, norm) in model.normalizers.iter_mut().enumerate() {

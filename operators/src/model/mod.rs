@@ -53,6 +53,10 @@ pub const CLUSTERS: usize = 8;
 /// Rows the detectors are fitted on at most (a regular sample of the training
 /// rows beyond that; the threshold is still taken over every training row).
 pub const MAX_FIT_ROWS: usize = 20_000;
+/// Whole values up to this have their model-space value computed once per
+/// feature (see [`Prepared`]).
+const SMALL: usize = 16;
+
 /// Features named in an alert's evidence.
 pub const EXPLAINED: usize = 5;
 
@@ -117,10 +121,38 @@ pub struct Model {
     /// With `train --labels`: a classifier of the labelled kinds of window.
     #[serde(default)]
     pub classifier: Option<Classifier>,
+    /// What scoring takes ready-made.
+    #[serde(skip)]
+    prepared: Prepared,
+}
+
+/// What scoring takes ready-made, computed when a model is fitted or read.
+///
+/// Most features of most rows are null or 0, so a row in model space differs
+/// from the *base* row (every feature null) in a few places. With δ = x − b,
+/// the squared distances to the mean and to each centroid, and the component
+/// coordinates, are the base row's plus terms in δ alone; the reconstruction
+/// error is ‖x − μ‖² − Σ zⱼ² (the components are orthonormal). A row then
+/// costs (components + centroids) products per feature that is not at its
+/// base value, not per feature.
+#[derive(Clone, Debug, Default, PartialEq)]
+struct Prepared {
     /// Each feature's model-space value for null and for 0, the values most
     /// rows hold: computed once instead of two logarithms per value.
-    #[serde(skip)]
     fixed: Vec<[f64; 2]>,
+    /// Each feature's model-space value for 1, 2, … [`SMALL`]: the counts
+    /// most of the rest hold (`SMALL` values per feature).
+    small: Vec<f64>,
+    /// The base row.
+    base: Vec<f64>,
+    /// Per feature, `stride()` values: its loading on each component, then
+    /// 2(bₖ − cₖ) for each centroid c, then 2(bₖ − μₖ).
+    terms: Vec<f64>,
+    /// The base row's coordinate on each component, its squared distance to
+    /// each centroid and to the mean.
+    base_z: Vec<f64>,
+    base_centroids: Vec<f64>,
+    base_mean: f64,
 }
 
 /// A multinomial logistic regression (smartcore's, L2-regularised) over model
@@ -225,25 +257,19 @@ impl Model {
 
     fn to_model_space(&self, values: &[f64], x: &mut Vec<f64>) {
         x.clear();
-        if self.fixed.len() != self.features.len() {
-            x.extend(
-                self.features
-                    .iter()
-                    .zip(values)
-                    .map(|(f, v)| squash(f.scaling.apply(*v))),
-            );
-            return;
-        }
         x.extend(
             self.features
                 .iter()
                 .zip(values)
-                .zip(&self.fixed)
-                .map(|((f, &v), fixed)| {
+                .zip(&self.prepared.fixed)
+                .zip(self.prepared.small.chunks_exact(SMALL))
+                .map(|(((f, &v), fixed), small)| {
                     if v.is_nan() {
                         fixed[0]
                     } else if v == 0.0 {
                         fixed[1]
+                    } else if v >= 1.0 && v <= SMALL as f64 && v.fract() == 0.0 {
+                        small[v as usize - 1]
                     } else {
                         squash(f.scaling.apply(v))
                     }
@@ -251,9 +277,9 @@ impl Model {
         );
     }
 
-    /// Computes what [`Model::to_model_space`] takes ready-made.
+    /// Computes what scoring takes ready-made ([`Prepared`]).
     fn prepare(&mut self) {
-        self.fixed = self
+        let fixed: Vec<[f64; 2]> = self
             .features
             .iter()
             .map(|f| {
@@ -263,6 +289,32 @@ impl Model {
                 ]
             })
             .collect();
+        let small = self
+            .features
+            .iter()
+            .flat_map(|f| (1..=SMALL).map(|v| squash(f.scaling.apply(v as f64))))
+            .collect();
+        let base: Vec<f64> = fixed.iter().map(|f| f[0]).collect();
+        let mut terms = Vec::with_capacity(base.len() * self.stride());
+        for (k, b) in base.iter().enumerate() {
+            terms.extend(self.components.iter().map(|c| c[k]));
+            terms.extend(self.centroids.iter().map(|c| 2.0 * (b - c[k])));
+            terms.push(2.0 * (b - self.mean[k]));
+        }
+        let centred: Vec<f64> = base.iter().zip(&self.mean).map(|(b, m)| b - m).collect();
+        self.prepared = Prepared {
+            base_z: self.components.iter().map(|c| dot(c, &centred)).collect(),
+            base_centroids: self.centroids.iter().map(|c| distance2(c, &base)).collect(),
+            base_mean: dot(&centred, &centred),
+            fixed,
+            small,
+            base,
+            terms,
+        };
+    }
+
+    fn stride(&self) -> usize {
+        self.components.len() + self.centroids.len() + 1
     }
 
     /// The class a row looks like and its probability, with a classifier.
@@ -299,24 +351,37 @@ impl Model {
         Some((best, e[best] / sum))
     }
 
-    /// Reconstruction error and distance to the nearest centroid of a row in
-    /// model space; the residuals go to `residuals`.
-    fn parts(&self, x: &[f64], residuals: &mut Vec<f64>) -> [f64; 2] {
-        residuals.clear();
-        residuals.extend(x.iter().zip(&self.mean).map(|(v, m)| v - m));
-        // Each component's coordinate, taken from the centred row before any
-        // is subtracted (the components are orthonormal).
-        let z: Vec<f64> = self.components.iter().map(|c| dot(c, residuals)).collect();
-        for (c, zj) in self.components.iter().zip(&z) {
-            for (r, ck) in residuals.iter_mut().zip(c) {
-                *r -= zj * ck;
+    /// Reconstruction error and distance to the nearest centroid of a feature
+    /// row (catalogue order, NaN for null); the row in model space is left in
+    /// `x`, the component coordinates in the first entries of `acc`.
+    fn parts(&self, values: &[f64], x: &mut Vec<f64>, acc: &mut Vec<f64>) -> [f64; 2] {
+        self.to_model_space(values, x);
+        let p = &self.prepared;
+        let (j, c) = (self.components.len(), self.centroids.len());
+        let stride = self.stride();
+        acc.clear();
+        acc.extend_from_slice(&p.base_z);
+        acc.resize(j + c, 0.0);
+        let (mut to_mean, mut squares) = (p.base_mean, 0.0);
+        for (k, (v, b)) in x.iter().zip(&p.base).enumerate() {
+            let delta = v - b;
+            if delta == 0.0 {
+                continue;
             }
+            let t = &p.terms[k * stride..(k + 1) * stride];
+            for (a, w) in acc.iter_mut().zip(&t[..j + c]) {
+                *a += w * delta;
+            }
+            to_mean += delta * (t[j + c] + delta);
+            squares += delta * delta;
         }
-        let pca = dot(residuals, residuals);
-        let km = self
-            .centroids
+        let explained: f64 = acc[..j].iter().map(|z| z * z).sum();
+        let pca = (to_mean - explained).max(0.0);
+        let km = p
+            .base_centroids
             .iter()
-            .map(|c| distance2(c, x))
+            .zip(&acc[j..])
+            .map(|(base, lin)| (base + lin + squares).max(0.0))
             .fold(f64::INFINITY, f64::min);
         [pca, km]
     }
@@ -327,18 +392,23 @@ impl Model {
 
     /// The score of a feature row (catalogue order, NaN for null) alone,
     /// with `scratch` buffers reused from row to row: what every row pays.
+    /// The row in model space is left in the first buffer.
     pub fn score_value(&self, values: &[f64], scratch: &mut (Vec<f64>, Vec<f64>)) -> f64 {
-        let (x, residuals) = scratch;
-        self.to_model_space(values, x);
-        self.combine(self.parts(x, residuals))
+        let (x, acc) = scratch;
+        self.combine(self.parts(values, x, acc))
     }
 
     /// The score of a feature row (catalogue order, NaN for null), and the
-    /// features that explain it.
+    /// features that explain it: the largest reconstruction residuals.
     pub fn score(&self, values: &[f64]) -> Score {
-        let x = self.model_space(values);
-        let mut residuals = Vec::with_capacity(x.len());
-        let score = self.combine(self.parts(&x, &mut residuals));
+        let (mut x, mut acc) = (Vec::new(), Vec::new());
+        let score = self.combine(self.parts(values, &mut x, &mut acc));
+        let mut residuals: Vec<f64> = x.iter().zip(&self.mean).map(|(v, m)| v - m).collect();
+        for (c, zj) in self.components.iter().zip(&acc) {
+            for (r, ck) in residuals.iter_mut().zip(c) {
+                *r -= zj * ck;
+            }
+        }
         let mut top: Vec<(usize, f64)> = residuals
             .iter()
             .enumerate()

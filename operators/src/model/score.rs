@@ -168,14 +168,18 @@ impl ModelSet {
     }
 }
 
-/// Scores every row with every model: the rows' scores and the alerts of those
-/// above a threshold come out as two streams.
+/// Scores every row with every model: the rows themselves (passed through,
+/// not copied: a feature row is a few KiB and a second reader of the stream
+/// would clone every one), their scores, and the alerts of those above a
+/// threshold come out as three streams.
 pub trait ScoreModels<'scope> {
+    #[allow(clippy::type_complexity)]
     fn score_models(
         self,
         models: Arc<ModelSet>,
         counters: Arc<DetectCounters>,
     ) -> (
+        Stream<'scope, u64, Vec<FeatureRow>>,
         Stream<'scope, u64, Vec<ScoreRow>>,
         Stream<'scope, u64, Vec<Alert>>,
     );
@@ -187,12 +191,15 @@ impl<'scope> ScoreModels<'scope> for Stream<'scope, u64, Vec<FeatureRow>> {
         models: Arc<ModelSet>,
         counters: Arc<DetectCounters>,
     ) -> (
+        Stream<'scope, u64, Vec<FeatureRow>>,
         Stream<'scope, u64, Vec<ScoreRow>>,
         Stream<'scope, u64, Vec<Alert>>,
     ) {
         let mut builder = OperatorBuilder::new("ScoreModels".to_owned(), self.scope());
         // Rows of an entity are on one worker, in window order.
         let mut input = builder.new_input(self, Pipeline);
+        let (rows_out, passed) = builder.new_output();
+        let mut rows_out = OutputBuilder::from(rows_out);
         let (scores_out, scores) = builder.new_output();
         let (alerts_out, alerts) = builder.new_output();
         let mut scores_out = OutputBuilder::from(scores_out);
@@ -209,6 +216,7 @@ impl<'scope> ScoreModels<'scope> for Stream<'scope, u64, Vec<FeatureRow>> {
             let mut classed: Occurrences<(usize, String, Entity)> = Occurrences::new(1);
             let mut scratch = (Vec::new(), Vec::new());
             move |_frontiers| {
+                let mut rows_h = rows_out.activate();
                 let mut scores_h = scores_out.activate();
                 let mut alerts_h = alerts_out.activate();
                 input.for_each(|cap, data| {
@@ -251,10 +259,11 @@ impl<'scope> ScoreModels<'scope> for Stream<'scope, u64, Vec<FeatureRow>> {
                         .fetch_add(rows.len() as u64, Ordering::Relaxed);
                     scores_h.session(&cap).give_container(&mut rows);
                     counters.emit(&mut raised, |v| alerts_h.session(&cap).give_container(v));
+                    rows_h.session(&cap).give_container(data);
                 });
             }
         });
-        (scores, alerts)
+        (passed, scores, alerts)
     }
 }
 

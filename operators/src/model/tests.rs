@@ -221,3 +221,63 @@ fn time_folds_are_stretches_of_whole_windows() {
         assert_eq!(*f, hosts[first]);
     }
 }
+
+#[test]
+// `i` picks a row of every column and the kind of each value.
+#[allow(clippy::needless_range_loop)]
+fn scores_equal_the_dense_computation() {
+    let (names, dtypes, cols) = normal(800);
+    let model = fit(&set(&names, &dtypes, &cols), FitOptions::default()).expect("fit");
+    let mut next = uniform(5);
+    let mut scratch = (Vec::new(), Vec::new());
+    for i in 0..200 {
+        // Training rows, nulls and zeros, small whole numbers, values far
+        // outside.
+        let row: Vec<f64> = (0..5)
+            .map(|k| match (i + k) % 5 {
+                0 => f64::NAN,
+                1 => 0.0,
+                2 => cols[k][i],
+                3 => ((i % 20) as f64).max(1.0),
+                _ => 1e6 * next(),
+            })
+            .collect();
+        // Every value through its transform, none taken ready-made.
+        let x: Vec<f64> = model
+            .features
+            .iter()
+            .zip(&row)
+            .map(|(f, v)| squash(f.scaling.apply(*v)))
+            .collect();
+        assert_eq!(model.model_space(&row), x, "row {i}");
+        let mut r: Vec<f64> = x.iter().zip(&model.mean).map(|(v, m)| v - m).collect();
+        let z: Vec<f64> = model
+            .components
+            .iter()
+            .map(|c| c.iter().zip(&r).map(|(a, b)| a * b).sum())
+            .collect();
+        for (c, zj) in model.components.iter().zip(&z) {
+            for (rk, ck) in r.iter_mut().zip(c) {
+                *rk -= zj * ck;
+            }
+        }
+        let pca: f64 = r.iter().map(|v| v * v).sum();
+        let km = model
+            .centroids
+            .iter()
+            .map(|c| {
+                c.iter()
+                    .zip(&x)
+                    .map(|(a, b)| (a - b) * (a - b))
+                    .sum::<f64>()
+            })
+            .fold(f64::INFINITY, f64::min);
+        let dense = 0.5 * (pca / model.normalizers[0] + km / model.normalizers[1]);
+        let fast = model.score_value(&row, &mut scratch);
+        assert!(
+            (fast - dense).abs() <= 1e-9 * dense.abs().max(1.0),
+            "row {i}: {fast} against {dense}"
+        );
+        assert_eq!(model.score(&row).score, fast);
+    }
+}
