@@ -625,6 +625,13 @@ fn run(cmd: Command) -> anyhow::Result<ExitCode> {
                 eprintln!("warning: {file}: {err}");
             }
             eprintln!("{}", report.line());
+            if report.replaced_files > 0 {
+                eprintln!(
+                    "replaced {} file(s) of an earlier replay of the same input into {}",
+                    report.replaced_files,
+                    out.display()
+                );
+            }
             eprintln!("output: {}", out.display());
             if let Some(p) = summary_json {
                 let text = serde_json::to_string_pretty(&report)?;

@@ -61,6 +61,16 @@ pub struct OutputPlan<'a> {
     pub roll: bool,
     /// Keep the rows of unfinished files for a Flight endpoint.
     pub recent: bool,
+    /// Names the files (default: [`run_id`]). A replay names them after its
+    /// inputs, replaces the files of an earlier replay of the same inputs,
+    /// and publishes its files only when it has finished.
+    pub replay_id: Option<String>,
+}
+
+/// Marks a replay under way in its output root; removed once its files are
+/// in place. Present after a replay was stopped: its output is not whole.
+fn incomplete_marker(dir: &Path, id: &str) -> PathBuf {
+    dir.join(format!("_replay-{id}.incomplete"))
 }
 
 /// Where the dataflow hands its rows; cloned into every worker.
@@ -80,6 +90,9 @@ pub struct Senders {
 /// The running sinks.
 pub struct Outputs {
     dir: PathBuf,
+    replay_id: Option<String>,
+    /// Files of an earlier replay of the same inputs, removed.
+    pub replaced: usize,
     defs: Vec<FeatureDef>,
     events: Option<SinkThread>,
     flows: SinkThread,
@@ -106,11 +119,20 @@ impl Outputs {
     /// Writes the feature metadata and starts a sink thread per table.
     pub fn start(plan: OutputPlan<'_>) -> Result<(Outputs, Senders), PipelineError> {
         write_feature_metadata(&plan.dir, &plan.defs, None)?;
-        let mut settings = plan
-            .cfg
-            .sinks
-            .parquet
-            .settings(plan.dir.clone(), run_id())?;
+        let mut settings = plan.cfg.sinks.parquet.settings(
+            plan.dir.clone(),
+            plan.replay_id.clone().unwrap_or_else(run_id),
+        )?;
+        let mut replaced = 0;
+        if let Some(id) = &plan.replay_id {
+            let marker = incomplete_marker(&plan.dir, id);
+            std::fs::write(&marker, b"").map_err(|source| PipelineError::Io {
+                context: format!("write {}", marker.display()),
+                source,
+            })?;
+            replaced = amoskys_sinks::parquet::remove_run(&plan.dir, id)?;
+            settings.publish_at_end = true;
+        }
         if plan.roll {
             settings.roll_after = Some(plan.cfg.sinks.parquet.roll_interval.0.0);
         }
@@ -159,6 +181,8 @@ impl Outputs {
         Ok((
             Outputs {
                 dir: plan.dir,
+                replay_id: plan.replay_id,
+                replaced,
                 defs: plan.defs,
                 events,
                 flows,
@@ -189,6 +213,20 @@ impl Outputs {
         let webhook = self.webhook.map(Webhook::finish).transpose()?;
         if let Ok(st) = self.stats.lock() {
             write_feature_metadata(&self.dir, &self.defs, Some(&st))?;
+        }
+        if let Some(id) = &self.replay_id {
+            let files: Vec<(PathBuf, PathBuf)> = [Some(&flows), Some(&features), Some(&alerts)]
+                .into_iter()
+                .chain([events.as_ref(), scores.as_ref()])
+                .flatten()
+                .flat_map(|s| s.unpublished.iter().cloned())
+                .collect();
+            amoskys_sinks::parquet::publish(&files)?;
+            let marker = incomplete_marker(&self.dir, id);
+            std::fs::remove_file(&marker).map_err(|source| PipelineError::Io {
+                context: format!("remove {}", marker.display()),
+                source,
+            })?;
         }
         Ok(Written {
             events,

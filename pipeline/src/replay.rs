@@ -68,6 +68,9 @@ pub struct ReplayReport {
     pub packets_per_s: f64,
     pub flow_files: u64,
     pub feature_files: u64,
+    /// Files of an earlier replay of the same inputs into the same directory,
+    /// removed (the replay replaces them).
+    pub replaced_files: usize,
 }
 
 /// What the log files of a replay gave.
@@ -129,6 +132,45 @@ impl ReplayReport {
     }
 }
 
+/// Names a replay's files after its inputs: SHA-256 of each capture's and
+/// log's path, size and modification time. A replay of the same files into
+/// the same directory replaces the earlier one's output instead of adding to
+/// it; other inputs get other names.
+fn replay_id(files: &[PathBuf], logs: &[PathBuf]) -> Result<String, PipelineError> {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    for (kind, path) in files
+        .iter()
+        .map(|f| ("capture", f))
+        .chain(logs.iter().map(|l| ("log", l)))
+    {
+        let io = |source| PipelineError::Io {
+            context: format!("read {}", path.display()),
+            source,
+        };
+        let meta = std::fs::metadata(path).map_err(io)?;
+        let full = std::fs::canonicalize(path).map_err(io)?;
+        let mtime = meta
+            .modified()
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_nanos());
+        h.update(format!(
+            "{kind}\0{}\0{}\0{mtime}\0",
+            full.display(),
+            meta.len()
+        ));
+    }
+    let digest = h.finalize();
+    Ok(format!(
+        "replay{}",
+        digest[..8]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    ))
+}
+
 /// Replays the captures in `opts.inputs` into `opts.out`.
 pub fn replay(opts: ReplayOptions) -> Result<ReplayReport, PipelineError> {
     let started = Instant::now();
@@ -139,6 +181,8 @@ pub fn replay(opts: ReplayOptions) -> Result<ReplayReport, PipelineError> {
         .max(1);
     let files = expand_inputs(&opts.inputs)?;
     check_readable(&files)?;
+    let paths: Vec<PathBuf> = files.iter().map(|f| f.path.clone()).collect();
+    let id = replay_id(&paths, &opts.logs)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .thread_name("replay")
@@ -171,7 +215,9 @@ pub fn replay(opts: ReplayOptions) -> Result<ReplayReport, PipelineError> {
         events: records,
         roll: false,
         recent: false,
+        replay_id: Some(id),
     })?;
+    let replaced = outputs.0.replaced;
 
     let done = Arc::new(AtomicBool::new(false));
     let bar = (opts.progress && std::io::stderr().is_terminal())
@@ -239,6 +285,7 @@ pub fn replay(opts: ReplayOptions) -> Result<ReplayReport, PipelineError> {
         },
         flow_files: w.flows.files,
         feature_files: w.features.files,
+        replaced_files: replaced,
     })
 }
 

@@ -110,6 +110,7 @@ pub fn run_job(
         events: true,
         roll: true,
         recent: flight.is_some(),
+        replay_id: None,
     })?;
     on_ready(&ready);
 

@@ -47,6 +47,7 @@ impl ParquetConfig {
             max_open_files: self.max_open_files.0 as usize,
             run_id,
             roll_after: None,
+            publish_at_end: false,
         };
         s.validate()?;
         Ok(s)

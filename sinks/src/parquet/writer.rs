@@ -38,6 +38,10 @@ pub struct ParquetSettings {
     /// directory see recent rows (the long-running job); none keeps files open
     /// until their hour is done with.
     pub roll_after: Option<Duration>,
+    /// Keep finished files in `_in_progress` and hand them back from
+    /// [`TableWriter::finish`] to be published together ([`publish`]), so that
+    /// output stopped half-way is never visible (replay).
+    pub publish_at_end: bool,
 }
 
 impl ParquetSettings {
@@ -58,6 +62,8 @@ impl ParquetSettings {
 pub struct SinkSummary {
     pub rows: u64,
     pub files: u64,
+    /// With `publish_at_end`: each finished file and where it goes.
+    pub unpublished: Vec<(PathBuf, PathBuf)>,
 }
 
 struct OpenFile {
@@ -227,9 +233,15 @@ impl TableWriter {
         let Some(f) = self.open.remove(&hour) else {
             return Ok(());
         };
-        match &self.recent {
-            Some(r) => r.closing(hour, || finish(f))?,
-            None => finish(f)?,
+        if self.settings.publish_at_end {
+            let (tmp, dest) = (f.tmp.clone(), f.dest.clone());
+            complete(f)?;
+            self.summary.unpublished.push((tmp, dest));
+        } else {
+            match &self.recent {
+                Some(r) => r.closing(hour, || finish(f))?,
+                None => finish(f)?,
+            }
         }
         self.summary.files += 1;
         Ok(())
@@ -249,16 +261,68 @@ impl TableWriter {
     }
 }
 
-fn finish(f: OpenFile) -> Result<(), SinkError> {
+/// Writes the footer and syncs: the file is whole, still under its
+/// temporary name.
+fn complete(f: OpenFile) -> Result<(), SinkError> {
     let file = f.writer.into_inner()?;
     file.sync_all().map_err(SinkError::io(&f.tmp))?;
-    drop(file);
-    if let Some(parent) = f.dest.parent() {
+    Ok(())
+}
+
+fn finish(f: OpenFile) -> Result<(), SinkError> {
+    let (tmp, dest) = (f.tmp.clone(), f.dest.clone());
+    complete(f)?;
+    move_into_place(&tmp, &dest)
+}
+
+fn move_into_place(tmp: &Path, dest: &Path) -> Result<(), SinkError> {
+    if let Some(parent) = dest.parent() {
         fs::create_dir_all(parent).map_err(SinkError::io(parent))?;
     }
-    fs::rename(&f.tmp, &f.dest).map_err(SinkError::io(&f.dest))?;
-    sync_dir(f.dest.parent());
+    fs::rename(tmp, dest).map_err(SinkError::io(dest))?;
+    sync_dir(dest.parent());
     Ok(())
+}
+
+/// Moves finished files into place (what [`SinkSummary::unpublished`] lists)
+/// and removes the scratch directories they leave empty.
+pub fn publish(files: &[(PathBuf, PathBuf)]) -> Result<(), SinkError> {
+    for (tmp, dest) in files {
+        move_into_place(tmp, dest)?;
+    }
+    for (tmp, _) in files {
+        if let Some(dir) = tmp.parent() {
+            let _ = fs::remove_dir(dir);
+        }
+    }
+    Ok(())
+}
+
+/// Removes every file of run `run_id` under `root`'s tables — published or
+/// not — and returns how many there were.
+pub fn remove_run(root: &Path, run_id: &str) -> Result<usize, SinkError> {
+    fn walk(dir: &Path, prefix: &str, removed: &mut usize) -> Result<(), SinkError> {
+        let Ok(entries) = fs::read_dir(dir) else {
+            return Ok(());
+        };
+        for e in entries {
+            let path = e.map_err(SinkError::io(dir))?.path();
+            if path.is_dir() {
+                walk(&path, prefix, removed)?;
+            } else if path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with(prefix))
+            {
+                fs::remove_file(&path).map_err(SinkError::io(&path))?;
+                *removed += 1;
+            }
+        }
+        Ok(())
+    }
+    let mut removed = 0;
+    walk(root, &format!("part-{run_id}-"), &mut removed)?;
+    Ok(removed)
 }
 
 fn sync_dir(dir: Option<&Path>) {
@@ -403,6 +467,7 @@ mod tests {
             max_open_files: 1,
             run_id: "t".into(),
             roll_after: None,
+            publish_at_end: false,
         };
         let (tx, rx) = std::sync::mpsc::sync_channel(4);
         // 2024-01-15 09:59:59, 10:00:00 (x2), then 09:xx again after 10:00 was opened.
@@ -413,18 +478,7 @@ mod tests {
         drop(tx);
         let sum = run_table(FlowTable, settings, rx).expect("run");
         assert_eq!(sum.rows, 4);
-        let mut files = Vec::new();
-        let mut stack = vec![dir.path().to_path_buf()];
-        while let Some(d) = stack.pop() {
-            for e in fs::read_dir(&d).expect("read_dir").filter_map(Result::ok) {
-                if e.path().is_dir() {
-                    stack.push(e.path())
-                } else {
-                    files.push(e.path())
-                }
-            }
-        }
-        files.sort();
+        let files = files_under(dir.path());
         let rel: Vec<String> = files
             .iter()
             .map(|f| {
@@ -456,5 +510,65 @@ mod tests {
             })
             .sum();
         assert_eq!(total, 4);
+    }
+
+    fn files_under(dir: &Path) -> Vec<PathBuf> {
+        let mut files = Vec::new();
+        let mut stack = vec![dir.to_path_buf()];
+        while let Some(d) = stack.pop() {
+            for e in fs::read_dir(&d).expect("read_dir").filter_map(Result::ok) {
+                if e.path().is_dir() {
+                    stack.push(e.path())
+                } else {
+                    files.push(e.path())
+                }
+            }
+        }
+        files.sort();
+        files
+    }
+
+    #[test]
+    fn files_published_at_the_end_stay_out_of_sight_until_then_and_a_run_is_removed_whole() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let settings = |run: &str| ParquetSettings {
+            root: dir.path().to_path_buf(),
+            zstd_level: 3,
+            row_group_rows: 2,
+            max_open_files: 1,
+            run_id: run.into(),
+            roll_after: None,
+            publish_at_end: true,
+        };
+        let t0 = 1_705_312_799;
+        let write = |run: &str| {
+            let (tx, rx) = std::sync::mpsc::sync_channel(4);
+            tx.send(vec![flow(t0), flow(t0 + 1), flow(t0 + 2)])
+                .expect("send");
+            drop(tx);
+            run_table(FlowTable, settings(run), rx).expect("run")
+        };
+        let sum = write("a");
+        // Two hours, two finished files, none in place yet.
+        assert_eq!(sum.unpublished.len(), 2);
+        let before = files_under(dir.path());
+        assert!(
+            before
+                .iter()
+                .all(|f| f.parent().is_some_and(|p| p.ends_with(IN_PROGRESS_DIR))),
+            "{before:?}"
+        );
+        publish(&sum.unpublished).expect("publish");
+        let after = files_under(dir.path());
+        let mut dests: Vec<PathBuf> = sum.unpublished.iter().map(|(_, d)| d.clone()).collect();
+        dests.sort();
+        assert_eq!(after, dests);
+        assert!(!dir.path().join("flows").join(IN_PROGRESS_DIR).exists());
+        // Another run beside it, unpublished: removing run `a` leaves it.
+        let other = write("b");
+        assert_eq!(remove_run(dir.path(), "a").expect("remove"), 2);
+        let mut left: Vec<PathBuf> = other.unpublished.iter().map(|(t, _)| t.clone()).collect();
+        left.sort();
+        assert_eq!(files_under(dir.path()), left);
     }
 }
