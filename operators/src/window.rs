@@ -30,6 +30,8 @@ pub struct WindowCounters {
     pub rows: AtomicU64,
     /// Observations that arrived for a pane whose windows were already closed.
     pub late: AtomicU64,
+    /// Observations of entities past a window's limit, counted under `::`.
+    pub overflow: AtomicU64,
 }
 
 /// Panes an item (a peer, a message template) is remembered for: an item of a
@@ -149,17 +151,30 @@ impl<K: WindowKey> RecentItems<K> {
 /// What a window operator keys its state by.
 pub(crate) trait WindowKey: Clone + Eq + std::hash::Hash {
     fn entity(&self) -> Entity;
+    /// The key a full window counts further entities under.
+    fn overflow() -> Self;
+}
+
+/// `::`, the unspecified address: what no packet or record names.
+fn unspecified() -> Addr {
+    Addr::from(std::net::IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED))
 }
 
 impl WindowKey for Addr {
     fn entity(&self) -> Entity {
         Entity::Ip(*self)
     }
+    fn overflow() -> Self {
+        unspecified()
+    }
 }
 
 impl WindowKey for Entity {
     fn entity(&self) -> Entity {
         self.clone()
+    }
+    fn overflow() -> Self {
+        Entity::Ip(unspecified())
     }
 }
 
@@ -291,13 +306,23 @@ impl<K: WindowKey, A: WindowAcc> PaneStore<K, A> {
     }
 }
 
-/// Turns packets into per-entity feature rows, one per entity per window.
+/// Turns packets into per-entity feature rows, one per entity per window:
+/// at most `max_entities` entities a window on this worker, the rest counted
+/// together under `::`.
 pub trait Featurize<'scope> {
-    fn featurize(self, counters: Arc<WindowCounters>) -> Stream<'scope, u64, Vec<FeatureRow>>;
+    fn featurize(
+        self,
+        counters: Arc<WindowCounters>,
+        max_entities: usize,
+    ) -> Stream<'scope, u64, Vec<FeatureRow>>;
 }
 
 impl<'scope> Featurize<'scope> for Stream<'scope, u64, Vec<Packet>> {
-    fn featurize(self, counters: Arc<WindowCounters>) -> Stream<'scope, u64, Vec<FeatureRow>> {
+    fn featurize(
+        self,
+        counters: Arc<WindowCounters>,
+        max_entities: usize,
+    ) -> Stream<'scope, u64, Vec<FeatureRow>> {
         let obs = self.unary::<CapacityContainerBuilder<Vec<Obs>>, _, _, _>(
             Pipeline,
             "Observe",
@@ -313,7 +338,7 @@ impl<'scope> Featurize<'scope> for Stream<'scope, u64, Vec<Packet>> {
                 }
             },
         );
-        hop_windows(obs, "HopWindow(60s/30s)", counters)
+        hop_windows(obs, "HopWindow(60s/30s)", counters, max_entities)
     }
 }
 
@@ -372,6 +397,7 @@ fn hop_windows<'s, O: Observation>(
     obs: Stream<'s, u64, Vec<O>>,
     name: &str,
     counters: Arc<WindowCounters>,
+    max_entities: usize,
 ) -> Stream<'s, u64, Vec<FeatureRow>> {
     let pact = Exchange::new(|o: &O| o.route());
     obs.unary_frontier(pact, name, move |_cap, _info| {
@@ -380,7 +406,7 @@ fn hop_windows<'s, O: Observation>(
             input.for_each(|cap, data| {
                 let Some(&time) = cap.least() else { return };
                 let out_idx = output.output_index();
-                let mut late = 0u64;
+                let (mut late, mut over) = (0u64, 0u64);
                 // Observations come in runs of one pane: look the pane up once a run.
                 let pane = |o: &O| pane_of(o.ts_ns().max(0));
                 for run in data.chunk_by(|a, b| pane(a) == pane(b)) {
@@ -391,11 +417,21 @@ fn hop_windows<'s, O: Observation>(
                     }
                     let slot = store.slot(p, || cap.delayed(&p, out_idx));
                     for o in run {
-                        o.add_to(slot.entry(o.key()).or_default());
+                        let key = o.key();
+                        let key = if slot.len() < max_entities || slot.contains_key(&key) {
+                            key
+                        } else {
+                            over += 1;
+                            O::Key::overflow()
+                        };
+                        o.add_to(slot.entry(key).or_default());
                     }
                 }
                 if late > 0 {
                     counters.late.fetch_add(late, Ordering::Relaxed);
+                }
+                if over > 0 {
+                    counters.overflow.fetch_add(over, Ordering::Relaxed);
                 }
                 counters
                     .obs_in
@@ -442,9 +478,14 @@ impl<'scope> DhcpObservations<'scope> for Stream<'scope, u64, Vec<Packet>> {
     }
 }
 
-/// Per-entity feature rows, one per entity per window, of event observations.
+/// Per-entity feature rows, one per entity per window, of event observations
+/// (at most `max_entities` a window on this worker, as [`Featurize`]).
 pub trait EventWindows<'scope> {
-    fn event_windows(self, counters: Arc<WindowCounters>) -> Stream<'scope, u64, Vec<FeatureRow>>;
+    fn event_windows(
+        self,
+        counters: Arc<WindowCounters>,
+        max_entities: usize,
+    ) -> Stream<'scope, u64, Vec<FeatureRow>>;
 }
 
 impl<'scope> FeaturizeEvents<'scope> for Stream<'scope, u64, Vec<EventRow>> {
@@ -468,8 +509,12 @@ impl<'scope> FeaturizeEvents<'scope> for Stream<'scope, u64, Vec<EventRow>> {
 }
 
 impl<'scope> EventWindows<'scope> for Stream<'scope, u64, Vec<EventObs>> {
-    fn event_windows(self, counters: Arc<WindowCounters>) -> Stream<'scope, u64, Vec<FeatureRow>> {
-        hop_windows(self, "EventWindow(60s/30s)", counters)
+    fn event_windows(
+        self,
+        counters: Arc<WindowCounters>,
+        max_entities: usize,
+    ) -> Stream<'scope, u64, Vec<FeatureRow>> {
+        hop_windows(self, "EventWindow(60s/30s)", counters, max_entities)
     }
 }
 

@@ -128,15 +128,26 @@ fn traffic(seed: u64, n: usize, minutes: i64) -> Vec<Packet> {
 
 /// Runs the window operator with `workers` workers; returns rows sorted by key.
 fn run(packets: &[Packet], workers: usize) -> Vec<FeatureRow> {
+    run_capped(packets, workers, usize::MAX, Arc::default())
+}
+
+/// [`run`] with at most `max_entities` entities a window on each worker.
+fn run_capped(
+    packets: &[Packet],
+    workers: usize,
+    max_entities: usize,
+    counters: Arc<WindowCounters>,
+) -> Vec<FeatureRow> {
     let out = Arc::new(Mutex::new(Vec::new()));
     let (pk, o) = (Arc::new(packets.to_vec()), out.clone());
     timely::execute(timely::Config::process(workers), move |worker| {
         let o = o.clone();
+        let counters = counters.clone();
         let (mut input, mut cap) = worker.dataflow::<u64, _, _>(|scope| {
             let ((input, cap), stream) =
                 scope.new_unordered_input::<CapacityContainerBuilder<Vec<Packet>>>();
             stream
-                .featurize(Arc::new(WindowCounters::default()))
+                .featurize(counters, max_entities)
                 .inspect(move |r: &FeatureRow| {
                     if let Ok(mut g) = o.lock() {
                         g.push(r.clone());
@@ -656,4 +667,45 @@ fn a_packet_on_a_window_edge_lands_in_the_two_windows_that_contain_it() {
     let want: BTreeMap<u64, f64> = [(p - 2, 1.0), (p - 1, 2.0), (p, 1.0)].into_iter().collect();
     assert_eq!(per_window, want);
     assert_eq!(defs()[0].name, "packets_out");
+}
+
+#[test]
+fn past_the_entity_limit_a_window_counts_the_rest_under_the_unspecified_address() {
+    // Ten sources, one packet each, in one pane; three entities a window kept.
+    let t = 1_700_000_010 * S;
+    let packets: Vec<Packet> = (0..10u8)
+        .map(|i| Packet {
+            ts_ns: t + i64::from(i),
+            seq: u64::from(i),
+            src: Addr::v4([10, 0, 0, 10 + i]),
+            dst: Addr::v4([10, 0, 0, 1]),
+            proto: Proto::UDP,
+            sport: 1000,
+            dport: 53,
+            ip_len: 100,
+            ..Default::default()
+        })
+        .collect();
+    let counters = Arc::new(WindowCounters::default());
+    let rows = run_capped(&packets, 1, 3, counters.clone());
+    let sent: BTreeMap<(u64, String), f64> = rows
+        .iter()
+        .map(|r| ((r.window, r.entity.to_string()), r.get(0).unwrap_or(0.0)))
+        .collect();
+    for w in sent.keys().map(|(w, _)| *w).collect::<BTreeSet<_>>() {
+        let of = |e: &str| sent.get(&(w, e.to_string())).copied();
+        // The destination and the first two sources keep rows of their own;
+        // the other eight sources' packets are one row under `::`.
+        assert_eq!(of("10.0.0.10"), Some(1.0));
+        assert_eq!(of("10.0.0.11"), Some(1.0));
+        assert_eq!(of("10.0.0.12"), None);
+        assert_eq!(of("::"), Some(8.0), "{sent:?}");
+        assert_eq!(sent.keys().filter(|(x, _)| *x == w).count(), 4);
+    }
+    // Two observations a packet (source and destination): the eight packets'
+    // source sides and nothing else went over.
+    assert_eq!(
+        counters.overflow.load(std::sync::atomic::Ordering::Relaxed),
+        8
+    );
 }

@@ -58,6 +58,8 @@ pub struct GraphSpec {
     pub flows: FlowConfig,
     pub feature_set: FeatureSet,
     pub history: HistoryConfig,
+    /// Entities a window keeps apart on each worker (the rest under `::`).
+    pub window_entities: usize,
     pub detections: Vec<(String, DetectionSettings)>,
     pub user_rules: Vec<UserRule>,
     pub count_rules: Vec<CountRuleSpec>,
@@ -111,6 +113,7 @@ impl GraphSpec {
             flows: cfg.flows.settings(workers),
             feature_set,
             history: cfg.features.history(workers),
+            window_entities: cfg.window.entities_per_worker(workers),
             detections: cfg.detections.conditions.clone(),
             user_rules: cfg.condition_rules(),
             count_rules: cfg.counting_rules(),
@@ -202,7 +205,9 @@ pub fn build(
         }
         let (flows, app_obs) = packets.clone().assemble_flows(spec.flows, c.flows.clone());
         channel_sink(flows, "FlowsToParquet", out.flows.clone(), None);
-        let packet_rows = packets.clone().featurize(c.windows.clone());
+        let packet_rows = packets
+            .clone()
+            .featurize(c.windows.clone(), spec.window_entities);
         let mut intel = None;
         let rows = match spec.feature_set {
             FeatureSet::Packet => packet_rows.packet_features_only(),
@@ -221,7 +226,7 @@ pub fn build(
                         .concat(dhcp)
                         .concat(app_windowed);
                     packet_rows
-                        .concat(events.event_windows(c.event_windows.clone()))
+                        .concat(events.event_windows(c.event_windows.clone(), spec.window_entities))
                         .merge_rows()
                 } else if spec.flows.application_bytes > 0 {
                     // The application family is keyed by address, as the
@@ -229,13 +234,14 @@ pub fn build(
                     packet_rows
                         .concat(
                             dhcp.concat(app_windowed)
-                                .event_windows(c.event_windows.clone()),
+                                .event_windows(c.event_windows.clone(), spec.window_entities),
                         )
                         .merge_rows()
                 } else {
                     // Packet rows are keyed by address, DHCP rows by hardware
                     // address: nothing to merge.
-                    packet_rows.concat(dhcp.event_windows(c.event_windows.clone()))
+                    packet_rows
+                        .concat(dhcp.event_windows(c.event_windows.clone(), spec.window_entities))
                 };
                 let rows = rows.with_history(defs.clone(), spec.history, c.history.clone());
                 let detector = Detector::new(&defs, &spec.detections, &spec.user_rules)

@@ -95,6 +95,8 @@ impl Published {
         metrics::counter!("amoskys_flows_evicted_total").absolute(g(&c.flows.evicted));
         metrics::counter!("amoskys_flows_app_skipped_total").absolute(g(&c.flows.app_skipped));
         metrics::counter!("amoskys_window_late_observations_total").absolute(g(&c.windows.late));
+        metrics::counter!("amoskys_window_overflow_observations_total")
+            .absolute(g(&c.windows.overflow) + g(&c.event_windows.overflow));
         metrics::counter!("amoskys_feature_rows_total").absolute(g(&c.windows.rows));
         metrics::counter!("amoskys_alerts_total").absolute(g(&c.detect.alerts));
         metrics::counter!("amoskys_model_scores_total").absolute(g(&c.models.scored));

@@ -48,6 +48,9 @@ pub struct ReplayReport {
     /// Observations that reached a window operator after their windows closed
     /// (always 0 in a replay, where the reader holds the watermark).
     pub window_late_obs: u64,
+    /// Observations of entities past a window's `[window] max_entities`,
+    /// counted under `::`.
+    pub window_overflow_obs: u64,
     /// Log lines taken in (with --syslog), and those already behind the
     /// watermark (written to `events`, left out of the windows).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -268,6 +271,8 @@ pub fn replay(opts: ReplayOptions) -> Result<ReplayReport, PipelineError> {
             }
         }),
         window_late_obs: g.windows.late.load(Ordering::Relaxed),
+        window_overflow_obs: g.windows.overflow.load(Ordering::Relaxed)
+            + g.event_windows.overflow.load(Ordering::Relaxed),
         flows: w.flows.rows,
         flows_evicted: g.flows.evicted.load(Ordering::Relaxed),
         feature_rows: w.features.rows,

@@ -64,6 +64,13 @@ pub struct WindowConfig {
     /// watermark back, so one quiet listener never stalls the others. A source
     /// not yet heard from holds it back for this long after the start.
     pub idle_timeout: PositiveSecs,
+    /// Entities a window keeps apart, per kind (addresses of packets; entities
+    /// of log and device records), all workers together. Past it, a window's
+    /// further entities are counted together under `::` and the observations
+    /// counted (`amoskys_window_overflow_observations_total`): memory stays
+    /// bounded however many addresses the input names, and what they did
+    /// still shows (and alerts) as one row.
+    pub max_entities: Bounded<1, 100_000_000>,
 }
 
 impl Default for WindowConfig {
@@ -71,7 +78,15 @@ impl Default for WindowConfig {
         WindowConfig {
             lateness: Secs::from_secs(10),
             idle_timeout: PositiveSecs(Secs::from_secs(30)),
+            max_entities: Bounded(20_000),
         }
+    }
+}
+
+impl WindowConfig {
+    /// Each worker's share of `max_entities`.
+    pub fn entities_per_worker(&self, workers: usize) -> usize {
+        (self.max_entities.0 as usize).div_ceil(workers.max(1))
     }
 }
 

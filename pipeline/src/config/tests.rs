@@ -348,6 +348,7 @@ fn the_example_file_parses_and_matches_the_defaults() {
     assert_eq!(c.flows.idle_timeout, d.flows.idle_timeout);
     assert_eq!(c.flows.active_timeout, d.flows.active_timeout);
     assert_eq!(c.flows.max_flows, d.flows.max_flows);
+    assert_eq!(c.window.max_entities, d.window.max_entities);
     assert_eq!(c.window.lateness, d.window.lateness);
     assert_eq!(c.window.idle_timeout, d.window.idle_timeout);
     assert_eq!(c.sources.syslog.len(), 1);
