@@ -1,7 +1,9 @@
 """A replay's output is whole or absent: files are published only when the
 replay has finished, named after its inputs, so the same replay into the same
 directory replaces its earlier output — after a clean run or after a SIGKILL
-half-way — and never adds to it."""
+half-way — and never adds to it; a replay stopped half-way leaves an earlier
+whole output as it was, and two replays of one input into one directory at
+once are refused."""
 import json
 import signal
 import subprocess
@@ -56,28 +58,47 @@ def test_a_killed_replay_leaves_nothing_that_looks_whole_and_running_it_again_do
     assert len({p.parent for p in published(clean / "flows")}) >= 3, published(clean)
 
     out = tmp_path / "out"
-    proc = subprocess.Popen([str(BIN), "replay", str(cap), "--out", str(out), "--no-progress",
-                             "--config", str(cfg)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        # An hour finished: a second file begun, or (were files published as
-        # they finish) one in place.
-        wait_until(lambda: proc.poll() is not None or published(out)
-                   or len(list((out / "flows" / "_in_progress").glob("*"))) >= 2,
-                   300, "a finished hour of flows")
-        assert proc.poll() is None, "the replay ended before an hour was finished"
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+
+    def killed_half_way(check_refused=False):
+        proc = subprocess.Popen([str(BIN), "replay", str(cap), "--out", str(out), "--no-progress",
+                                 "--config", str(cfg)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        scratch = out / "flows" / "_in_progress"
+        try:
+            # An hour finished: a second scratch file begun, or (were files
+            # published as they finish) a new one in place.
+            before = set(published(out))
+            wait_until(lambda: proc.poll() is not None or set(published(out)) - before
+                       or len([p for p in scratch.glob("*") if p.stat().st_mtime > start]) >= 2,
+                       300, "a finished hour of flows")
+            assert proc.poll() is None, "the replay ended before an hour was finished"
+            if check_refused:
+                r = run_bin("replay", cap, "--out", out, "--no-progress", "--config", cfg, check=False)
+                assert r.returncode != 0 and "another replay of the same input" in r.stderr, r.stderr
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(timeout=30)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        assert len(list(out.glob("_replay-*.incomplete"))) == 1
+
+    start = 0
+    killed_half_way()
     assert published(out) == [], published(out)
-    assert len(list(out.glob("_replay-*.incomplete"))) == 1
+
+    def same_as_clean():
+        for t in TABLES:
+            assert rows(out, t) == rows(clean, t), t
+        assert [p.relative_to(out) for p in published(out)] == [p.relative_to(clean) for p in published(clean)]
 
     run_bin("replay", cap, "--out", out, "--no-progress", "--config", cfg, timeout=600)
-    for t in TABLES:
-        assert rows(out, t) == rows(clean, t), t
+    same_as_clean()
     assert not list(out.glob("_replay-*.incomplete"))
     assert not list(out.rglob("*.inprogress"))
-    assert [p.relative_to(out) for p in published(out)] == [p.relative_to(clean) for p in published(clean)]
     meta = json.loads((out / "feature_metadata.json").read_text())
     assert meta["features"]
+    # Run again and killed half-way (a second replay of the same input
+    # refused meanwhile): the finished output stays as it was.
+    import time
+    start = time.time()
+    killed_half_way(check_refused=True)
+    same_as_clean()

@@ -67,10 +67,69 @@ pub struct OutputPlan<'a> {
     pub replay_id: Option<String>,
 }
 
-/// Marks a replay under way in its output root; removed once its files are
-/// in place. Present after a replay was stopped: its output is not whole.
-fn incomplete_marker(dir: &Path, id: &str) -> PathBuf {
-    dir.join(format!("_replay-{id}.incomplete"))
+/// A replay's hold on its output: `DIR/_replay-<id>.incomplete`, locked
+/// (`File::try_lock`, flock on Linux) while the replay runs so that a second replay of the same input
+/// into the same directory is refused, and removed once its files are in
+/// place. Present without a lock: a replay that was stopped, whose output is
+/// not whole. The kernel drops the lock when the process dies.
+struct ReplayLock {
+    id: String,
+    path: PathBuf,
+    _file: std::fs::File,
+}
+
+impl ReplayLock {
+    fn take(dir: &Path, id: &str) -> Result<ReplayLock, PipelineError> {
+        let path = dir.join(format!("_replay-{id}.incomplete"));
+        let io = |source| PipelineError::Io {
+            context: format!("open {}", path.display()),
+            source,
+        };
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(io)?;
+        if file.try_lock().is_err() {
+            return Err(PipelineError::Dataflow(format!(
+                "another replay of the same input is writing to {} ({} is locked)",
+                dir.display(),
+                path.display()
+            )));
+        }
+        Ok(ReplayLock {
+            id: id.to_string(),
+            path,
+            _file: file,
+        })
+    }
+
+    /// Moves the replay's files into place, then removes the files of an
+    /// earlier replay of the same input that they did not replace, then the
+    /// marker. Returns how many earlier files there were.
+    fn publish(self, dir: &Path, files: &[(PathBuf, PathBuf)]) -> Result<usize, PipelineError> {
+        let before = amoskys_sinks::parquet::run_files(dir, &self.id)?;
+        let earlier = before
+            .iter()
+            .filter(|f| !amoskys_sinks::parquet::is_scratch(f))
+            .count();
+        amoskys_sinks::parquet::publish(files)?;
+        let now: std::collections::HashSet<&PathBuf> = files.iter().map(|(_, d)| d).collect();
+        for f in before {
+            if !amoskys_sinks::parquet::is_scratch(&f) && !now.contains(&f) {
+                std::fs::remove_file(&f).map_err(|source| PipelineError::Io {
+                    context: format!("remove {}", f.display()),
+                    source,
+                })?;
+            }
+        }
+        std::fs::remove_file(&self.path).map_err(|source| PipelineError::Io {
+            context: format!("remove {}", self.path.display()),
+            source,
+        })?;
+        Ok(earlier)
+    }
 }
 
 /// Where the dataflow hands its rows; cloned into every worker.
@@ -90,9 +149,7 @@ pub struct Senders {
 /// The running sinks.
 pub struct Outputs {
     dir: PathBuf,
-    replay_id: Option<String>,
-    /// Files of an earlier replay of the same inputs, removed.
-    pub replaced: usize,
+    replay: Option<ReplayLock>,
     defs: Vec<FeatureDef>,
     events: Option<SinkThread>,
     flows: SinkThread,
@@ -107,6 +164,8 @@ pub struct Outputs {
 
 /// What the sinks wrote.
 pub struct Written {
+    /// Files of an earlier replay of the same input that this one replaced.
+    pub replaced: usize,
     pub events: Option<SinkSummary>,
     pub flows: SinkSummary,
     pub features: SinkSummary,
@@ -123,14 +182,19 @@ impl Outputs {
             plan.dir.clone(),
             plan.replay_id.clone().unwrap_or_else(run_id),
         )?;
-        let mut replaced = 0;
+        let mut replay = None;
         if let Some(id) = &plan.replay_id {
-            let marker = incomplete_marker(&plan.dir, id);
-            std::fs::write(&marker, b"").map_err(|source| PipelineError::Io {
-                context: format!("write {}", marker.display()),
-                source,
-            })?;
-            replaced = amoskys_sinks::parquet::remove_run(&plan.dir, id)?;
+            replay = Some(ReplayLock::take(&plan.dir, id)?);
+            // What a stopped replay of the same input left unfinished goes;
+            // its published files stay until this one's replace them.
+            for f in amoskys_sinks::parquet::run_files(&plan.dir, id)? {
+                if amoskys_sinks::parquet::is_scratch(&f) {
+                    std::fs::remove_file(&f).map_err(|source| PipelineError::Io {
+                        context: format!("remove {}", f.display()),
+                        source,
+                    })?;
+                }
+            }
             settings.publish_at_end = true;
         }
         if plan.roll {
@@ -181,8 +245,7 @@ impl Outputs {
         Ok((
             Outputs {
                 dir: plan.dir,
-                replay_id: plan.replay_id,
-                replaced,
+                replay,
                 defs: plan.defs,
                 events,
                 flows,
@@ -214,21 +277,18 @@ impl Outputs {
         if let Ok(st) = self.stats.lock() {
             write_feature_metadata(&self.dir, &self.defs, Some(&st))?;
         }
-        if let Some(id) = &self.replay_id {
+        let mut replaced = 0;
+        if let Some(lock) = self.replay {
             let files: Vec<(PathBuf, PathBuf)> = [Some(&flows), Some(&features), Some(&alerts)]
                 .into_iter()
                 .chain([events.as_ref(), scores.as_ref()])
                 .flatten()
                 .flat_map(|s| s.unpublished.iter().cloned())
                 .collect();
-            amoskys_sinks::parquet::publish(&files)?;
-            let marker = incomplete_marker(&self.dir, id);
-            std::fs::remove_file(&marker).map_err(|source| PipelineError::Io {
-                context: format!("remove {}", marker.display()),
-                source,
-            })?;
+            replaced = lock.publish(&self.dir, &files)?;
         }
         Ok(Written {
+            replaced,
             events,
             flows,
             features,

@@ -49,7 +49,7 @@ pub struct ReplayReport {
     /// (always 0 in a replay, where the reader holds the watermark).
     pub window_late_obs: u64,
     /// Observations of entities past a window's `[window] max_entities`,
-    /// counted under `::`.
+    /// counted under `100::<worker>`.
     pub window_overflow_obs: u64,
     /// Log lines taken in (with --syslog), and those already behind the
     /// watermark (written to `events`, left out of the windows).
@@ -220,7 +220,6 @@ pub fn replay(opts: ReplayOptions) -> Result<ReplayReport, PipelineError> {
         recent: false,
         replay_id: Some(id),
     })?;
-    let replaced = outputs.0.replaced;
 
     let done = Arc::new(AtomicBool::new(false));
     let bar = (opts.progress && std::io::stderr().is_terminal())
@@ -290,7 +289,7 @@ pub fn replay(opts: ReplayOptions) -> Result<ReplayReport, PipelineError> {
         },
         flow_files: w.flows.files,
         feature_files: w.features.files,
-        replaced_files: replaced,
+        replaced_files: w.replaced,
     })
 }
 

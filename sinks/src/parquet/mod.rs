@@ -11,5 +11,5 @@ pub use recent::Recent;
 pub use table::{AlertTable, EventTable, FeatureTable, FlowTable, ScoreTable, TableRows};
 pub use writer::{
     IN_PROGRESS_DIR, MAX_RECENT_ROWS, ParquetSettings, SinkSummary, TableWriter, hour_partition,
-    publish, remove_run, run_table, run_table_live,
+    is_scratch, publish, run_files, run_table, run_table_live,
 };

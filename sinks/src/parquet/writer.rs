@@ -218,6 +218,11 @@ impl TableWriter {
             .join(IN_PROGRESS_DIR)
             .join(format!("{name}.inprogress"));
         let dest = root.join(part).join(name);
+        // Another writer to the directory may have removed an empty scratch
+        // directory since this one started.
+        if let Some(dir) = tmp.parent() {
+            fs::create_dir_all(dir).map_err(SinkError::io(dir))?;
+        }
         let file = File::create(&tmp).map_err(SinkError::io(&tmp))?;
         let writer = ArrowWriter::try_new(file, self.schema.clone(), Some(self.props.clone()))?;
         Ok(OpenFile {
@@ -298,31 +303,37 @@ pub fn publish(files: &[(PathBuf, PathBuf)]) -> Result<(), SinkError> {
     Ok(())
 }
 
-/// Removes every file of run `run_id` under `root`'s tables — published or
-/// not — and returns how many there were.
-pub fn remove_run(root: &Path, run_id: &str) -> Result<usize, SinkError> {
-    fn walk(dir: &Path, prefix: &str, removed: &mut usize) -> Result<(), SinkError> {
+/// Every file of run `run_id` under `root`'s tables, published or not
+/// (symbolic links are not followed).
+pub fn run_files(root: &Path, run_id: &str) -> Result<Vec<PathBuf>, SinkError> {
+    fn walk(dir: &Path, prefix: &str, out: &mut Vec<PathBuf>) -> Result<(), SinkError> {
         let Ok(entries) = fs::read_dir(dir) else {
             return Ok(());
         };
         for e in entries {
-            let path = e.map_err(SinkError::io(dir))?.path();
-            if path.is_dir() {
-                walk(&path, prefix, removed)?;
+            let e = e.map_err(SinkError::io(dir))?;
+            let path = e.path();
+            if e.file_type().map_err(SinkError::io(&path))?.is_dir() {
+                walk(&path, prefix, out)?;
             } else if path
                 .file_name()
                 .and_then(|n| n.to_str())
                 .is_some_and(|n| n.starts_with(prefix))
             {
-                fs::remove_file(&path).map_err(SinkError::io(&path))?;
-                *removed += 1;
+                out.push(path);
             }
         }
         Ok(())
     }
-    let mut removed = 0;
-    walk(root, &format!("part-{run_id}-"), &mut removed)?;
-    Ok(removed)
+    let mut out = Vec::new();
+    walk(root, &format!("part-{run_id}-"), &mut out)?;
+    out.sort();
+    Ok(out)
+}
+
+/// Whether `path` is a scratch file (in a table's `_in_progress`).
+pub fn is_scratch(path: &Path) -> bool {
+    path.parent().is_some_and(|p| p.ends_with(IN_PROGRESS_DIR))
 }
 
 fn sync_dir(dir: Option<&Path>) {
@@ -529,7 +540,7 @@ mod tests {
     }
 
     #[test]
-    fn files_published_at_the_end_stay_out_of_sight_until_then_and_a_run_is_removed_whole() {
+    fn files_published_at_the_end_stay_out_of_sight_until_then_and_a_run_lists_its_own() {
         let dir = tempfile::tempdir().expect("tempdir");
         let settings = |run: &str| ParquetSettings {
             root: dir.path().to_path_buf(),
@@ -564,11 +575,13 @@ mod tests {
         dests.sort();
         assert_eq!(after, dests);
         assert!(!dir.path().join("flows").join(IN_PROGRESS_DIR).exists());
-        // Another run beside it, unpublished: removing run `a` leaves it.
+        // Another run beside it, unpublished: run `a`'s files are its own.
         let other = write("b");
-        assert_eq!(remove_run(dir.path(), "a").expect("remove"), 2);
-        let mut left: Vec<PathBuf> = other.unpublished.iter().map(|(t, _)| t.clone()).collect();
-        left.sort();
-        assert_eq!(files_under(dir.path()), left);
+        let mut published: Vec<PathBuf> = sum.unpublished.iter().map(|(_, d)| d.clone()).collect();
+        published.sort();
+        assert_eq!(run_files(dir.path(), "a").expect("list"), published);
+        let b = run_files(dir.path(), "b").expect("list");
+        assert_eq!(b.len(), other.unpublished.len());
+        assert!(b.iter().all(|f| is_scratch(f)), "{b:?}");
     }
 }
