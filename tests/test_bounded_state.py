@@ -1,7 +1,7 @@
 """Memory is bounded by settings, not by the input: 200,000 sshd failures from
 as many spoofed addresses within a minute, over TCP syslog with current
 timestamps. Every line is in `events`; the windows keep their first
-`[window] max_entities` entities apart and count the rest under `::`, where the
+`[window] max_entities` entities apart and count the rest under `100::`, where the
 brute force still shows and alerts; the job's peak RSS stays under 512 MiB."""
 import datetime
 import socket
@@ -51,12 +51,12 @@ def test_spoofed_sources_cannot_grow_the_job_beyond_its_bound(tmp_path):
     stop.set()
     watcher.join(timeout=5)
     # Each line names its source address: past the default 20,000 a window,
-    # the rest of each window's sources went to `::`.
+    # the rest of each window's sources went to `100::` (one worker).
     assert over >= LINES - 2 * 20_000, over
     assert 0 < peak[0] < 512 * 1024, f"peak RSS {peak[0]} KiB"
     (events,), = query(f"select count(*) from {job.table('events')}")
     assert events == LINES
-    overflow = "entity = '::'"
+    overflow = "entity = '100::'"
     rows = query(f"select window_start, auth_failures_as_remote from {job.table('features', overflow)} order by 1")
     assert rows and max(n for _, n in rows) > LINES // 2, rows
     (n,), = query(f"select count(*) from {job.table('alerts', overflow)}")

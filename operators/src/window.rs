@@ -30,7 +30,8 @@ pub struct WindowCounters {
     pub rows: AtomicU64,
     /// Observations that arrived for a pane whose windows were already closed.
     pub late: AtomicU64,
-    /// Observations of entities past a window's limit, counted under `::`.
+    /// Observations of entities past a window's limit, counted under the
+    /// overflow entity `100::<worker>`.
     pub overflow: AtomicU64,
 }
 
@@ -151,21 +152,32 @@ impl<K: WindowKey> RecentItems<K> {
 /// What a window operator keys its state by.
 pub(crate) trait WindowKey: Clone + Eq + std::hash::Hash {
     fn entity(&self) -> Entity;
-    /// The key a full window counts further entities under.
-    fn overflow() -> Self;
+    /// The key a full window on `worker` counts further entities under.
+    fn overflow(worker: usize) -> Self;
 }
 
-/// `::`, the unspecified address: what no packet or record names.
-fn unspecified() -> Addr {
-    Addr::from(std::net::IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED))
+/// `100::<worker>`, in the discard-only prefix 100::/64 (RFC 6666) that no
+/// flow or log names: one overflow entity per worker, so that an entity still
+/// has one row a window (rows of one entity are expected on one worker).
+fn overflow_addr(worker: usize) -> Addr {
+    Addr::from(std::net::IpAddr::V6(std::net::Ipv6Addr::new(
+        0x100,
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+        worker as u16,
+    )))
 }
 
 impl WindowKey for Addr {
     fn entity(&self) -> Entity {
         Entity::Ip(*self)
     }
-    fn overflow() -> Self {
-        unspecified()
+    fn overflow(worker: usize) -> Self {
+        overflow_addr(worker)
     }
 }
 
@@ -173,8 +185,8 @@ impl WindowKey for Entity {
     fn entity(&self) -> Entity {
         self.clone()
     }
-    fn overflow() -> Self {
-        Entity::Ip(unspecified())
+    fn overflow(worker: usize) -> Self {
+        Entity::Ip(overflow_addr(worker))
     }
 }
 
@@ -308,7 +320,7 @@ impl<K: WindowKey, A: WindowAcc> PaneStore<K, A> {
 
 /// Turns packets into per-entity feature rows, one per entity per window:
 /// at most `max_entities` entities a window on this worker, the rest counted
-/// together under `::`.
+/// together under the overflow entity `100::<worker>`.
 pub trait Featurize<'scope> {
     fn featurize(
         self,
@@ -400,6 +412,7 @@ fn hop_windows<'s, O: Observation>(
     max_entities: usize,
 ) -> Stream<'s, u64, Vec<FeatureRow>> {
     let pact = Exchange::new(|o: &O| o.route());
+    let worker = obs.scope().index();
     obs.unary_frontier(pact, name, move |_cap, _info| {
         let mut store = PaneStore::<O::Key, O::Acc>::default();
         move |(input, frontier), output| {
@@ -422,7 +435,7 @@ fn hop_windows<'s, O: Observation>(
                             key
                         } else {
                             over += 1;
-                            O::Key::overflow()
+                            O::Key::overflow(worker)
                         };
                         o.add_to(slot.entry(key).or_default());
                     }

@@ -670,7 +670,7 @@ fn a_packet_on_a_window_edge_lands_in_the_two_windows_that_contain_it() {
 }
 
 #[test]
-fn past_the_entity_limit_a_window_counts_the_rest_under_the_unspecified_address() {
+fn past_the_entity_limit_a_window_counts_the_rest_under_an_overflow_entity() {
     // Ten sources, one packet each, in one pane; three entities a window kept.
     let t = 1_700_000_010 * S;
     let packets: Vec<Packet> = (0..10u8)
@@ -695,11 +695,11 @@ fn past_the_entity_limit_a_window_counts_the_rest_under_the_unspecified_address(
     for w in sent.keys().map(|(w, _)| *w).collect::<BTreeSet<_>>() {
         let of = |e: &str| sent.get(&(w, e.to_string())).copied();
         // The destination and the first two sources keep rows of their own;
-        // the other eight sources' packets are one row under `::`.
+        // the other eight sources' packets are one row under `100::`.
         assert_eq!(of("10.0.0.10"), Some(1.0));
         assert_eq!(of("10.0.0.11"), Some(1.0));
         assert_eq!(of("10.0.0.12"), None);
-        assert_eq!(of("::"), Some(8.0), "{sent:?}");
+        assert_eq!(of("100::"), Some(8.0), "{sent:?}");
         assert_eq!(sent.keys().filter(|(x, _)| *x == w).count(), 4);
     }
     // Two observations a packet (source and destination): the eight packets'

@@ -150,27 +150,27 @@ pub(crate) fn read_features(data: &Path, cat: &Catalogue) -> Result<Table, Pipel
     if files.is_empty() {
         return Err(bad(format!("no Parquet files under {}", dir.display())));
     }
-    // Every file's builder first: their footers give the row count, so each
-    // column is allocated once at its size (a training set can be GiBs).
-    let mut readers = Vec::with_capacity(files.len());
-    for f in files {
-        let file = File::open(&f).map_err(io(format!("open {}", f.display())))?;
-        let b = ParquetRecordBatchReaderBuilder::try_new(file)
-            .map_err(|e| bad(format!("{}: {e}", f.display())))?;
-        readers.push((f, b));
+    // The footers first, one file open at a time: their row counts size each
+    // column once (a training set can be GiBs).
+    let open = |f: &PathBuf| -> Result<ParquetRecordBatchReaderBuilder<File>, PipelineError> {
+        let file = File::open(f).map_err(io(format!("open {}", f.display())))?;
+        ParquetRecordBatchReaderBuilder::try_new(file)
+            .map_err(|e| bad(format!("{}: {e}", f.display())))
+    };
+    let mut rows = 0usize;
+    for f in &files {
+        rows += open(f)?.metadata().file_metadata().num_rows().max(0) as usize;
     }
-    let rows: usize = readers
-        .iter()
-        .map(|(_, b)| b.metadata().file_metadata().num_rows().max(0) as usize)
-        .sum();
     let mut t = Table {
         entity: Vec::with_capacity(rows),
         window_us: Vec::with_capacity(rows),
-        values: vec![Vec::with_capacity(rows); cat.names.len()],
+        values: (0..cat.names.len())
+            .map(|_| Vec::with_capacity(rows))
+            .collect(),
     };
-    for (f, builder) in readers {
+    for f in files {
         let what = |e: &dyn std::fmt::Display| bad(format!("{}: {e}", f.display()));
-        let reader = builder.build().map_err(|e| what(&e))?;
+        let reader = open(&f)?.build().map_err(|e| what(&e))?;
         for batch in reader {
             let batch = batch.map_err(|e| what(&e))?;
             let col = |name: &str| {

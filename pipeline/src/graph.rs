@@ -58,7 +58,7 @@ pub struct GraphSpec {
     pub flows: FlowConfig,
     pub feature_set: FeatureSet,
     pub history: HistoryConfig,
-    /// Entities a window keeps apart on each worker (the rest under `::`).
+    /// Entities a window keeps apart on each worker (the rest under `100::<worker>`).
     pub window_entities: usize,
     pub detections: Vec<(String, DetectionSettings)>,
     pub user_rules: Vec<UserRule>,

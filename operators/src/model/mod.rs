@@ -376,12 +376,15 @@ impl Model {
             squares += delta * delta;
         }
         let explained: f64 = acc[..j].iter().map(|z| z * z).sum();
-        let pca = (to_mean - explained).max(0.0);
+        // Rounding can take a zero a little below; a NaN (an infinite value)
+        // stays NaN.
+        let at_least_zero = |v: f64| if v < 0.0 { 0.0 } else { v };
+        let pca = at_least_zero(to_mean - explained);
         let km = p
             .base_centroids
             .iter()
             .zip(&acc[j..])
-            .map(|(base, lin)| (base + lin + squares).max(0.0))
+            .map(|(base, lin)| at_least_zero(base + lin + squares))
             .fold(f64::INFINITY, f64::min);
         [pca, km]
     }

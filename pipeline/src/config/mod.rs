@@ -66,7 +66,8 @@ pub struct WindowConfig {
     pub idle_timeout: PositiveSecs,
     /// Entities a window keeps apart, per kind (addresses of packets; entities
     /// of log and device records), all workers together. Past it, a window's
-    /// further entities are counted together under `::` and the observations
+    /// further entities are counted together under `100::<worker>` (the
+    /// discard-only prefix 100::/64) and the observations
     /// counted (`amoskys_window_overflow_observations_total`): memory stays
     /// bounded however many addresses the input names, and what they did
     /// still shows (and alerts) as one row.
