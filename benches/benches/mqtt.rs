@@ -14,7 +14,7 @@ use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use amoskys_benches::median;
+use amoskys_benches::{Hand, median, record_channel};
 use amoskys_sources::mqtt::MqttSourceConfig;
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 
@@ -141,21 +141,21 @@ async fn bare(port: u16, id: &str) -> f64 {
 
 /// The MQTT source: topic pattern, JSON payload to samples, records on a bounded
 /// channel, acknowledgements after hand-over.
-async fn source(port: u16, id: &str) -> f64 {
+async fn source(port: u16, id: &str, hand: Hand) -> f64 {
     let cfg: MqttSourceConfig = toml::from_str(&format!(
         "name = \"bench\"\nbroker = \"mqtt://127.0.0.1:{port}\"\ntopics = [\"bench/#\"]\n\
          device_pattern = \"bench/{{device}}/{{metric}}\"\nclient_id = \"{id}\"\n"
     ))
     .expect("config");
     let src = cfg.start().expect("start");
-    let (tx, mut rx) = tokio::sync::mpsc::channel(64);
+    let (tx, mut rx, _log) = record_channel(hand);
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let t = Instant::now();
     let run = tokio::spawn(src.run(tx, stopped));
     let mut got = 0;
     while got < MESSAGES {
         match rx.recv().await {
-            Some(b) => got += b.len(),
+            Some(b) => got += b.records.len(),
             None => break,
         }
     }
@@ -180,40 +180,62 @@ fn main() {
         .build()
         .expect("runtime");
     let b = broker();
-    let (mut plain, mut ours, mut publish) = (Vec::new(), Vec::new(), Vec::new());
+    // Who takes each backlog: a bare subscriber, or the source handing over
+    // as each `Hand` says; each has a session of its own.
+    let takers: Vec<(String, Option<Hand>)> = std::iter::once(("bench-bare".to_string(), None))
+        .chain(
+            Hand::ALL
+                .iter()
+                .enumerate()
+                .map(|(k, h)| (format!("bench-source-{k}"), Some(*h))),
+        )
+        .collect();
+    let mut rates: Vec<Vec<f64>> = vec![Vec::new(); takers.len()];
+    let mut publish = Vec::new();
     rt.block_on(async {
-        make_session(b.port, "bench-bare").await;
-        make_session(b.port, "bench-source").await;
-        for _ in 0..rounds {
-            for (who, out) in [("bench-bare", &mut plain), ("bench-source", &mut ours)] {
+        for (id, _) in &takers {
+            make_session(b.port, id).await;
+        }
+        for round in 0..rounds {
+            for k in 0..takers.len() {
+                // Each round starts with another taker.
+                let k = (k + round) % takers.len();
                 let t = Instant::now();
                 publish_backlog(b.port).await;
                 publish.push(MESSAGES as f64 / t.elapsed().as_secs_f64());
-                // Each backlog is queued for both sessions; take it with `who`, and
-                // drain the other's after it.
-                let r = if who == "bench-bare" {
-                    bare(b.port, who).await
-                } else {
-                    source(b.port, who).await
+                // Each backlog is queued for every session: taken by one, the
+                // others' drained after it.
+                let (id, hand) = &takers[k];
+                let r = match hand {
+                    None => bare(b.port, id).await,
+                    Some(h) => source(b.port, id, *h).await,
                 };
-                out.push(r);
-                let other = if who == "bench-bare" {
-                    "bench-source"
-                } else {
-                    "bench-bare"
-                };
-                bare(b.port, other).await;
+                rates[k].push(r);
+                for (other, _) in takers.iter().filter(|(o, _)| o != id) {
+                    bare(b.port, other).await;
+                }
             }
         }
     });
-    let (p, o, q) = (median(plain), median(ours), median(publish));
+    let rates: Vec<f64> = rates.into_iter().map(median).collect();
+    let q = median(publish);
     println!(
         "{MESSAGES} QoS-1 JSON messages queued at mosquitto per round; median of {rounds} interleaved rounds"
     );
-    println!("publishing the backlog (QoS 1)       {q:>10.0} messages/s");
-    println!("bare rumqttc subscriber              {p:>10.0} messages/s   100.0 %");
+    println!("publishing the backlog (QoS 1)                             {q:>10.0} messages/s");
     println!(
-        "MQTT source (map, parse, hand over)  {o:>10.0} messages/s   {:>5.1} %",
-        100.0 * o / p
+        "bare rumqttc subscriber                                    {:>10.0} messages/s   100.0 %",
+        rates[0]
+    );
+    for ((_, hand), r) in takers.iter().zip(&rates).skip(1) {
+        println!(
+            "MQTT source (map, parse, hand over), {:<28} {r:>10.0} messages/s   {:>5.1} %",
+            hand.map_or("", Hand::label),
+            100.0 * r / rates[0]
+        );
+    }
+    println!(
+        "with the default log against without: {:.1} %",
+        100.0 * rates[3] / rates[1]
     );
 }

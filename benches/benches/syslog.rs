@@ -5,7 +5,7 @@
 
 use std::time::Instant;
 
-use amoskys_benches::median;
+use amoskys_benches::{Hand, median, record_channel};
 
 use amoskys_sources::syslog::{ListenAddr, SyslogSourceConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -51,14 +51,14 @@ async fn plain_read(data: &[u8]) -> f64 {
 
 /// The syslog source: framing, parsing and authentication facts, batches on a
 /// bounded channel that a consumer drains.
-async fn syslog_source(data: &'static [u8]) -> f64 {
+async fn syslog_source(data: &'static [u8], hand: Hand) -> f64 {
     let cfg: SyslogSourceConfig =
         toml::from_str("name = \"bench\"\nlisten = \"tcp://127.0.0.1:0\"\n").expect("config");
     let src = cfg.bind().await.expect("bind");
     let ListenAddr::Tcp(addr) = src.local_addrs()[0] else {
         panic!("tcp listener")
     };
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<amoskys_schemas::Record>>(64);
+    let (tx, mut rx, _log) = record_channel(hand);
     let (stop, shutdown) = tokio::sync::watch::channel(false);
     let run = tokio::spawn(src.run(tx, shutdown));
     let t = Instant::now();
@@ -72,7 +72,7 @@ async fn syslog_source(data: &'static [u8]) -> f64 {
     let mut got = 0;
     while got < MESSAGES {
         match rx.recv().await {
-            Some(b) => got += b.len(),
+            Some(b) => got += b.records.len(),
             None => break,
         }
     }
@@ -94,19 +94,34 @@ fn main() {
         .build()
         .expect("runtime");
     let data: &'static [u8] = Box::leak(payload().into_boxed_slice());
-    let (mut plain, mut ours) = (Vec::new(), Vec::new());
-    for _ in 0..5 {
+    let mut plain = Vec::new();
+    let mut ours: Vec<Vec<f64>> = vec![Vec::new(); Hand::ALL.len()];
+    for round in 0..5 {
         plain.push(rt.block_on(plain_read(data)));
-        ours.push(rt.block_on(syslog_source(data)));
+        // Each round starts with another configuration.
+        for k in 0..Hand::ALL.len() {
+            let k = (k + round) % Hand::ALL.len();
+            ours[k].push(rt.block_on(syslog_source(data, Hand::ALL[k])));
+        }
     }
-    let (p, o) = (median(plain), median(ours));
+    let p = median(plain);
     println!(
         "{MESSAGES} messages ({} MB) over one TCP connection; median of 5 interleaved rounds",
         data.len() / 1_000_000
     );
-    println!("plain TCP read                      {p:>12.0} messages/s   100.0 %");
     println!(
-        "syslog source (frame, parse, auth)  {o:>12.0} messages/s   {:>5.1} %",
-        100.0 * o / p
+        "plain TCP read                                          {p:>12.0} messages/s   100.0 %"
+    );
+    let rates: Vec<f64> = ours.into_iter().map(median).collect();
+    for (hand, o) in Hand::ALL.iter().zip(&rates) {
+        println!(
+            "syslog source (frame, parse, auth), {:<28} {o:>10.0} messages/s   {:>5.1} %",
+            hand.label(),
+            100.0 * o / p
+        );
+    }
+    println!(
+        "with the default log against without: {:.1} %",
+        100.0 * rates[2] / rates[0]
     );
 }

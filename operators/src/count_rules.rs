@@ -413,6 +413,7 @@ mod tests {
     fn sshd(ts_s: i64, remote: &str, user: &str, kind: AuthKind) -> EventRow {
         EventRow {
             source: Arc::from("auth"),
+            log_offset: None,
             record: Record::Syslog(SyslogRecord {
                 ts_ns: ts_s * 1_000_000_000,
                 received_ns: ts_s * 1_000_000_000,

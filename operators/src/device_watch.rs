@@ -314,6 +314,7 @@ mod tests {
     fn msg(ts_s: i64, device: &str, topic: &str, metric: &str, value: f64) -> EventRow {
         EventRow {
             source: Arc::from("iot"),
+            log_offset: None,
             record: Record::Device(DeviceRecord {
                 ts_ns: ts_s * 1_000_000_000,
                 received_ns: ts_s * 1_000_000_000,

@@ -173,6 +173,8 @@ pub struct WebhookReport {
     pub requests: u64,
     pub retries: u64,
     pub rejected: u64,
+    /// Alerts raised again with an id already spooled (not sent twice).
+    pub repeated: u64,
 }
 
 impl Webhook {
@@ -195,6 +197,7 @@ impl Webhook {
             requests: g(&counters.requests),
             retries: g(&counters.retries),
             rejected: g(&counters.rejected),
+            repeated: g(&counters.repeated),
         })
     }
 }

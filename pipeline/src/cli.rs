@@ -275,6 +275,26 @@ pub enum Command {
         #[arg(long)]
         replay: bool,
     },
+    /// Show what a source's write-ahead log holds, without changing it.
+    ///
+    /// DIR is one source's log: `_wal/<source name>` in the Parquet sink's
+    /// directory unless `[wal] dir` says otherwise. Prints each segment's first
+    /// and last offset, its intact records, damaged stretches (records lost to
+    /// damage show as gaps in the offsets) and a torn tail, which the job cuts
+    /// at its next start. The `events` table's `_commits.json` says up to which
+    /// offset the records are in committed files.
+    #[command(after_help = "Examples:\n  \
+        amoskys-pipeline wal data/_wal/edge\n  \
+        amoskys-pipeline wal data/_wal/edge --records | head")]
+    Wal {
+        /// The log directory of one source.
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
+        /// Print every intact record as one JSON object per line (offset and
+        /// record) instead of the summary.
+        #[arg(long)]
+        records: bool,
+    },
     /// Write a sample capture: a small office network over a few minutes.
     ///
     /// Web and TLS sessions, DNS look-ups, pings, IPv6 neighbours, and one host

@@ -18,8 +18,9 @@ use std::time::{Duration, Instant};
 
 use amoskys_operators::FlowCounters;
 use amoskys_operators::WindowCounters;
-use amoskys_schemas::{EventRow, Packet, Record, pane_of};
+use amoskys_schemas::{EventRow, Packet, pane_of};
 use amoskys_sources::Clock;
+use amoskys_sources::wal::Batch;
 use timely::dataflow::operators::ActivateCapability;
 use tokio::sync::mpsc;
 
@@ -40,7 +41,7 @@ pub struct Ingested {
 
 /// The receiving end of one source's channel.
 pub enum Rx {
-    Records(mpsc::Receiver<Vec<Record>>),
+    Records(mpsc::Receiver<Batch>),
     Packets(mpsc::Receiver<Vec<Packet>>),
 }
 
@@ -222,13 +223,14 @@ impl Driver<'_> {
         i: usize,
         rec_in: &mut crate::graph::RecordInput,
         cap: &ActivateCapability<u64>,
-        batch: Vec<Record>,
+        batch: Batch,
     ) {
         let inp = &mut self.inputs[i];
+        let first = batch.first_offset;
         inp.last_seen = Instant::now();
-        let mut rows = Vec::with_capacity(batch.len());
+        let mut rows = Vec::with_capacity(batch.records.len());
         let mut behind = 0;
-        for mut r in batch {
+        for (k, mut r) in batch.records.into_iter().enumerate() {
             if inp.clock == Clock::Received {
                 r.use_received_time();
             }
@@ -240,6 +242,7 @@ impl Driver<'_> {
             rows.push(EventRow {
                 source: inp.name.clone(),
                 record: r,
+                log_offset: first.map(|f| f + k as u64),
             });
         }
         self.ingested

@@ -3,10 +3,14 @@
 //! long-running job (run.rs) and the batch replay (replay.rs) differ only in
 //! the sources and outputs they hand over.
 
+use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use amoskys_sources::{Carries, Output, Source};
+use amoskys_sinks::parquet::commit::{CommitHook, Offsets};
+use amoskys_sources::wal::{RecordTx, Release, WalConfig, WithLog};
+use amoskys_sources::{Carries, Clock, Output, Source};
 use tokio::sync::{mpsc, watch};
 
 use crate::error::PipelineError;
@@ -17,6 +21,50 @@ use crate::outputs::{Outputs, Senders, Written};
 
 /// Batches a source may have waiting for the dataflow.
 const SOURCE_CHANNEL_BATCHES: usize = 64;
+
+/// The write-ahead logs of a run's live record sources.
+pub struct Logs {
+    /// One directory per source below it.
+    pub dir: PathBuf,
+    pub cfg: WalConfig,
+    /// The newest offset of each source in the `events` table's commits.
+    pub committed: Offsets,
+    /// Each source's handle on its log's committed segments, filled as the
+    /// logs open, read after every commit of the `events` table.
+    pub release: Arc<Mutex<HashMap<String, Release>>>,
+}
+
+impl Logs {
+    /// A source's log directory: its name, with anything but letters, digits,
+    /// `.`, `_` and `-` replaced.
+    pub fn source_dir(&self, name: &str) -> PathBuf {
+        let safe: String = name
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || "._-".contains(c) {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        self.dir.join(safe)
+    }
+
+    /// What the `events` table's commits call: deletes the segments whose
+    /// records are all committed.
+    pub fn hook(&self) -> CommitHook {
+        let release = self.release.clone();
+        CommitHook(Arc::new(move |offsets: &Offsets| {
+            let Ok(r) = release.lock() else { return };
+            for (name, off) in offsets {
+                if let Some(h) = r.get(name) {
+                    h.committed(*off);
+                }
+            }
+        }))
+    }
+}
 
 /// How the run is driven.
 pub struct Settings {
@@ -49,13 +97,14 @@ pub fn execute(
     (outputs, senders): (Outputs, Senders),
     intel: Option<Arc<amoskys_operators::correlate::IntelShared>>,
     graph: GraphCounters,
+    logs: Option<&Logs>,
 ) -> Result<Outcome, PipelineError> {
     let workers = settings.workers.max(1);
     let mut inputs = Vec::new();
     let mut published = Vec::new();
     let mut running = Vec::new();
     for src in sources {
-        let (name, kind, clock, counters) = (
+        let (name, kind, clock, mut counters) = (
             src.name().to_string(),
             src.kind(),
             src.clock(),
@@ -65,6 +114,33 @@ pub fn execute(
             Carries::Records => {
                 let (tx, rx) = mpsc::channel(SOURCE_CHANNEL_BATCHES);
                 let depth = Depth::Records(tx.downgrade());
+                let tx = match logs {
+                    Some(l) if clock != Clock::Recorded => {
+                        let opened = amoskys_sources::wal::open(
+                            rt.handle(),
+                            l.source_dir(&name),
+                            &l.cfg,
+                            l.committed.get(&name).copied(),
+                            tx,
+                        )?;
+                        if opened.found.to_replay > 0 {
+                            eprintln!(
+                                "{name}: {} record(s) of the write-ahead log not in committed output: read again",
+                                opened.found.to_replay
+                            );
+                        }
+                        rt.spawn(opened.committer);
+                        if let Ok(mut r) = l.release.lock() {
+                            r.insert(name.clone(), opened.release);
+                        }
+                        counters = Arc::new(WithLog {
+                            source: counters,
+                            log: opened.counters,
+                        });
+                        opened.tx
+                    }
+                    _ => RecordTx::from(tx),
+                };
                 (Output::Records(tx), Rx::Records(rx), depth)
             }
             Carries::Packets => {

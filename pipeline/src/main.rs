@@ -280,8 +280,8 @@ fn run_long(
     }
     if let Some(w) = &report.webhook {
         eprintln!(
-            "  webhook: spooled={} delivered={} requests={} retries={} rejected={}",
-            w.spooled, w.delivered, w.requests, w.retries, w.rejected
+            "  webhook: spooled={} delivered={} requests={} retries={} rejected={} repeated={}",
+            w.spooled, w.delivered, w.requests, w.retries, w.rejected, w.repeated
         );
     }
     Ok(ExitCode::SUCCESS)
@@ -450,6 +450,13 @@ fn run(cmd: Command) -> anyhow::Result<ExitCode> {
             tls: tls_cert.zip(tls_key),
             client_ca: tls_client_ca,
         }),
+        Command::Wal { dir, records } => match show_wal(&dir, records) {
+            Ok(()) => Ok(ExitCode::SUCCESS),
+            Err(e) => {
+                eprintln!("error: {}: {e}", dir.display());
+                Ok(ExitCode::from(1))
+            }
+        },
         Command::Keygen { out } => match amoskys_sinks::keys::write_key_pair(&out) {
             Ok((key, pub_b64, pub_pem)) => {
                 println!("{}", amoskys_sinks::keys::public_base64(&key));
@@ -504,4 +511,71 @@ fn run(cmd: Command) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// `wal DIR [--records]`.
+fn show_wal(dir: &std::path::Path, records: bool) -> std::io::Result<()> {
+    use amoskys_sources::wal::log;
+    use std::io::Write;
+    let segs = log::segments(dir)?;
+    if segs.is_empty() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            "no log segments (NNN.wal files) here",
+        ));
+    }
+    let mut out = std::io::stdout().lock();
+    let (mut total, mut lost, mut prev) = (0u64, 0u64, None::<u64>);
+    for seg in segs {
+        let buf = std::fs::read(&seg.path)?;
+        let Some(s) = log::scan(&buf) else {
+            writeln!(out, "{}: not a log segment", seg.path.display())?;
+            continue;
+        };
+        for (off, payload) in &s.records {
+            if let Some(p) = prev {
+                lost += off.saturating_sub(p + 1);
+            }
+            prev = Some(*off);
+            if records {
+                let rec: Option<amoskys_schemas::Record> = bincode::deserialize(payload).ok();
+                let line = serde_json::json!({"offset": off, "record": rec});
+                writeln!(out, "{line}")?;
+            }
+        }
+        total += s.records.len() as u64;
+        if !records {
+            let range = match (s.records.first(), s.records.last()) {
+                (Some(a), Some(b)) => format!("offsets {}..={}", a.0, b.0),
+                _ => "empty".to_string(),
+            };
+            writeln!(
+                out,
+                "{}: {} records, {range}, {} bytes{}{}",
+                seg.path
+                    .file_name()
+                    .map(|n| n.to_string_lossy())
+                    .unwrap_or_default(),
+                s.records.len(),
+                seg.bytes,
+                if s.damaged_stretches > 0 {
+                    format!(", {} damaged stretch(es)", s.damaged_stretches)
+                } else {
+                    String::new()
+                },
+                if s.tail {
+                    format!(", torn tail of {} bytes", buf.len() - s.good_end)
+                } else {
+                    String::new()
+                },
+            )?;
+        }
+    }
+    if !records {
+        writeln!(
+            out,
+            "{total} intact records; {lost} lost to damage (gaps in the offsets)"
+        )?;
+    }
+    Ok(())
 }

@@ -15,7 +15,7 @@ use crate::ingest::Ingested;
 
 /// A source's channel depth, in batches.
 pub enum Depth {
-    Records(tokio::sync::mpsc::WeakSender<Vec<amoskys_schemas::Record>>),
+    Records(tokio::sync::mpsc::WeakSender<amoskys_sources::wal::Batch>),
     Packets(tokio::sync::mpsc::WeakSender<Vec<amoskys_schemas::Packet>>),
 }
 
@@ -109,6 +109,7 @@ impl Published {
             metrics::counter!("amoskys_webhook_requests_total").absolute(g(&w.requests));
             metrics::counter!("amoskys_webhook_retries_total").absolute(g(&w.retries));
             metrics::counter!("amoskys_webhook_rejected_total").absolute(g(&w.rejected));
+            metrics::counter!("amoskys_webhook_repeated_total").absolute(g(&w.repeated));
         }
         if let Some(t) = &self.intel {
             metrics::gauge!("amoskys_threat_intel_indicators").set(g(&t.indicators) as f64);

@@ -65,6 +65,9 @@ pub struct OutputPlan<'a> {
     /// inputs, replaces the files of an earlier replay of the same inputs,
     /// and publishes its files only when it has finished.
     pub replay_id: Option<String>,
+    /// The `events` table commits its files with the log offsets of their
+    /// rows, and calls this after each commit (sources with write-ahead logs).
+    pub events_commit: Option<amoskys_sinks::parquet::commit::CommitHook>,
 }
 
 /// A replay's hold on its output: `DIR/_replay-<id>.incomplete`, locked
@@ -129,6 +132,49 @@ impl ReplayLock {
             source,
         })?;
         Ok(earlier)
+    }
+}
+
+/// The long-running job's hold on its output directory: `DIR/_job.lock`,
+/// locked while the job runs, so that a second job writing to the same
+/// directory (whose commits and logs would mix with this one's) is refused.
+/// Taking it removes what earlier, stopped runs of the job left unfinished.
+pub struct JobLock {
+    _file: std::fs::File,
+}
+
+impl JobLock {
+    pub fn take(dir: &Path) -> Result<JobLock, PipelineError> {
+        let io = |context: String| move |source| PipelineError::Io { context, source };
+        std::fs::create_dir_all(dir).map_err(io(format!("create {}", dir.display())))?;
+        let path = dir.join("_job.lock");
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(io(format!("open {}", path.display())))?;
+        if file.try_lock().is_err() {
+            return Err(PipelineError::Dataflow(format!(
+                "another job is writing to {} ({} is locked)",
+                dir.display(),
+                path.display()
+            )));
+        }
+        Ok(JobLock { _file: file })
+    }
+
+    /// Removes the scratch files of stopped runs of the job (call after the
+    /// `events` table's pending commit, if any, is completed); returns how many.
+    pub fn clean(&self, dir: &Path) -> Result<usize, PipelineError> {
+        let files = amoskys_sinks::parquet::job_scratch_files(dir)?;
+        for f in &files {
+            std::fs::remove_file(f).map_err(|source| PipelineError::Io {
+                context: format!("remove {}", f.display()),
+                source,
+            })?;
+        }
+        Ok(files.len())
     }
 }
 
@@ -211,7 +257,9 @@ impl Outputs {
         let (events_tx, events) = match plan.events {
             true => {
                 let r = keep(&EventTable);
-                let (tx, h) = spawn_live_table_sink(EventTable, settings.clone(), r)?;
+                let mut es = settings.clone();
+                es.commit = plan.events_commit.clone();
+                let (tx, h) = spawn_live_table_sink(EventTable, es, r)?;
                 (Some(tx), Some(h))
             }
             false => (None, None),

@@ -219,6 +219,7 @@ pub fn replay(opts: ReplayOptions) -> Result<ReplayReport, PipelineError> {
         roll: false,
         recent: false,
         replay_id: Some(id),
+        events_commit: None,
     })?;
 
     let done = Arc::new(AtomicBool::new(false));
@@ -234,7 +235,9 @@ pub fn replay(opts: ReplayOptions) -> Result<ReplayReport, PipelineError> {
         // The indicators are read once, at the start.
         intel_every: Duration::MAX,
     };
-    let outcome = execute(&rt, sources, stop, spec, settings, outputs, intel, graph);
+    let outcome = execute(
+        &rt, sources, stop, spec, settings, outputs, intel, graph, None,
+    );
     done.store(true, Ordering::Relaxed);
     if let Some(b) = bar {
         let _ = b.join();

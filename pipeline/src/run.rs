@@ -5,6 +5,7 @@
 //! close, the inputs are closed, and the dataflow and the sinks drain: every
 //! record a source accepted is written, in files with footers.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use amoskys_operators::features;
@@ -14,8 +15,8 @@ use tokio::sync::watch;
 use crate::config::Config;
 use crate::error::PipelineError;
 use crate::graph::{FeatureSet, GraphSpec};
-use crate::job::{Settings, execute};
-use crate::outputs::{OutputPlan, Outputs};
+use crate::job::{Logs, Settings, execute};
+use crate::outputs::{JobLock, OutputPlan, Outputs};
 
 /// What a run did.
 #[derive(Debug, Default, Serialize)]
@@ -88,6 +89,23 @@ pub fn run_job(
         .any(|s| s.carries() == amoskys_sources::Carries::Records);
 
     let out = cfg.sinks.parquet.path.clone();
+    // One job per output directory: what stopped runs left unfinished is
+    // removed, after the `events` table's interrupted commit (if any) is
+    // completed; the sources' logs are read from where its commits end.
+    let lock = JobLock::take(&out)?;
+    let logs = match cfg.wal.enabled && records {
+        true => Some(Logs {
+            dir: cfg.wal.dir.clone().unwrap_or_else(|| out.join("_wal")),
+            cfg: cfg.wal.clone(),
+            committed: amoskys_sinks::parquet::commit::recover(&out, "events")?,
+            release: Arc::default(),
+        }),
+        false => None,
+    };
+    let stale = lock.clean(&out)?;
+    if stale > 0 {
+        tracing::info!(files = stale, "removed unfinished files of stopped runs");
+    }
     // With a Flight endpoint, each table keeps the rows of its unfinished files
     // for it; the endpoint is bound now so a taken port fails the start.
     let flight = match &cfg.sinks.flight {
@@ -111,6 +129,7 @@ pub fn run_job(
         roll: true,
         recent: flight.is_some(),
         replay_id: None,
+        events_commit: logs.as_ref().map(Logs::hook),
     })?;
     on_ready(&ready);
 
@@ -148,7 +167,18 @@ pub fn run_job(
             .as_ref()
             .map_or(Duration::MAX, |t| t.reload.0.0),
     };
-    let outcome = execute(&rt, sources, stop, spec, settings, outputs, intel, graph)?;
+    let outcome = execute(
+        &rt,
+        sources,
+        stop,
+        spec,
+        settings,
+        outputs,
+        intel,
+        graph,
+        logs.as_ref(),
+    )?;
+    drop(lock);
     let _ = flight_done_tx.send(true);
     if let Some(t) = flight_task {
         match rt.block_on(t) {

@@ -10,13 +10,19 @@ use arrow_array::builder::{
 };
 use arrow_array::{ArrayRef, RecordBatch};
 use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use serde::{Deserialize, Serialize};
 
 use crate::addr::Addr;
 use crate::error::SchemaError;
 use crate::feature::Entity;
 
+/// A name from the code's own catalogues (a protocol, a message form, a
+/// reason), read back from a log as the same static string
+/// ([`crate::interned`]).
+pub type Name = &'static str;
+
 /// The kind of authentication fact; `kind as u8` is its index in [`AuthKind::ALL`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[repr(u8)]
 pub enum AuthKind {
     /// A failed login logged by the service itself (sshd's `Failed <method>`,
@@ -95,12 +101,13 @@ impl AuthKind {
 }
 
 /// One authentication fact taken from a message.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AuthEvent {
     pub kind: AuthKind,
     /// The message form recognised (`sshd_failed`, `pam_unix_failure`, ...): the
     /// catalogue in `sources::syslog::auth` names them all.
-    pub form: &'static str,
+    #[serde(with = "crate::interned")]
+    pub form: Name,
     /// The service that handled the login: `sshd`, `dropbear`, `vsftpd`,
     /// `proftpd`, `su`, `sudo`, or the PAM service named in the line.
     pub service: Option<String>,
@@ -140,7 +147,7 @@ impl AuthEvent {
 }
 
 /// A parsed syslog message with everything the `events` table keeps.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SyslogRecord {
     /// Event time: the message's own timestamp, or the time it was received when
     /// it has none (or one more than a day in the future).
@@ -149,8 +156,10 @@ pub struct SyslogRecord {
     /// Address of the peer that sent the message.
     pub sender: Option<IpAddr>,
     /// "rfc5424" or "rfc3164".
-    pub protocol: &'static str,
-    pub facility: Option<&'static str>,
+    #[serde(with = "crate::interned")]
+    pub protocol: Name,
+    #[serde(with = "crate::interned::option")]
+    pub facility: Option<Name>,
     /// Severity 0 (emergency) to 7 (debug).
     pub severity: Option<u8>,
     pub hostname: Option<String>,
@@ -162,14 +171,15 @@ pub struct SyslogRecord {
     pub message: String,
     /// Why the line is not syslog as RFC 3164 or 5424 describe it, when it is
     /// not: it is kept whole in `message`, timed by its reception.
-    pub parse_error: Option<&'static str>,
+    #[serde(with = "crate::interned::option")]
+    pub parse_error: Option<Name>,
     /// What an authentication message says, if it is one (boxed: most messages
     /// are not).
     pub auth: Option<Box<AuthEvent>>,
 }
 
 /// The kind of source a device record came from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum DeviceKind {
     Snmp,
     Mqtt,
@@ -185,7 +195,7 @@ impl DeviceKind {
 }
 
 /// One value a device reported.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Sample {
     /// The metric's name: one of the SNMP catalogue's (`if_in_octets`, ...) or,
     /// for MQTT, the one the topic pattern and the payload give.
@@ -204,13 +214,14 @@ pub struct Sample {
 
 /// What a device said at one moment: one SNMP poll of one agent, or one MQTT
 /// message. Written as one `events` row per sample (one row if it has none).
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct DeviceRecord {
     pub ts_ns: i64,
     pub received_ns: i64,
     pub kind: DeviceKind,
     /// `snmpv2c`, `snmpv3`, `mqtt3.1.1`, `mqtt5`.
-    pub protocol: &'static str,
+    #[serde(with = "crate::interned")]
+    pub protocol: Name,
     /// The device: an SNMP agent's address (or `address:port` off port 161), the
     /// device an MQTT topic names (or the topic itself).
     pub entity: Entity,
@@ -221,8 +232,8 @@ pub struct DeviceRecord {
     pub samples: Vec<Sample>,
 }
 
-/// What a source produced.
-#[derive(Clone, Debug, PartialEq)]
+/// What a source produced. Serializable, for the sources' write-ahead log.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Record {
     Syslog(SyslogRecord),
     Device(DeviceRecord),
@@ -264,6 +275,9 @@ pub struct EventRow {
     /// The `name` of the source section that produced the record.
     pub source: Arc<str>,
     pub record: Record,
+    /// Where the record is in its source's write-ahead log, when the source
+    /// keeps one: what the `events` table's commits record.
+    pub log_offset: Option<u64>,
 }
 
 impl EventRow {
@@ -562,6 +576,7 @@ mod tests {
         };
         let b = events_to_batch(&[EventRow {
             source: "edge".into(),
+            log_offset: None,
             record: Record::Syslog(rec),
         }])
         .expect("batch");
@@ -627,6 +642,7 @@ mod device_tests {
         };
         let b = events_to_batch(&[EventRow {
             source: "iot".into(),
+            log_offset: None,
             record: Record::Device(d),
         }])
         .expect("batch");

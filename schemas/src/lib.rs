@@ -13,6 +13,7 @@ mod event;
 mod feature;
 mod flow;
 mod hash;
+pub mod interned;
 mod packet;
 mod score;
 mod snmp;

@@ -10,6 +10,7 @@ pub mod pcap;
 pub mod snmp;
 mod source;
 pub mod syslog;
+pub mod wal;
 
 pub use error::SourceError;
 pub use source::{

@@ -9,12 +9,13 @@
 
 use std::sync::Arc;
 
-use amoskys_schemas::{Packet, Record};
+use amoskys_schemas::Packet;
 use serde::Deserialize;
 use tokio::runtime::Handle;
 use tokio::sync::{mpsc, watch};
 
 use crate::SourceError;
+use crate::wal::RecordTx;
 
 /// What a source hands over.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -25,14 +26,15 @@ pub enum Carries {
     Packets,
 }
 
-/// Where a source sends its batches: a bounded channel of what it carries.
+/// Where a source sends its batches: a bounded channel of what it carries
+/// (records through the source's write-ahead log, when it keeps one).
 pub enum Output {
-    Records(mpsc::Sender<Vec<Record>>),
+    Records(RecordTx),
     Packets(mpsc::Sender<Vec<Packet>>),
 }
 
 impl Output {
-    pub(crate) fn into_records(self, name: &str) -> Result<mpsc::Sender<Vec<Record>>, SourceError> {
+    pub(crate) fn into_records(self, name: &str) -> Result<RecordTx, SourceError> {
         match self {
             Output::Records(t) => Ok(t),
             Output::Packets(_) => Err(SourceError::Config(format!(

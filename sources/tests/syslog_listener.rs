@@ -9,6 +9,7 @@ use std::process::Command;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use amoskys_schemas::Record;
 use amoskys_sources::syslog::{
     AuthKind, ListenAddr, SyslogRecord, SyslogSource, SyslogSourceConfig,
 };
@@ -29,7 +30,7 @@ fn config(listen: &[&str], batch_size: usize) -> SyslogSourceConfig {
 
 struct Running {
     addrs: Vec<ListenAddr>,
-    rx: mpsc::Receiver<Vec<SyslogRecord>>,
+    rx: mpsc::Receiver<Vec<Record>>,
     stop: watch::Sender<bool>,
     task: Option<tokio::task::JoinHandle<()>>,
     counters: std::sync::Arc<amoskys_sources::syslog::SyslogCounters>,
@@ -81,12 +82,15 @@ fn port(addrs: &[ListenAddr], tcp: bool) -> u16 {
 }
 
 /// Receives until `n` records arrived or 10 s passed.
-async fn collect(rx: &mut mpsc::Receiver<Vec<SyslogRecord>>, n: usize) -> Vec<SyslogRecord> {
+async fn collect(rx: &mut mpsc::Receiver<Vec<Record>>, n: usize) -> Vec<SyslogRecord> {
     let mut got = Vec::new();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while got.len() < n {
         match tokio::time::timeout_at(deadline, rx.recv()).await {
-            Ok(Some(b)) => got.extend(b),
+            Ok(Some(b)) => got.extend(b.into_iter().filter_map(|r| match r {
+                Record::Syslog(s) => Some(s),
+                Record::Device(_) => None,
+            })),
             _ => break,
         }
     }

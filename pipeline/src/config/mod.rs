@@ -51,6 +51,9 @@ pub struct Config {
     /// `[[models]]`: anomaly models every feature row is scored with
     /// (docs/MODELS.md).
     pub models: Vec<ModelSpec>,
+    /// `[wal]`: the write-ahead log of the live record sources
+    /// (docs/ARCHITECTURE.md, "Durability").
+    pub wal: amoskys_sources::wal::WalConfig,
 }
 
 /// Event-time windows.
@@ -463,6 +466,7 @@ impl Config {
         if self.sources.is_empty() {
             return Err(NO_SOURCES.into());
         }
+        self.wal.check()?;
         writable(&self.sinks.parquet.path).map_err(|e| {
             format!(
                 "[sinks.parquet] path {}: {e}",

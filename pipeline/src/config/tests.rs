@@ -356,6 +356,10 @@ fn the_example_file_parses_and_matches_the_defaults() {
     assert_eq!(c.runtime.workers, d.runtime.workers);
     assert_eq!(c.sinks.parquet.zstd_level, d.sinks.parquet.zstd_level);
     assert_eq!(c.sinks.parquet.path, d.sinks.parquet.path);
+    assert_eq!(c.wal.enabled, d.wal.enabled);
+    assert_eq!(c.wal.fsync, d.wal.fsync);
+    assert_eq!(c.wal.segment_bytes, d.wal.segment_bytes);
+    assert_eq!(c.wal.max_bytes, d.wal.max_bytes);
 }
 
 #[test]

@@ -48,6 +48,7 @@ impl ParquetConfig {
             run_id,
             roll_after: None,
             publish_at_end: false,
+            commit: None,
         };
         s.validate()?;
         Ok(s)

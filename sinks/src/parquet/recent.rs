@@ -76,4 +76,15 @@ impl Recent {
         }
         out
     }
+
+    /// Runs `close` (which publishes every file) under the exclusive lock,
+    /// then forgets every batch.
+    pub(crate) fn closing_all<T>(&self, close: impl FnOnce() -> T) -> T {
+        let _g = self.gate.blocking_write();
+        let out = close();
+        let mut b = self.batches.lock().unwrap_or_else(|e| e.into_inner());
+        b.clear();
+        self.rows.store(0, Ordering::Relaxed);
+        out
+    }
 }

@@ -18,6 +18,11 @@ pub trait TableRows: Send + 'static {
     /// Microseconds since the epoch that decide the row's `date=`/`hour=` partition.
     fn partition_us(row: &Self::Row) -> i64;
     fn to_batch(&self, rows: &[Self::Row]) -> Result<RecordBatch, SchemaError>;
+    /// The source and write-ahead log offset a row came from, for tables
+    /// whose commits record them.
+    fn log_position(_row: &Self::Row) -> Option<(&str, u64)> {
+        None
+    }
 }
 
 /// The `alerts` table, partitioned by the start of the window that raised each.
@@ -139,5 +144,8 @@ impl TableRows for EventTable {
     }
     fn to_batch(&self, rows: &[EventRow]) -> Result<RecordBatch, SchemaError> {
         events_to_batch(rows)
+    }
+    fn log_position(row: &EventRow) -> Option<(&str, u64)> {
+        row.log_offset.map(|o| (&*row.source, o))
     }
 }

@@ -42,6 +42,11 @@ pub struct ParquetSettings {
     /// [`TableWriter::finish`] to be published together ([`publish`]), so that
     /// output stopped half-way is never visible (replay).
     pub publish_at_end: bool,
+    /// Commit the table's files together, with the log offsets of their rows
+    /// ([`super::commit`]), every `roll_after` and at the end; the hook is
+    /// told each commit. Finished files wait under their temporary names until
+    /// the commit that publishes them.
+    pub commit: Option<super::commit::CommitHook>,
 }
 
 impl ParquetSettings {
@@ -94,6 +99,8 @@ pub struct TableWriter {
     tick: u64,
     summary: SinkSummary,
     recent: Option<Arc<Recent>>,
+    /// Finished files waiting for the next commit.
+    uncommitted: Vec<(PathBuf, PathBuf)>,
 }
 
 impl TableWriter {
@@ -146,6 +153,7 @@ impl TableWriter {
             tick: 0,
             summary: SinkSummary::default(),
             recent: None,
+            uncommitted: Vec::new(),
         })
     }
 
@@ -238,7 +246,11 @@ impl TableWriter {
         let Some(f) = self.open.remove(&hour) else {
             return Ok(());
         };
-        if self.settings.publish_at_end {
+        if self.settings.commit.is_some() {
+            let (tmp, dest) = (f.tmp.clone(), f.dest.clone());
+            complete(f)?;
+            self.uncommitted.push((tmp, dest));
+        } else if self.settings.publish_at_end {
             let (tmp, dest) = (f.tmp.clone(), f.dest.clone());
             complete(f)?;
             self.summary.unpublished.push((tmp, dest));
@@ -249,6 +261,33 @@ impl TableWriter {
             }
         }
         self.summary.files += 1;
+        Ok(())
+    }
+
+    /// Closes every open file and commits them, with every file finished
+    /// since the last commit, as holding the rows up to `offsets`.
+    pub fn commit(&mut self, offsets: &super::commit::Offsets) -> Result<(), SinkError> {
+        let hours: Vec<i64> = self.open.keys().copied().collect();
+        for h in hours {
+            self.close(h)?;
+        }
+        let files = std::mem::take(&mut self.uncommitted);
+        let publish = || -> Result<(), SinkError> {
+            for (tmp, dest) in &files {
+                move_into_place(tmp, dest)?;
+            }
+            Ok(())
+        };
+        let root = self.settings.root.clone();
+        match &self.recent {
+            Some(r) => r.closing_all(|| {
+                super::commit::commit(&root, self.table, offsets, &files, publish)
+            })?,
+            None => super::commit::commit(&root, self.table, offsets, &files, publish)?,
+        }
+        if let Some(hook) = &self.settings.commit {
+            (hook.0)(offsets);
+        }
         Ok(())
     }
 
@@ -331,12 +370,38 @@ pub fn run_files(root: &Path, run_id: &str) -> Result<Vec<PathBuf>, SinkError> {
     Ok(out)
 }
 
+/// The scratch files of the long-running job's runs under `root` (every
+/// table's `_in_progress`, replays' files excepted: each replay looks after
+/// its own).
+pub fn job_scratch_files(root: &Path) -> Result<Vec<PathBuf>, SinkError> {
+    let mut out = Vec::new();
+    let Ok(tables) = fs::read_dir(root) else {
+        return Ok(out);
+    };
+    for t in tables {
+        let t = t.map_err(SinkError::io(root))?;
+        let dir = t.path().join(IN_PROGRESS_DIR);
+        let Ok(files) = fs::read_dir(&dir) else {
+            continue;
+        };
+        for f in files {
+            let f = f.map_err(SinkError::io(&dir))?;
+            let name = f.file_name();
+            if !name.to_string_lossy().starts_with("part-replay") {
+                out.push(f.path());
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
 /// Whether `path` is a scratch file (in a table's `_in_progress`).
 pub fn is_scratch(path: &Path) -> bool {
     path.parent().is_some_and(|p| p.ends_with(IN_PROGRESS_DIR))
 }
 
-fn sync_dir(dir: Option<&Path>) {
+pub(crate) fn sync_dir(dir: Option<&Path>) {
     if let Some(d) = dir.and_then(|d| File::open(d).ok()) {
         let _ = d.sync_all();
     }
@@ -389,6 +454,10 @@ pub fn run_table_live<T: TableRows>(
         w.write(hour, &batch)
     };
     let mut last_tick = Instant::now();
+    let committing = w.settings.commit.is_some();
+    let mut offsets = super::commit::Offsets::new();
+    let mut last_commit = Instant::now();
+    let commit_every = w.settings.roll_after.unwrap_or(Duration::from_secs(60));
     loop {
         let got = if ticking {
             match rx.recv_timeout(TICK) {
@@ -403,6 +472,14 @@ pub fn run_table_live<T: TableRows>(
             }
         };
         for r in got.into_iter().flatten() {
+            if committing && let Some((src, off)) = T::log_position(&r) {
+                match offsets.get_mut(src) {
+                    Some(o) => *o = (*o).max(off),
+                    None => {
+                        offsets.insert(src.to_string(), off);
+                    }
+                }
+            }
             let hour = T::partition_us(&r).div_euclid(US_PER_HOUR);
             let buf = buffers.entry(hour).or_default();
             buf.push(r);
@@ -415,7 +492,18 @@ pub fn run_table_live<T: TableRows>(
                 flush(&mut w, *h, rows)?;
             }
             buffers.clear();
-            w.roll(MAX_RECENT_ROWS)?;
+            if committing {
+                let full = w
+                    .recent
+                    .as_ref()
+                    .is_some_and(|r| r.rows() >= MAX_RECENT_ROWS);
+                if full || last_commit.elapsed() >= commit_every {
+                    w.commit(&offsets)?;
+                    last_commit = Instant::now();
+                }
+            } else {
+                w.roll(MAX_RECENT_ROWS)?;
+            }
             last_tick = Instant::now();
         }
     }
@@ -425,6 +513,9 @@ pub fn run_table_live<T: TableRows>(
         if let Some(mut rows) = buffers.remove(&h) {
             flush(&mut w, h, &mut rows)?;
         }
+    }
+    if committing {
+        w.commit(&offsets)?;
     }
     w.finish()
 }
@@ -479,6 +570,7 @@ mod tests {
             run_id: "t".into(),
             roll_after: None,
             publish_at_end: false,
+            commit: None,
         };
         let (tx, rx) = std::sync::mpsc::sync_channel(4);
         // 2024-01-15 09:59:59, 10:00:00 (x2), then 09:xx again after 10:00 was opened.
@@ -550,6 +642,7 @@ mod tests {
             run_id: run.into(),
             roll_after: None,
             publish_at_end: true,
+            commit: None,
         };
         let t0 = 1_705_312_799;
         let write = |run: &str| {

@@ -63,6 +63,9 @@ pub struct WebhookCounters {
     pub requests: AtomicU64,
     pub retries: AtomicU64,
     pub rejected: AtomicU64,
+    /// Alerts raised again with an id already spooled (a window computed
+    /// again after a restart): not sent twice.
+    pub repeated: AtomicU64,
 }
 
 /// The header carrying the alert ids.
@@ -79,6 +82,105 @@ struct Spool {
     /// Alerts not yet delivered, oldest first, with the log offset after each.
     pending: std::collections::VecDeque<(String, u64)>,
     acked: u64,
+    /// Ids of the alerts spooled most recently, oldest first (`spooled-ids`).
+    seen: Seen,
+}
+
+/// The ids of the last [`SEEN_IDS`] alerts spooled, kept in `spooled-ids` (one
+/// per line, appended and synced after the alerts themselves): an alert raised
+/// again after a restart — a window computed again from the sources' logs,
+/// with the same deterministic id — is recognised and not spooled twice.
+struct Seen {
+    path: PathBuf,
+    file: File,
+    ids: std::collections::HashSet<String>,
+    order: std::collections::VecDeque<String>,
+    lines: usize,
+}
+
+/// Alert ids remembered. Far more than the alerts of the windows a restart
+/// computes again (those of the last minutes).
+const SEEN_IDS: usize = 100_000;
+
+impl Seen {
+    fn open(path: PathBuf) -> Result<Seen, SinkError> {
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        let all: Vec<&str> = text.lines().filter(|l| !l.is_empty()).collect();
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(io(&path))?;
+        let mut s = Seen {
+            path,
+            file,
+            ids: Default::default(),
+            order: Default::default(),
+            lines: all.len(),
+        };
+        for id in &all[all.len().saturating_sub(SEEN_IDS)..] {
+            s.remember(id.to_string());
+        }
+        if !text.is_empty() && !text.ends_with('\n') {
+            s.file.write_all(b"\n").map_err(io(&s.path))?;
+        }
+        Ok(s)
+    }
+
+    fn remember(&mut self, id: String) {
+        if self.ids.insert(id.clone()) {
+            self.order.push_back(id);
+            if self.order.len() > SEEN_IDS
+                && let Some(old) = self.order.pop_front()
+            {
+                self.ids.remove(&old);
+            }
+        }
+    }
+
+    /// Records `ids` as spooled (synced), rewriting the file with the ids
+    /// remembered once it holds twice as many lines.
+    fn add(&mut self, ids: Vec<String>) -> Result<(), SinkError> {
+        let mut buf = String::new();
+        for id in &ids {
+            buf.push_str(id);
+            buf.push('\n');
+        }
+        self.file
+            .write_all(buf.as_bytes())
+            .and_then(|()| self.file.sync_data())
+            .map_err(io(&self.path))?;
+        self.lines += ids.len();
+        for id in ids {
+            self.remember(id);
+        }
+        if self.lines > 2 * SEEN_IDS {
+            let tmp = self.path.with_extension("tmp");
+            let mut text = String::new();
+            for id in &self.order {
+                text.push_str(id);
+                text.push('\n');
+            }
+            std::fs::write(&tmp, text)
+                .and_then(|()| File::open(&tmp)?.sync_all())
+                .and_then(|()| std::fs::rename(&tmp, &self.path))
+                .map_err(io(&self.path))?;
+            self.file = OpenOptions::new()
+                .append(true)
+                .open(&self.path)
+                .map_err(io(&self.path))?;
+            self.lines = self.order.len();
+        }
+        Ok(())
+    }
+}
+
+fn id_of(line: &str) -> Option<String> {
+    serde_json::from_str::<serde_json::Value>(line)
+        .ok()?
+        .get("id")?
+        .as_str()
+        .map(str::to_string)
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> SinkError {
@@ -129,6 +231,13 @@ impl Spool {
             }
             pending.push_back((text.to_string(), offset));
         }
+        let mut seen = Seen::open(dir.join("spooled-ids"))?;
+        // Alerts spooled before their ids were recorded (a stop in between).
+        for (line, _) in &pending {
+            if let Some(id) = id_of(line) {
+                seen.remember(id);
+            }
+        }
         let mut s = Spool {
             log,
             log_path,
@@ -136,6 +245,7 @@ impl Spool {
             rejected_path: dir.join("rejected.jsonl"),
             pending,
             acked,
+            seen,
         };
         if offset < len {
             // Terminate the torn line so appended alerts start clean.
@@ -148,12 +258,18 @@ impl Spool {
         Ok(self.log.metadata().map_err(io(&self.log_path))?.len())
     }
 
-    /// Appends alerts (synced before they count as spooled).
-    fn push(&mut self, alerts: &[Alert]) -> Result<(), SinkError> {
+    /// Appends the alerts not spooled before (synced before they count as
+    /// spooled); returns how many were.
+    fn push(&mut self, alerts: &[Alert]) -> Result<usize, SinkError> {
         let mut offset = self.end()?;
         let mut buf = Vec::new();
         let mut lines = Vec::new();
+        let mut ids = Vec::new();
         for a in alerts {
+            if self.seen.ids.contains(&a.id) || ids.contains(&a.id) {
+                continue;
+            }
+            ids.push(a.id.clone());
             let line = alert_json(a).to_string();
             buf.extend_from_slice(line.as_bytes());
             buf.push(b'\n');
@@ -164,8 +280,10 @@ impl Spool {
             .write_all(&buf)
             .and_then(|()| self.log.sync_data())
             .map_err(io(&self.log_path))?;
+        let n = lines.len();
         self.pending.extend(lines);
-        Ok(())
+        self.seen.add(ids)?;
+        Ok(n)
     }
 
     /// Marks the first `n` pending alerts done.
@@ -317,15 +435,13 @@ pub fn run_webhook(
         if open {
             match rx.recv_timeout(wait) {
                 Ok(batch) => {
-                    spool.push(&batch)?;
-                    counters
-                        .spooled
-                        .fetch_add(batch.len() as u64, Ordering::Relaxed);
-                    while let Ok(more) = rx.try_recv() {
-                        spool.push(&more)?;
+                    for b in std::iter::once(batch).chain(std::iter::from_fn(|| rx.try_recv().ok()))
+                    {
+                        let n = spool.push(&b)?;
+                        counters.spooled.fetch_add(n as u64, Ordering::Relaxed);
                         counters
-                            .spooled
-                            .fetch_add(more.len() as u64, Ordering::Relaxed);
+                            .repeated
+                            .fetch_add((b.len() - n) as u64, Ordering::Relaxed);
                     }
                 }
                 Err(RecvTimeoutError::Timeout) => {}
@@ -416,6 +532,24 @@ mod tests {
             evidence: vec![("distinct_dst_ports_out".into(), 500.0)],
             summary: format!("h{i} scanned"),
         }
+    }
+
+    #[test]
+    fn an_alert_raised_again_after_a_restart_is_spooled_once() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut s = Spool::open(dir.path()).expect("open");
+        assert_eq!(s.push(&[alert(1), alert(2), alert(1)]).expect("push"), 2);
+        s.ack(2).expect("delivered");
+        drop(s);
+        // A window computed again after a stop raises alerts 1 and 2 again.
+        let mut s = Spool::open(dir.path()).expect("reopen");
+        assert_eq!(s.push(&[alert(2), alert(3), alert(1)]).expect("push"), 1);
+        assert_eq!(s.pending.len(), 1);
+        drop(s);
+        // Spooled but its id not recorded (a stop in between): known from the spool.
+        std::fs::write(dir.path().join("spooled-ids"), "").expect("truncate ids");
+        let mut s = Spool::open(dir.path()).expect("reopen");
+        assert_eq!(s.push(&[alert(3)]).expect("push"), 0);
     }
 
     #[test]

@@ -27,9 +27,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use amoskys_schemas::{DeviceKind, DeviceRecord, Entity, Record};
 use bytes::Bytes;
 use serde::{Deserialize, Deserializer};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 
 use crate::error::SourceError;
+use crate::wal::RecordTx;
 use config::Tls;
 pub use config::{BrokerUrl, MqttSourceConfig, MqttVersion};
 pub use payload::{MAX_SAMPLES, Payload, TopicMatch, TopicPattern, parse_payload};
@@ -46,6 +47,10 @@ pub struct MqttCounters {
     pub truncated: AtomicU64,
     /// Redelivered QoS-1 messages (DUP set).
     pub redelivered: AtomicU64,
+    /// Redelivered messages already in the write-ahead log (logged by a run
+    /// that stopped before its acknowledgement reached the broker): acknowledged
+    /// and not logged again.
+    pub already_logged: AtomicU64,
     pub connects: AtomicU64,
     pub connection_errors: AtomicU64,
     /// 1 while connected.
@@ -85,6 +90,14 @@ enum Incoming<P> {
         token: P,
     },
     Other,
+}
+
+/// Whether two records are of the same message (whenever each was received).
+fn same_message(a: &DeviceRecord, b: &DeviceRecord) -> bool {
+    a.topic == b.topic
+        && a.entity == b.entity
+        && a.payload_bytes == b.payload_bytes
+        && a.samples == b.samples
 }
 
 /// The part of a rumqttc client and event loop this source uses, for 3.1.1 and 5.
@@ -249,9 +262,10 @@ impl MqttSource {
     /// Subscribes and hands records to `tx` until `stop` turns true.
     pub async fn run(
         self,
-        tx: mpsc::Sender<Vec<Record>>,
+        tx: impl Into<RecordTx>,
         stop: watch::Receiver<bool>,
     ) -> Result<(), SourceError> {
+        let tx: RecordTx = tx.into();
         // Room for a batch of acknowledgements plus the subscription requests.
         let cap = self.cfg.batch_size * 2 + 16;
         match self.cfg.protocol {
@@ -326,7 +340,7 @@ impl MqttSource {
         &self,
         mut conn: C,
         protocol: &'static str,
-        tx: mpsc::Sender<Vec<Record>>,
+        tx: RecordTx,
         mut stop: watch::Receiver<bool>,
     ) -> Result<(), SourceError> {
         let c = self.counters.clone();
@@ -334,6 +348,16 @@ impl MqttSource {
         let mut unacked: Vec<C::Token> = Vec::with_capacity(self.cfg.batch_size);
         let mut backoff = self.cfg.reconnect_min;
         let mut failing = false;
+        // The newest records of the log: a message the broker sends again
+        // (DUP) that is among them was logged, and its acknowledgement lost.
+        let mut logged: Vec<DeviceRecord> = tx
+            .take_logged_tail()
+            .into_iter()
+            .filter_map(|r| match r {
+                Record::Device(d) => Some(d),
+                Record::Syslog(_) => None,
+            })
+            .collect();
         loop {
             if *stop.borrow() {
                 break;
@@ -366,10 +390,19 @@ impl MqttSource {
                 }) => {
                     c.messages.fetch_add(1, Ordering::Relaxed);
                     c.bytes.fetch_add(payload.len() as u64, Ordering::Relaxed);
+                    let rec = self.record(protocol, topic, &payload);
                     if dup {
                         c.redelivered.fetch_add(1, Ordering::Relaxed);
+                        if let Some(k) = logged.iter().position(|l| same_message(l, &rec)) {
+                            logged.swap_remove(k);
+                            c.already_logged.fetch_add(1, Ordering::Relaxed);
+                            if let Err(e) = conn.ack(&token) {
+                                tracing::debug!(source = %self.name, error = %e, "ack not sent");
+                            }
+                            continue;
+                        }
                     }
-                    batch.push(Record::Device(self.record(protocol, topic, &payload)));
+                    batch.push(Record::Device(rec));
                     unacked.push(token);
                 }
                 Ok(Incoming::Other) => {}
@@ -446,6 +479,7 @@ impl crate::Counters for MqttCounters {
             Counter::new("opaque", g(&self.opaque), Count),
             Counter::new("truncated", g(&self.truncated), Discarded("truncated")),
             Counter::new("redelivered", g(&self.redelivered), Count),
+            Counter::new("already_logged", g(&self.already_logged), Count),
             Counter::new("connects", g(&self.connects), Count),
             Counter::new("connection_errors", g(&self.connection_errors), Error),
             Counter::new(

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use amoskys_schemas::{DeviceKind, DeviceRecord, Entity, Record};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tokio::time::MissedTickBehavior;
 
 use super::client::{self, Client, Credentials, PollError};
@@ -101,9 +101,10 @@ impl SnmpSource {
     /// receiving side of `tx` goes away.
     pub async fn run(
         self,
-        tx: mpsc::Sender<Vec<Record>>,
+        tx: impl Into<crate::wal::RecordTx>,
         stop: watch::Receiver<bool>,
     ) -> Result<(), SourceError> {
+        let tx: crate::wal::RecordTx = tx.into();
         let mut tasks = tokio::task::JoinSet::new();
         for agent in self.agents {
             tasks.spawn(poll_agent(
@@ -156,7 +157,7 @@ async fn poll_agent(
     agent: Agent,
     settings: Arc<Settings>,
     counters: Arc<SnmpCounters>,
-    tx: mpsc::Sender<Vec<Record>>,
+    tx: crate::wal::RecordTx,
     mut stop: watch::Receiver<bool>,
 ) {
     let credentials = match &settings.security {

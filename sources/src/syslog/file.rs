@@ -59,7 +59,7 @@ impl RecordedLog {
         self.counters.clone()
     }
 
-    fn read(self, tx: tokio::sync::mpsc::Sender<Vec<Record>>) -> Result<(), SourceError> {
+    fn read(self, tx: crate::wal::RecordTx) -> Result<(), SourceError> {
         let file = std::fs::File::open(&self.path).map_err(|e| SourceError::Open {
             path: self.path.clone(),
             reason: e.to_string(),

@@ -28,7 +28,7 @@ use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, UdpSocket};
 use tokio_rustls::TlsAcceptor;
 
-use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::sync::{Semaphore, watch};
 use tokio::time::Instant;
 
 /// How long a TLS client has to finish its handshake.
@@ -46,7 +46,8 @@ use super::config::{ListenAddr, RecordTime, SyslogSourceConfig};
 use super::framing::{Frame, FrameDecoder};
 use super::parse::parse_message;
 use crate::error::SourceError;
-use amoskys_schemas::SyslogRecord;
+use crate::wal::{RecordTx, TrySend};
+use amoskys_schemas::Record;
 
 /// What a syslog source has done; read by metrics and tests.
 #[derive(Debug, Default)]
@@ -271,11 +272,12 @@ impl SyslogSource {
 
     /// Serves every listener until `shutdown` turns true; then returns, having
     /// handed over every message it accepted.
-    pub async fn run<T: From<SyslogRecord> + Send + 'static>(
+    pub async fn run(
         self,
-        out: mpsc::Sender<Vec<T>>,
+        out: impl Into<RecordTx>,
         shutdown: watch::Receiver<bool>,
     ) -> Result<(), SourceError> {
+        let out: RecordTx = out.into();
         let mut tasks = tokio::task::JoinSet::new();
         for sock in self.udp {
             tasks.spawn(serve_udp(
@@ -310,30 +312,30 @@ impl SyslogSource {
     }
 }
 
-fn accept_record<T: From<SyslogRecord>>(
+fn accept_record(
     bytes: &[u8],
     sender: SocketAddr,
     counters: &SyslogCounters,
-    batch: &mut Vec<T>,
+    batch: &mut Vec<Record>,
 ) {
     counters.messages.fetch_add(1, Ordering::Relaxed);
     counters
         .bytes
         .fetch_add(bytes.len() as u64, Ordering::Relaxed);
     match parse_message(bytes, now_ns(), Some(sender.ip().to_canonical())) {
-        Ok(r) => batch.push(T::from(r)),
+        Ok(r) => batch.push(Record::Syslog(r)),
         Err(_) => {
             counters.empty.fetch_add(1, Ordering::Relaxed);
         }
     }
 }
 
-async fn serve_udp<T: From<SyslogRecord> + Send + 'static>(
+async fn serve_udp(
     sock: UdpSocket,
     max_len: usize,
     batch_size: usize,
     counters: Arc<SyslogCounters>,
-    out: mpsc::Sender<Vec<T>>,
+    out: RecordTx,
     mut shutdown: watch::Receiver<bool>,
 ) {
     // One byte more than the limit tells an oversized datagram from a full one.
@@ -382,10 +384,10 @@ async fn serve_udp<T: From<SyslogRecord> + Send + 'static>(
         let n = batch.len() as u64;
         match out.try_send(batch) {
             Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(_)) => {
+            Err(TrySend::Full(_)) => {
                 counters.dropped.fetch_add(n, Ordering::Relaxed);
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => {
+            Err(TrySend::Closed) => {
                 closing(&counters);
                 return;
             }
@@ -396,13 +398,13 @@ async fn serve_udp<T: From<SyslogRecord> + Send + 'static>(
 /// Shutting down: hands over the datagrams already waiting in the socket's
 /// receive buffer, waiting for room in the channel (nothing new can arrive faster
 /// than the deadline allows).
-async fn drain_udp<T: From<SyslogRecord> + Send + 'static>(
+async fn drain_udp(
     sock: &UdpSocket,
     buf: &mut [u8],
     max_len: usize,
     batch_size: usize,
     counters: &SyslogCounters,
-    out: &mpsc::Sender<Vec<T>>,
+    out: &RecordTx,
 ) {
     let deadline = Instant::now() + DRAIN_LIMIT;
     let mut batch = Vec::with_capacity(batch_size);
@@ -432,9 +434,9 @@ async fn drain_udp<T: From<SyslogRecord> + Send + 'static>(
 
 /// Sends a batch, waiting for room until `deadline`; past it the batch is
 /// counted as dropped.
-async fn send_before<T>(
-    out: &mpsc::Sender<Vec<T>>,
-    batch: Vec<T>,
+async fn send_before(
+    out: &RecordTx,
+    batch: Vec<Record>,
     deadline: Instant,
     counters: &SyslogCounters,
 ) -> Result<(), ()> {
@@ -450,14 +452,14 @@ async fn send_before<T>(
 }
 
 #[allow(clippy::too_many_arguments)]
-async fn serve_tcp<T: From<SyslogRecord> + Send + 'static>(
+async fn serve_tcp(
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
     limit: Arc<Semaphore>,
     max_len: usize,
     batch_size: usize,
     counters: Arc<SyslogCounters>,
-    out: mpsc::Sender<Vec<T>>,
+    out: RecordTx,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut conns = tokio::task::JoinSet::new();
@@ -506,7 +508,7 @@ async fn serve_tcp<T: From<SyslogRecord> + Send + 'static>(
 /// Serves one accepted connection on its own task; `drain` is the deadline when
 /// it was accepted after shutdown began.
 #[allow(clippy::too_many_arguments)]
-fn spawn_connection<T: From<SyslogRecord> + Send + 'static>(
+fn spawn_connection(
     conns: &mut tokio::task::JoinSet<()>,
     stream: tokio::net::TcpStream,
     peer: SocketAddr,
@@ -516,7 +518,7 @@ fn spawn_connection<T: From<SyslogRecord> + Send + 'static>(
     max_len: usize,
     batch_size: usize,
     counters: &Arc<SyslogCounters>,
-    out: &mpsc::Sender<Vec<T>>,
+    out: &RecordTx,
     shutdown: &watch::Receiver<bool>,
 ) {
     let Ok(permit) = limit.clone().try_acquire_owned() else {
@@ -568,17 +570,16 @@ fn spawn_connection<T: From<SyslogRecord> + Send + 'static>(
 }
 
 #[allow(clippy::too_many_arguments)]
-async fn serve_connection<T, S>(
+async fn serve_connection<S>(
     mut stream: S,
     peer: SocketAddr,
     drain: Option<Instant>,
     max_len: usize,
     batch_size: usize,
     counters: Arc<SyslogCounters>,
-    out: mpsc::Sender<Vec<T>>,
+    out: RecordTx,
     mut shutdown: watch::Receiver<bool>,
 ) where
-    T: From<SyslogRecord> + Send + 'static,
     S: tokio::io::AsyncRead + Unpin,
 {
     let mut decoder = FrameDecoder::new(max_len);

@@ -1,0 +1,180 @@
+//! Commits of a table whose rows come from sources' write-ahead logs: which
+//! files hold which records, decided atomically.
+//!
+//! The table's writer keeps every finished file under its temporary name
+//! until a commit, then:
+//!
+//! 1. writes `TABLE/_commits.json` with the files and the log offsets they
+//!    bring the table to, as *pending* (through a temporary file, synced, and a
+//!    rename);
+//! 2. renames each file into its partition;
+//! 3. writes `_commits.json` again with those offsets as *committed*.
+//!
+//! A process stopped at any point leaves the table consistent at the next
+//! start ([`recover`]): before 1, the files are not committed (the next start
+//! removes them and the records are read again from the logs); after 1, the
+//! commit is completed (the files are finished and synced before 1, so each
+//! one is either in place already or still under its temporary name).
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::SinkError;
+
+/// The newest log offset in committed files, per source.
+pub type Offsets = BTreeMap<String, u64>;
+
+/// Called after each commit with the offsets committed (the pipeline deletes
+/// the log segments they cover).
+#[derive(Clone)]
+pub struct CommitHook(pub Arc<dyn Fn(&Offsets) + Send + Sync>);
+
+impl std::fmt::Debug for CommitHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CommitHook")
+    }
+}
+
+/// The commit record's name in a table's directory.
+pub const COMMIT_FILE: &str = "_commits.json";
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct State {
+    committed: Offsets,
+    pending: Option<Pending>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Pending {
+    offsets: Offsets,
+    /// Each file's temporary name and its place.
+    files: Vec<(PathBuf, PathBuf)>,
+}
+
+fn state_path(root: &Path, table: &str) -> PathBuf {
+    root.join(table).join(COMMIT_FILE)
+}
+
+fn read_state(path: &Path) -> Result<State, SinkError> {
+    match fs::read(path) {
+        Ok(b) => serde_json::from_slice(&b).map_err(|e| {
+            SinkError::Config(format!(
+                "{}: not a commit record ({e}); move it away to start the table's commits afresh",
+                path.display()
+            ))
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(State::default()),
+        Err(e) => Err(SinkError::io(path)(e)),
+    }
+}
+
+fn write_state(path: &Path, s: &State) -> Result<(), SinkError> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    fs::create_dir_all(dir).map_err(SinkError::io(dir))?;
+    let tmp = dir.join(format!(".{COMMIT_FILE}.tmp"));
+    let text = serde_json::to_vec_pretty(s).unwrap_or_default();
+    {
+        use std::io::Write;
+        let mut f = fs::File::create(&tmp).map_err(SinkError::io(&tmp))?;
+        f.write_all(&text).map_err(SinkError::io(&tmp))?;
+        f.sync_all().map_err(SinkError::io(&tmp))?;
+    }
+    fs::rename(&tmp, path).map_err(SinkError::io(path))?;
+    super::writer::sync_dir(Some(dir));
+    Ok(())
+}
+
+fn place(tmp: &Path, dest: &Path) -> Result<(), SinkError> {
+    if dest.exists() || !tmp.exists() {
+        return Ok(());
+    }
+    if let Some(p) = dest.parent() {
+        fs::create_dir_all(p).map_err(SinkError::io(p))?;
+    }
+    fs::rename(tmp, dest).map_err(SinkError::io(dest))?;
+    super::writer::sync_dir(dest.parent());
+    Ok(())
+}
+
+/// Completes a commit a stopped process left pending and returns the
+/// table's committed offsets (none for a table never committed).
+pub fn recover(root: &Path, table: &str) -> Result<Offsets, SinkError> {
+    let path = state_path(root, table);
+    let mut s = read_state(&path)?;
+    if let Some(p) = s.pending.take() {
+        for (tmp, dest) in &p.files {
+            place(tmp, dest)?;
+        }
+        s.committed = p.offsets;
+        write_state(&path, &s)?;
+    }
+    Ok(s.committed)
+}
+
+/// Commits `files` (finished, synced, under their temporary names) as
+/// bringing the table to `offsets`; `publish` moves each file into place.
+pub fn commit(
+    root: &Path,
+    table: &str,
+    offsets: &Offsets,
+    files: &[(PathBuf, PathBuf)],
+    publish: impl FnOnce() -> Result<(), SinkError>,
+) -> Result<(), SinkError> {
+    let path = state_path(root, table);
+    let mut s = read_state(&path)?;
+    if files.is_empty() && s.committed == *offsets {
+        return Ok(());
+    }
+    s.pending = Some(Pending {
+        offsets: offsets.clone(),
+        files: files.to_vec(),
+    });
+    write_state(&path, &s)?;
+    publish()?;
+    s.committed = offsets.clone();
+    s.pending = None;
+    write_state(&path, &s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn offs(v: u64) -> Offsets {
+        [("src".to_string(), v)].into_iter().collect()
+    }
+
+    #[test]
+    fn a_pending_commit_is_completed_at_recovery() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let root = d.path();
+        assert!(recover(root, "events").expect("test step").is_empty());
+        let tmp = root.join("events/_in_progress/a.parquet.inprogress");
+        let dest = root.join("events/date=2026-01-01/hour=00/a.parquet");
+        fs::create_dir_all(tmp.parent().expect("test step")).expect("test step");
+        fs::write(&tmp, b"x").expect("test step");
+        // Stopped after the pending record, before the rename.
+        let r = commit(
+            root,
+            "events",
+            &offs(41),
+            &[(tmp.clone(), dest.clone())],
+            || Err(SinkError::Config("stopped".into())),
+        );
+        assert!(r.is_err());
+        assert!(tmp.exists() && !dest.exists());
+        assert_eq!(recover(root, "events").expect("test step"), offs(41));
+        assert!(dest.exists() && !tmp.exists());
+        // A later commit builds on it; one with nothing new writes nothing.
+        commit(root, "events", &offs(41), &[], || {
+            panic!("nothing to publish")
+        })
+        .expect("test step");
+        commit(root, "events", &offs(50), &[], || Ok(())).expect("test step");
+        assert_eq!(recover(root, "events").expect("test step"), offs(50));
+    }
+}
