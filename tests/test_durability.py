@@ -3,6 +3,7 @@ job is stopped with SIGKILL (no chance to flush anything) while real senders
 (a TCP syslog client, mosquitto with mosquitto_pub) keep sending, restarted on
 the same directory, and the `events` table is read with DuckDB."""
 import datetime
+import json
 import random
 import re
 import signal
@@ -198,3 +199,85 @@ def test_mqtt_qos1_messages_survive_three_kills_exactly_once(tmp_path):
     finally:
         if broker.proc.poll() is None:
             broker.stop()
+
+
+def sshd_lines(base: datetime.datetime, first: int, last: int) -> bytes:
+    """Numbered sshd failures from 20 addresses, 60 ms apart in event time."""
+    out = []
+    for n in range(first, last + 1):
+        ts = (base + datetime.timedelta(milliseconds=60 * n)).isoformat()
+        out.append(f"<38>1 {ts} gw sshd {1000 + n % 50} - - Failed password for root from "
+                   f"10.9.0.{n % 20} port {20000 + n} ssh2 line {n}\n")
+    return "".join(out).encode()
+
+
+WINDOW_COLUMNS = "entity, window_start, auth_failures, syslog_messages"
+
+
+def window_rows(job: Job):
+    return job.rows(f"select {WINDOW_COLUMNS} from {job.table('features')} "
+                    "where auth_failures is not null or syslog_messages is not null order by all")
+
+
+def test_windows_open_at_a_kill_are_computed_whole_and_alerts_sent_once(tmp_path):
+    """The windows a killed job had open are computed again from the log: the
+    features and alerts tables equal a run that was never killed, and the
+    webhook receiver gets each alert once."""
+    from test_webhook import Receiver, webhook_toml
+    n = 6000
+    base = (datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(minutes=20)).replace(
+        second=0, microsecond=0)
+
+    def job_with_webhook(d, port, hport):
+        d.mkdir()
+        job = Job(d, f'\n[[sources.syslog]]\nname = "edge"\nlisten = "tcp://127.0.0.1:{port}"\n',
+                  webhook_toml(hport, d), name="edge")
+        return with_parquet(job, 'roll_interval = "1s"')
+
+    # Reference: every line, no kill.
+    port, hport = free_port(), free_port()
+    ref_rx = Receiver(hport)
+    try:
+        ref = job_with_webhook(tmp_path / "ref", port, hport).start()
+        with socket.create_connection(("127.0.0.1", port)) as s:
+            s.sendall(sshd_lines(base, 1, n))
+        ref.wait_metric("amoskys_wal_appended_records_total", n, component_id="edge")
+        ref.stop()
+    finally:
+        ref_rx.close()
+    want_windows = window_rows(ref)
+    want_alerts = sorted(r[0] for r in ref.rows(f"select id from {ref.table('alerts')}"))
+    assert len(want_windows) > 100 and want_alerts, (len(want_windows), want_alerts)
+    assert sorted(json.loads(b)["id"] for _, b in ref_rx.accepted()) == want_alerts
+
+    # Killed half-way through, then the rest of the lines after the restart.
+    port, hport = free_port(), free_port()
+    rx = Receiver(hport)
+    try:
+        job = job_with_webhook(tmp_path / "killed", port, hport).start()
+        with socket.create_connection(("127.0.0.1", port)) as s:
+            for k in range(0, n, 200):
+                s.sendall(sshd_lines(base, k + 1, min(n, k + 200)))
+                time.sleep(0.05)
+                if k == n // 2:
+                    wait_until(lambda: (job.data / "features" / "_commits.json").exists(), 30,
+                               "a first commit of the features")
+                    kill9(job)
+                    break
+        logged = logged_numbers(job.data / "_wal" / "edge")
+        job.start()
+        with socket.create_connection(("127.0.0.1", port)) as s:
+            s.sendall(sshd_lines(base, max(logged) + 1, n))
+        job.wait_metric("amoskys_wal_appended_records_total", n - max(logged), component_id="edge")
+        rest = job.stop()
+    finally:
+        rx.close()
+    assert re.search(r"edge: \d+ record\(s\) of the write-ahead log not in committed output", rest), rest
+    got_lines = numbers(job)
+    assert sorted(got_lines) == list(range(1, n + 1))
+    assert window_rows(job) == want_windows
+    got_alerts = sorted(r[0] for r in job.rows(f"select id from {job.table('alerts')}"))
+    assert got_alerts == want_alerts
+    sent = [json.loads(b)["id"] for _, b in rx.accepted()]
+    assert len(sent) == len(set(sent)), "an alert delivered twice"
+    assert sorted(sent) == want_alerts

@@ -44,6 +44,32 @@ pub fn spawn_live_table_sink<T: TableRows>(
     Ok((tx, handle))
 }
 
+/// How far each worker's rows of one stream have all reached their channel:
+/// the stream's frontier at each worker, once every row before it was sent.
+#[derive(Debug)]
+pub struct Progress(Vec<AtomicU64>);
+
+impl Progress {
+    pub fn new(workers: usize) -> Self {
+        Progress((0..workers.max(1)).map(|_| AtomicU64::new(0)).collect())
+    }
+
+    fn set(&self, worker: usize, t: u64) {
+        if let Some(a) = self.0.get(worker) {
+            a.fetch_max(t, Ordering::Release);
+        }
+    }
+
+    /// Every row at a time before this is in the channel.
+    pub fn frontier(&self) -> u64 {
+        self.0
+            .iter()
+            .map(|a| a.load(Ordering::Acquire))
+            .min()
+            .unwrap_or(0)
+    }
+}
+
 /// Sends each batch of `stream` into a bounded channel. A full channel never blocks
 /// the worker: the batch waits here, the operator stops reading its input and asks
 /// to be scheduled again shortly, which holds the frontier back upstream. While
@@ -52,13 +78,17 @@ pub fn spawn_live_table_sink<T: TableRows>(
 ///
 /// `delivered`, when given, counts the rows handed to the channel: a driver that
 /// compares it with what it put in knows how much the dataflow holds.
+/// `progress`, when given, is told this worker's input frontier each time
+/// every row before it is in the channel.
 pub fn channel_sink<R: 'static>(
     stream: Stream<'_, u64, Vec<R>>,
     name: &str,
     tx: SyncSender<Vec<R>>,
     delivered: Option<Arc<AtomicU64>>,
+    progress: Option<Arc<Progress>>,
 ) {
     let scope = stream.scope();
+    let worker = scope.index();
     stream.unary_frontier::<CapacityContainerBuilder<Vec<()>>, _, _, _>(
         Pipeline,
         name,
@@ -117,6 +147,12 @@ pub fn channel_sink<R: 'static>(
                 }
                 if pending.is_empty() {
                     held = None;
+                    if let Some(p) = &progress {
+                        p.set(
+                            worker,
+                            frontier.frontier().first().copied().unwrap_or(u64::MAX),
+                        );
+                    }
                     if frontier.frontier().is_empty() {
                         tx = None;
                     }
@@ -224,7 +260,7 @@ mod tests {
         });
         let d = delivered.clone();
         timely::example(move |scope| {
-            channel_sink((0..10_000u64).to_stream(scope), "Test", tx, Some(d));
+            channel_sink((0..10_000u64).to_stream(scope), "Test", tx, Some(d), None);
         });
         let got = reader.join().expect("reader");
         assert_eq!(got, (0..10_000).collect::<Vec<_>>());
@@ -238,7 +274,7 @@ mod tests {
         let (tx, rx) = sync_channel::<Vec<u64>>(1);
         drop(rx);
         timely::example(move |scope| {
-            channel_sink((0..1_000u64).to_stream(scope), "Test", tx, None);
+            channel_sink((0..1_000u64).to_stream(scope), "Test", tx, None, None);
         });
     }
 }

@@ -201,10 +201,11 @@ pub fn build(
                 "EventsToParquet",
                 tx.clone(),
                 Some(out.events_delivered.clone()),
+                None,
             );
         }
         let (flows, app_obs) = packets.clone().assemble_flows(spec.flows, c.flows.clone());
-        channel_sink(flows, "FlowsToParquet", out.flows.clone(), None);
+        channel_sink(flows, "FlowsToParquet", out.flows.clone(), None, None);
         let packet_rows = packets
             .clone()
             .featurize(c.windows.clone(), spec.window_entities);
@@ -290,17 +291,35 @@ pub fn build(
                     rows = passed;
                     alerts = alerts.concat(anomalies);
                     if let Some(tx) = &out.scores {
-                        channel_sink(scores, "ScoresToParquet", tx.clone(), None);
+                        channel_sink(
+                            scores,
+                            "ScoresToParquet",
+                            tx.clone(),
+                            None,
+                            out.progress.scores.clone(),
+                        );
                     }
                 }
                 if let Some(tx) = &out.webhook {
-                    channel_sink(alerts.clone(), "AlertsToWebhook", tx.clone(), None);
+                    channel_sink(alerts.clone(), "AlertsToWebhook", tx.clone(), None, None);
                 }
-                channel_sink(alerts, "AlertsToParquet", out.alerts.clone(), None);
+                channel_sink(
+                    alerts,
+                    "AlertsToParquet",
+                    out.alerts.clone(),
+                    None,
+                    out.progress.alerts.clone(),
+                );
                 rows
             }
         };
-        channel_sink(rows, "FeaturesToParquet", out.features.clone(), None);
+        channel_sink(
+            rows,
+            "FeaturesToParquet",
+            out.features.clone(),
+            None,
+            out.progress.features.clone(),
+        );
         Inputs {
             records: records_in,
             records_cap,

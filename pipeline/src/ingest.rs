@@ -135,6 +135,8 @@ pub struct Driver<'a> {
     /// How often to look at the indicator file again.
     pub intel_every: Duration,
     pub packets_sent: u64,
+    /// Where the logged records went, by pane (the long-running job with logs).
+    pub durable: Option<Arc<crate::durable::Durable>>,
 }
 
 impl Driver<'_> {
@@ -230,12 +232,16 @@ impl Driver<'_> {
         inp.last_seen = Instant::now();
         let mut rows = Vec::with_capacity(batch.records.len());
         let mut behind = 0;
+        let mut seen = Vec::new();
         for (k, mut r) in batch.records.into_iter().enumerate() {
             if inp.clock == Clock::Received {
                 r.use_received_time();
             }
             let ts = r.ts_ns();
             inp.max_ts = inp.max_ts.max(ts);
+            if let (Some(f), Some(_)) = (first, &self.durable) {
+                seen.push((pane_of(ts.max(0)), f + k as u64));
+            }
             if pane_of(ts.max(0)) < *cap.time() {
                 behind += 1;
             }
@@ -244,6 +250,9 @@ impl Driver<'_> {
                 record: r,
                 log_offset: first.map(|f| f + k as u64),
             });
+        }
+        if let Some(d) = &self.durable {
+            d.note(&inp.name, &seen);
         }
         self.ingested
             .events

@@ -3,16 +3,14 @@
 //! long-running job (run.rs) and the batch replay (replay.rs) differ only in
 //! the sources and outputs they hand over.
 
-use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use amoskys_sinks::parquet::commit::{CommitHook, Offsets};
-use amoskys_sources::wal::{RecordTx, Release, WalConfig, WithLog};
+use amoskys_sources::wal::{RecordTx, WithLog};
 use amoskys_sources::{Carries, Clock, Output, Source};
 use tokio::sync::{mpsc, watch};
 
+use crate::durable::Logs;
 use crate::error::PipelineError;
 use crate::graph::{GraphCounters, GraphSpec};
 use crate::ingest::{Driver, Ingested, Input, Rx};
@@ -21,50 +19,6 @@ use crate::outputs::{Outputs, Senders, Written};
 
 /// Batches a source may have waiting for the dataflow.
 const SOURCE_CHANNEL_BATCHES: usize = 64;
-
-/// The write-ahead logs of a run's live record sources.
-pub struct Logs {
-    /// One directory per source below it.
-    pub dir: PathBuf,
-    pub cfg: WalConfig,
-    /// The newest offset of each source in the `events` table's commits.
-    pub committed: Offsets,
-    /// Each source's handle on its log's committed segments, filled as the
-    /// logs open, read after every commit of the `events` table.
-    pub release: Arc<Mutex<HashMap<String, Release>>>,
-}
-
-impl Logs {
-    /// A source's log directory: its name, with anything but letters, digits,
-    /// `.`, `_` and `-` replaced.
-    pub fn source_dir(&self, name: &str) -> PathBuf {
-        let safe: String = name
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || "._-".contains(c) {
-                    c
-                } else {
-                    '_'
-                }
-            })
-            .collect();
-        self.dir.join(safe)
-    }
-
-    /// What the `events` table's commits call: deletes the segments whose
-    /// records are all committed.
-    pub fn hook(&self) -> CommitHook {
-        let release = self.release.clone();
-        CommitHook(Arc::new(move |offsets: &Offsets| {
-            let Ok(r) = release.lock() else { return };
-            for (name, off) in offsets {
-                if let Some(h) = r.get(name) {
-                    h.committed(*off);
-                }
-            }
-        }))
-    }
-}
 
 /// How the run is driven.
 pub struct Settings {
@@ -120,7 +74,7 @@ pub fn execute(
                             rt.handle(),
                             l.source_dir(&name),
                             &l.cfg,
-                            l.committed.get(&name).copied(),
+                            l.start_after(&name),
                             tx,
                         )?;
                         if opened.found.to_replay > 0 {
@@ -175,6 +129,7 @@ pub fn execute(
         .run(done),
     );
 
+    let durable = logs.map(|l| l.state.clone());
     let inputs = Arc::new(Mutex::new(Some(inputs)));
     let (ing, gc) = (ingested.clone(), graph.clone());
     let guards = timely::execute(timely::Config::process(workers), move |worker| {
@@ -196,6 +151,7 @@ pub fn execute(
                 windows: &gc.windows,
                 intel_every: settings.intel_every,
                 packets_sent: 0,
+                durable: durable.clone(),
             }
             .drive(worker, io),
             None => drop(io),

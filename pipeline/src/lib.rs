@@ -3,6 +3,7 @@
 
 pub mod bridge;
 pub mod config;
+pub mod durable;
 mod error;
 pub mod export;
 pub mod generate;

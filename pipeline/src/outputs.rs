@@ -14,8 +14,11 @@ use amoskys_sinks::parquet::{
     AlertTable, EventTable, FeatureTable, FlowTable, Recent, ScoreTable, SinkSummary, TableRows,
 };
 
-use crate::bridge::{SinkThread, Webhook, WebhookReport, spawn_live_table_sink, spawn_webhook};
+use crate::bridge::{
+    Progress, SinkThread, Webhook, WebhookReport, spawn_live_table_sink, spawn_webhook,
+};
 use crate::config::Config;
+use crate::durable::Logs;
 use crate::error::PipelineError;
 
 /// Names this run's files: start time (UTC, milliseconds) and process id.
@@ -65,9 +68,11 @@ pub struct OutputPlan<'a> {
     /// inputs, replaces the files of an earlier replay of the same inputs,
     /// and publishes its files only when it has finished.
     pub replay_id: Option<String>,
-    /// The `events` table commits its files with the log offsets of their
-    /// rows, and calls this after each commit (sources with write-ahead logs).
-    pub events_commit: Option<amoskys_sinks::parquet::commit::CommitHook>,
+    /// The sources' logs: the `events` table and the windowed tables commit
+    /// their files with the positions of the logs they hold.
+    pub logs: Option<&'a Logs>,
+    /// Workers of the dataflow (whose progress the windowed tables follow).
+    pub workers: usize,
 }
 
 /// A replay's hold on its output: `DIR/_replay-<id>.incomplete`, locked
@@ -190,6 +195,17 @@ pub struct Senders {
     /// Anomaly scores, when models are configured.
     pub scores: Option<SyncSender<Vec<ScoreRow>>>,
     pub webhook: Option<SyncSender<Vec<Alert>>>,
+    /// How far each windowed table's rows have reached its channel, when its
+    /// commits are cut at the windows' frontier.
+    pub progress: TableProgress,
+}
+
+/// The progress of the windowed tables' streams ([`crate::bridge::Progress`]).
+#[derive(Clone, Default)]
+pub struct TableProgress {
+    pub features: Option<Arc<Progress>>,
+    pub alerts: Option<Arc<Progress>>,
+    pub scores: Option<Arc<Progress>>,
 }
 
 /// The running sinks.
@@ -258,7 +274,7 @@ impl Outputs {
             true => {
                 let r = keep(&EventTable);
                 let mut es = settings.clone();
-                es.commit = plan.events_commit.clone();
+                es.commit = plan.logs.map(|l| l.spec("events", None));
                 let (tx, h) = spawn_live_table_sink(EventTable, es, r)?;
                 (Some(tx), Some(h))
             }
@@ -266,20 +282,46 @@ impl Outputs {
         };
         let r = keep(&FlowTable);
         let (flows_tx, flows) = spawn_live_table_sink(FlowTable, settings.clone(), r)?;
+        // With the sources' logs, each windowed table commits at a cut of the
+        // windows' frontier, which its stream's progress gives.
+        let mut progress = TableProgress::default();
+        let windowed = |table: &'static str, slot: &mut Option<Arc<Progress>>| {
+            let mut s = settings.clone();
+            if let Some(l) = plan.logs {
+                let p = Arc::new(Progress::new(plan.workers));
+                *slot = Some(p.clone());
+                s.commit = Some(l.spec(table, Some(Arc::new(move || p.frontier()))));
+            }
+            s
+        };
         let feature_table = FeatureTable::new(plan.defs.clone());
         let stats = feature_table.stats();
         let r = keep(&feature_table);
-        let (features_tx, features) = spawn_live_table_sink(feature_table, settings.clone(), r)?;
+        let fs = windowed("features", &mut progress.features);
+        let (features_tx, features) = spawn_live_table_sink(feature_table, fs, r)?;
         let (scores_tx, scores) = match plan.cfg.models.is_empty() {
             true => (None, None),
             false => {
                 let r = keep(&ScoreTable);
-                let (tx, h) = spawn_live_table_sink(ScoreTable, settings.clone(), r)?;
+                let ss = windowed("scores", &mut progress.scores);
+                let (tx, h) = spawn_live_table_sink(ScoreTable, ss, r)?;
                 (Some(tx), Some(h))
             }
         };
         let r = keep(&AlertTable);
-        let (alerts_tx, alerts) = spawn_live_table_sink(AlertTable, settings, r)?;
+        let als = windowed("alerts", &mut progress.alerts);
+        let (alerts_tx, alerts) = spawn_live_table_sink(AlertTable, als, r)?;
+        if let Some(l) = plan.logs {
+            let tables: Vec<&str> = [
+                Some("features"),
+                Some("alerts"),
+                progress.scores.as_ref().map(|_| "scores"),
+            ]
+            .into_iter()
+            .flatten()
+            .collect();
+            l.state.expect(&tables);
+        }
         let webhook = spawn_webhook(plan.cfg, &plan.dir)?;
         let senders = Senders {
             events: events_tx,
@@ -289,6 +331,7 @@ impl Outputs {
             alerts: alerts_tx,
             scores: scores_tx,
             webhook: webhook.as_ref().map(|w| w.tx.clone()),
+            progress,
         };
         Ok((
             Outputs {

@@ -219,7 +219,8 @@ pub fn replay(opts: ReplayOptions) -> Result<ReplayReport, PipelineError> {
         roll: false,
         recent: false,
         replay_id: Some(id),
-        events_commit: None,
+        logs: None,
+        workers,
     })?;
 
     let done = Arc::new(AtomicBool::new(false));

@@ -5,7 +5,6 @@
 //! close, the inputs are closed, and the dataflow and the sinks drain: every
 //! record a source accepted is written, in files with footers.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use amoskys_operators::features;
@@ -13,9 +12,10 @@ use serde::Serialize;
 use tokio::sync::watch;
 
 use crate::config::Config;
+use crate::durable::Logs;
 use crate::error::PipelineError;
 use crate::graph::{FeatureSet, GraphSpec};
-use crate::job::{Logs, Settings, execute};
+use crate::job::{Settings, execute};
 use crate::outputs::{JobLock, OutputPlan, Outputs};
 
 /// What a run did.
@@ -94,12 +94,12 @@ pub fn run_job(
     // completed; the sources' logs are read from where its commits end.
     let lock = JobLock::take(&out)?;
     let logs = match cfg.wal.enabled && records {
-        true => Some(Logs {
-            dir: cfg.wal.dir.clone().unwrap_or_else(|| out.join("_wal")),
-            cfg: cfg.wal.clone(),
-            committed: amoskys_sinks::parquet::commit::recover(&out, "events")?,
-            release: Arc::default(),
-        }),
+        true => Some(Logs::recover(
+            &out,
+            cfg.wal.dir.clone().unwrap_or_else(|| out.join("_wal")),
+            cfg.wal.clone(),
+            !cfg.models.is_empty(),
+        )?),
         false => None,
     };
     let stale = lock.clean(&out)?;
@@ -129,7 +129,8 @@ pub fn run_job(
         roll: true,
         recent: flight.is_some(),
         replay_id: None,
-        events_commit: logs.as_ref().map(Logs::hook),
+        logs: logs.as_ref(),
+        workers,
     })?;
     on_ready(&ready);
 

@@ -28,14 +28,42 @@ use crate::error::SinkError;
 /// The newest log offset in committed files, per source.
 pub type Offsets = BTreeMap<String, u64>;
 
-/// Called after each commit with the offsets committed (the pipeline deletes
-/// the log segments they cover).
-#[derive(Clone)]
-pub struct CommitHook(pub Arc<dyn Fn(&Offsets) + Send + Sync>);
+/// The position of a windowed table's commits: every row of a window `w` with
+/// `w + 2 <= cut` is in a committed file (window `w` covers panes `w` and
+/// `w + 1`; its rows leave the window operators at one of those panes, so once
+/// the sink's frontier has passed `w + 1` they have all arrived).
+pub const WINDOW_CUT: &str = "window_cut";
 
-impl std::fmt::Debug for CommitHook {
+/// The pane every row before which has reached a table's sink.
+pub type Frontier = Arc<dyn Fn() -> u64 + Send + Sync>;
+/// Positions to record with a commit at a window cut.
+pub type Extra = Arc<dyn Fn(u64) -> Offsets + Send + Sync>;
+/// Told a commit's positions.
+pub type After = Arc<dyn Fn(&Offsets) + Send + Sync>;
+
+/// How a table commits ([`super::ParquetSettings::commit`]).
+#[derive(Clone, Default)]
+pub struct CommitSpec {
+    /// What the table's commits said at the start: rows at or below these
+    /// positions are in committed files already and are dropped (rows of
+    /// records read again from the logs, windows computed again).
+    pub committed: Offsets,
+    /// For a windowed table: the frontier of the rows reaching the sink, as a
+    /// pane. Rows of windows not yet complete are held until they are.
+    pub frontier: Option<Frontier>,
+    /// Positions recorded with a commit at window cut `cut` (where the sources'
+    /// logs must be read from for the windows after it).
+    pub extra: Option<Extra>,
+    /// Told every commit's positions.
+    pub after: Option<After>,
+}
+
+impl std::fmt::Debug for CommitSpec {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("CommitHook")
+        f.debug_struct("CommitSpec")
+            .field("committed", &self.committed)
+            .field("windowed", &self.frontier.is_some())
+            .finish()
     }
 }
 

@@ -23,6 +23,11 @@ pub trait TableRows: Send + 'static {
     fn log_position(_row: &Self::Row) -> Option<(&str, u64)> {
         None
     }
+    /// The window a row belongs to (the pane index of its start), for tables
+    /// whose commits are cut at the windows' frontier.
+    fn window(_row: &Self::Row) -> Option<u64> {
+        None
+    }
 }
 
 /// The `alerts` table, partitioned by the start of the window that raised each.
@@ -42,6 +47,9 @@ impl TableRows for AlertTable {
     fn to_batch(&self, rows: &[Alert]) -> Result<RecordBatch, SchemaError> {
         alerts_to_batch(rows)
     }
+    fn window(row: &Alert) -> Option<u64> {
+        Some(row.window)
+    }
 }
 
 /// The `scores` table, partitioned by the start of each scored window.
@@ -60,6 +68,9 @@ impl TableRows for ScoreTable {
     }
     fn to_batch(&self, rows: &[ScoreRow]) -> Result<RecordBatch, SchemaError> {
         scores_to_batch(rows)
+    }
+    fn window(row: &ScoreRow) -> Option<u64> {
+        Some(row.window)
     }
 }
 
@@ -125,6 +136,9 @@ impl TableRows for FeatureTable {
             }
             Err(_) => features_to_batch(&self.schema, &self.defs, rows),
         }
+    }
+    fn window(row: &FeatureRow) -> Option<u64> {
+        Some(row.window)
     }
 }
 

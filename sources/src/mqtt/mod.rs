@@ -4,9 +4,12 @@
 //! persistent session by default: the broker queues QoS-1 messages while the
 //! pipeline is stopped or disconnected and delivers them when it is back. Each
 //! QoS-1 message is acknowledged only after its record is in the pipeline's
-//! channel, so a message is either in the pipeline or still at the broker. While
-//! the channel is full the client stops reading, and the broker holds the rest.
-//! Connection failures are retried with exponential backoff.
+//! channel — through the source's write-ahead log, synced, when the job keeps
+//! one — so a message is either in the pipeline (or its log) or still at the
+//! broker. A message the broker sends again (DUP) that the log already holds
+//! is acknowledged and not logged twice. While the channel is full the client
+//! stops reading, and the broker holds the rest. Connection failures are
+//! retried with exponential backoff.
 //!
 //! A topic pattern (`sensors/{device}/{metric}`) names the device a message is
 //! about and its metric; a JSON object payload gives one sample per numeric field
