@@ -6,8 +6,9 @@
 //! The moment between the log's sync and the PUBACK cannot be hit on purpose
 //! by killing a process, so the test holds the source there: the pipeline's
 //! channel has room for one batch and is not drained, the source logs the
-//! next batch and waits to hand it over, unacknowledged — then it is dropped,
-//! as a killed process would be, and a second source opens the same log.
+//! next batches and waits to hand them over, unacknowledged — then it is
+//! dropped, as a killed process would be, and a second source opens the same
+//! log.
 
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
@@ -142,8 +143,8 @@ async fn a_redelivered_message_already_in_the_log_is_not_logged_again() {
     let (_stop, stopped) = watch::channel(false);
     let src = cfg.start().expect("start");
     let source = tokio::spawn(src.run(log.tx, stopped));
-    wait_for("two records logged", || {
-        counters.appended.load(std::sync::atomic::Ordering::Relaxed) >= 2
+    wait_for("ten records logged", || {
+        counters.appended.load(std::sync::atomic::Ordering::Relaxed) >= 10
     })
     .await;
     // Stopped dead: the source, its log's hand-over and the pipeline's channel.
@@ -158,8 +159,8 @@ async fn a_redelivered_message_already_in_the_log_is_not_logged_again() {
     let (out, mut rx) = mpsc::channel::<Batch>(64);
     let log = wal::open(&rt, log_dir.path().to_path_buf(), &wal_cfg, None, out).expect("reopen");
     assert_eq!(
-        log.found.to_replay, 2,
-        "two records were logged before the stop"
+        log.found.to_replay, 10,
+        "ten records were logged before the stop"
     );
     tokio::spawn(log.committer);
     let src = cfg.start().expect("start");

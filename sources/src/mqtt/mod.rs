@@ -33,10 +33,11 @@ use serde::{Deserialize, Deserializer};
 use tokio::sync::watch;
 
 use crate::error::SourceError;
-use crate::wal::RecordTx;
+use crate::wal::{Handed, RecordTx};
 use config::Tls;
 pub use config::{BrokerUrl, MqttSourceConfig, MqttVersion};
 pub use payload::{MAX_SAMPLES, Payload, TopicMatch, TopicPattern, parse_payload};
+use std::collections::{HashMap, VecDeque};
 
 /// What an MQTT source has done; read by metrics and tests.
 #[derive(Debug, Default)]
@@ -95,12 +96,35 @@ enum Incoming<P> {
     Other,
 }
 
-/// Whether two records are of the same message (whenever each was received).
-fn same_message(a: &DeviceRecord, b: &DeviceRecord) -> bool {
-    a.topic == b.topic
-        && a.entity == b.entity
-        && a.payload_bytes == b.payload_bytes
-        && a.samples == b.samples
+/// What tells one message from another whenever it was received: topic,
+/// device, payload size and samples.
+fn fingerprint(d: &DeviceRecord) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = amoskys_schemas::stable_hasher();
+    d.topic.hash(&mut h);
+    d.entity.hash(&mut h);
+    d.payload_bytes.hash(&mut h);
+    for s in &d.samples {
+        s.metric.hash(&mut h);
+        s.instance.hash(&mut h);
+        s.value.map(f64::to_bits).hash(&mut h);
+        s.raw.map(f64::to_bits).hash(&mut h);
+    }
+    h.finish()
+}
+
+/// Batches handed to the log at once, waiting for their sync.
+const MAX_INFLIGHT: usize = 16;
+/// Messages logged in this run that are remembered in case the broker sends
+/// them again after a reconnection.
+const RECENT_LOGGED: usize = 4096;
+
+/// Waits for the oldest batch in flight (forever when there is none).
+async fn oldest<T>(inflight: &mut VecDeque<(Handed, T)>) -> Result<(), crate::wal::Closed> {
+    match inflight.front_mut() {
+        Some((h, _)) => h.done().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// The part of a rumqttc client and event loop this source uses, for 3.1.1 and 5.
@@ -349,24 +373,44 @@ impl MqttSource {
         let c = self.counters.clone();
         let mut batch: Vec<Record> = Vec::with_capacity(self.cfg.batch_size);
         let mut unacked: Vec<C::Token> = Vec::with_capacity(self.cfg.batch_size);
+        // Batches handed over and not yet acknowledged, oldest first.
+        let mut inflight: VecDeque<(Handed, Vec<C::Token>)> = VecDeque::new();
         let mut backoff = self.cfg.reconnect_min;
         let mut failing = false;
-        // The newest records of the log: a message the broker sends again
-        // (DUP) that is among them was logged, and its acknowledgement lost.
-        let mut logged: Vec<DeviceRecord> = tx
-            .take_logged_tail()
-            .into_iter()
-            .filter_map(|r| match r {
-                Record::Device(d) => Some(d),
-                Record::Syslog(_) => None,
-            })
-            .collect();
+        // Messages logged that the broker may send again (DUP): those of the
+        // log's tail from an earlier run, and this run's latest. One that comes
+        // again is acknowledged and not logged twice.
+        let mut logged: HashMap<u64, u32> = HashMap::new();
+        for r in tx.take_logged_tail() {
+            if let Record::Device(d) = r {
+                *logged.entry(fingerprint(&d)).or_default() += 1;
+            }
+        }
+        let mut recent: VecDeque<u64> = VecDeque::with_capacity(RECENT_LOGGED);
+        let ack_all = |conn: &C, tokens: Vec<C::Token>| {
+            for t in tokens {
+                if let Err(e) = conn.ack(&t) {
+                    tracing::debug!(source = %self.name, error = %e, "ack not sent");
+                }
+            }
+        };
         loop {
             if *stop.borrow() {
                 break;
             }
+            // Acknowledge what has reached the pipeline.
+            while let Some(done) = inflight.front_mut().and_then(|(h, _)| h.try_done()) {
+                done.map_err(|_| SourceError::Closed)?;
+                if let Some((_, tokens)) = inflight.pop_front() {
+                    ack_all(&conn, tokens);
+                }
+            }
             let ev = tokio::select! {
                 ev = conn.next() => ev,
+                r = oldest(&mut inflight) => {
+                    r.map_err(|_| SourceError::Closed)?;
+                    continue;
+                }
                 _ = stop.changed() => continue,
             };
             match ev {
@@ -396,12 +440,14 @@ impl MqttSource {
                     let rec = self.record(protocol, topic, &payload);
                     if dup {
                         c.redelivered.fetch_add(1, Ordering::Relaxed);
-                        if let Some(k) = logged.iter().position(|l| same_message(l, &rec)) {
-                            logged.swap_remove(k);
-                            c.already_logged.fetch_add(1, Ordering::Relaxed);
-                            if let Err(e) = conn.ack(&token) {
-                                tracing::debug!(source = %self.name, error = %e, "ack not sent");
+                        let f = fingerprint(&rec);
+                        if let Some(n) = logged.get_mut(&f) {
+                            *n -= 1;
+                            if *n == 0 {
+                                logged.remove(&f);
                             }
+                            c.already_logged.fetch_add(1, Ordering::Relaxed);
+                            ack_all(&conn, vec![token]);
                             continue;
                         }
                     }
@@ -420,8 +466,14 @@ impl MqttSource {
                     // Messages read but not acknowledged: with a persistent
                     // QoS-1 session the broker sends them again, so they are
                     // dropped here rather than written twice; otherwise they
-                    // are kept (they would be lost).
+                    // are kept (they would be lost). Those handed over already
+                    // (and those just acknowledged, whose acknowledgement may
+                    // not have left) will be recognised when they come again.
                     unacked.clear();
+                    inflight.clear();
+                    for f in recent.drain(..) {
+                        *logged.entry(f).or_default() += 1;
+                    }
                     if self.cfg.qos == 1 && !self.cfg.clean_session {
                         batch.clear();
                     }
@@ -434,9 +486,30 @@ impl MqttSource {
             }
             // Hand over what was read once nothing more is waiting, or the batch is full.
             if !batch.is_empty() && (batch.len() >= self.cfg.batch_size || !conn.buffered()) {
+                // At most MAX_INFLIGHT batches wait for their sync.
+                while inflight.len() >= MAX_INFLIGHT {
+                    tokio::select! {
+                        r = oldest(&mut inflight) => r.map_err(|_| SourceError::Closed)?,
+                        _ = stop.changed() => break,
+                    }
+                    if let Some((_, tokens)) = inflight.pop_front() {
+                        ack_all(&conn, tokens);
+                    }
+                }
                 let full = std::mem::replace(&mut batch, Vec::with_capacity(self.cfg.batch_size));
+                for r in &full {
+                    if let Record::Device(d) = r {
+                        if recent.len() == RECENT_LOGGED {
+                            recent.pop_front();
+                        }
+                        recent.push_back(fingerprint(d));
+                    }
+                }
                 tokio::select! {
-                    r = tx.send(full) => if r.is_err() { return Err(SourceError::Closed) },
+                    r = tx.hand(full) => match r {
+                        Ok(h) => inflight.push_back((h, std::mem::take(&mut unacked))),
+                        Err(_) => return Err(SourceError::Closed),
+                    },
                     _ = stop.changed() => {
                         // Stopping while the pipeline is full: the unacknowledged
                         // messages stay at the broker and come again next start.
@@ -444,20 +517,18 @@ impl MqttSource {
                         break;
                     }
                 }
-                for t in unacked.drain(..) {
-                    if let Err(e) = conn.ack(&t) {
-                        tracing::debug!(source = %self.name, error = %e, "ack not sent");
-                    }
-                }
             }
         }
         if !batch.is_empty() {
             // Stop asked with a batch read but not sent: the pipeline still takes
             // it, then the acknowledgements go out before disconnecting.
-            if tx.send(std::mem::take(&mut batch)).await.is_ok() {
-                for t in unacked.drain(..) {
-                    let _ = conn.ack(&t);
-                }
+            if let Ok(h) = tx.hand(std::mem::take(&mut batch)).await {
+                inflight.push_back((h, std::mem::take(&mut unacked)));
+            }
+        }
+        while let Some((mut h, tokens)) = inflight.pop_front() {
+            if h.done().await.is_ok() {
+                ack_all(&conn, tokens);
             }
         }
         conn.disconnect();

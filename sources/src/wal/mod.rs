@@ -223,6 +223,40 @@ impl From<mpsc::Sender<Vec<Record>>> for RecordTx {
     }
 }
 
+/// A batch appended to a log, on its way to the pipeline.
+#[derive(Debug)]
+pub struct Handed(Option<oneshot::Receiver<()>>);
+
+impl Handed {
+    /// Resolves once the batch is synced and in the pipeline's channel. May be
+    /// dropped half-way and called again.
+    pub async fn done(&mut self) -> Result<(), Closed> {
+        match &mut self.0 {
+            None => Ok(()),
+            Some(rx) => {
+                let r = rx.await.map_err(|_| Closed);
+                self.0 = None;
+                r
+            }
+        }
+    }
+
+    /// Whether it has resolved, without waiting.
+    pub fn try_done(&mut self) -> Option<Result<(), Closed>> {
+        match &mut self.0 {
+            None => Some(Ok(())),
+            Some(rx) => match rx.try_recv() {
+                Ok(()) => {
+                    self.0 = None;
+                    Some(Ok(()))
+                }
+                Err(oneshot::error::TryRecvError::Empty) => None,
+                Err(oneshot::error::TryRecvError::Closed) => Some(Err(Closed)),
+            },
+        }
+    }
+}
+
 /// The pipeline no longer takes batches.
 #[derive(Debug)]
 pub struct Closed;
@@ -250,13 +284,29 @@ impl RecordTx {
     /// as the log's `fsync` says) and in the pipeline's channel. Waits while
     /// the channel is full or the log refuses appends.
     pub async fn send(&self, records: Vec<Record>) -> Result<(), Closed> {
+        self.hand(records).await?.done().await
+    }
+
+    /// Appends `records` to the log and queues them for the sync and the
+    /// hand-over, returning as soon as they are appended: the [`Handed`]
+    /// resolves once they are synced and in the pipeline's channel. A source
+    /// that acknowledges (MQTT) reads on meanwhile and acknowledges each batch
+    /// when its `Handed` resolves, so one sync covers many of its batches.
+    /// Without a log, returns once the batch is in the channel.
+    pub async fn hand(&self, records: Vec<Record>) -> Result<Handed, Closed> {
         let l = match &self.0 {
-            Inner::Plain(tx) => return tx.send(records.into()).await.map_err(|_| Closed),
-            Inner::Bare(tx) => return tx.send(records).await.map_err(|_| Closed),
+            Inner::Plain(tx) => {
+                tx.send(records.into()).await.map_err(|_| Closed)?;
+                return Ok(Handed(None));
+            }
+            Inner::Bare(tx) => {
+                tx.send(records).await.map_err(|_| Closed)?;
+                return Ok(Handed(None));
+            }
             Inner::Logged(l) => l,
         };
         if records.is_empty() {
-            return Ok(());
+            return Ok(Handed(None));
         }
         let payloads = encode(&records);
         let (done_tx, done_rx) = oneshot::channel();
@@ -292,7 +342,7 @@ impl RecordTx {
                 }
             }
         }
-        done_rx.await.map_err(|_| Closed)
+        Ok(Handed(Some(done_rx)))
     }
 
     /// Hands `records` over if that can be done without waiting (UDP, which
