@@ -8,6 +8,7 @@ mod file;
 mod framing;
 mod listener;
 mod parse;
+mod udp;
 
 pub use amoskys_schemas::{AuthEvent, AuthKind, SyslogRecord};
 pub use auth::auth_event;

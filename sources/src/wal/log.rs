@@ -14,6 +14,9 @@
 //! record at the end of the newest segment is a torn write (the process or the
 //! machine stopped mid-append): it is cut off at start-up and counted, never a
 //! reason to refuse to start.
+//!
+//! (Over 600 lines: a third of it is the tests of damage and recovery, kept
+//! beside the format they check.)
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
