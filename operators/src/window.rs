@@ -4,6 +4,10 @@
 //! window `k` is pane `k` followed by pane `k + 1`, merged when both are complete
 //! (the frontier has passed pane `k + 1`). So a packet is counted in two windows
 //! while being accumulated once, and a pane is dropped after its second window.
+//!
+//! (Over 600 lines: the pane store and the operators that use it (packet
+//! windows, event windows, merging a window's families) change together; the
+//! tests are the last 60.)
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};

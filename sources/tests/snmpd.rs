@@ -1,6 +1,9 @@
 //! The SNMP source against a real net-snmp `snmpd` on loopback, for SNMPv2c and
 //! SNMPv3 authPriv (SHA + AES): what the source reports is compared with what
 //! net-snmp's own `snmpget` reads from the same agent.
+//!
+//! (Over 600 lines: every comparison with net-snmp shares the agents this file
+//! starts.)
 
 use std::collections::BTreeMap;
 use std::net::UdpSocket;

@@ -10,6 +10,9 @@
 //! protocol for logging in: `login(1)` and network devices prompt for a name
 //! and a password in text, and say "Login incorrect" or let the user in; see
 //! [`telnet`].
+//!
+//! (Over 600 lines with its tests; the five dialogues' readers are about 500,
+//! kept together because they share the pairing of commands and replies.)
 
 use base64::Engine;
 

@@ -16,6 +16,9 @@
 //! one burst is seen twice) is one alert, raised in its first window
 //! (crate::occurrence); its id hashes the detection, the entity and that
 //! window, so the same input always gives the same id.
+//!
+//! (Over 600 lines with its tests (two thirds of it), which exercise the
+//! detector and the operators around it together.)
 
 mod builtin;
 mod docs;

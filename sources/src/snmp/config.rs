@@ -1,5 +1,7 @@
 //! `[[sources.snmp]]`: which agents to poll, how often, and with which
 //! credentials.
+//!
+//! (Over 600 lines with its tests; the configuration itself is about 450.)
 
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
