@@ -177,13 +177,17 @@ pub struct Webhook {
 pub fn spawn_webhook(
     cfg: &crate::config::Config,
     root: &std::path::Path,
+    committed_cut: Option<u64>,
+    progress: Option<amoskys_sinks::webhook::SpoolProgress>,
 ) -> Result<Option<Webhook>, PipelineError> {
     let Some(w) = &cfg.sinks.webhook else {
         return Ok(None);
     };
-    let settings = w
+    let mut settings = w
         .settings(root)
         .map_err(|reason| PipelineError::Sink(SinkError::Webhook(reason)))?;
+    settings.committed_cut = committed_cut;
+    settings.progress = progress;
     let (tx, rx) = sync_channel(SINK_CHANNEL_BATCHES);
     let counters = Arc::new(amoskys_sinks::webhook::WebhookCounters::default());
     let c = counters.clone();

@@ -36,6 +36,16 @@ fn replay_key(source: &str) -> String {
     format!("replay/{source}")
 }
 
+/// Completes the commits a stopped run left pending in every table, whether
+/// or not this run keeps logs: the files a pending commit lists are finished
+/// and are put in place, never removed as unfinished.
+pub fn complete_commits(out: &Path) -> Result<(), PipelineError> {
+    for t in std::iter::once("events").chain(WINDOWED) {
+        commit::recover(out, t)?;
+    }
+    Ok(())
+}
+
 /// Where each source's records are, relative to the windows.
 #[derive(Default)]
 pub struct Durable {
@@ -49,6 +59,17 @@ pub struct Durable {
     /// The windowed tables of this run: until each has committed once, every
     /// record may be needed.
     expect: Mutex<Vec<String>>,
+}
+
+impl Durable {
+    /// A source's log is open and hands over records from `first` on: every
+    /// windowed commit names it from now on.
+    pub fn register(&self, source: &str, first: u64) {
+        if let Ok(mut n) = self.next.lock() {
+            let e = n.entry(source.to_string()).or_insert(first);
+            *e = (*e).max(first);
+        }
+    }
 }
 
 impl Durable {
@@ -127,7 +148,12 @@ impl Durable {
         let key = replay_key(source);
         let needed = self.needed.lock().ok()?;
         let expect = self.expect.lock().ok()?;
-        if expect.iter().any(|t| !needed.contains_key(t)) {
+        // A table not committed yet, or whose commit does not name the
+        // source, may need all of it.
+        if expect
+            .iter()
+            .any(|t| needed.get(t).is_none_or(|p| !p.contains_key(&key)))
+        {
             return Some(0);
         }
         needed.values().filter_map(|p| p.get(&key).copied()).min()
@@ -165,13 +191,15 @@ impl Logs {
         let mut windowed = HashMap::new();
         let state = Arc::new(Durable::default());
         let mut never = false;
-        for t in WINDOWED {
+        // A table this run does not write (`scores` without models) neither
+        // holds the logs back nor drops rows.
+        for t in WINDOWED.into_iter().filter(|t| *t != "scores" || scores) {
             let p = commit::recover(out, t)?;
-            if !p.is_empty() {
+            if p.is_empty() {
+                never = true;
+            } else {
                 state.committed(t, &p);
                 windowed.insert(t.to_string(), p);
-            } else if t != "scores" || scores {
-                never = true;
             }
         }
         Ok(Logs {
@@ -208,17 +236,16 @@ impl Logs {
         if self.never_committed {
             return None;
         }
-        let events = self.events.get(source).copied();
-        let needed = self
-            .windowed
-            .values()
-            .filter_map(|p| p.get(&replay_key(source)).copied())
-            .min();
-        match (events, needed) {
-            (Some(e), Some(n)) => n.checked_sub(1).map(|n| n.min(e)),
-            (Some(e), None) => Some(e),
-            // Not in `events`: nothing of it committed.
-            (None, _) => None,
+        let events = self.events.get(source).copied()?;
+        // A windowed table whose commit does not name the source needs all
+        // of its log.
+        let mut needed = u64::MAX;
+        for p in self.windowed.values() {
+            needed = needed.min(*p.get(&replay_key(source))?);
+        }
+        match needed {
+            u64::MAX => Some(events),
+            n => n.checked_sub(1).map(|n| n.min(events)),
         }
     }
 

@@ -301,7 +301,13 @@ pub fn build(
                     }
                 }
                 if let Some(tx) = &out.webhook {
-                    channel_sink(alerts.clone(), "AlertsToWebhook", tx.clone(), None, None);
+                    channel_sink(
+                        alerts.clone(),
+                        "AlertsToWebhook",
+                        tx.clone(),
+                        None,
+                        out.progress.webhook.clone(),
+                    );
                 }
                 channel_sink(
                     alerts,

@@ -26,6 +26,9 @@ use tokio::sync::mpsc;
 
 use crate::graph::{Inputs, PacketInput};
 
+/// How far past the watermark a logged record's pane is noted (10 minutes).
+const FUTURE_PANES: u64 = 20;
+
 /// Counters of what went in, shared between worker 0 and the metrics.
 #[derive(Default)]
 pub struct Ingested {
@@ -240,7 +243,11 @@ impl Driver<'_> {
             let ts = r.ts_ns();
             inp.max_ts = inp.max_ts.max(ts);
             if let (Some(f), Some(_)) = (first, &self.durable) {
-                seen.push((pane_of(ts.max(0)), f + k as u64));
+                // A record timed far ahead (a clock hours fast) is noted no
+                // further than FUTURE_PANES past the watermark, so that it
+                // does not hold its log for hours.
+                let pane = pane_of(ts.max(0)).min(cap.time().saturating_add(FUTURE_PANES));
+                seen.push((pane, f + k as u64));
             }
             if pane_of(ts.max(0)) < *cap.time() {
                 behind += 1;

@@ -57,6 +57,7 @@ pub fn execute(
     let mut inputs = Vec::new();
     let mut published = Vec::new();
     let mut running = Vec::new();
+    let mut log_dirs = std::collections::HashMap::new();
     for src in sources {
         let (name, kind, clock, mut counters) = (
             src.name().to_string(),
@@ -70,11 +71,21 @@ pub fn execute(
                 let depth = Depth::Records(tx.downgrade());
                 let tx = match logs {
                     Some(l) if clock != Clock::Recorded => {
-                        let opened = amoskys_sources::wal::open(
+                        let dir = l.source_dir(&name);
+                        if let Some(other) = log_dirs.insert(dir.clone(), name.clone()) {
+                            return Err(PipelineError::Source(
+                                amoskys_sources::SourceError::Config(format!(
+                                    "sources {other:?} and {name:?} would share the write-ahead log {}: rename one",
+                                    dir.display()
+                                )),
+                            ));
+                        }
+                        let opened = amoskys_sources::wal::open_after(
                             rt.handle(),
-                            l.source_dir(&name),
+                            dir,
                             &l.cfg,
                             l.start_after(&name),
+                            l.events.get(&name).copied(),
                             tx,
                         )?;
                         if opened.found.to_replay > 0 {
@@ -87,6 +98,8 @@ pub fn execute(
                         if let Ok(mut r) = l.release.lock() {
                             r.insert(name.clone(), opened.release);
                         }
+                        l.state
+                            .register(&name, l.start_after(&name).map_or(0, |s| s + 1));
                         counters = Arc::new(WithLog {
                             source: counters,
                             log: opened.counters,

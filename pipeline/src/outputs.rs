@@ -206,6 +206,8 @@ pub struct TableProgress {
     pub features: Option<Arc<Progress>>,
     pub alerts: Option<Arc<Progress>>,
     pub scores: Option<Arc<Progress>>,
+    /// The alerts at the webhook's channel.
+    pub webhook: Option<Arc<Progress>>,
 }
 
 /// The running sinks.
@@ -285,12 +287,37 @@ impl Outputs {
         // With the sources' logs, each windowed table commits at a cut of the
         // windows' frontier, which its stream's progress gives.
         let mut progress = TableProgress::default();
+        // The webhook's spooling is part of the alerts' commits: the `alerts`
+        // table's cut never passes what the webhook has spooled, so the
+        // alerts a restart does not send again were sent.
+        let spool = match (plan.logs, &plan.cfg.sinks.webhook) {
+            (Some(_), Some(_)) => {
+                let p = Arc::new(Progress::new(plan.workers));
+                progress.webhook = Some(p.clone());
+                Some(amoskys_sinks::webhook::SpoolProgress {
+                    frontier: Arc::new(move || p.frontier()),
+                    spooled: Arc::default(),
+                })
+            }
+            _ => None,
+        };
         let windowed = |table: &'static str, slot: &mut Option<Arc<Progress>>| {
             let mut s = settings.clone();
             if let Some(l) = plan.logs {
                 let p = Arc::new(Progress::new(plan.workers));
                 *slot = Some(p.clone());
-                s.commit = Some(l.spec(table, Some(Arc::new(move || p.frontier()))));
+                let spooled = spool
+                    .as_ref()
+                    .filter(|_| table == "alerts")
+                    .map(|sp| sp.spooled.clone());
+                let frontier: amoskys_sinks::parquet::commit::Frontier = match spooled {
+                    Some(sp) => Arc::new(move || {
+                        p.frontier()
+                            .min(sp.load(std::sync::atomic::Ordering::Acquire))
+                    }),
+                    None => Arc::new(move || p.frontier()),
+                };
+                s.commit = Some(l.spec(table, Some(frontier)));
             }
             s
         };
@@ -322,7 +349,13 @@ impl Outputs {
             .collect();
             l.state.expect(&tables);
         }
-        let webhook = spawn_webhook(plan.cfg, &plan.dir)?;
+        // Alerts of windows the `alerts` table committed were spooled: those
+        // a restart raises again, for context, are not sent again.
+        let cut = plan
+            .logs
+            .and_then(|l| l.windowed.get("alerts"))
+            .and_then(|p| p.get(amoskys_sinks::parquet::commit::WINDOW_CUT).copied());
+        let webhook = spawn_webhook(plan.cfg, &plan.dir, cut, spool)?;
         let senders = Senders {
             events: events_tx,
             events_delivered: Arc::default(),

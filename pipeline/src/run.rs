@@ -93,6 +93,7 @@ pub fn run_job(
     // removed, after the `events` table's interrupted commit (if any) is
     // completed; the sources' logs are read from where its commits end.
     let lock = JobLock::take(&out)?;
+    crate::durable::complete_commits(&out)?;
     let logs = match cfg.wal.enabled && records {
         true => Some(Logs::recover(
             &out,

@@ -157,6 +157,13 @@ pub fn commit(
     if files.is_empty() && s.committed == *offsets {
         return Ok(());
     }
+    // The finished files' directory entries reach the disk before a record
+    // that names them.
+    let mut dirs: Vec<&Path> = files.iter().filter_map(|(t, _)| t.parent()).collect();
+    dirs.dedup();
+    for d in dirs {
+        super::writer::sync_dir(Some(d));
+    }
     s.pending = Some(Pending {
         offsets: offsets.clone(),
         files: files.to_vec(),

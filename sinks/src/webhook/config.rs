@@ -117,6 +117,8 @@ impl WebhookConfig {
             ca_pem,
             client_identity_pem,
             drain: self.drain.0,
+            committed_cut: None,
+            progress: None,
         })
     }
 }

@@ -56,6 +56,31 @@ pub struct WebhookSettings {
     /// How long to keep trying after the pipeline stops; what is left stays
     /// spooled for the next start.
     pub drain: Duration,
+    /// Alerts of windows before this cut (window `w` with `w + 2 <= cut`) are
+    /// in the `alerts` table's commits already: raised again by a restart
+    /// that computes those windows for their context, they are not sent.
+    pub committed_cut: Option<u64>,
+    /// The alerts stream's frontier at the webhook's channel (every alert
+    /// raised before it is in the channel) and where the webhook publishes the
+    /// frontier it has spooled through: the `alerts` table commits a window
+    /// cut only once the webhook has spooled the alerts before it, so that
+    /// the alerts a restart does not send again were spooled.
+    pub progress: Option<SpoolProgress>,
+}
+
+/// [`WebhookSettings::progress`].
+#[derive(Clone)]
+pub struct SpoolProgress {
+    pub frontier: crate::parquet::commit::Frontier,
+    pub spooled: Arc<AtomicU64>,
+}
+
+impl std::fmt::Debug for SpoolProgress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SpoolProgress")
+            .field("spooled", &self.spooled)
+            .finish()
+    }
 }
 
 /// What the webhook did.
@@ -87,6 +112,8 @@ struct Spool {
     acked: u64,
     /// Ids of the alerts spooled most recently, oldest first (`spooled-ids`).
     seen: Seen,
+    /// [`WebhookSettings::committed_cut`].
+    committed_cut: Option<u64>,
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> SinkError {
@@ -152,6 +179,7 @@ impl Spool {
             pending,
             acked,
             seen,
+            committed_cut: None,
         };
         if offset < len {
             // Terminate the torn line so appended alerts start clean.
@@ -172,7 +200,10 @@ impl Spool {
         let mut lines = Vec::new();
         let mut ids = Vec::new();
         for a in alerts {
-            if self.seen.ids.contains(&a.id) || ids.contains(&a.id) {
+            if self.seen.ids.contains(&a.id)
+                || ids.contains(&a.id)
+                || self.committed_cut.is_some_and(|c| a.window + 2 <= c)
+            {
                 continue;
             }
             ids.push(a.id.clone());
@@ -325,6 +356,7 @@ pub fn run_webhook(
     counters: Arc<WebhookCounters>,
 ) -> Result<(), SinkError> {
     let mut spool = Spool::open(&s.spool_dir)?;
+    spool.committed_cut = s.committed_cut;
     let http = client(&s)?;
     let mut backoff = s.backoff_initial;
     let mut next_try = Instant::now();
@@ -339,6 +371,8 @@ pub fn run_webhook(
             next_try.saturating_duration_since(Instant::now())
         };
         if open {
+            // The frontier first, then every batch sent before it moved.
+            let frontier = s.progress.as_ref().map(|p| (p.frontier)());
             match rx.recv_timeout(wait) {
                 Ok(batch) => {
                     for b in std::iter::once(batch).chain(std::iter::from_fn(|| rx.try_recv().ok()))
@@ -352,9 +386,15 @@ pub fn run_webhook(
                 }
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => {
+                    if let Some(p) = &s.progress {
+                        p.spooled.store(u64::MAX, Ordering::Release);
+                    }
                     open = false;
                     drain_until = Some(Instant::now() + s.drain);
                 }
+            }
+            if let (Some(f), Some(p), true) = (frontier, &s.progress, open) {
+                p.spooled.fetch_max(f, Ordering::Release);
             }
         } else {
             std::thread::sleep(wait.min(Duration::from_millis(200)));

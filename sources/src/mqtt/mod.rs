@@ -104,9 +104,55 @@ fn fingerprint(d: &DeviceRecord) -> u64 {
 
 /// Batches handed to the log at once, waiting for their sync.
 const MAX_INFLIGHT: usize = 16;
-/// Messages logged in this run that are remembered in case the broker sends
-/// them again after a reconnection.
-const RECENT_LOGGED: usize = 4096;
+/// Candidates for a message sent again, at most.
+const MAX_CANDIDATES: usize = 4096;
+
+/// A batch handed over: its PUBACKs to send, and its messages' fingerprints.
+struct Sent<T> {
+    tokens: Vec<T>,
+    fingerprints: Vec<u64>,
+}
+
+/// Fingerprints of messages logged but maybe not acknowledged, oldest first,
+/// at most [`MAX_CANDIDATES`] (the oldest go first).
+#[derive(Default)]
+struct Candidates {
+    counts: HashMap<u64, u32>,
+    order: VecDeque<u64>,
+}
+
+impl Candidates {
+    fn add(&mut self, f: u64) {
+        *self.counts.entry(f).or_default() += 1;
+        self.order.push_back(f);
+        while self.order.len() > MAX_CANDIDATES {
+            if let Some(old) = self.order.pop_front() {
+                self.forget(old);
+            }
+        }
+    }
+
+    fn forget(&mut self, f: u64) {
+        if let Some(n) = self.counts.get_mut(&f) {
+            *n -= 1;
+            if *n == 0 {
+                self.counts.remove(&f);
+            }
+        }
+    }
+
+    /// Whether `f` is a candidate; it is one no more.
+    fn take(&mut self, f: u64) -> bool {
+        if !self.counts.contains_key(&f) {
+            return false;
+        }
+        self.forget(f);
+        if let Some(k) = self.order.iter().position(|o| *o == f) {
+            self.order.remove(k);
+        }
+        true
+    }
+}
 
 /// Waits for the oldest batch in flight (forever when there is none).
 async fn oldest<T>(inflight: &mut VecDeque<(Handed, T)>) -> Result<(), crate::wal::Closed> {
@@ -216,19 +262,22 @@ impl MqttSource {
         let mut batch: Vec<Record> = Vec::with_capacity(self.cfg.batch_size);
         let mut unacked: Vec<C::Token> = Vec::with_capacity(self.cfg.batch_size);
         // Batches handed over and not yet acknowledged, oldest first.
-        let mut inflight: VecDeque<(Handed, Vec<C::Token>)> = VecDeque::new();
+        let mut inflight: VecDeque<(Handed, Sent<C::Token>)> = VecDeque::new();
         let mut backoff = self.cfg.reconnect_min;
         let mut failing = false;
-        // Messages logged that the broker may send again (DUP): those of the
-        // log's tail from an earlier run, and this run's latest. One that comes
-        // again is acknowledged and not logged twice.
-        let mut logged: HashMap<u64, u32> = HashMap::new();
+        // Messages logged that the broker may send again (DUP): those the
+        // previous run logged after its last noted acknowledgement, and, after
+        // a reconnection, those of this run not known to be acknowledged. One
+        // that comes again is acknowledged and not logged twice.
+        let mut logged = Candidates::default();
         for r in tx.take_logged_tail() {
             if let Record::Device(d) = r {
-                *logged.entry(fingerprint(&d)).or_default() += 1;
+                logged.add(fingerprint(&d));
             }
         }
-        let mut recent: VecDeque<u64> = VecDeque::with_capacity(RECENT_LOGGED);
+        // The fingerprints of the batches acknowledged last (their PUBACKs may
+        // not have left when a connection drops).
+        let mut just_acked: VecDeque<Vec<u64>> = VecDeque::new();
         let ack_all = |conn: &C, tokens: Vec<C::Token>| {
             for t in tokens {
                 if let Err(e) = conn.ack(&t) {
@@ -243,8 +292,13 @@ impl MqttSource {
             // Acknowledge what has reached the pipeline.
             while let Some(done) = inflight.front_mut().and_then(|(h, _)| h.try_done()) {
                 done.map_err(|_| SourceError::Closed)?;
-                if let Some((_, tokens)) = inflight.pop_front() {
-                    ack_all(&conn, tokens);
+                if let Some((h, sent)) = inflight.pop_front() {
+                    ack_all(&conn, sent.tokens);
+                    tx.acknowledged(&h);
+                    just_acked.push_back(sent.fingerprints);
+                    if just_acked.len() > 2 {
+                        just_acked.pop_front();
+                    }
                 }
             }
             let ev = tokio::select! {
@@ -282,12 +336,7 @@ impl MqttSource {
                     let rec = self.record(protocol, topic, &payload);
                     if dup {
                         c.redelivered.fetch_add(1, Ordering::Relaxed);
-                        let f = fingerprint(&rec);
-                        if let Some(n) = logged.get_mut(&f) {
-                            *n -= 1;
-                            if *n == 0 {
-                                logged.remove(&f);
-                            }
+                        if logged.take(fingerprint(&rec)) {
                             c.already_logged.fetch_add(1, Ordering::Relaxed);
                             ack_all(&conn, vec![token]);
                             continue;
@@ -312,9 +361,19 @@ impl MqttSource {
                     // (and those just acknowledged, whose acknowledgement may
                     // not have left) will be recognised when they come again.
                     unacked.clear();
-                    inflight.clear();
-                    for f in recent.drain(..) {
-                        *logged.entry(f).or_default() += 1;
+                    for f in just_acked.drain(..).flatten() {
+                        logged.add(f);
+                    }
+                    // Those handed over are candidates once they are in the
+                    // log for good (a DUP that matches is acknowledged).
+                    while let Some((mut h, sent)) = inflight.pop_front() {
+                        tokio::select! {
+                            r = h.done() => r.map_err(|_| SourceError::Closed)?,
+                            _ = stop.changed() => break,
+                        }
+                        for f in sent.fingerprints {
+                            logged.add(f);
+                        }
                     }
                     if self.cfg.qos == 1 && !self.cfg.clean_session {
                         batch.clear();
@@ -334,22 +393,25 @@ impl MqttSource {
                         r = oldest(&mut inflight) => r.map_err(|_| SourceError::Closed)?,
                         _ = stop.changed() => break,
                     }
-                    if let Some((_, tokens)) = inflight.pop_front() {
-                        ack_all(&conn, tokens);
+                    if let Some((h, sent)) = inflight.pop_front() {
+                        ack_all(&conn, sent.tokens);
+                        tx.acknowledged(&h);
                     }
                 }
                 let full = std::mem::replace(&mut batch, Vec::with_capacity(self.cfg.batch_size));
-                for r in &full {
-                    if let Record::Device(d) = r {
-                        if recent.len() == RECENT_LOGGED {
-                            recent.pop_front();
-                        }
-                        recent.push_back(fingerprint(d));
-                    }
-                }
+                let fingerprints = full
+                    .iter()
+                    .filter_map(|r| match r {
+                        Record::Device(d) => Some(fingerprint(d)),
+                        Record::Syslog(_) => None,
+                    })
+                    .collect();
                 tokio::select! {
                     r = tx.hand(full) => match r {
-                        Ok(h) => inflight.push_back((h, std::mem::take(&mut unacked))),
+                        Ok(h) => inflight.push_back((h, Sent {
+                            tokens: std::mem::take(&mut unacked),
+                            fingerprints,
+                        })),
                         Err(_) => return Err(SourceError::Closed),
                     },
                     _ = stop.changed() => {
@@ -365,12 +427,19 @@ impl MqttSource {
             // Stop asked with a batch read but not sent: the pipeline still takes
             // it, then the acknowledgements go out before disconnecting.
             if let Ok(h) = tx.hand(std::mem::take(&mut batch)).await {
-                inflight.push_back((h, std::mem::take(&mut unacked)));
+                inflight.push_back((
+                    h,
+                    Sent {
+                        tokens: std::mem::take(&mut unacked),
+                        fingerprints: Vec::new(),
+                    },
+                ));
             }
         }
-        while let Some((mut h, tokens)) = inflight.pop_front() {
+        while let Some((mut h, sent)) = inflight.pop_front() {
             if h.done().await.is_ok() {
-                ack_all(&conn, tokens);
+                ack_all(&conn, sent.tokens);
+                tx.acknowledged(&h);
             }
         }
         conn.disconnect();

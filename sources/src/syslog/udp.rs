@@ -110,7 +110,7 @@ pub(super) async fn serve_udp(
             continue;
         }
         let n = batch.len() as u64;
-        match out.try_send(batch) {
+        match out.offer(batch).await {
             Ok(()) => {}
             Err(TrySend::Full(_)) => {
                 counters.dropped.fetch_add(n, Ordering::Relaxed);

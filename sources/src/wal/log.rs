@@ -204,6 +204,12 @@ pub enum Refused {
         bytes: u64,
         max: u64,
     },
+    /// The batch alone (or one of its records, past 64 MiB) is larger than
+    /// the log may hold.
+    TooLarge {
+        bytes: u64,
+        max: u64,
+    },
     Io(io::Error),
 }
 
@@ -213,6 +219,10 @@ impl std::fmt::Display for Refused {
             Refused::Full { bytes, max } => write!(
                 f,
                 "the write-ahead log holds {bytes} bytes, its limit is {max} (wal.max_bytes): waiting for output to be committed"
+            ),
+            Refused::TooLarge { bytes, max } => write!(
+                f,
+                "a batch of {bytes} bytes is larger than the write-ahead log's limit of {max} (wal.max_bytes)"
             ),
             Refused::Io(e) => write!(f, "cannot append to the write-ahead log: {e}"),
         }
@@ -227,6 +237,18 @@ impl Writer {
         dir: &Path,
         opts: LogOptions,
         committed: Option<u64>,
+    ) -> io::Result<(Writer, Opened)> {
+        Self::open_after(dir, opts, committed, None)
+    }
+
+    /// [`Writer::open`], with offsets up to `used` taken already (committed
+    /// output holds them, whatever the log still has): new records never
+    /// reuse them.
+    pub fn open_after(
+        dir: &Path,
+        opts: LogOptions,
+        committed: Option<u64>,
+        used: Option<u64>,
     ) -> io::Result<(Writer, Opened)> {
         fs::create_dir_all(dir)?;
         let mut found = Opened::default();
@@ -272,12 +294,14 @@ impl Writer {
         }
         let next = last
             .map_or(0, |l| l + 1)
-            .max(committed.map_or(0, |c| c + 1));
+            .max(committed.map_or(0, |c| c + 1))
+            .max(used.map_or(0, |u| u + 1));
         let mut closed: Vec<Segment> = segs.into_iter().map(|(s, _, _)| s).collect();
         let (file, current) = match closed.pop() {
             // Appending to the newest segment continues its offsets only if it
-            // ends where the log does.
-            Some(seg) if last.map_or(seg.first, |l| l + 1) == next => {
+            // ends where the log does (or it holds no record and is named
+            // after the next offset: the same file).
+            Some(seg) if last.map_or(seg.first, |l| l + 1) == next || seg.first == next => {
                 let f = OpenOptions::new().append(true).open(&seg.path)?;
                 (f, seg)
             }
@@ -337,12 +361,18 @@ impl Writer {
         let first = self.next;
         for (k, p) in payloads.iter().enumerate() {
             if p.as_ref().len() > MAX_RECORD {
-                return Err(Refused::Io(io::Error::new(
-                    io::ErrorKind::InvalidInput,
-                    "a record larger than 64 MiB",
-                )));
+                return Err(Refused::TooLarge {
+                    bytes: p.as_ref().len() as u64,
+                    max: MAX_RECORD as u64,
+                });
             }
             frame(&mut self.buf, first + k as u64, p.as_ref());
+        }
+        if self.buf.len() as u64 > self.opts.max_bytes {
+            return Err(Refused::TooLarge {
+                bytes: self.buf.len() as u64,
+                max: self.opts.max_bytes,
+            });
         }
         let total = self.bytes() + self.buf.len() as u64;
         if total > self.opts.max_bytes {

@@ -237,11 +237,25 @@ pub fn open(
     committed: Option<u64>,
     out: mpsc::Sender<Batch>,
 ) -> Result<OpenedLog, SourceError> {
+    open_after(rt, dir, cfg, committed, None, out)
+}
+
+/// [`open`], with the source's offsets up to `used` taken already by
+/// committed output: the log never gives them out again, even if its files
+/// were lost or moved.
+pub fn open_after(
+    rt: &tokio::runtime::Handle,
+    dir: PathBuf,
+    cfg: &WalConfig,
+    committed: Option<u64>,
+    used: Option<u64>,
+    out: mpsc::Sender<Batch>,
+) -> Result<OpenedLog, SourceError> {
     let opts = log::LogOptions {
         segment_bytes: cfg.segment_bytes,
         max_bytes: cfg.max_bytes,
     };
-    let (writer, found) = log::Writer::open(&dir, opts, committed).map_err(|e| {
+    let (writer, found) = log::Writer::open_after(&dir, opts, committed, used).map_err(|e| {
         SourceError::Failed(format!(
             "cannot open the write-ahead log in {}: {e}",
             dir.display()
@@ -272,16 +286,21 @@ pub fn open(
         counters: counters.clone(),
     };
     let upto = writer.next_offset();
+    // The records after the last acknowledgement the previous run noted.
+    let acked = read_acked(&dir);
     let tail = log::read_last(&dir, LOGGED_TAIL)
         .unwrap_or_default()
         .into_iter()
+        .filter(|(o, _)| *o >= acked)
         .filter_map(|(_, p)| bincode::deserialize::<Record>(&p).ok())
         .collect();
+    let acked = Arc::new(AtomicU64::new(acked));
     let (ptx, prx) = mpsc::channel(PENDING_BATCHES);
     let logged = Arc::new(Logged {
         rt: rt.clone(),
         writer: tokio::sync::Mutex::new(writer),
         tail: std::sync::Mutex::new(tail),
+        acked: acked.clone(),
         pending: ptx,
         counters: counters.clone(),
     });
@@ -293,6 +312,7 @@ pub fn open(
         out,
         cfg.fsync,
         counters.clone(),
+        acked,
     ));
     Ok(OpenedLog {
         tx: RecordTx(Inner::Logged(logged)),
@@ -303,8 +323,27 @@ pub fn open(
     })
 }
 
+/// The acknowledgement note's file in a log's directory.
+const ACKED_FILE: &str = "acked";
+
+/// One past the newest offset the previous run noted as acknowledged (0: none).
+fn read_acked(dir: &std::path::Path) -> u64 {
+    std::fs::read_to_string(dir.join(ACKED_FILE))
+        .ok()
+        .and_then(|t| t.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+fn write_acked(dir: &std::path::Path, a: u64) {
+    let tmp = dir.join(format!(".{ACKED_FILE}.tmp"));
+    if std::fs::write(&tmp, format!("{a}\n")).is_ok() {
+        let _ = std::fs::rename(&tmp, dir.join(ACKED_FILE));
+    }
+}
+
 /// Replays the records after `committed` (up to `upto`, where this run's
 /// appends begin), then syncs and hands over appended batches in order.
+#[allow(clippy::too_many_arguments)]
 async fn hand_over(
     dir: PathBuf,
     committed: Option<u64>,
@@ -313,11 +352,20 @@ async fn hand_over(
     out: mpsc::Sender<Batch>,
     fsync: Fsync,
     counters: Arc<WalCounters>,
+    acked: Arc<AtomicU64>,
 ) {
+    let mut acked_written = acked.load(Ordering::Relaxed);
     if !replay(&dir, committed, upto, &out, &counters).await {
         return;
     }
     while let Some(p) = pending.recv().await {
+        // What the source acknowledged since the last group, noted for the
+        // next start (not synced: an older note only widens what is compared).
+        let a = acked.load(Ordering::Relaxed);
+        if a != acked_written {
+            write_acked(&dir, a);
+            acked_written = a;
+        }
         let mut group = vec![p];
         while group.len() < PENDING_BATCHES {
             match pending.try_recv() {
@@ -360,6 +408,10 @@ async fn hand_over(
                 let _ = d.send(());
             }
         }
+    }
+    let a = acked.load(Ordering::Relaxed);
+    if a != acked_written {
+        write_acked(&dir, a);
     }
 }
 
@@ -427,5 +479,55 @@ async fn replay(
             true
         }
         Err(_) => true,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use amoskys_schemas::{DeviceKind, DeviceRecord, Entity};
+
+    fn rec(i: u32) -> Record {
+        Record::Device(DeviceRecord {
+            ts_ns: 0,
+            received_ns: 0,
+            kind: DeviceKind::Mqtt,
+            protocol: "mqtt3.1.1",
+            entity: Entity::Name(format!("d{i}").into()),
+            topic: Some(format!("t/{i}")),
+            payload_bytes: Some(i),
+            samples: Vec::new(),
+        })
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn only_records_after_the_last_acknowledgement_are_candidates_again() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let rt = tokio::runtime::Handle::current();
+        let cfg = WalConfig::default();
+        let (out, mut rx) = mpsc::channel(16);
+        let log = open(&rt, d.path().to_path_buf(), &cfg, None, out).expect("open");
+        let task = tokio::spawn(log.committer);
+        let mut first = log
+            .tx
+            .hand(vec![rec(0), rec(1), rec(2)])
+            .await
+            .expect("hand");
+        first.done().await.expect("handed over");
+        log.tx.acknowledged(&first);
+        // The note is written with the next group.
+        let mut second = log.tx.hand(vec![rec(3), rec(4)]).await.expect("hand");
+        second.done().await.expect("handed over");
+        drop(log.tx);
+        task.await.expect("hand-over ends");
+        let mut got = 0;
+        while let Ok(b) = rx.try_recv() {
+            assert_eq!(b.first_offset, Some(got as u64));
+            got += b.records.len();
+        }
+        assert_eq!(got, 5);
+        let (out, _rx) = mpsc::channel(16);
+        let log = open(&rt, d.path().to_path_buf(), &cfg, Some(4), out).expect("reopen");
+        assert_eq!(log.tx.take_logged_tail(), vec![rec(3), rec(4)]);
     }
 }

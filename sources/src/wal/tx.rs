@@ -25,6 +25,8 @@ pub(super) struct Logged {
     pub(super) tail: std::sync::Mutex<Vec<Record>>,
     pub(super) pending: mpsc::Sender<Pending>,
     pub(super) counters: Arc<WalCounters>,
+    /// One past the newest offset acknowledged to the source's peer.
+    pub(super) acked: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// Where a source hands its batches: the pipeline's channel, through the
@@ -55,7 +57,7 @@ impl From<mpsc::Sender<Vec<Record>>> for RecordTx {
 
 /// A batch appended to a log, on its way to the pipeline.
 #[derive(Debug)]
-pub struct Handed(Option<oneshot::Receiver<()>>);
+pub struct Handed(Option<oneshot::Receiver<()>>, Option<u64>);
 
 impl Handed {
     /// Resolves once the batch is synced and in the pipeline's channel. May be
@@ -91,7 +93,7 @@ impl Handed {
 #[derive(Debug)]
 pub struct Closed;
 
-/// Why [`RecordTx::try_send`] did not take a batch.
+/// Why [`RecordTx::offer`] did not take a batch.
 #[derive(Debug)]
 pub enum TrySend {
     /// No room now (or the log refused it): the batch is handed back.
@@ -127,39 +129,55 @@ impl RecordTx {
         let l = match &self.0 {
             Inner::Plain(tx) => {
                 tx.send(records.into()).await.map_err(|_| Closed)?;
-                return Ok(Handed(None));
+                return Ok(Handed(None, None));
             }
             Inner::Bare(tx) => {
                 tx.send(records).await.map_err(|_| Closed)?;
-                return Ok(Handed(None));
+                return Ok(Handed(None, None));
             }
             Inner::Logged(l) => l,
         };
         if records.is_empty() {
-            return Ok(Handed(None));
+            return Ok(Handed(None, None));
         }
         let payloads = encode(&records);
         let (done_tx, done_rx) = oneshot::channel();
         let mut warned = false;
+        let last;
         loop {
+            // Room in the hand-over queue first, then the log's lock: once the
+            // batch is appended it is queued with no await in between, so a
+            // caller cancelled while waiting has appended nothing.
+            let permit = l.pending.reserve().await.map_err(|_| Closed)?;
             let mut w = l.writer.lock().await;
             match w.append(&payloads) {
                 Ok((first, file)) => {
+                    last = first + records.len() as u64 - 1;
                     l.counters
                         .appended
                         .fetch_add(records.len() as u64, Ordering::Relaxed);
                     l.counters.bytes.store(w.bytes(), Ordering::Relaxed);
-                    let p = Pending {
+                    permit.send(Pending {
                         first,
                         records,
                         file,
                         done: Some(done_tx),
-                    };
-                    l.pending.send(p).await.map_err(|_| Closed)?;
+                    });
                     break;
                 }
+                Err(log::Refused::TooLarge { bytes, max }) => {
+                    // No room will ever be made for it: counted and dropped.
+                    l.counters.refused.fetch_add(1, Ordering::Relaxed);
+                    tracing::error!(
+                        bytes,
+                        max,
+                        records = records.len(),
+                        "a batch larger than the write-ahead log may hold (wal.max_bytes) was dropped"
+                    );
+                    return Ok(Handed(None, None));
+                }
                 Err(e) => {
-                    drop(w);
+                    drop((w, permit));
                     l.counters.refused.fetch_add(1, Ordering::Relaxed);
                     if !warned {
                         tracing::error!(error = %e, "records not accepted until the log has room");
@@ -172,13 +190,14 @@ impl RecordTx {
                 }
             }
         }
-        Ok(Handed(Some(done_rx)))
+        Ok(Handed(Some(done_rx), Some(last)))
     }
 
-    /// Hands `records` over if that can be done without waiting (UDP, which
-    /// cannot slow its senders); with a log, returns once they are appended,
-    /// without waiting for the sync.
-    pub fn try_send(&self, records: Vec<Record>) -> Result<(), TrySend> {
+    /// Hands `records` over if there is room now (UDP, which cannot slow its
+    /// senders): waits at most for the log's lock (another task's append),
+    /// never for the pipeline or the sync; with no room the batch is handed
+    /// back.
+    pub async fn offer(&self, records: Vec<Record>) -> Result<(), TrySend> {
         let l = match &self.0 {
             Inner::Plain(tx) => {
                 return tx.try_send(records.into()).map_err(|e| match e {
@@ -199,9 +218,7 @@ impl RecordTx {
             Err(mpsc::error::TrySendError::Full(_)) => return Err(TrySend::Full(records)),
             Err(mpsc::error::TrySendError::Closed(_)) => return Err(TrySend::Closed),
         };
-        let Ok(mut w) = l.writer.try_lock() else {
-            return Err(TrySend::Full(records));
-        };
+        let mut w = l.writer.lock().await;
         match w.append(&encode(&records)) {
             Ok((first, file)) => {
                 l.counters
@@ -244,6 +261,15 @@ impl RecordTx {
                 .map(|mut t| std::mem::take(&mut *t))
                 .unwrap_or_default(),
             _ => Vec::new(),
+        }
+    }
+
+    /// The source's peer has been told that every record up to the batch of
+    /// `h` is taken (MQTT PUBACKs sent): the log remembers it, so that only
+    /// records after it are candidates when the peer sends something again.
+    pub fn acknowledged(&self, h: &Handed) {
+        if let (Inner::Logged(l), Some(last)) = (&self.0, h.1) {
+            l.acked.fetch_max(last + 1, Ordering::Relaxed);
         }
     }
 
