@@ -238,6 +238,11 @@ impl<K: WindowKey, A: WindowAcc> PaneStore<K, A> {
             .entities
     }
 
+    /// Entities held by every open pane together.
+    fn held(&self) -> usize {
+        self.panes.values().map(|p| p.entities.len()).sum()
+    }
+
     /// Emits every window whose two panes are before `frontier` (all, if `None`),
     /// counting the rows in `counters`.
     fn emit(
@@ -426,6 +431,10 @@ fn hop_windows<'s, O: Observation>(
                 let (mut late, mut over) = (0u64, 0u64);
                 // Observations come in runs of one pane: look the pane up once a run.
                 let pane = |o: &O| pane_of(o.ts_ns().max(0));
+                // Entities held by all open panes together: at most a
+                // window's worth (two panes), however many panes a slow
+                // watermark leaves open, so that memory follows the setting.
+                let mut held = store.held();
                 for run in data.chunk_by(|a, b| pane(a) == pane(b)) {
                     let p = pane(&run[0]);
                     if p < time {
@@ -435,7 +444,11 @@ fn hop_windows<'s, O: Observation>(
                     let slot = store.slot(p, || cap.delayed(&p, out_idx));
                     for o in run {
                         let key = o.key();
-                        let key = if slot.len() < max_entities || slot.contains_key(&key) {
+                        let key = if slot.contains_key(&key) {
+                            key
+                        } else if slot.len() < max_entities && held < max_entities.saturating_mul(2)
+                        {
+                            held += 1;
                             key
                         } else {
                             over += 1;

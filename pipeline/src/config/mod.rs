@@ -73,7 +73,8 @@ pub struct WindowConfig {
     /// discard-only prefix 100::/64) and the observations
     /// counted (`amoskys_window_overflow_observations_total`): memory stays
     /// bounded however many addresses the input names, and what they did
-    /// still shows (and alerts) as one row.
+    /// still shows (and alerts) as one row. All open panes together keep at
+    /// most twice as many, however far the watermark lags.
     pub max_entities: Bounded<1, 100_000_000>,
 }
 
