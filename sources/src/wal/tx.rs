@@ -29,6 +29,31 @@ pub(super) struct Logged {
     pub(super) acked: Arc<std::sync::atomic::AtomicU64>,
 }
 
+impl Logged {
+    /// Counts a batch just appended at `first` and queues it for the sync and
+    /// the hand-over (under the log's lock `w`, with its reserved room).
+    fn queued(
+        &self,
+        w: &log::Writer,
+        permit: mpsc::Permit<'_, Pending>,
+        first: u64,
+        file: Arc<std::fs::File>,
+        records: Vec<Record>,
+        done: Option<oneshot::Sender<()>>,
+    ) {
+        self.counters
+            .appended
+            .fetch_add(records.len() as u64, Ordering::Relaxed);
+        self.counters.bytes.store(w.bytes(), Ordering::Relaxed);
+        permit.send(Pending {
+            first,
+            records,
+            file,
+            done,
+        });
+    }
+}
+
 /// Where a source hands its batches: the pipeline's channel, through the
 /// source's log when it has one.
 #[derive(Clone)]
@@ -153,16 +178,7 @@ impl RecordTx {
             match w.append(&payloads) {
                 Ok((first, file)) => {
                     last = first + records.len() as u64 - 1;
-                    l.counters
-                        .appended
-                        .fetch_add(records.len() as u64, Ordering::Relaxed);
-                    l.counters.bytes.store(w.bytes(), Ordering::Relaxed);
-                    permit.send(Pending {
-                        first,
-                        records,
-                        file,
-                        done: Some(done_tx),
-                    });
+                    l.queued(&w, permit, first, file, records, Some(done_tx));
                     break;
                 }
                 Err(log::Refused::TooLarge { bytes, max }) => {
@@ -221,16 +237,7 @@ impl RecordTx {
         let mut w = l.writer.lock().await;
         match w.append(&encode(&records)) {
             Ok((first, file)) => {
-                l.counters
-                    .appended
-                    .fetch_add(records.len() as u64, Ordering::Relaxed);
-                l.counters.bytes.store(w.bytes(), Ordering::Relaxed);
-                permit.send(Pending {
-                    first,
-                    records,
-                    file,
-                    done: None,
-                });
+                l.queued(&w, permit, first, file, records, None);
                 Ok(())
             }
             Err(_) => {
